@@ -1,0 +1,94 @@
+"""Decisions on a notification request: accept it or reject it, with the reason.
+
+Pure: no I/O, no clock (``now`` is passed in), deterministic ids derived from the
+request id so that reprocessing a request yields the very same events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from engine.priority import Priority, resolve_channels
+from schemas.envelope import Envelope
+from schemas.events import Event, NotificationAccepted, NotificationRejected, NotificationRequested
+from schemas.ids import derived_id
+
+SOURCE = "herald/ingest"
+
+
+def decide_request(request: Envelope, *, topic_priority: Priority, now: datetime) -> tuple[Envelope, ...]:
+    """What becomes of ``request`` (a ``notification.requested``) read from ``topic_priority``'s topic."""
+    cmd = request.data
+    if not isinstance(cmd, NotificationRequested):
+        return (_rejected(request, cmd_user(request), [f"expected notification.requested, got {request.type}"], now),)
+    reasons: list[str] = []
+    if cmd.priority is not None and cmd.priority != topic_priority:
+        reasons.append(f"priority {cmd.priority!r} does not match topic priority {topic_priority.value!r}")
+    if request.userid is not None and request.userid != cmd.user_id:
+        reasons.append(f"userid attribute {request.userid!r} does not match data.user_id {cmd.user_id!r}")
+    if request.priority is not None and request.priority != topic_priority:
+        reasons.append(f"priority attribute {request.priority!r} does not match topic priority {topic_priority.value!r}")
+    if reasons:
+        return (_rejected(request, cmd.user_id, reasons, now),)
+    accepted = NotificationAccepted(
+        notification_id=request.id,
+        user_id=cmd.user_id,
+        title=cmd.title,
+        body=cmd.body,
+        priority=topic_priority.value,
+        channels=resolve_channels(cmd.channels),
+        category=cmd.category,
+        data=cmd.data,
+        requested_at=request.time,
+        idempotency_key=cmd.idempotency_key,
+        collapse_key=cmd.collapse_key,
+        expires_at=cmd.expires_at,
+        deliver_after=cmd.deliver_after,
+    )
+    return (follow(request, accepted, now=now, source=SOURCE),)
+
+
+def cmd_user(request: Envelope) -> str:
+    """Best-known recipient of ``request``."""
+    return getattr(request.data, "user_id", None) or request.userid or ""
+
+
+def follow(cause: Envelope, event: Event, *, now: datetime, source: str) -> Envelope:
+    """The envelope of ``event`` caused by ``cause``: stable id, same subject and correlation."""
+    subject = getattr(event, "notification_id", None) or cause.subject or cause.id
+    return Envelope(
+        id=derived_id(cause.id, event.TYPE, *_discriminator(event)),
+        source=source,
+        time=now,
+        data=event,
+        subject=subject,
+        userid=getattr(event, "user_id", None) or cause.userid,
+        priority=getattr(event, "priority", None) or cause.priority,
+        correlationid=cause.correlationid or cause.id,
+    )
+
+
+def _discriminator(event: object) -> tuple[str, ...]:
+    # Two events of one type caused by one input (e.g. one per channel) need distinct ids.
+    channel = getattr(event, "channel", None)
+    return (channel,) if isinstance(channel, str) else ()
+
+
+def _rejected(request: Envelope, user_id: str, reasons: list[str], now: datetime) -> Envelope:
+    event = NotificationRejected(notification_id=request.id, user_id=user_id, reasons=tuple(reasons))
+    return follow(request, event, now=now, source=SOURCE)
+
+
+def decide_unreadable(event_id: str, user_id: str, reason: str, *, priority: Priority, now: datetime) -> Envelope:
+    """``notification.rejected`` for a request whose bytes were invalid but whose id and user could be read."""
+    event = NotificationRejected(notification_id=event_id, user_id=user_id, reasons=(reason,))
+    return Envelope(
+        id=derived_id(event_id, event.TYPE),
+        source=SOURCE,
+        time=now,
+        data=event,
+        subject=event_id,
+        userid=user_id,
+        priority=priority.value,
+        correlationid=event_id,
+    )

@@ -1,0 +1,47 @@
+"""Topic names, derived once from the configured prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.priority import ALL_CHANNELS, Priority
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Every Kafka topic Herald reads or writes."""
+
+    prefix: str
+
+    def request(self, priority: Priority | str) -> str:
+        """``<prefix>requests.<priority>``: commands from producers and the API."""
+        return f"{self.prefix}requests.{Priority(priority).value}"
+
+    @property
+    def requests(self) -> tuple[str, ...]:
+        """All request topics, highest priority first."""
+        return tuple(self.request(p) for p in Priority)
+
+    @property
+    def events(self) -> str:
+        """The event log, source of truth (infinite retention)."""
+        return f"{self.prefix}events"
+
+    def delivery(self, channel: str) -> str:
+        """Work for one channel's sink agent."""
+        return f"{self.prefix}deliveries.{channel}"
+
+    @property
+    def deliveries(self) -> tuple[str, ...]:
+        """All delivery topics."""
+        return tuple(self.delivery(c) for c in ALL_CHANNELS)
+
+    @property
+    def deadletter(self) -> str:
+        """Raw records that could not be decoded or validated, with the reason in headers."""
+        return f"{self.prefix}deadletter"
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every topic, for creation at start-up."""
+        return (*self.requests, self.events, *self.deliveries, self.deadletter)

@@ -1,0 +1,77 @@
+"""The ``herald`` command: process roles, the embedded dev stack and tooling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from api.auth import mint_token
+from engine.settings import ConfigError, Settings
+from herald import logs
+
+log = logging.getLogger("herald")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``herald`` console script."""
+    parser = argparse.ArgumentParser(prog="herald", description="Event-sourced real-time notification engine on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="everything in one process: embedded broker, SQLite, API and demo page")
+    sub.add_parser("worker", help="stream agents (ingest, router, sinks)")
+    sub.add_parser("projector", help="event log -> read models")
+    sub.add_parser("api", help="REST API and WebSocket gateway")
+    token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
+    token.add_argument("user")
+    token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"herald: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "token":
+        print(mint_token(settings, args.user, scopes=tuple(args.scope), ttl=args.ttl))
+        return 0
+    logs.configure(settings.log_level)
+    if args.command == "dev":
+        from herald.dev import run_dev
+
+        return _run(run_dev(settings))
+    from herald.stack import run_stack
+
+    roles = {
+        "worker": {"worker": True, "projector": False, "api": False},
+        "projector": {"worker": False, "projector": True, "api": False},
+        "api": {"worker": False, "projector": False, "api": True},
+    }[args.command]
+
+    async def role() -> None:
+        async with run_stack(settings, **roles):
+            await _wait_for_signal()
+
+    return _run(role())
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+
+
+def _run(coro: object) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coro)  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

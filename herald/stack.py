@@ -1,0 +1,148 @@
+"""Composition of Herald's roles (worker, projector, api) inside one event loop.
+
+``herald dev`` runs all three with in-process presence; production runs one role per
+process with Redis presence; tests run whichever they need against real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.app import create_app as create_http_app
+from api.auth import TokenVerifier
+from api.gateway import Hub
+from api.presence import LocalPresence, Presence, RedisPresence
+from engine.settings import Settings
+from projections.database import create_engine, migrate
+from projections.projector import Projector
+from projections.queries import NotificationQueries
+from streams.admin import ensure_topics
+from streams.app import create_app as create_faust_app
+from streams.topics import Topics
+from streams.websocket_dispatch import Dispatcher, RedisDispatcher
+
+log = logging.getLogger(__name__)
+
+
+class HubDispatcher:
+    """In-process adapter of the sink's ``Dispatcher`` port: calls this process's hub directly."""
+
+    def __init__(self, hub: Hub, node_id: str) -> None:
+        self._hub = hub
+        self._node_id = node_id
+
+    async def dispatch(self, user_id: str, frame: Any) -> list[str]:
+        """Deliver to local connections; the node counts as reached if any took the frame."""
+        return [self._node_id] if await self._hub.deliver_local(user_id, dict(frame)) else []
+
+
+def node_id(settings: Settings) -> str:
+    """This process's gateway node id."""
+    return settings.node_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Stack:
+    """What is running; tests reach into it (e.g. the API port, the Faust app)."""
+
+    settings: Settings
+    engine: AsyncEngine | None = None
+    hub: Hub | None = None
+    http_port: int | None = None
+    faust_app: faust.App | None = None
+    topics: Topics | None = None
+    projector: Projector | None = None
+    redis: Redis | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def run_stack(
+    settings: Settings, *, worker: bool = True, projector: bool = True, api: bool = True
+) -> AsyncIterator[Stack]:
+    """Start the requested roles; stop them all on exit."""
+    stack = Stack(settings=settings)
+    stopping = asyncio.Event()
+    node = node_id(settings)
+    async with contextlib.AsyncExitStack() as exits:
+        if settings.redis_url:
+            stack.redis = Redis.from_url(settings.redis_url, decode_responses=True)
+            exits.push_async_callback(stack.redis.aclose)
+        elif worker != api:
+            raise RuntimeError("HERALD_REDIS_URL is required when the worker and the API run in separate processes")
+        if worker or api:
+            await ensure_topics(settings)
+        if projector or api:
+            stack.engine = create_engine(settings.database_url)
+            exits.push_async_callback(stack.engine.dispose)
+            await migrate(stack.engine)
+        if api:
+            verifier = TokenVerifier(settings)
+            presence: Presence = (
+                RedisPresence(stack.redis, node, settings.presence_ttl_seconds) if stack.redis else LocalPresence()
+            )
+            stack.hub = Hub(settings, verifier, presence)
+            await stack.hub.start()
+            exits.push_async_callback(stack.hub.close)
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+            await producer.start()
+            exits.push_async_callback(producer.stop)
+            assert stack.engine is not None
+            queries = NotificationQueries(stack.engine)
+            checks = {"database": queries.ping, "broker": lambda: _broker_check(producer, settings)}
+            if stack.redis is not None:
+                redis = stack.redis
+                checks["redis"] = lambda: _redis_check(redis)
+            http = create_http_app(verifier=verifier, queries=queries, hub=stack.hub, checks=checks)
+            runner = web.AppRunner(http, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.http_host, settings.http_port)
+            await site.start()
+            exits.push_async_callback(runner.cleanup)
+            stack.http_port = runner.addresses[0][1]
+            log.info("api listening", extra={"url": f"http://{settings.http_host}:{stack.http_port}"})
+        if projector:
+            assert stack.engine is not None
+            stack.projector = Projector(settings, stack.engine)
+            task = asyncio.create_task(stack.projector.run(stopping), name="projector")
+            stack.tasks.append(task)
+        if worker:
+            dispatcher: Dispatcher
+            if stack.redis is not None:
+                dispatcher = RedisDispatcher(stack.redis)
+            else:
+                assert stack.hub is not None
+                dispatcher = HubDispatcher(stack.hub, node)
+            stack.faust_app, stack.topics = create_faust_app(settings, dispatcher=dispatcher)
+            await stack.faust_app.start()
+            exits.push_async_callback(stack.faust_app.stop)
+        try:
+            yield stack
+        finally:
+            stopping.set()
+            for task in stack.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 10)
+
+
+async def _broker_check(producer: AIOKafkaProducer, settings: Settings) -> None:
+    from engine.topics import TopicNames
+
+    await asyncio.wait_for(producer.partitions_for(TopicNames(settings.topic_prefix).events), 5)
+
+
+async def _redis_check(redis: Redis) -> None:
+    await asyncio.wait_for(redis.ping(), 5)

@@ -1,0 +1,206 @@
+"""One codec for every request and event: CloudEvents JSON <-> typed ``Envelope``.
+
+Structured mode (the whole CloudEvent is the JSON value) and binary mode (``ce_*``
+Kafka headers, ``data`` as the value) are both accepted on input; output is always
+structured. ``data`` is validated against ``schemas/<type>/v<N>.json`` with a
+compiled validator before it becomes a typed event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import fastjsonschema
+
+from schemas.envelope import CONTENT_TYPE, SPECVERSION, Envelope
+from schemas.errors import InvalidMessage
+from schemas.events import EVENT_TYPES, Event
+
+SCHEMA_DIR = Path(__file__).parent
+_REQUIRED_ATTRS = ("specversion", "id", "source", "type")
+_KNOWN_ATTRS = {
+    "specversion", "id", "source", "type", "time", "subject", "datacontenttype",
+    "dataschema", "data", "userid", "priority", "correlationid",
+}
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+
+
+@cache
+def schema(event_type: str, version: int = 1) -> dict[str, Any]:
+    """The JSON Schema document of ``event_type`` version ``version``."""
+    path = SCHEMA_DIR / event_type / f"v{version}.json"
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+@cache
+def _validator(event_type: str, version: int) -> Any:
+    doc = dict(schema(event_type, version))
+    doc.pop("$schema", None)  # fastjsonschema knows draft-07 keywords, which is all we use
+    return fastjsonschema.compile(doc, formats={"date-time": _is_datetime})
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp into an aware datetime (``Z`` accepted)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without timezone: {value!r}")
+    return parsed
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 with a ``Z`` for UTC."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def validate_data(event_type: str, data: Any, version: int = 1) -> None:
+    """Raise ``InvalidMessage`` unless ``data`` is valid for the type's schema."""
+    try:
+        _validator(event_type, version)(data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise InvalidMessage(f"{event_type}: {exc.message}") from None
+
+
+@cache
+def _hints(cls: type[Event]) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def event_from_data(event_type: str, data: dict[str, Any]) -> Event:
+    """Validate ``data`` and build the typed event of ``event_type``."""
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise InvalidMessage(f"unknown event type {event_type!r}")
+    validate_data(event_type, data, cls.VERSION)
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        hint = str(hints[f.name])
+        if value is not None and "datetime" in hint:
+            value = parse_time(value)
+        elif isinstance(value, list) and "tuple" in hint:
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def event_to_data(event: Event) -> dict[str, Any]:
+    """The JSON-ready ``data`` object of ``event``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if value is None:
+            continue  # absent and null mean the same; some schemas do not admit null
+        if isinstance(value, datetime):
+            value = format_time(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def envelope_to_dict(env: Envelope) -> dict[str, Any]:
+    """Structured CloudEvent as a dict (``None`` attributes left out)."""
+    out: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": env.id,
+        "source": env.source,
+        "type": env.type,
+        "time": format_time(env.time),
+        "datacontenttype": CONTENT_TYPE,
+    }
+    for name in ("subject", "userid", "priority", "correlationid"):
+        value = getattr(env, name)
+        if value is not None:
+            out[name] = value
+    out["data"] = event_to_data(env.data)
+    return out
+
+
+def encode(env: Envelope) -> bytes:
+    """Serialise an envelope as structured CloudEvents JSON."""
+    return json.dumps(envelope_to_dict(env), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(
+    raw: bytes | None,
+    headers: Iterable[tuple[str, bytes]] = (),
+    *,
+    max_bytes: int | None = None,
+) -> Envelope:
+    """Decode a Kafka record value (and headers) into a typed, validated envelope.
+
+    Raises ``InvalidMessage`` with a human-readable reason for anything else; the
+    exception carries the user id and event id when they could be read.
+    """
+    if raw is None:
+        raise InvalidMessage("empty message (null value)")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidMessage(f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
+    ce_headers = {k[3:]: v for k, v in headers if k.startswith("ce_")}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage(f"malformed JSON: {exc}") from None
+    if ce_headers:
+        try:
+            attrs: dict[str, Any] = {k: v.decode() for k, v in ce_headers.items()}
+        except UnicodeDecodeError:
+            raise InvalidMessage("ce_* header is not UTF-8") from None
+        attrs["data"] = body
+    else:
+        attrs = body
+    if not isinstance(attrs, dict):
+        raise InvalidMessage("a CloudEvent must be a JSON object")
+    data = attrs.get("data")
+    user_hint = data.get("user_id") if isinstance(data, dict) else None
+    hints = {
+        "user_id": user_hint if isinstance(user_hint, str) and user_hint else None,
+        "event_id": attrs["id"] if isinstance(attrs.get("id"), str) and attrs["id"] else None,
+    }
+    missing = [a for a in _REQUIRED_ATTRS if not isinstance(attrs.get(a), str) or not attrs[a]]
+    if missing:
+        raise InvalidMessage(f"missing or empty CloudEvents attribute(s): {', '.join(missing)}", **hints)
+    if attrs["specversion"] != SPECVERSION:
+        raise InvalidMessage(f"unsupported specversion {attrs['specversion']!r}", **hints)
+    unknown = [k for k in attrs if k not in _KNOWN_ATTRS and not _EXTENSION_NAME.match(k)]
+    if unknown:
+        raise InvalidMessage(f"invalid CloudEvents attribute name(s): {', '.join(sorted(unknown))}", **hints)
+    content_type = attrs.get("datacontenttype", CONTENT_TYPE)
+    if not isinstance(content_type, str) or not content_type.startswith("application/json"):
+        raise InvalidMessage(f"unsupported datacontenttype {content_type!r}", **hints)
+    if not isinstance(data, dict):
+        raise InvalidMessage("data must be a JSON object", **hints)
+    try:
+        event = event_from_data(attrs["type"], data)
+    except InvalidMessage as exc:
+        raise InvalidMessage(exc.reason, **hints) from None
+    try:
+        time = parse_time(attrs["time"]) if "time" in attrs else datetime.now(UTC)
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidMessage(f"invalid time {attrs.get('time')!r}", **hints) from None
+    optional: dict[str, str | None] = {}
+    for name in ("subject", "userid", "priority", "correlationid"):
+        value = attrs.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidMessage(f"attribute {name} must be a string", **hints)
+        optional[name] = value
+    return Envelope(id=attrs["id"], source=attrs["source"], time=time, data=event, **optional)

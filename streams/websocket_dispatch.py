@@ -1,0 +1,38 @@
+"""How the WebSocket sink reaches the gateway nodes holding a user."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from engine.presence import gateway_channel, live_nodes, presence_key
+
+
+class Dispatcher(Protocol):
+    """Port: hand a frame to every gateway connection of a user."""
+
+    async def dispatch(self, user_id: str, frame: Mapping[str, Any]) -> list[str]:
+        """Send ``frame`` to ``user_id``'s connections; return the gateway nodes that took it."""
+        ...
+
+
+class RedisDispatcher:
+    """Production adapter: presence hash in Redis, then PUBLISH to each live gateway's channel."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def dispatch(self, user_id: str, frame: Mapping[str, Any]) -> list[str]:
+        """Publish to the gateways present for ``user_id``; a node counts if a subscriber got it."""
+        entries: dict[str, str] = await self._redis.hgetall(presence_key(user_id))
+        message = json.dumps({"user_id": user_id, "frame": frame}, separators=(",", ":"))
+        reached = []
+        for node in live_nodes(entries, now=time.time()):
+            receivers = await self._redis.publish(gateway_channel(node), message)
+            if receivers:
+                reached.append(node)
+        return reached
