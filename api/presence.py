@@ -58,15 +58,16 @@ class LocalPresence:
 class RedisPresence:
     """Production presence: a Redis hash per user with per-node expiry, refreshed on a timer."""
 
-    def __init__(self, redis: Redis, node_id: str, ttl: int) -> None:
+    def __init__(self, redis: Redis, prefix: str, node_id: str, ttl: int) -> None:
         self._redis = redis
+        self._prefix = prefix
         self.node_id = node_id
         self._ttl = ttl
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, deliver: Deliver, users: Callable[[], Collection[str]]) -> None:
         pubsub = self._redis.pubsub()
-        await pubsub.subscribe(gateway_channel(self.node_id))
+        await pubsub.subscribe(gateway_channel(self._prefix, self.node_id))
         self._tasks = [
             asyncio.create_task(self._listen(pubsub, deliver)),
             asyncio.create_task(self._refresh(users)),
@@ -76,7 +77,7 @@ class RedisPresence:
         await self._mark(user_id)
 
     async def leave(self, user_id: str) -> None:
-        await self._redis.hdel(presence_key(user_id), self.node_id)
+        await self._redis.hdel(presence_key(self._prefix, user_id), self.node_id)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -86,7 +87,7 @@ class RedisPresence:
                 await task
 
     async def _mark(self, user_id: str) -> None:
-        key = presence_key(user_id)
+        key = presence_key(self._prefix, user_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, self.node_id, str(time.time() + self._ttl))
             pipe.expire(key, self._ttl)

@@ -1,19 +1,20 @@
-"""Names shared by the gateway (writes presence) and the WebSocket sink (reads it)."""
+"""Names shared by the gateway (writes presence) and the WebSocket sink (reads it).
+
+Every key carries the deployment's topic prefix, so two Herald deployments (or two
+test runs) sharing one Redis never see each other's users.
+"""
 
 from __future__ import annotations
 
-PRESENCE_PREFIX = "herald:presence:"
-GATEWAY_CHANNEL_PREFIX = "herald:gateway:"
 
-
-def presence_key(user_id: str) -> str:
+def presence_key(prefix: str, user_id: str) -> str:
     """Redis hash ``node id -> expiry (unix seconds)`` of the gateways holding ``user_id``."""
-    return PRESENCE_PREFIX + user_id
+    return f"{prefix}presence:{user_id}"
 
 
-def gateway_channel(node_id: str) -> str:
+def gateway_channel(prefix: str, node_id: str) -> str:
     """Redis pub/sub channel a gateway node listens on for frames to its users."""
-    return GATEWAY_CHANNEL_PREFIX + node_id
+    return f"{prefix}gateway:{node_id}"
 
 
 def live_nodes(entries: dict[str, str], *, now: float) -> list[str]:

@@ -92,7 +92,7 @@ async def run_stack(
         if api:
             verifier = TokenVerifier(settings)
             presence: Presence = (
-                RedisPresence(stack.redis, node, settings.presence_ttl_seconds) if stack.redis else LocalPresence()
+                RedisPresence(stack.redis, settings.topic_prefix, node, settings.presence_ttl_seconds) if stack.redis else LocalPresence()
             )
             stack.hub = Hub(settings, verifier, presence)
             await stack.hub.start()
@@ -122,7 +122,7 @@ async def run_stack(
         if worker:
             dispatcher: Dispatcher
             if stack.redis is not None:
-                dispatcher = RedisDispatcher(stack.redis)
+                dispatcher = RedisDispatcher(stack.redis, settings.topic_prefix)
             else:
                 assert stack.hub is not None
                 dispatcher = HubDispatcher(stack.hub, node)

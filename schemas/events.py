@@ -95,6 +95,7 @@ class DeliverySucceeded(Event):
     target: str
     latency_ms: float
     provider_id: str | None = None
+    attempt: int = 1
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -108,3 +109,186 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 """Every known event class by CloudEvents ``type``."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationDuplicate(Event):
+    """A repeated idempotency key (or event id) inside the dedupe window: not delivered again."""
+
+    TYPE: ClassVar[str] = "notification.duplicate"
+
+    notification_id: str
+    user_id: str
+    idempotency_key: str
+    original_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRateLimited(Event):
+    """The user's per-priority rate limit was exceeded: not delivered."""
+
+    TYPE: ClassVar[str] = "notification.rate_limited"
+
+    notification_id: str
+    user_id: str
+    priority: str
+    limit: int
+    window_seconds: int
+    retry_after_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationExpired(Event):
+    """``expires_at`` passed before delivery; never delivered late."""
+
+    TYPE: ClassVar[str] = "notification.expired"
+
+    notification_id: str
+    user_id: str
+    expires_at: datetime
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed(Event):
+    """One delivery attempt failed; ``retriable`` says if another may succeed."""
+
+    TYPE: ClassVar[str] = "delivery.failed"
+
+    notification_id: str
+    user_id: str
+    channel: str
+    target: str
+    attempt: int
+    retriable: bool
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRetryScheduled(Event):
+    """A retry of a failed attempt is due at ``due_at``."""
+
+    TYPE: ClassVar[str] = "delivery.retry_scheduled"
+
+    notification_id: str
+    user_id: str
+    channel: str
+    target: str
+    attempt: int
+    due_at: datetime
+    delay_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAbandoned(Event):
+    """Attempts exhausted or permanent failure: given up and dead-lettered."""
+
+    TYPE: ClassVar[str] = "delivery.abandoned"
+
+    notification_id: str
+    user_id: str
+    channel: str
+    target: str
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCancelled(Event):
+    """A pending fallback or retry was cancelled (e.g. read elsewhere)."""
+
+    TYPE: ClassVar[str] = "delivery.cancelled"
+
+    notification_id: str
+    user_id: str
+    channel: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRead(Event):
+    """The user read the notification."""
+
+    TYPE: ClassVar[str] = "notification.read"
+
+    notification_id: str
+    user_id: str
+    via: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationDeleted(Event):
+    """The user deleted the notification."""
+
+    TYPE: ClassVar[str] = "notification.deleted"
+
+    notification_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRegistered(Event):
+    """An APNs device token was registered (revives an earlier invalidation)."""
+
+    TYPE: ClassVar[str] = "device.registered"
+
+    user_id: str
+    device_token: str
+    platform: str = "ios"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUnregistered(Event):
+    """A device token was deactivated by the user or app."""
+
+    TYPE: ClassVar[str] = "device.unregistered"
+
+    user_id: str
+    device_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInvalidated(Event):
+    """APNs reported the token invalid (410 / BadDeviceToken); no longer targeted."""
+
+    TYPE: ClassVar[str] = "device.invalidated"
+
+    user_id: str
+    device_token: str
+    reason: str
+    invalid_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactUpdated(Event):
+    """A user's email address and channel preferences."""
+
+    TYPE: ClassVar[str] = "contact.updated"
+
+    user_id: str
+    email: str | None = None
+    channels: tuple[str, ...] = ("websocket", "email", "apns")
+    email_fallback_minutes: int | None = None
+
+
+EVENT_TYPES.update(
+    {
+        cls.TYPE: cls
+        for cls in (
+            NotificationDuplicate,
+            NotificationRateLimited,
+            NotificationExpired,
+            DeliveryFailed,
+            DeliveryRetryScheduled,
+            DeliveryAbandoned,
+            DeliveryCancelled,
+            NotificationRead,
+            NotificationDeleted,
+            DeviceRegistered,
+            DeviceUnregistered,
+            DeviceInvalidated,
+            ContactUpdated,
+        )
+    }
+)

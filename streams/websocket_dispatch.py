@@ -23,16 +23,17 @@ class Dispatcher(Protocol):
 class RedisDispatcher:
     """Production adapter: presence hash in Redis, then PUBLISH to each live gateway's channel."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
+        self._prefix = prefix
 
     async def dispatch(self, user_id: str, frame: Mapping[str, Any]) -> list[str]:
         """Publish to the gateways present for ``user_id``; a node counts if a subscriber got it."""
-        entries: dict[str, str] = await self._redis.hgetall(presence_key(user_id))
+        entries: dict[str, str] = await self._redis.hgetall(presence_key(self._prefix, user_id))
         message = json.dumps({"user_id": user_id, "frame": frame}, separators=(",", ":"))
         reached = []
         for node in live_nodes(entries, now=time.time()):
-            receivers = await self._redis.publish(gateway_channel(node), message)
+            receivers = await self._redis.publish(gateway_channel(self._prefix, node), message)
             if receivers:
                 reached.append(node)
         return reached

@@ -1,0 +1,37 @@
+# Herald — two commands do all the set-up: `make dev` and `make test`.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PACKAGES := schemas engine streams projections api herald
+
+.PHONY: dev test check format sync uv system-deps bench
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+sync: uv
+	@$(UV) sync --frozen --quiet
+
+## Run the whole engine on its embedded default (broker, SQLite, API and demo page on :8000).
+dev: sync
+	$(UV) run herald dev
+
+## Install everything (Python env, Debian test tools) and run the test suite.
+test: sync system-deps
+	$(UV) run pytest
+
+## Format check, lint, types.
+check: sync
+	$(UV) run ruff format --check $(PACKAGES) tests benchmarks
+	$(UV) run ruff check $(PACKAGES) tests benchmarks
+	$(UV) run mypy $(PACKAGES)
+
+format: sync
+	$(UV) run ruff format $(PACKAGES) tests benchmarks
+	$(UV) run ruff check --fix $(PACKAGES) tests benchmarks
+
+## Debian tools the tests drive as a user would (kcat, chromium).
+system-deps:
+	@bash .ci/system-deps
+
+bench: sync
+	$(UV) run python benchmarks/pipeline.py
