@@ -25,7 +25,9 @@ from api.app import create_app as create_http_app
 from api.auth import TokenVerifier
 from api.gateway import Hub
 from api.presence import LocalPresence, Presence, RedisPresence
+from api.publisher import Publisher
 from engine.settings import Settings
+from engine.topics import TopicNames
 from projections.database import create_engine, migrate
 from projections.projector import Projector
 from projections.queries import NotificationQueries
@@ -61,6 +63,7 @@ class Stack:
     settings: Settings
     engine: AsyncEngine | None = None
     hub: Hub | None = None
+    publisher: Publisher | None = None
     http_port: int | None = None
     faust_app: faust.App | None = None
     topics: Topics | None = None
@@ -100,6 +103,7 @@ async def run_stack(
             producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
             await producer.start()
             exits.push_async_callback(producer.stop)
+            stack.publisher = Publisher(producer, TopicNames(settings.topic_prefix))
             assert stack.engine is not None
             queries = NotificationQueries(stack.engine)
             checks = {"database": queries.ping, "broker": lambda: _broker_check(producer, settings)}
@@ -139,8 +143,6 @@ async def run_stack(
 
 
 async def _broker_check(producer: AIOKafkaProducer, settings: Settings) -> None:
-    from engine.topics import TopicNames
-
     await asyncio.wait_for(producer.partitions_for(TopicNames(settings.topic_prefix).events), 5)
 
 
