@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.auth import TokenVerifier
+from api.dev import DevRoutes
 from api.gateway import Hub
-from api.notifications import NotificationRoutes
+from api.presence_routes import PresenceRoutes
 from api.problems import problem_middleware, problem_response
+from api.publisher import Publisher
+from api.rest import register_rest
+from engine.settings import Settings
 from projections.queries import NotificationQueries
 
 Check = Callable[[], Awaitable[None]]
+STATIC = Path(__file__).parent / "static"
+"""The demo page (plain HTML, CSS and JS; no external resources)."""
 
 
 def create_app(
@@ -22,11 +29,23 @@ def create_app(
     queries: NotificationQueries,
     hub: Hub,
     checks: Mapping[str, Check],
+    publisher: Publisher | None = None,
+    settings: Settings | None = None,
 ) -> web.Application:
     """The HTTP app; the caller owns the lifecycle of ``hub`` and the check targets."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=1024 * 1024)
-    NotificationRoutes(verifier, queries).register(app)
+    register_rest(app, verifier=verifier, queries=queries, publisher=publisher, settings=settings or hub.settings)
     app.router.add_get("/ws/notifications", hub.handle)
+    PresenceRoutes(verifier, hub.presence).register(app)
+    app.on_shutdown.append(hub.disconnect_all)
+    if hub.settings.dev_mode:
+        DevRoutes(hub.settings).register(app)
+
+    async def demo_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    app.router.add_get("/", demo_page)
+    app.router.add_static("/static/", STATIC)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -34,22 +34,34 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings) -> None:
         self._algorithms = list(settings.jwt_algorithms)
-        self._key = settings.jwt_public_key or settings.jwt_secret
+        # One key per algorithm family: an HS token is never checked against the public key
+        # (nor an RS/ES token against the secret), which rules out algorithm confusion.
+        self._keys = {
+            alg: settings.jwt_secret if alg.startswith("HS") else settings.jwt_public_key
+            for alg in self._algorithms
+        }
         self._issuer = settings.jwt_issuer
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; ``Problem(401)`` otherwise (reason, never the token)."""
         try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise Problem(401, "Unauthorized", f"invalid token: {exc}") from None
+        key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+        if not key or not isinstance(algorithm, str):
+            raise Problem(401, "Unauthorized", f"invalid token: algorithm {algorithm!r} is not accepted")
+        try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
+                key,
+                algorithms=[algorithm],
                 issuer=self._issuer,
                 options={"require": ["exp", "iat", "sub", "iss"]},
             )
         except jwt.ExpiredSignatureError:
             raise Problem(401, "Unauthorized", "token expired") from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:  # InvalidTokenError, and InvalidKeyError for a key of the wrong kind
             raise Problem(401, "Unauthorized", f"invalid token: {exc}") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:

@@ -1,106 +1,221 @@
-"""WebSocket gateway: authenticated connections, per-user limits, live frames, ping/pong."""
+"""WebSocket gateway: ``/ws/notifications?token=JWT[&since=ID]``.
+
+On connect: admit (at most ``ws_max_connections_per_user`` over the cluster, the next is
+refused with 4008), join presence, replay what the user missed as
+``missed_notifications`` batches, then stream live ``notification`` frames. Every
+notification written to a socket is recorded as ``delivery.succeeded`` by this node.
+Protocol and close codes: docs/websocket.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from prometheus_client import Gauge
 
 from api.auth import TokenVerifier
+from api.connection import CLOSE_REPLAY_FAILED, CLOSE_TOO_MANY_CONNECTIONS, CLOSE_UNAVAILABLE, Connection, Outgoing
 from api.presence import Presence
-from api.problems import Problem
+from api.receipts import Receipts
+from api.replay import Replay
+from engine.delivery import read_over_websocket
 from engine.settings import Settings
+from projections.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
 ACTIVE_CONNECTIONS = Gauge("active_websocket_connections", "Open WebSocket connections on this node")
 
-CLOSE_TOO_MANY_CONNECTIONS = 4008
-"""Close code sent to a connection beyond the per-user limit (the new one is refused)."""
+MAX_CLIENT_FRAME = 16 * 1024
+"""Largest frame a client may send (its frames are tiny: ping, ack, read)."""
 
 
 class Hub:
     """All WebSocket connections of this gateway node, by user."""
 
-    def __init__(self, settings: Settings, verifier: TokenVerifier, presence: Presence) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        verifier: TokenVerifier,
+        presence: Presence,
+        *,
+        receipts: Receipts | None = None,
+        replay: Replay | None = None,
+        inbox: Inbox | None = None,
+    ) -> None:
         self._settings = settings
         self._verifier = verifier
         self._presence = presence
-        self._connections: dict[str, list[web.WebSocketResponse]] = {}
+        self._receipts = receipts or Receipts(None, presence.node_id)
+        self._replay = replay
+        self._inbox = inbox
+        self._connections: dict[str, dict[str, Connection]] = {}
+        self.node_id = presence.node_id
+        self.presence = presence
+        self.settings = settings
 
     async def start(self) -> None:
         """Start receiving frames addressed to this node."""
-        await self._presence.start(self.deliver_local, lambda: self._connections.keys())
+        await self._presence.start(self.deliver_remote, self._held)
 
     async def close(self) -> None:
-        """Close every connection and leave presence."""
+        """Close every connection, leave presence, and get the last receipts to the broker."""
+        await self.disconnect_all()
         await self._presence.close()
-        for sockets in list(self._connections.values()):
-            for ws in list(sockets):
-                await ws.close(code=1001, message=b"server shutting down")
+        await self._receipts.close()
 
-    def connection_count(self, user_id: str) -> int:
-        """Open connections of ``user_id`` on this node."""
-        return len(self._connections.get(user_id, ()))
+    async def disconnect_all(self, app: web.Application | None = None) -> None:
+        """Close every socket with 1001 (the HTTP server's shutdown hook: clients reconnect elsewhere)."""
+        for by_id in list(self._connections.values()):
+            for conn in list(by_id.values()):
+                await conn.stop()
+                await conn.ws.close(code=1001, message=b"server shutting down")
+
+    def connection_count(self, user_id: str | None = None) -> int:
+        """Open connections here, of ``user_id`` or of everyone."""
+        if user_id is not None:
+            return len(self._connections.get(user_id, ()))
+        return sum(len(by_id) for by_id in self._connections.values())
 
     async def deliver_local(self, user_id: str, frame: dict[str, Any]) -> int:
-        """Send ``frame`` to every connection of ``user_id`` here; return how many took it."""
-        sent = 0
+        """Queue ``frame`` on every connection of ``user_id`` here; return how many took it."""
+        by_id = self._connections.get(user_id)
+        if not by_id:
+            return 0
         text = json.dumps(frame, separators=(",", ":"))
-        for ws in list(self._connections.get(user_id, ())):
-            try:
-                await ws.send_str(text)
-                sent += 1
-            except (ConnectionError, RuntimeError):
-                log.info("frame to a closing connection dropped", extra={"user_id": user_id})
-        return sent
+        if frame.get("type") == "notification":
+            out = Outgoing("live", text=text, notifications=[frame["notification"]])
+        else:
+            out = Outgoing("control", text=text)
+        return sum(conn.offer(out) for conn in list(by_id.values()))
+
+    async def deliver_remote(self, user_id: str, frame: dict[str, Any]) -> int:
+        """A frame from the sink via Redis: deliver, or record that the user had just left."""
+        taken = await self.deliver_local(user_id, frame)
+        if not taken and frame.get("type") == "notification":
+            await self._receipts.dropped(frame["notification"])
+        return taken
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``GET /ws/notifications?token=JWT``."""
-        try:
-            principal = self._verifier.from_request(request)
-        except Problem:
-            raise
-        ws = web.WebSocketResponse(heartbeat=self._settings.ws_heartbeat_seconds)
+        """``GET /ws/notifications?token=JWT[&since=ID]``."""
+        principal = self._verifier.from_request(request)  # 401 problem+json before the upgrade
+        since = request.query.get("since") or None
+        if since is not None and len(since) > 200:
+            since = "?"  # no notification id is that long: answered as an unknown cursor
+        ws = web.WebSocketResponse(
+            heartbeat=self._settings.ws_heartbeat_seconds, autoclose=False, max_msg_size=MAX_CLIENT_FRAME
+        )
         await ws.prepare(request)
         user_id = principal.subject
-        if self.connection_count(user_id) >= self._settings.ws_max_connections_per_user:
-            await ws.close(code=CLOSE_TOO_MANY_CONNECTIONS, message=b"too many connections for this user")
+        conn_id = secrets.token_hex(6)
+        try:
+            admitted = await self._presence.join(user_id, conn_id, self._settings.ws_max_connections_per_user)
+        except Exception:  # presence down: tell the client to come back rather than hang
+            log.exception("websocket refused: presence unavailable", extra={"user_id": user_id})
+            await ws.close(code=CLOSE_UNAVAILABLE, message=b"presence unavailable; reconnect later")
             return ws
-        self._connections.setdefault(user_id, []).append(ws)
+        if not admitted:
+            limit = self._settings.ws_max_connections_per_user
+            log.info("websocket refused: connection limit", extra={"user_id": user_id})
+            await ws.close(code=CLOSE_TOO_MANY_CONNECTIONS, message=f"at most {limit} connections per user".encode())
+            return ws
+        conn = Connection(ws, user_id, conn_id, queue_size=self._settings.ws_send_queue_size, on_written=self._written)
+        self._connections.setdefault(user_id, {})[conn_id] = conn
         ACTIVE_CONNECTIONS.inc()
-        await self._presence.join(user_id)
+        conn.start()
         log.info("websocket connected", extra={"user_id": user_id})
+        replaying = asyncio.create_task(self._run_replay(conn, since), name=f"ws-replay-{conn_id}")
         try:
             async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                await self._on_client_frame(ws, msg.data)
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_client_frame(conn, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+                else:
+                    conn.control({"type": "error", "error": "text frames only"})
         finally:
-            sockets = self._connections.get(user_id, [])
-            if ws in sockets:
-                sockets.remove(ws)
-            if not sockets:
+            replaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replaying
+            await conn.stop()
+            # Receipts of what this connection got are on the broker before the close is
+            # answered: a client reconnecting right after is not replayed them again.
+            await self._receipts.flush(user_id)
+            by_id = self._connections.get(user_id, {})
+            by_id.pop(conn_id, None)
+            if not by_id:
                 self._connections.pop(user_id, None)
-                await self._presence.leave(user_id)
+            try:
+                await self._presence.leave(user_id, conn_id, last_here=not by_id)
+            except Exception:  # the slot then expires with the TTL; the close must finish
+                log.exception("leaving presence failed", extra={"user_id": user_id})
+            if not ws.closed:
+                await ws.close()
             ACTIVE_CONNECTIONS.dec()
-            log.info("websocket disconnected", extra={"user_id": user_id})
+            log.info("websocket disconnected", extra={"user_id": user_id, "close_code": ws.close_code})
         return ws
 
-    async def _on_client_frame(self, ws: web.WebSocketResponse, data: str) -> None:
+    async def _run_replay(self, conn: Connection, since: str | None) -> None:
+        try:
+            if self._replay is not None:
+                await self._replay.catch_up(conn.user_id)
+                after = await self._replay.cursor(conn.user_id, since) if since else None
+                if since and after is None:
+                    conn.control({"type": "error", "error": "unknown 'since' id; replaying undelivered notifications"})
+                async for items, more in self._replay.pages(conn.user_id, after):
+                    await conn.replayed(items, more=more)
+            else:
+                await conn.replayed([], more=False)
+            await conn.end_replay()
+        except Exception:
+            log.exception("missed-notification replay failed", extra={"user_id": conn.user_id})
+            await conn.stop()
+            await conn.ws.close(code=CLOSE_REPLAY_FAILED, message=b"replay unavailable; reconnect")
+
+    async def _written(self, conn: Connection, notifications: list[dict[str, Any]], via: str) -> None:
+        await self._receipts.delivered(notifications, connection=conn.id, via=via)
+
+    def _held(self) -> list[tuple[str, str]]:
+        return [(user, conn_id) for user, by_id in self._connections.items() for conn_id in by_id]
+
+    async def _on_client_frame(self, conn: Connection, data: str) -> None:
         try:
             frame = json.loads(data)
         except json.JSONDecodeError:
-            await ws.send_json({"type": "error", "error": "malformed JSON"})
+            conn.control({"type": "error", "error": "malformed JSON"})
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
-            await ws.send_json({"type": "pong"})
+            conn.control({"type": "pong"})
+        elif kind in ("ack", "read"):
+            notification_id = frame.get("id")
+            if not isinstance(notification_id, str) or not notification_id or len(notification_id) > 200:
+                conn.control({"type": "error", "error": f"{kind} needs a notification 'id'"})
+            elif kind == "read":
+                await self._read(conn, notification_id)
+            # ack: delivery is recorded when the frame is written; nothing more to do.
         else:
-            await ws.send_json({"type": "error", "error": f"unsupported frame type {kind!r}"})
+            conn.control({"type": "error", "error": f"unsupported frame type {kind!r}"})
 
-
+    async def _read(self, conn: Connection, notification_id: str) -> None:
+        if self._inbox is None or self._replay is None:
+            conn.control({"type": "error", "error": "read is not available on this gateway", "id": notification_id})
+            return
+        if await self._inbox.seq_of(conn.user_id, notification_id) is None:
+            # It may have just been delivered live, ahead of the projector: wait for it once.
+            await self._replay.catch_up(conn.user_id)
+            if await self._inbox.seq_of(conn.user_id, notification_id) is None:
+                conn.control({"type": "error", "error": "no such notification", "id": notification_id})
+                return
+        now = datetime.now(UTC)
+        await self._receipts.append(read_over_websocket(notification_id, conn.user_id, now=now))
+        confirmation = {"type": "read", "id": notification_id, "read_at": now.isoformat().replace("+00:00", "Z")}
+        for other in list(self._connections.get(conn.user_id, {}).values()):
+            other.control(confirmation)

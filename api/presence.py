@@ -1,4 +1,13 @@
-"""Presence: which gateway nodes hold which users, and the channel frames arrive on."""
+"""Presence: which gateway nodes hold which users, the per-user connection limit, and the
+channel frames arrive on.
+
+Redis layout (every key carries the deployment prefix):
+- ``presence:<user>`` hash, node id -> expiry (unix seconds): read by the WebSocket sink.
+- ``connections:<user>`` sorted set, ``<node>/<connection>`` scored by expiry: the
+  cluster-wide connection count the limit is enforced on, atomically, in one script.
+Every gateway refreshes its entries every third of the TTL; a crashed gateway's
+entries expire on their own and are ignored by readers from then on.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +17,56 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from engine.presence import gateway_channel, presence_key
+from engine.presence import gateway_channel, live_nodes, presence_key
 
 log = logging.getLogger(__name__)
 
+REFRESH_CHUNK = 2000
+"""Users refreshed per Redis round trip."""
+
 Deliver = Callable[[str, dict[str, Any]], Awaitable[int]]
+Held = Callable[[], Collection[tuple[str, str]]]
+"""``(user, connection)`` pairs this node holds now."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    """One gateway node holding a user."""
+
+    node_id: str
+    connections: int
+    expires_at: float
+
+
+def connections_key(prefix: str, user_id: str) -> str:
+    """Redis sorted set of ``<node>/<connection>`` members scored by expiry."""
+    return f"{prefix}connections:{user_id}"
 
 
 class Presence(Protocol):
     """Port used by the gateway."""
 
-    async def start(self, deliver: Deliver, users: Callable[[], Collection[str]]) -> None:
-        """Begin receiving frames for this node (``deliver(user, frame)``) and refreshing ``users()``."""
+    node_id: str
+
+    async def start(self, deliver: Deliver, held: Held) -> None:
+        """Begin receiving frames for this node (``deliver(user, frame)``) and refreshing ``held()``."""
         ...
 
-    async def join(self, user_id: str) -> None:
-        """This node now holds a connection of ``user_id``."""
+    async def join(self, user_id: str, connection: str, limit: int) -> bool:
+        """Admit one more connection of ``user_id`` unless it already has ``limit`` (then ``False``)."""
         ...
 
-    async def leave(self, user_id: str) -> None:
-        """This node holds no connection of ``user_id`` any more."""
+    async def leave(self, user_id: str, connection: str, *, last_here: bool) -> None:
+        """The connection closed; ``last_here`` when the node holds no other connection of the user."""
+        ...
+
+    async def nodes(self, user_id: str) -> list[NodeEntry]:
+        """Live nodes holding ``user_id``, with their connection counts."""
         ...
 
     async def close(self) -> None:
@@ -40,23 +75,55 @@ class Presence(Protocol):
 
 
 class LocalPresence:
-    """In-process presence for ``herald dev``: the sink calls the hub directly."""
+    """In-process presence for ``herald dev``: one node, the sink calls the hub directly."""
 
-    async def start(self, deliver: Deliver, users: Callable[[], Collection[str]]) -> None:
+    def __init__(self, node_id: str, ttl: int) -> None:
+        self.node_id = node_id
+        self._ttl = ttl
+        self._connections: dict[str, set[str]] = {}
+
+    async def start(self, deliver: Deliver, held: Held) -> None:
         return None
 
-    async def join(self, user_id: str) -> None:
-        return None
+    async def join(self, user_id: str, connection: str, limit: int) -> bool:
+        held = self._connections.setdefault(user_id, set())
+        if connection not in held and len(held) >= limit:
+            return False
+        held.add(connection)
+        return True
 
-    async def leave(self, user_id: str) -> None:
-        return None
+    async def leave(self, user_id: str, connection: str, *, last_here: bool) -> None:
+        held = self._connections.get(user_id, set())
+        held.discard(connection)
+        if not held:
+            self._connections.pop(user_id, None)
+
+    async def nodes(self, user_id: str) -> list[NodeEntry]:
+        count = len(self._connections.get(user_id, ()))
+        return [NodeEntry(self.node_id, count, time.time() + self._ttl)] if count else []
 
     async def close(self) -> None:
         return None
 
 
+# Drop expired members, refuse when the user is at the limit, else add the member and
+# mark the node present: one round trip, atomic, so two gateways cannot both admit the
+# limit's last slot.
+_JOIN = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+
 class RedisPresence:
-    """Production presence: a Redis hash per user with per-node expiry, refreshed on a timer."""
+    """Production presence on Redis; frames for this node arrive on its pub/sub channel."""
 
     def __init__(self, redis: Redis, prefix: str, node_id: str, ttl: int) -> None:
         self._redis = redis
@@ -64,20 +131,65 @@ class RedisPresence:
         self.node_id = node_id
         self._ttl = ttl
         self._tasks: list[asyncio.Task[None]] = []
+        self._join = redis.register_script(_JOIN)
 
-    async def start(self, deliver: Deliver, users: Callable[[], Collection[str]]) -> None:
+    async def start(self, deliver: Deliver, held: Held) -> None:
         pubsub = self._redis.pubsub()
+        # Subscribed before start() returns: a frame published right after is not missed.
         await pubsub.subscribe(gateway_channel(self._prefix, self.node_id))
         self._tasks = [
-            asyncio.create_task(self._listen(pubsub, deliver)),
-            asyncio.create_task(self._refresh(users)),
+            asyncio.create_task(self._listen_forever(pubsub, deliver), name="presence-listen"),
+            asyncio.create_task(self._refresh_forever(held), name="presence-refresh"),
         ]
 
-    async def join(self, user_id: str) -> None:
-        await self._mark(user_id)
+    async def join(self, user_id: str, connection: str, limit: int) -> bool:
+        now = time.time()
+        keys = [connections_key(self._prefix, user_id), presence_key(self._prefix, user_id)]
+        args: list[str | float | int] = [
+            self._member(connection),
+            now,
+            now + self._ttl,
+            limit,
+            self.node_id,
+            self._ttl + 1,
+        ]
+        return bool(await self._join(keys=keys, args=args))
 
-    async def leave(self, user_id: str) -> None:
-        await self._redis.hdel(presence_key(self._prefix, user_id), self.node_id)
+    async def leave(self, user_id: str, connection: str, *, last_here: bool) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(connections_key(self._prefix, user_id), self._member(connection))
+            if last_here:
+                pipe.hdel(presence_key(self._prefix, user_id), self.node_id)
+            await pipe.execute()
+
+    async def nodes(self, user_id: str) -> list[NodeEntry]:
+        now = time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(presence_key(self._prefix, user_id))
+            pipe.zrangebyscore(connections_key(self._prefix, user_id), now, "+inf")
+            entries, members = await pipe.execute()
+        counts: dict[str, int] = {}
+        for member in members:
+            node = member.rpartition("/")[0]
+            counts[node] = counts.get(node, 0) + 1
+        return [NodeEntry(node, counts.get(node, 0), float(entries[node])) for node in live_nodes(entries, now=now)]
+
+    async def refresh(self, held: Collection[tuple[str, str]]) -> None:
+        """Push this node's entries' expiry forward (pipelined, in chunks so the loop stays responsive)."""
+        expiry = time.time() + self._ttl
+        by_user: dict[str, list[str]] = {}
+        for user, connection in held:
+            by_user.setdefault(user, []).append(connection)
+        users = list(by_user)
+        for start in range(0, len(users), REFRESH_CHUNK):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user in users[start : start + REFRESH_CHUNK]:
+                    members = {self._member(connection): expiry for connection in by_user[user]}
+                    pipe.zadd(connections_key(self._prefix, user), members)
+                    pipe.hset(presence_key(self._prefix, user), self.node_id, str(expiry))
+                    pipe.expire(presence_key(self._prefix, user), self._ttl + 1)
+                    pipe.expire(connections_key(self._prefix, user), self._ttl + 1)
+                await pipe.execute()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -86,21 +198,37 @@ class RedisPresence:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _mark(self, user_id: str) -> None:
-        key = presence_key(self._prefix, user_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, self.node_id, str(time.time() + self._ttl))
-            pipe.expire(key, self._ttl)
-            await pipe.execute()
+    def _member(self, connection: str) -> str:
+        return f"{self.node_id}/{connection}"
 
-    async def _refresh(self, users: Callable[[], Collection[str]]) -> None:
+    async def _refresh_forever(self, held: Held) -> None:
         while True:
             await asyncio.sleep(self._ttl / 3)
-            for user_id in list(users()):
+            try:
+                await self.refresh(list(held()))
+            except Exception:
+                log.exception("presence refresh failed", extra={"node_id": self.node_id})
+
+    async def _listen_forever(self, pubsub: Any, deliver: Deliver) -> None:
+        channel = gateway_channel(self._prefix, self.node_id)
+        current: Any = pubsub
+        try:
+            while True:
                 try:
-                    await self._mark(user_id)
-                except Exception:  # noqa: BLE001 - Redis blips must not kill the refresher
-                    log.exception("presence refresh failed", extra={"user_id": user_id})
+                    if current is None:
+                        current = self._redis.pubsub()
+                        await current.subscribe(channel)
+                    await self._listen(current, deliver)
+                    raise ConnectionError("gateway subscription ended")
+                except Exception:
+                    log.exception("gateway subscription lost; resubscribing", extra={"node_id": self.node_id})
+                    broken, current = current, None
+                    if broken is not None:
+                        await _close_quietly(broken)
+                    await asyncio.sleep(0.5)
+        finally:
+            if current is not None:
+                await _close_quietly(current)
 
     async def _listen(self, pubsub: Any, deliver: Deliver) -> None:
         async for message in pubsub.listen():
@@ -109,5 +237,12 @@ class RedisPresence:
             try:
                 payload = json.loads(message["data"])
                 await deliver(payload["user_id"], payload["frame"])
-            except Exception:  # noqa: BLE001 - one bad frame must not stop fan-out
-                log.exception("gateway frame not delivered")
+            except Exception:
+                log.exception("gateway frame not delivered", extra={"node_id": self.node_id})
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    try:
+        await pubsub.aclose()
+    except Exception as exc:  # noqa: BLE001 - closing an already broken connection; say so and move on
+        log.info("closing a pub/sub connection failed", extra={"error": repr(exc)})

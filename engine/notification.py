@@ -27,7 +27,9 @@ def decide_request(request: Envelope, *, topic_priority: Priority, now: datetime
     if request.userid is not None and request.userid != cmd.user_id:
         reasons.append(f"userid attribute {request.userid!r} does not match data.user_id {cmd.user_id!r}")
     if request.priority is not None and request.priority != topic_priority:
-        reasons.append(f"priority attribute {request.priority!r} does not match topic priority {topic_priority.value!r}")
+        reasons.append(
+            f"priority attribute {request.priority!r} does not match topic priority {topic_priority.value!r}"
+        )
     if reasons:
         return (_rejected(request, cmd.user_id, reasons, now),)
     accepted = NotificationAccepted(
@@ -44,6 +46,11 @@ def decide_request(request: Envelope, *, topic_priority: Priority, now: datetime
         collapse_key=cmd.collapse_key,
         expires_at=cmd.expires_at,
         deliver_after=cmd.deliver_after,
+        device_token=cmd.device_token,
+        email=cmd.email,
+        badge=cmd.badge,
+        sound=cmd.sound,
+        push_type=cmd.push_type,
     )
     return (follow(request, accepted, now=now, source=SOURCE),)
 
@@ -69,9 +76,15 @@ def follow(cause: Envelope, event: Event, *, now: datetime, source: str) -> Enve
 
 
 def _discriminator(event: object) -> tuple[str, ...]:
-    # Two events of one type caused by one input (e.g. one per channel) need distinct ids.
+    # Two events of one type caused by one input (one per channel, per target, per
+    # attempt, per reason for deferring) need distinct ids.
     channel = getattr(event, "channel", None)
-    return (channel,) if isinstance(channel, str) else ()
+    parts = [channel] if isinstance(channel, str) else []
+    for name in ("target", "attempt", "reason"):
+        value = getattr(event, name, None)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            parts.append(f"{name}={value}")
+    return tuple(parts)
 
 
 def _rejected(request: Envelope, user_id: str, reasons: list[str], now: datetime) -> Envelope:
@@ -92,3 +105,10 @@ def decide_unreadable(event_id: str, user_id: str, reason: str, *, priority: Pri
         priority=priority.value,
         correlationid=event_id,
     )
+
+
+def accepted_event(env: Envelope) -> NotificationAccepted:
+    """The payload of ``env``, which must be a ``notification.accepted``."""
+    if not isinstance(env.data, NotificationAccepted):
+        raise TypeError(f"expected notification.accepted, got {env.type}")
+    return env.data

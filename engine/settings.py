@@ -58,11 +58,17 @@ class Settings:
     max_request_bytes: int = 16 * 1024
     """Largest request accepted on a request topic or the API."""
     ws_max_connections_per_user: int = 5
-    """Concurrent WebSocket connections per user."""
+    """Concurrent WebSocket connections per user over all gateway nodes; the next is refused (close 4008)."""
     ws_heartbeat_seconds: float = 30.0
-    """Server ping interval; a connection silent for 2 intervals is closed."""
+    """Server ping interval; a connection that does not answer a ping within half of it is closed."""
     presence_ttl_seconds: int = 30
     """Presence entries expire after this unless refreshed by the gateway."""
+    ws_send_queue_size: int = 256
+    """Frames queued for one WebSocket before it is closed as too slow (close code 4009)."""
+    ws_replay_batch_size: int = 100
+    """Notifications per ``missed_notifications`` frame when a client reconnects."""
+    ws_replay_wait_seconds: float = 5.0
+    """Longest a reconnect waits for the projector to catch up with the user's events before replaying."""
     node_id: str = ""
     """Gateway node id (defaults to host:pid)."""
     projector_group: str = "herald-projector"
@@ -81,8 +87,81 @@ class Settings:
     """Consumer group heartbeat interval (seconds)."""
     kafka_rebalance_timeout: float = 60.0
     """Consumer group rebalance timeout (seconds)."""
+    kafka_fetch_max_wait_ms: int = 500
+    """Longest a consumer fetch waits for data (Kafka returns early when data arrives; Tansu does not)."""
     producer_max_batch_size: int = 16384
     """Producer batch size in bytes (Tansu test config uses 1: see DESIGN.md)."""
+    rate_limit_high: int = 100
+    """High-priority notifications one user may get per rate-limit window."""
+    rate_limit_medium: int = 50
+    """Medium-priority notifications one user may get per rate-limit window."""
+    rate_limit_low: int = 20
+    """Low-priority notifications one user may get per rate-limit window."""
+    rate_limit_window_seconds: int = 3600
+    """Length of the sliding rate-limit window."""
+    dedupe_window_seconds: int = 24 * 3600
+    """A repeated idempotency key (or request id) within this window is a duplicate."""
+    priority_isolation: bool = True
+    """Medium and low requests wait while high-priority requests are queued (and low for medium)."""
+    kafka_max_poll_records: int = 200
+    """Records the worker takes from the broker per poll: small polls keep a backlog on one topic
+    from holding up records of another (priority isolation)."""
+    retry_max_attempts: int = 5
+    """Delivery attempts per target before a delivery is abandoned and dead-lettered."""
+    retry_base_delay_seconds: float = 60.0
+    """Delay before the first retry of a failed delivery; doubles with each attempt."""
+    retry_max_delay_seconds: float = 3600.0
+    """Cap on one retry delay."""
+    retry_jitter: float = 0.2
+    """Retry delays are spread over +/- this fraction."""
+    email_fallback_seconds: float = 0.0
+    """When a request names websocket and email: email only if still unread after this long (0: both at once)."""
+    scheduler_tick_seconds: float = 1.0
+    """How often due work (retries, deliver_after, fallbacks) is looked for."""
+    delivery_timeout_seconds: float = 10.0
+    """Longest one sink send may take before it counts as a retriable failure."""
+    smtp_host: str = ""
+    """SMTP server for the email channel; empty disables the email sink (``herald dev`` starts a capture server)."""
+    smtp_port: int = 25
+    """SMTP server port (465 for implicit TLS, 587 for STARTTLS, usually)."""
+    smtp_tls: str = "none"
+    """``none``, ``starttls`` (upgrade a plain connection, required) or ``tls`` (implicit TLS from the start)."""
+    smtp_username: str = ""
+    """SMTP AUTH user name; empty means no authentication."""
+    smtp_password: str = field(default="", repr=False)
+    """SMTP AUTH password."""
+    smtp_from: str = "Herald <herald@localhost>"
+    """``From`` address of every email."""
+    smtp_ca_path: str = ""
+    """CA bundle to verify the SMTP server's certificate with (empty: the system store)."""
+    smtp_timeout_seconds: float = 5.0
+    """Timeout of each SMTP command (connect, MAIL, RCPT, DATA)."""
+    apns_key_path: str = ""
+    """Path of the APNs token-auth signing key (.p8); this or ``HERALD_APNS_KEY`` enables the APNs sink."""
+    apns_key: str = field(default="", repr=False)
+    """The .p8 signing key itself (PEM), instead of a path."""
+    apns_key_id: str = ""
+    """Key id of the signing key (10 characters, from the Apple developer account)."""
+    apns_team_id: str = ""
+    """Apple team id (the ``iss`` of provider tokens)."""
+    apns_topic: str = ""
+    """The app's bundle id (``apns-topic``)."""
+    apns_sandbox: bool = True
+    """Use Apple's sandbox (development) service rather than production."""
+    apns_server: str = ""
+    """``host:port`` to send to instead of Apple (the APNs emulator); empty means Apple."""
+    apns_ca_path: str = ""
+    """CA to trust for ``apns_server`` (the emulator's ``ca.pem``); empty means the system store."""
+    apns_timeout_seconds: float = 5.0
+    """Longest one APNs send may take; the client is recreated after a timeout."""
+    apns_max_connections: int = 10
+    """HTTP/2 connections aioapns may open to APNs."""
+    dev_smtp_port: int = 0
+    """Port of ``herald dev``'s SMTP capture server (0: a free port, printed at start-up)."""
+    dev_apns_port: int = 0
+    """Port of ``herald dev``'s APNs emulator (0: a free port, printed at start-up)."""
+    dev_apns_inspect_port: int = 0
+    """Port of the emulator's inspection API under ``herald dev`` (0: a free port)."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """Unrecognised ``HERALD_*`` variables, kept for error messages."""
 
@@ -109,6 +188,27 @@ class Settings:
             raise ConfigError("HERALD_TOPIC_PARTITIONS must be at least 1")
         if self.ws_max_connections_per_user < 1:
             raise ConfigError("HERALD_WS_MAX_CONNECTIONS_PER_USER must be at least 1")
+        if min(self.rate_limit_high, self.rate_limit_medium, self.rate_limit_low, self.rate_limit_window_seconds) < 1:
+            raise ConfigError("HERALD_RATE_LIMIT_* values must be at least 1")
+        if self.retry_max_attempts < 1 or self.dedupe_window_seconds < 1 or self.scheduler_tick_seconds <= 0:
+            raise ConfigError(
+                "HERALD_RETRY_MAX_ATTEMPTS, HERALD_DEDUPE_WINDOW_SECONDS and HERALD_SCHEDULER_TICK_SECONDS"
+                " must be positive"
+            )
+        if not 0 <= self.retry_jitter < 1:
+            raise ConfigError("HERALD_RETRY_JITTER must be in [0, 1)")
+        if self.ws_send_queue_size < 1 or self.ws_replay_batch_size < 1:
+            raise ConfigError("HERALD_WS_SEND_QUEUE_SIZE and HERALD_WS_REPLAY_BATCH_SIZE must be at least 1")
+        if self.smtp_tls not in {"none", "starttls", "tls"}:
+            raise ConfigError("HERALD_SMTP_TLS must be none, starttls or tls")
+        if (self.apns_key_path or self.apns_key) and not (self.apns_key_id and self.apns_team_id and self.apns_topic):
+            raise ConfigError(
+                "HERALD_APNS_KEY_ID, HERALD_APNS_TEAM_ID and HERALD_APNS_TOPIC are required with an APNs key"
+            )
+        if self.apns_server and not self.apns_server.rpartition(":")[2].isdigit():
+            raise ConfigError("HERALD_APNS_SERVER must be host:port")
+        if self.presence_ttl_seconds < 1:
+            raise ConfigError("HERALD_PRESENCE_TTL_SECONDS must be at least 1")
         bad = [a for a in self.jwt_algorithms if a not in {"HS256", "HS384", "HS512", "RS256", "ES256"}]
         if bad:
             raise ConfigError(f"HERALD_JWT_ALGORITHMS: unsupported {bad} (none is never allowed)")

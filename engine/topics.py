@@ -42,6 +42,11 @@ class TopicNames:
         return f"{self.prefix}deadletter"
 
     @property
+    def scheduled(self) -> str:
+        """Delayed delivery work (retries, ``deliver_after``, fallbacks), its cancellations and scheduler ticks."""
+        return f"{self.prefix}scheduled"
+
+    @property
     def all(self) -> tuple[str, ...]:
         """Every topic, for creation at start-up."""
-        return (*self.requests, self.events, *self.deliveries, self.deadletter)
+        return (*self.requests, self.events, *self.deliveries, self.deadletter, self.scheduled)

@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from herald.kafka_compat import KafkaCompatProxy
+
 log = logging.getLogger(__name__)
 
 
@@ -49,21 +51,39 @@ async def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
 
 @contextlib.asynccontextmanager
 async def embedded_broker(port: int, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run Tansu (memory storage) on ``host:port``; yield its bootstrap address."""
+    """Run Tansu (memory storage) behind the librdkafka compatibility proxy on ``host:port``.
+
+    Tansu listens on a private port but advertises ``port``, so every client, ours and
+    third-party ones such as kcat, goes through ``KafkaCompatProxy``.
+    """
+    internal = free_port()
+    proxy = KafkaCompatProxy(host, port, internal)
+    await proxy.start()
+    try:
+        async with tansu_process(host, internal, advertised=port) as bootstrap:
+            yield bootstrap
+    finally:
+        await proxy.stop()
+
+
+@contextlib.asynccontextmanager
+async def tansu_process(host: str, port: int, *, advertised: int | None = None) -> AsyncIterator[str]:
+    """Run bare Tansu (memory storage) on ``host:port``; yield the advertised bootstrap address."""
+    advertised = advertised or port
     url = f"tcp://{host}:{port}"
     proc = await asyncio.create_subprocess_exec(
         str(tansu_binary()),
         "broker",
         "--listener-url", url,
-        "--advertised-listener-url", url,
+        "--advertised-listener-url", f"tcp://{host}:{advertised}",
         "--storage-engine", "memory://tansu/",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         await wait_for_port(host, port)
-        log.info("embedded broker up", extra={"bootstrap": f"{host}:{port}"})
-        yield f"{host}:{port}"
+        log.info("embedded broker up", extra={"bootstrap": f"{host}:{advertised}"})
+        yield f"{host}:{advertised}"
     finally:
         if proc.returncode is None:
             proc.terminate()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from api.auth import mint_token
 from engine.settings import ConfigError, Settings
-from herald import logs
+from herald import apns_emulator_command, logs
 
 log = logging.getLogger("herald")
 
@@ -25,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("worker", help="stream agents (ingest, router, sinks)")
     sub.add_parser("projector", help="event log -> read models")
     sub.add_parser("api", help="REST API and WebSocket gateway")
+    sub.add_parser("rebuild", help="drop the read models and replay the event log into them (projector stopped)")
+    apns_emulator_command.add_parser(sub)
     token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
     token.add_argument("user")
     token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
@@ -35,10 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "apns-emulator":
+        logs.configure(settings.log_level)
+        return apns_emulator_command.run(args)
     if args.command == "token":
         print(mint_token(settings, args.user, scopes=tuple(args.scope), ttl=args.ttl))
         return 0
     logs.configure(settings.log_level)
+    if args.command == "rebuild":
+        return _run_rebuild(settings)
     if args.command == "dev":
         from herald.dev import run_dev
 
@@ -56,6 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             await _wait_for_signal()
 
     return _run(role())
+
+
+def _run_rebuild(settings: Settings) -> int:
+    from projections.database import create_engine
+    from projections.rebuild import checksum, rebuild
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            applied = await rebuild(settings, engine)
+            print(f"replayed {applied} events; read-model checksum {await checksum(engine)}")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return 0
 
 
 async def _wait_for_signal() -> None:

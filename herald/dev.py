@@ -9,6 +9,7 @@ from api.auth import mint_token
 from engine.settings import Settings
 from herald.broker import embedded_broker
 from herald.cli import _wait_for_signal
+from herald.dev_channels import dev_channels
 from herald.stack import run_stack
 
 log = logging.getLogger("herald.dev")
@@ -27,6 +28,8 @@ def dev_settings(settings: Settings) -> Settings:
         "kafka_session_timeout": 6.0,
         "kafka_heartbeat_interval": 1.0,
         "kafka_rebalance_timeout": 6.0,
+        # Tansu holds a fetch for the full wait even when data arrives: keep hops short.
+        "kafka_fetch_max_wait_ms": 20,
     }
     if settings.database_url == Settings().database_url:
         # A fresh broker has an empty log, so the read models must start empty too.
@@ -39,7 +42,11 @@ def dev_settings(settings: Settings) -> Settings:
 async def run_dev(settings: Settings) -> None:
     """Start broker and every role; run until SIGINT/SIGTERM."""
     settings = dev_settings(settings)
-    async with embedded_broker(settings.dev_kafka_port), run_stack(settings) as stack:
+    async with (
+        embedded_broker(settings.dev_kafka_port),
+        dev_channels(settings, DEV_DIR / "apns") as channels,
+        run_stack(channels.settings) as stack,
+    ):
         base = f"http://{settings.http_host}:{stack.http_port}"
         token = mint_token(settings, "alice")
         log.info("herald dev ready", extra={"api": base, "broker": settings.kafka_bootstrap})
@@ -49,7 +56,8 @@ async def run_dev(settings: Settings) -> None:
             f"  Kafka broker:      {settings.kafka_bootstrap}\n"
             f"  WebSocket:         ws://{settings.http_host}:{stack.http_port}/ws/notifications?token=<JWT>\n"
             f"  Token for alice:   {token}\n"
-            f"  (more tokens: uv run herald token USER)\n",
+            f"  (more tokens: uv run herald token USER)\n"
+            + "".join(f"{line}\n" for line in channels.lines),
             flush=True,
         )
         await _wait_for_signal()

@@ -11,14 +11,14 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app as create_http_app
@@ -26,13 +26,19 @@ from api.auth import TokenVerifier
 from api.gateway import Hub
 from api.presence import LocalPresence, Presence, RedisPresence
 from api.publisher import Publisher
+from api.receipts import Receipts
+from api.replay import LogPosition, Replay
 from engine.settings import Settings
 from engine.topics import TopicNames
 from projections.database import create_engine, migrate
+from projections.inbox import Inbox
 from projections.projector import Projector
 from projections.queries import NotificationQueries
 from streams.admin import ensure_topics
+from streams.app import check_ready
 from streams.app import create_app as create_faust_app
+from streams.channels import configured_sinks
+from streams.delivery_attempt import Sink
 from streams.topics import Topics
 from streams.websocket_dispatch import Dispatcher, RedisDispatcher
 
@@ -65,6 +71,7 @@ class Stack:
     hub: Hub | None = None
     publisher: Publisher | None = None
     http_port: int | None = None
+    http_app: web.Application | None = None
     faust_app: faust.App | None = None
     topics: Topics | None = None
     projector: Projector | None = None
@@ -74,15 +81,25 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def run_stack(
-    settings: Settings, *, worker: bool = True, projector: bool = True, api: bool = True
+    settings: Settings,
+    *,
+    worker: bool = True,
+    projector: bool = True,
+    api: bool = True,
+    sinks: Sequence[Sink] = (),
 ) -> AsyncIterator[Stack]:
-    """Start the requested roles; stop them all on exit."""
+    """Start the requested roles; stop them all on exit. ``sinks``: channels on the generic retry path."""
     stack = Stack(settings=settings)
     stopping = asyncio.Event()
     node = node_id(settings)
     async with contextlib.AsyncExitStack() as exits:
         if settings.redis_url:
-            stack.redis = Redis.from_url(settings.redis_url, decode_responses=True)
+            # A blocking pool: a burst of WebSocket connects waits for a Redis connection
+            # instead of failing (redis-py's default pool raises past 100 in use).
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, decode_responses=True, max_connections=100, timeout=10
+            )
+            stack.redis = Redis.from_pool(pool)
             exits.push_async_callback(stack.redis.aclose)
         elif worker != api:
             raise RuntimeError("HERALD_REDIS_URL is required when the worker and the API run in separate processes")
@@ -95,22 +112,35 @@ async def run_stack(
         if api:
             verifier = TokenVerifier(settings)
             presence: Presence = (
-                RedisPresence(stack.redis, settings.topic_prefix, node, settings.presence_ttl_seconds) if stack.redis else LocalPresence()
+                RedisPresence(stack.redis, settings.topic_prefix, node, settings.presence_ttl_seconds)
+                if stack.redis
+                else LocalPresence(node, settings.presence_ttl_seconds)
             )
-            stack.hub = Hub(settings, verifier, presence)
-            await stack.hub.start()
-            exits.push_async_callback(stack.hub.close)
-            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap, max_batch_size=settings.producer_max_batch_size
+            )
             await producer.start()
             exits.push_async_callback(producer.stop)
             stack.publisher = Publisher(producer, TopicNames(settings.topic_prefix))
             assert stack.engine is not None
+            stack.hub = await _start_hub(settings, verifier, presence, stack.publisher, stack.engine, exits)
             queries = NotificationQueries(stack.engine)
-            checks = {"database": queries.ping, "broker": lambda: _broker_check(producer, settings)}
+            checks: dict[str, Callable[[], Awaitable[None]]] = {"database": queries.ping, "broker": lambda: _broker_check(producer, settings)}
             if stack.redis is not None:
                 redis = stack.redis
                 checks["redis"] = lambda: _redis_check(redis)
-            http = create_http_app(verifier=verifier, queries=queries, hub=stack.hub, checks=checks)
+            if worker:
+                # Same process: not ready until the agents hold their partitions.
+                async def worker_check() -> None:
+                    if stack.faust_app is None:
+                        raise RuntimeError("worker not started yet")
+                    check_ready(stack.faust_app)
+
+                checks["worker"] = worker_check
+            http = create_http_app(
+                verifier=verifier, queries=queries, hub=stack.hub, checks=checks, publisher=stack.publisher, settings=settings
+            )
+            stack.http_app = http
             runner = web.AppRunner(http, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.http_host, settings.http_port)
@@ -130,7 +160,13 @@ async def run_stack(
             else:
                 assert stack.hub is not None
                 dispatcher = HubDispatcher(stack.hub, node)
-            stack.faust_app, stack.topics = create_faust_app(settings, dispatcher=dispatcher)
+            # Explicit sinks (tests) win; otherwise the channels configured in settings.
+            sinks = tuple(sinks) or tuple(configured_sinks(settings))
+            for sink in sinks:
+                closer = getattr(sink, "close", None)
+                if closer is not None:
+                    exits.push_async_callback(closer)
+            stack.faust_app, stack.topics = create_faust_app(settings, dispatcher=dispatcher, sinks=sinks)
             await stack.faust_app.start()
             exits.push_async_callback(stack.faust_app.stop)
         try:
@@ -140,6 +176,26 @@ async def run_stack(
             for task in stack.tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, 10)
+
+
+async def _start_hub(
+    settings: Settings,
+    verifier: TokenVerifier,
+    presence: Presence,
+    publisher: Publisher,
+    engine: AsyncEngine,
+    exits: contextlib.AsyncExitStack,
+) -> Hub:
+    """The WebSocket gateway with its replay (inbox + event-log position) and delivery receipts."""
+    inbox = Inbox(engine)
+    position = LogPosition(settings, inbox)
+    await position.start()
+    exits.push_async_callback(position.stop)
+    replay = Replay(inbox, position, batch_size=settings.ws_replay_batch_size, wait=settings.ws_replay_wait_seconds)
+    hub = Hub(settings, verifier, presence, receipts=Receipts(publisher, presence.node_id), replay=replay, inbox=inbox)
+    await hub.start()
+    exits.push_async_callback(hub.close)
+    return hub
 
 
 async def _broker_check(producer: AIOKafkaProducer, settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from projections.models import Base
+from projections import migrations
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -15,9 +15,8 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Create missing tables and indexes (idempotent)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+    """Bring the schema up to date (ordered migrations, see ``projections.migrations``)."""
+    await migrations.migrate(engine)
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

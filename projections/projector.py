@@ -19,12 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.settings import Settings
 from engine.topics import TopicNames
-from projections import notifications
+from projections.batch import Positioned, apply_batch
 from projections.models import ProjectorOffset
 from schemas.codec import decode
-from schemas.errors import InvalidMessage
+from schemas.errors import HeraldError, InvalidMessage
 
 log = logging.getLogger(__name__)
+
+
+class TopicMissing(HeraldError):
+    """The event log topic does not exist (nothing to project yet, or a wrong prefix)."""
+
+    retriable = True
 
 
 class Projector:
@@ -52,6 +58,7 @@ class Projector:
             heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout * 1000),
             max_poll_records=s.projector_batch_size,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         )
         self._consumer = consumer
         await consumer.start()
@@ -67,9 +74,8 @@ class Projector:
     async def stored_offsets(self) -> dict[int, int]:
         """Next offset to apply per partition, as committed in the database."""
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(ProjectorOffset.partition, ProjectorOffset.next_offset).where(ProjectorOffset.topic == self._topic)
-            )
+            stmt = select(ProjectorOffset.partition, ProjectorOffset.next_offset)
+            rows = await conn.execute(stmt.where(ProjectorOffset.topic == self._topic))
             return {int(p): int(o) for p, o in rows}
 
     async def apply_records(self, partition: int, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
@@ -79,27 +85,93 @@ class Projector:
             return
         async with self._engine.begin() as conn:
             stored = await _stored_offset(conn, self._topic, partition)
+            batch: list[Positioned] = []
             for record in records:
                 if record.offset < stored:
                     continue  # already applied before a crash or rebalance
                 try:
-                    env = decode(record.value, list(record.headers or ()))
+                    env = decode(_without_nul(record.value), list(record.headers or ()))
                 except InvalidMessage as exc:
-                    log.error("undecodable event skipped", extra={"offset": record.offset, "partition": partition, "error": exc.reason})
+                    log.error(
+                        "undecodable event skipped",
+                        extra={"offset": record.offset, "partition": partition, "error": exc.reason},
+                    )
                     continue
-                await notifications.apply(env.data, env, conn)
-                self.applied += 1
+                batch.append((record.offset, env))
+            self.applied += await apply_batch(conn, partition, batch)
             next_offset = max(stored, records[-1].offset + 1)
             await _store_offset(conn, self._topic, partition, next_offset)
         async with self._progress:
             self._positions[partition] = next_offset
             self._progress.notify_all()
 
+    async def catch_up(self, *, idle_timeout: float = 2.0) -> int:
+        """Project every partition up to the end of the log now, without a consumer group.
+
+        For rebuilds and replays with no live projector running. Stops once every partition
+        has passed the end offset read at the start *and* a poll comes back empty (some
+        brokers, Tansu among them, under-report end offsets), or after ``idle_timeout``
+        seconds without records. Returns the events applied.
+        """
+        s = self._settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=s.kafka_fetch_max_wait_ms
+        )
+        await consumer.start()
+        start = self.applied
+        try:
+            partitions = await _partitions(consumer, self._topic)
+            tps = [TopicPartition(self._topic, p) for p in partitions]
+            consumer.assign(tps)
+            stored = await self.stored_offsets()
+            for tp in tps:
+                if tp.partition in stored:
+                    consumer.seek(tp, stored[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            ends = await consumer.end_offsets(tps)
+            while True:
+                behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+                wait = idle_timeout if behind else 0.2
+                batches = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=s.projector_batch_size)
+                for tp, records in batches.items():
+                    await self.apply_records(tp.partition, records)
+                if batches:
+                    continue
+                if behind:
+                    log.warning(
+                        "catch-up stopped: no records before the end offsets",
+                        extra={"behind": sorted(tp.partition for tp in behind)},
+                    )
+                break
+        finally:
+            await consumer.stop()
+        return self.applied - start
+
+
+def _without_nul(raw: bytes | None) -> bytes | None:
+    # Postgres text cannot hold NUL; one producer's "\u0000" must not stop the projector.
+    return raw.replace(b"\\u0000", b"\\ufffd") if raw is not None and b"\\u0000" in raw else raw
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(50):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        await consumer.topics()
+        await asyncio.sleep(0.1)
+    raise TopicMissing(f"topic {topic} does not exist")
+
 
 async def _stored_offset(conn: AsyncConnection, topic: str, partition: int) -> int:
-    row = await conn.execute(
-        select(ProjectorOffset.next_offset).where(ProjectorOffset.topic == topic, ProjectorOffset.partition == partition)
+    stmt = select(ProjectorOffset.next_offset).where(
+        ProjectorOffset.topic == topic, ProjectorOffset.partition == partition
     )
+    if conn.dialect.name == "postgresql":
+        # Two projector instances briefly owning one partition (a rebalance) queue here.
+        stmt = stmt.with_for_update()
+    row = await conn.execute(stmt)
     value = row.scalar_one_or_none()
     return int(value) if value is not None else 0
 
@@ -123,7 +195,8 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self._projector._consumer
-        assert consumer is not None
+        if consumer is None:  # assignments only happen on a started consumer
+            return
         stored = await self._projector.stored_offsets()
         for tp in assigned:
             if tp.partition in stored:

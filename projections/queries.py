@@ -1,15 +1,38 @@
-"""Read side for the API: a user's notifications, newest first, with cursor pagination."""
+"""Read side for the API: notifications with filters and keyset pagination, trails, stats.
+
+Every method takes the user whose data it reads (``None`` only for an admin's global
+view); nobody reads another user's rows through this class unless the API allowed it.
+Deleted notifications are gone from every read.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from projections.models import NotificationRow
-from schemas.codec import format_time
+from projections import stats
+from projections.models import (
+    ChannelStateRow,
+    ContactRow,
+    DeliveryRow,
+    DeviceRow,
+    EventRow,
+    NotificationRow,
+    ProjectorOffset,
+)
+from projections.notifications import CHANNEL_BITS
+from schemas.codec import format_time, parse_time
+from schemas.errors import HeraldError
+
+
+class BadCursor(HeraldError):
+    """A pagination cursor that this API did not issue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,11 +40,45 @@ class Page:
     """One page of results and the cursor of the next page (``None`` at the end)."""
 
     items: list[dict[str, Any]]
-    next_cursor: int | None
+    next_cursor: str | None
 
 
-def view(row: NotificationRow) -> dict[str, Any]:
-    """The client-facing JSON of a notification row (same keys as the live frame)."""
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Filters of ``GET /api/notifications`` (all optional, combined with AND)."""
+
+    statuses: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    channel: str | None = None
+    unread: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    device_token: str | None = None
+    category: str | None = None
+    bulk_id: str | None = None
+    ids: tuple[str, ...] = field(default=())
+
+
+def encode_cursor(created_at: datetime, notification_id: str) -> str:
+    """Opaque keyset cursor: the (created_at, id) of the last item of a page."""
+    raw = f"{format_time(created_at)}|{notification_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of ``encode_cursor``; ``BadCursor`` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, nid = raw.partition("|")
+        if not nid:
+            raise ValueError("no id")
+        return parse_time(when), nid
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("invalid cursor") from None
+
+
+def view(row: NotificationRow | Any, channel_states: dict[str, str] | None = None) -> dict[str, Any]:
+    """The client-facing JSON of a notification row (the keys of the live frame and more)."""
     return {
         "id": row.id,
         "user_id": row.user_id,
@@ -32,36 +89,238 @@ def view(row: NotificationRow) -> dict[str, Any]:
         "category": row.category,
         "data": row.data,
         "status": row.status,
+        "channel_states": channel_states or {},
+        "attempts": row.attempts,
+        "error": row.error,
+        "device_token": row.device_token,
+        "bulk_id": row.correlation_id,
+        "collapse_key": row.collapse_key,
         "created_at": format_time(row.created_at),
-        "delivered_at": format_time(row.delivered_at) if row.delivered_at else None,
-        "read_at": format_time(row.read_at) if row.read_at else None,
+        "delivered_at": _time(row.delivered_at),
+        "read_at": _time(row.read_at),
+        "expires_at": _time(row.expires_at),
+        "deliver_after": _time(row.deliver_after),
     }
 
 
+def delivery_view(row: DeliveryRow | Any) -> dict[str, Any]:
+    """JSON of one delivery event."""
+    return {
+        "id": row.event_id,
+        "channel": row.channel,
+        "outcome": row.outcome,
+        "target": row.target,
+        "attempt": row.attempt,
+        "provider_id": row.provider_id,
+        "error": row.error,
+        "retriable": row.retriable,
+        "latency_ms": row.latency_ms,
+        "at": format_time(row.at),
+    }
+
+
+def device_view(row: DeviceRow | Any) -> dict[str, Any]:
+    """JSON of one device."""
+    return {
+        "device_token": row.device_token,
+        "user_id": row.user_id,
+        "platform": row.platform,
+        "name": row.name,
+        "active": row.active,
+        "status": row.status,
+        "reason": row.reason,
+        "registered_at": format_time(row.registered_at),
+        "updated_at": format_time(row.updated_at),
+    }
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def _conditions(user_id: str | None, f: ListFilter) -> list[ColumnElement[bool]]:
+    n = NotificationRow
+    where: list[ColumnElement[bool]] = [n.deleted_at.is_(None)]
+    if user_id is not None:
+        where.append(n.user_id == user_id)
+    if f.statuses:
+        where.append(n.status.in_(f.statuses))
+    if f.priorities:
+        where.append(n.priority.in_(f.priorities))
+    if f.channel is not None:
+        where.append(n.channel_mask.op("&")(CHANNEL_BITS[f.channel]) != 0)
+    if f.unread is True:
+        where.append(n.read_at.is_(None))
+    elif f.unread is False:
+        where.append(n.read_at.is_not(None))
+    if f.since is not None:
+        where.append(n.created_at >= f.since)
+    if f.until is not None:
+        where.append(n.created_at < f.until)
+    if f.category is not None:
+        where.append(n.category == f.category)
+    if f.bulk_id is not None:
+        where.append(n.correlation_id == f.bulk_id)
+    if f.device_token is not None:
+        sent_to = exists().where(DeliveryRow.notification_id == n.id, DeliveryRow.target == f.device_token)
+        where.append(or_(n.device_token == f.device_token, sent_to))
+    return where
+
+
 class NotificationQueries:
-    """Queries scoped to one user: nobody reads another user's rows through this class."""
+    """Queries of the read models, scoped by user."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def list(self, user_id: str, *, limit: int = 50, before: int | None = None) -> Page:
-        """Newest first; ``before`` is the cursor returned with the previous page."""
-        stmt = select(NotificationRow).where(NotificationRow.user_id == user_id)
-        if before is not None:
-            stmt = stmt.where(NotificationRow.seq < before)
-        stmt = stmt.order_by(NotificationRow.seq.desc()).limit(limit + 1)
+    async def page(
+        self, user_id: str | None, *, limit: int = 50, cursor: str | None = None, filters: ListFilter = ListFilter()
+    ) -> Page:
+        """Newest first (by ``created_at``, then id); ``cursor`` continues a previous page.
+
+        Keyset pagination: items arriving while a client pages never shift the pages it
+        has not read yet, so nothing is skipped or repeated.
+        """
+        n = NotificationRow
+        where = _conditions(user_id, filters)
+        if cursor is not None:
+            created_at, nid = decode_cursor(cursor)
+            where.append(tuple_(n.created_at, n.id) < tuple_(created_at, nid))
+        stmt = select(n).where(and_(*where)).order_by(n.created_at.desc(), n.id.desc()).limit(limit + 1)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        items = [view(row) for row in rows[:limit]]  # type: ignore[arg-type]
-        next_cursor = rows[limit - 1].seq if len(rows) > limit else None
+            page = rows[:limit]
+            states = await self._channel_states(conn, [r.id for r in page])
+        items = [view(r, states.get(r.id)) for r in page]
+        last = page[-1] if page else None
+        next_cursor = encode_cursor(last.created_at, last.id) if last is not None and len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
 
-    async def get(self, user_id: str, notification_id: str) -> dict[str, Any] | None:
-        """The notification if it exists *and* belongs to ``user_id``; else ``None``."""
-        stmt = select(NotificationRow).where(NotificationRow.id == notification_id, NotificationRow.user_id == user_id)
+    async def _channel_states(self, conn: Any, ids: list[str]) -> dict[str, dict[str, str]]:
+        if not ids:
+            return {}
+        c = ChannelStateRow
+        out: dict[str, dict[str, str]] = {}
+        for nid, channel, state in await conn.execute(
+            select(c.notification_id, c.channel, c.state).where(c.notification_id.in_(ids))
+        ):
+            out.setdefault(nid, {})[channel] = state
+        return out
+
+    async def get(
+        self, user_id: str | None, notification_id: str, *, deliveries: bool = False
+    ) -> dict[str, Any] | None:
+        """The notification if it exists, is not deleted *and* belongs to ``user_id``; else ``None``."""
+        n = NotificationRow
+        where = [n.id == notification_id, n.deleted_at.is_(None)]
+        if user_id is not None:
+            where.append(n.user_id == user_id)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-        return view(row) if row is not None else None  # type: ignore[arg-type]
+            row = (await conn.execute(select(n).where(*where))).first()
+            if row is None:
+                return None
+            item = view(row, (await self._channel_states(conn, [row.id])).get(row.id))
+            if deliveries:
+                stmt = select(DeliveryRow).where(DeliveryRow.notification_id == notification_id)
+                rows = (await conn.execute(stmt.order_by(DeliveryRow.at, DeliveryRow.event_id))).all()
+                item["deliveries"] = [delivery_view(d) for d in rows]
+        return item
+
+    async def events(self, notification_id: str) -> list[dict[str, Any]]:
+        """The event trail of a notification, in log order (check access with ``get`` first)."""
+        e = EventRow
+        stmt = select(e).where(e.subject == notification_id).order_by(e.partition, e.offset)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            {
+                "id": r.event_id,
+                "type": r.type,
+                "time": format_time(r.time),
+                "source": r.source,
+                "correlation_id": r.correlation_id,
+                "partition": r.partition,
+                "offset": r.offset,
+                "data": r.data,
+            }
+            for r in rows
+        ]
+
+    async def unread_ids(self, user_id: str, *, limit: int) -> list[str]:
+        """Ids of up to ``limit`` unread, undeleted notifications of a user (oldest first)."""
+        n = NotificationRow
+        stmt = (
+            select(n.id)
+            .where(n.user_id == user_id, n.read_at.is_(None), n.deleted_at.is_(None))
+            .order_by(n.created_at, n.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [str(i) for i in (await conn.execute(stmt)).scalars()]
+
+    async def exists(self, notification_id: str) -> bool:
+        """Whether the projector has seen the notification at all (any user, even deleted)."""
+        async with self._engine.connect() as conn:
+            row = await conn.execute(select(NotificationRow.id).where(NotificationRow.id == notification_id))
+            return row.first() is not None
+
+    async def stats(self, user_id: str | None) -> stats.Stats:
+        """A user's stats, or the global ones for ``None``."""
+        async with self._engine.connect() as conn:
+            return await stats.read(conn, user_id=user_id)
+
+    async def bulk_summary(self, bulk_id: str) -> dict[str, int]:
+        """Notifications of a bulk send that the projector has seen, by status."""
+        n = NotificationRow
+        stmt = select(n.status, func.count()).where(n.correlation_id == bulk_id).group_by(n.status)
+        async with self._engine.connect() as conn:
+            return {str(s): int(c) for s, c in await conn.execute(stmt)}
+
+    async def devices(self, user_id: str, *, active_only: bool = False) -> list[dict[str, Any]]:
+        """A user's devices."""
+        d = DeviceRow
+        stmt = select(d).where(d.user_id == user_id)
+        if active_only:
+            stmt = stmt.where(d.active.is_(True))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt.order_by(d.registered_at, d.device_token))).all()
+        return [device_view(r) for r in rows]
+
+    async def device_owners(self, tokens: list[str]) -> dict[str, tuple[str, bool]]:
+        """Owner and active flag of each known token."""
+        out: dict[str, tuple[str, bool]] = {}
+        async with self._engine.connect() as conn:
+            for start in range(0, len(tokens), 1000):
+                chunk = tokens[start : start + 1000]
+                stmt = select(DeviceRow.device_token, DeviceRow.user_id, DeviceRow.active).where(
+                    DeviceRow.device_token.in_(chunk)
+                )
+                for token, user, active in await conn.execute(stmt):
+                    out[str(token)] = (str(user), bool(active))
+        return out
+
+    async def contact(self, user_id: str) -> dict[str, Any] | None:
+        """A user's contact details and channel preferences."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(ContactRow).where(ContactRow.user_id == user_id))).first()
+        if row is None:
+            return None
+        return {
+            "user_id": row.user_id,
+            "email": row.email,
+            "channels": list(row.channels),
+            "email_fallback_minutes": row.email_fallback_minutes,
+            "updated_at": format_time(row.updated_at),
+        }
+
+    async def projected_offset(self, topic: str, partition: int) -> int:
+        """Next offset the projector will apply on a partition of ``topic`` (0 if none yet)."""
+        stmt = select(ProjectorOffset.next_offset).where(
+            ProjectorOffset.topic == topic, ProjectorOffset.partition == partition
+        )
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(stmt)).scalar_one_or_none()
+        return int(value) if value is not None else 0
 
     async def ping(self) -> None:
         """Raise if the database is unreachable."""

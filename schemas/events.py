@@ -37,6 +37,11 @@ class NotificationRequested(Event):
     collapse_key: str | None = None
     expires_at: datetime | None = None
     deliver_after: datetime | None = None
+    device_token: str | None = None
+    email: str | None = None
+    badge: int | None = None
+    sound: str | None = None
+    push_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,11 @@ class NotificationAccepted(Event):
     collapse_key: str | None = None
     expires_at: datetime | None = None
     deliver_after: datetime | None = None
+    device_token: str | None = None
+    email: str | None = None
+    badge: int | None = None
+    sound: str | None = None
+    push_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import faust
 
 from engine.settings import Settings
-from streams import ingest, router, websocket_sink
+from streams import delivery_attempt, ingest, router, scheduler, websocket_sink
+from streams.consumer import install_fetch_wait
 from streams.topics import Topics, declare
 from streams.websocket_dispatch import Dispatcher
 
 
-def create_app(settings: Settings, *, dispatcher: Dispatcher) -> tuple[faust.App, Topics]:
-    """Build the Faust app with every agent installed; the caller starts and stops it."""
+def create_app(
+    settings: Settings, *, dispatcher: Dispatcher, sinks: Sequence[delivery_attempt.Sink] = ()
+) -> tuple[faust.App, Topics]:
+    """Build the Faust app with every agent installed; the caller starts and stops it.
+
+    ``sinks`` are the channels on the generic retry path (email, APNs): one agent each.
+    """
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
@@ -23,6 +30,9 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher) -> tuple[faust.App
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         producer_max_batch_size=settings.producer_max_batch_size,
+        # A poll is delivered to the agents' buffers before the next one: a small poll lets a
+        # high-priority record through soon, instead of after a whole batch of a low backlog.
+        broker_max_poll_records=settings.kafka_max_poll_records,
         broker_session_timeout=settings.kafka_session_timeout,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout,
@@ -31,9 +41,21 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher) -> tuple[faust.App
         # Herald configures logging itself (JSON); Faust must not replace the handlers.
         loghandlers=[],
     )
+    install_fetch_wait(app, settings.kafka_fetch_max_wait_ms)
     topics = declare(app, settings)
-    ingest.install(app, topics, settings)
-    router.install(app, topics)
+    gate = ingest.install(app, topics, settings)
+    router.install(app, topics, settings, gate)
+    scheduler.install(app, topics, settings)
     websocket_sink.install(app, topics, dispatcher)
+    for sink in sinks:
+        delivery_attempt.install(app, topics, settings, sink)
     app.finalize()
     return app, topics
+
+
+def check_ready(app: faust.App) -> None:
+    """Raise unless the worker holds partitions and is not rebalancing (for ``/readyz``)."""
+    if app.rebalancing:
+        raise RuntimeError("worker is rebalancing")
+    if not app.consumer.assignment():
+        raise RuntimeError("worker has no partitions assigned yet")

@@ -1,20 +1,38 @@
-"""Ingest: one agent per priority topic; decode, decide, append the outcome to the event log."""
+"""Ingest: one agent per priority topic; decode, validate, deduplicate, rate-limit, append the outcome.
+
+Bad bytes go to the dead-letter topic with the reason (plus ``notification.rejected``
+when a user and id can be read). Each user's admission state (used request keys,
+rate windows) lives in the ``herald-admission`` table, co-partitioned with the
+request topics (all keyed by user), so it survives a restart via its changelog.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 
-from engine.notification import decide_request, decide_unreadable
+from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve
+from engine.notification import cmd_user, decide_request, decide_unreadable
 from engine.priority import Priority
+from engine.rate_limit import default_limits
 from engine.settings import Settings
 from schemas.codec import decode
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
-from streams.metrics import DEAD_LETTERED, NOTIFICATIONS_CREATED, NOTIFICATIONS_REJECTED
+from schemas.events import NotificationRejected
+from streams.metrics import (
+    DEAD_LETTERED,
+    NOTIFICATIONS_CREATED,
+    NOTIFICATIONS_DUPLICATE,
+    NOTIFICATIONS_RATE_LIMITED,
+    NOTIFICATIONS_REJECTED,
+    PRIORITY_WAITS,
+)
+from streams.priority_gate import PriorityGate
 from streams.publish import append
 from streams.topics import Topics
 
@@ -30,7 +48,14 @@ def header_items(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | No
     return list(headers)
 
 
-async def dead_letter(topics: Topics, message: faust.types.Message, reason: str) -> None:
+def record_source(message: faust.types.Message) -> str:
+    """``topic/partition/offset`` of a record: its identity for redelivery detection."""
+    return f"{message.topic}/{message.partition}/{message.offset}"
+
+
+async def dead_letter(
+    topics: Topics, message: faust.types.Message, reason: str, *, extra: Iterable[tuple[str, bytes]] = ()
+) -> None:
     """Copy the raw record to the dead-letter topic with why and where it came from."""
     headers = [
         *header_items(message.headers),
@@ -38,6 +63,7 @@ async def dead_letter(topics: Topics, message: faust.types.Message, reason: str)
         ("herald-source-topic", message.topic.encode()),
         ("herald-source-partition", str(message.partition).encode()),
         ("herald-source-offset", str(message.offset).encode()),
+        *extra,
     ]
     fut = await topics.deadletter.send(key=message.key, value=message.value, headers=headers)
     await fut
@@ -48,31 +74,86 @@ async def dead_letter(topics: Topics, message: faust.types.Message, reason: str)
     )
 
 
-def install(app: faust.App, topics: Topics, settings: Settings) -> None:
-    """Register one ingest agent per priority."""
+def admission_policy(settings: Settings) -> AdmissionPolicy:
+    """The rate limits and dedupe window configured in ``settings``."""
+    limits = default_limits(
+        settings.rate_limit_high,
+        settings.rate_limit_medium,
+        settings.rate_limit_low,
+        settings.rate_limit_window_seconds,
+    )
+    return AdmissionPolicy(limits, settings.dedupe_window_seconds)
+
+
+def install(app: faust.App, topics: Topics, settings: Settings) -> PriorityGate:
+    """Register one ingest agent per priority, sharing one admission table and priority gate."""
+    table = app.Table(
+        "herald-admission",
+        default=None,
+        partitions=settings.topic_partitions,
+        help="Per-user request keys and rate windows (engine.admission.Admission).",
+    )
+    gate = PriorityGate(enabled=settings.priority_isolation)
+    policy = admission_policy(settings)
     for priority in Priority:
-        _install_one(app, topics, settings, priority)
+        _install_one(app, topics, settings, priority, table, gate, policy)
+    return gate
 
 
-def _install_one(app: faust.App, topics: Topics, settings: Settings, priority: Priority) -> None:
+def _install_one(
+    app: faust.App,
+    topics: Topics,
+    settings: Settings,
+    priority: Priority,
+    table: Any,
+    gate: PriorityGate,
+    policy: AdmissionPolicy,
+) -> None:
     async def ingest(stream: faust.StreamT[bytes]) -> None:
+        queue = stream.channel.queue  # type: ignore[attr-defined]
+        gate.track(priority, queue.qsize)
         async for event in stream.events():
-            message = event.message
-            try:
-                request = decode(message.value, header_items(message.headers), max_bytes=settings.max_request_bytes)
-            except InvalidMessage as exc:
-                await _reject(topics, message, exc, priority)
-                continue
-            try:
-                outcome = decide_request(request, topic_priority=priority, now=datetime.now(UTC))
-                await append(topics.events, outcome)
-            except Exception as exc:  # noqa: BLE001 - one poison record must not stop the agent
-                log.exception("ingest failed", extra={"notification_id": request.id})
-                await dead_letter(topics, message, f"internal error: {type(exc).__name__}: {exc}")
-                continue
-            _count(outcome, priority)
+            if await gate.wait_turn(priority):
+                PRIORITY_WAITS.labels(priority.value).inc()
+            with gate.busy(priority):
+                await _handle(event.message, topics, settings, priority, table, policy)
 
     app.agent(topics.requests[priority], name=f"herald.ingest.{priority.value}")(ingest)
+
+
+async def _handle(
+    message: faust.types.Message,
+    topics: Topics,
+    settings: Settings,
+    priority: Priority,
+    table: Any,
+    policy: AdmissionPolicy,
+) -> None:
+    try:
+        request = decode(message.value, header_items(message.headers), max_bytes=settings.max_request_bytes)
+    except InvalidMessage as exc:
+        await _reject(topics, message, exc, priority)
+        return
+    try:
+        now = datetime.now(UTC)
+        decided = decide_request(request, topic_priority=priority, now=now)[0]
+        user = cmd_user(request)
+        source = record_source(message)
+        state = Admission.from_json(table.get(user))
+        outcome = decide_admission(state, decided, source=source, policy=policy, now=now)
+        after = evolve(state, outcome, source=source, policy=policy)
+        if after != state:
+            table[user] = after.to_json()
+        await append(topics.events, [outcome])
+        if isinstance(outcome.data, NotificationRejected):
+            # Valid bytes, invalid request (e.g. priority does not match the topic): the raw
+            # record goes to the dead letters too, so every refused input is in one place.
+            await dead_letter(topics, message, "; ".join(outcome.data.reasons))
+    except Exception as exc:  # one poison record must not stop the agent
+        log.exception("ingest failed", extra={"notification_id": request.id})
+        await dead_letter(topics, message, f"internal error: {type(exc).__name__}: {exc}")
+        return
+    _count(outcome, priority)
 
 
 async def _reject(topics: Topics, message: faust.types.Message, exc: InvalidMessage, priority: Priority) -> None:
@@ -84,9 +165,22 @@ async def _reject(topics: Topics, message: faust.types.Message, exc: InvalidMess
         await append(topics.events, [env])
 
 
-def _count(outcome: Iterable[Envelope], priority: Priority) -> None:
-    for env in outcome:
-        if env.type == "notification.accepted":
-            NOTIFICATIONS_CREATED.labels(priority.value).inc()
-        elif env.type == "notification.rejected":
-            NOTIFICATIONS_REJECTED.labels(priority.value).inc()
+def _count(outcome: Envelope, priority: Priority) -> None:
+    extra = {
+        "notification_id": outcome.subject,
+        "user_id": outcome.userid,
+        "event_type": outcome.type,
+        "correlation_id": outcome.correlationid,
+    }
+    if outcome.type == "notification.accepted":
+        NOTIFICATIONS_CREATED.labels(priority.value).inc()
+        log.debug("accepted", extra=extra)
+    elif outcome.type == "notification.rejected":
+        NOTIFICATIONS_REJECTED.labels(priority.value).inc()
+        log.info("rejected", extra=extra)
+    elif outcome.type == "notification.duplicate":
+        NOTIFICATIONS_DUPLICATE.labels(priority.value).inc()
+        log.info("duplicate", extra=extra)
+    elif outcome.type == "notification.rate_limited":
+        NOTIFICATIONS_RATE_LIMITED.labels(priority.value).inc()
+        log.info("rate limited", extra=extra)

@@ -20,6 +20,7 @@ class Topics:
     events: faust.TopicT
     deliveries: dict[str, faust.TopicT]
     deadletter: faust.TopicT
+    scheduled: faust.TopicT
 
 
 def declare(app: faust.App, settings: Settings) -> Topics:
@@ -42,4 +43,5 @@ def declare(app: faust.App, settings: Settings) -> Topics:
         events=topic(names.events),
         deliveries={c: topic(names.delivery(c)) for c in ALL_CHANNELS},
         deadletter=topic(names.deadletter),
+        scheduled=topic(names.scheduled),
     )

@@ -16,7 +16,11 @@ class Dispatcher(Protocol):
     """Port: hand a frame to every gateway connection of a user."""
 
     async def dispatch(self, user_id: str, frame: Mapping[str, Any]) -> list[str]:
-        """Send ``frame`` to ``user_id``'s connections; return the gateway nodes that took it."""
+        """Hand ``frame`` to the gateways holding ``user_id``; return the nodes that took it.
+
+        Taking it is not delivering it: a gateway records ``delivery.succeeded`` once the
+        frame is on a socket, so a user who left in between is replayed it on reconnect.
+        """
         ...
 
 
@@ -28,7 +32,8 @@ class RedisDispatcher:
         self._prefix = prefix
 
     async def dispatch(self, user_id: str, frame: Mapping[str, Any]) -> list[str]:
-        """Publish to the gateways present for ``user_id``; a node counts if a subscriber got it."""
+        """Publish to the live gateways present for ``user_id``; a node counts if its subscriber got it
+        (a crashed node whose entry has not expired yet has no subscriber: not counted)."""
         entries: dict[str, str] = await self._redis.hgetall(presence_key(self._prefix, user_id))
         message = json.dumps({"user_id": user_id, "frame": frame}, separators=(",", ":"))
         reached = []

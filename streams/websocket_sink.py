@@ -1,4 +1,8 @@
-"""WebSocket sink: push the notification to the gateways holding the user, or defer it."""
+"""WebSocket sink: push the notification to the gateways holding the user, or defer it.
+
+The sink decides only "offline" (``delivery.deferred``); a delivery is recorded by the
+gateway that wrote the frame to a socket (``api/receipts.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import faust
 from engine.delivery import notification_view, websocket_outcome
 from schemas.codec import decode
 from schemas.errors import InvalidMessage
-from schemas.events import DeliverySucceeded, NotificationAccepted
+from schemas.events import NotificationAccepted
 from streams.ingest import dead_letter, header_items
 from streams.metrics import DELIVERY_LATENCY, NOTIFICATIONS_DEFERRED, NOTIFICATIONS_DELIVERED
 from streams.publish import append
@@ -37,20 +41,29 @@ def install(app: faust.App, topics: Topics, dispatcher: Dispatcher) -> None:
                 continue
             frame = {"type": "notification", "notification": notification_view(accepted, status="delivered")}
             reached = await dispatcher.dispatch(accepted.user_id, frame)
-            outcome = websocket_outcome(env, reached, now=datetime.now(UTC))
-            await append(topics.events, [outcome])
-            if isinstance(outcome.data, DeliverySucceeded):
+            now = datetime.now(UTC)
+            if reached:
+                # Handed off to the gateways holding the user. Each records delivery.succeeded
+                # itself once the frame is on a socket (or delivery.deferred if the user just
+                # left): only the gateway knows, and an unrecorded frame is replayed on reconnect.
                 NOTIFICATIONS_DELIVERED.labels("websocket", accepted.priority).inc()
-                DELIVERY_LATENCY.labels("websocket", accepted.priority).observe(outcome.data.latency_ms / 1000)
+                DELIVERY_LATENCY.labels("websocket", accepted.priority).observe(
+                    max(0.0, (now - accepted.requested_at).total_seconds())
+                )
+                event_type = "websocket.handed_off"
             else:
+                outcome = websocket_outcome(env, reached, now=now)
+                await append(topics.events, [outcome])
                 NOTIFICATIONS_DEFERRED.labels("websocket").inc()
+                event_type = outcome.type
             log.info(
                 "websocket delivery",
                 extra={
                     "notification_id": accepted.notification_id,
                     "user_id": accepted.user_id,
-                    "event_type": outcome.type,
-                    "correlation_id": outcome.correlationid,
+                    "event_type": event_type,
+                    "correlation_id": env.correlationid or env.id,
+                    "nodes": reached,
                 },
             )
 

@@ -96,7 +96,8 @@ def settings(kafka_bootstrap: str, database_url: str, redis_url: str) -> Setting
     """Settings isolated per test (own topics, groups) with the Tansu workarounds of DESIGN.md.
 
     The workarounds live here, in test configuration only: batches of one record (Tansu's
-    end offsets), and short group timeouts (Tansu's slow joins).
+    end offsets), short group timeouts (Tansu's slow joins) and a short fetch wait (Tansu
+    holds a fetch for its whole max wait even when data arrives).
     """
     tag = uuid.uuid4().hex[:8]
     if not os.environ.get("HERALD_TEST_DATABASE_URL"):
@@ -117,6 +118,7 @@ def settings(kafka_bootstrap: str, database_url: str, redis_url: str) -> Setting
         kafka_session_timeout=6.0,
         kafka_heartbeat_interval=1.0,
         kafka_rebalance_timeout=6.0,
+        kafka_fetch_max_wait_ms=20,
         log_level="WARNING",
     )
 

@@ -46,3 +46,13 @@ async def next_frame(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: fl
                 return frame
 
     return await asyncio.wait_for(wait(), timeout)
+
+
+async def missed_notifications(ws: aiohttp.ClientWebSocketResponse, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """The whole missed-notification replay a new connection starts with (every batch until ``more`` is false)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        frame = await next_frame(ws, "missed_notifications", timeout)
+        out.extend(frame["notifications"])
+        if not frame.get("more"):
+            return out

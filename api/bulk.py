@@ -1,0 +1,127 @@
+"""REST: bulk send — one request per user or APNs device token, tracked by a bulk id.
+
+The bulk id is the correlation id of every request (and so of every event they cause),
+which is how ``GET /api/notifications/bulk/{bulk_id}`` and ``?bulk_id=`` find them.
+A bulk answers once every request is on the broker, without waiting for projection:
+its status endpoint shows progress.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
+from api.envelopes import REQUEST_FIELDS, build_request
+from api.params import json_body, path_id
+from api.problems import Problem
+from api.publisher import Publisher
+from engine.settings import Settings
+from projections.queries import NotificationQueries
+from schemas.ids import derived_id, uuid7
+
+MAX_TARGETS = 100_000
+"""Targets one bulk request may name."""
+MAX_BODY_BYTES = 8 * 1024 * 1024
+DEVICE_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
+_CONTENT_FIELDS = REQUEST_FIELDS - {"user_id", "device_token", "idempotency_key"}
+
+
+class BulkRoutes:
+    """Handlers of ``/api/notifications/bulk``."""
+
+    def __init__(
+        self, verifier: TokenVerifier, queries: NotificationQueries, publisher: Publisher | None, settings: Settings
+    ) -> None:
+        self._verifier = verifier
+        self._queries = queries
+        self._publisher = publisher
+        self._settings = settings
+
+    def register(self, app: web.Application) -> None:
+        """Add the routes (before ``/api/notifications/{id}`` so ``bulk`` is not taken for an id)."""
+        app.router.add_post("/api/notifications/bulk", self.create)
+        app.router.add_get("/api/notifications/bulk/{bulk_id}", self.status)
+
+    async def create(self, request: web.Request) -> web.Response:
+        """``POST /api/notifications/bulk``: ``user_ids`` or ``device_tokens`` plus the content."""
+        principal = self._verifier.from_request(request)
+        if self._publisher is None:
+            raise Problem(503, "Service Unavailable", "this API instance has no broker connection")
+        body = await json_body(request, max_bytes=MAX_BODY_BYTES)
+        users, tokens = body.pop("user_ids", None), body.pop("device_tokens", None)
+        unknown = sorted(set(body) - _CONTENT_FIELDS)
+        if unknown:
+            raise Problem(422, "Unprocessable Content", f"unknown field(s): {', '.join(unknown)}")
+        if (users is None) == (tokens is None):
+            raise Problem(422, "Unprocessable Content", "give exactly one of user_ids or device_tokens")
+        targets = users if users is not None else tokens
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise Problem(422, "Unprocessable Content", "targets must be a non-empty list of non-empty strings")
+        if len(targets) > MAX_TARGETS:
+            raise Problem(422, "Unprocessable Content", f"at most {MAX_TARGETS} targets per bulk request")
+        targets = list(dict.fromkeys(targets))
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 200:
+            raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 characters")
+        bulk_id = derived_id("api-bulk", principal.subject, key) if key is not None else uuid7()
+        refused: list[dict[str, str]] = []
+        recipients: list[tuple[str, str | None]]  # (user, device token)
+        if users is not None:
+            if not principal.has(SCOPE_WRITE) and any(u != principal.subject for u in targets):
+                raise Problem(403, "Forbidden", "sending to other users needs the notifications:write scope")
+            recipients = [(u, None) for u in targets]
+        else:
+            recipients = await self._resolve_tokens(principal.subject, principal.has(SCOPE_WRITE), targets, refused)
+            body["channels"] = ["apns"]
+        requests = []
+        for user_id, token in recipients:
+            data: dict[str, Any] = {**body, "user_id": user_id, "device_token": token}
+            nid = derived_id(bulk_id, user_id, token or "")
+            try:
+                requests.append(build_request(data, notification_id=nid, correlation_id=bulk_id))
+            except Problem as exc:
+                if not requests and not refused:
+                    raise  # the content itself is invalid: say so once, not per target
+                refused.append({"target": token or user_id, "reason": exc.detail})
+        await self._publisher.request_many(requests)
+        location = f"/api/notifications/bulk/{bulk_id}"
+        return web.json_response(
+            {"bulk_id": bulk_id, "requested": len(requests), "refused": refused, "status_url": location},
+            status=202,
+            headers={"Location": location},
+        )
+
+    async def _resolve_tokens(
+        self, caller: str, may_write: bool, tokens: list[str], refused: list[dict[str, str]]
+    ) -> list[tuple[str, str | None]]:
+        bad = [t for t in tokens if not DEVICE_TOKEN.match(t)]
+        if bad:
+            raise Problem(
+                422, "Unprocessable Content", f"{len(bad)} device token(s) are not 64 hex characters", invalid=bad[:20]
+            )
+        owners = await self._queries.device_owners(tokens)
+        out: list[tuple[str, str | None]] = []
+        for token in tokens:
+            owner = owners.get(token)
+            # A caller without the write scope learns nothing about other users' tokens.
+            if owner is None or (not may_write and owner[0] != caller):
+                refused.append({"target": token, "reason": "unknown device token"})
+            elif not owner[1]:
+                refused.append({"target": token, "reason": "device token is not active"})
+            else:
+                out.append((owner[0], token))
+        return out
+
+    async def status(self, request: web.Request) -> web.Response:
+        """``GET /api/notifications/bulk/{bulk_id}``: how many of a bulk's notifications are in which status."""
+        principal = self._verifier.from_request(request)
+        if not (principal.has(SCOPE_WRITE) or principal.has(SCOPE_ADMIN)):
+            raise Problem(403, "Forbidden", "bulk status needs the notifications:write scope")
+        bulk_id = path_id(request, "bulk_id")
+        by_status = await self._queries.bulk_summary(bulk_id)
+        if not by_status:
+            raise Problem(404, "Not Found", "no notification of this bulk has been projected (yet)")
+        return web.json_response({"bulk_id": bulk_id, "projected": sum(by_status.values()), "by_status": by_status})

@@ -1,0 +1,200 @@
+"""One client WebSocket: a bounded send queue, one writer, at most one copy of each notification.
+
+Frames never go to the socket from the code that produces them: they are queued, and
+a single writer task sends them in order. A client that reads slower than frames
+arrive fills the queue and is closed with ``CLOSE_TOO_SLOW`` instead of growing memory.
+While the missed-notification replay runs, live frames are held back (within the same
+bound) and sent after it, so the client sees its backlog first, then live ones; a
+notification already sent on this connection is never sent on it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_MANY_CONNECTIONS = 4008
+"""Close code for a connection beyond the per-user limit: the new one is refused, existing ones stay."""
+CLOSE_TOO_SLOW = 4009
+"""Close code for a client whose send queue overflowed (it reads slower than it is sent)."""
+CLOSE_UNAVAILABLE = 1013
+"""Close code (try again later) when presence (Redis) cannot admit the connection."""
+CLOSE_REPLAY_FAILED = 4011
+"""Close code when the missed-notification replay could not be read; reconnecting retries it."""
+
+SEEN_IDS = 2048
+"""Notification ids remembered per connection for de-duplication (oldest forgotten first)."""
+
+SLOW_CLOSED = Counter("websocket_slow_clients_closed_total", "Connections closed because their send queue overflowed")
+
+Written = Callable[["Connection", list[dict[str, Any]], str], Awaitable[None]]
+"""Called after notifications were written: ``(connection, notifications, via)``."""
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A queued frame: ``text`` ready to send, or a replay batch rendered at write time."""
+
+    kind: str
+    """``live``, ``replay`` or ``control``."""
+    text: str = ""
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    more: bool = False
+
+
+class Connection:
+    """A client socket of ``user_id`` on this node."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, user_id: str, connection_id: str, *, queue_size: int, on_written: Written
+    ) -> None:
+        self.ws = ws
+        self.user_id = user_id
+        self.id = connection_id
+        self.closing = False
+        self._limit = queue_size
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(queue_size)
+        self._held: list[Outgoing] | None = []
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._on_written = on_written
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._busy = False
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+
+    def offer(self, frame: Outgoing) -> bool:
+        """Queue a live frame; ``False`` if this connection is closing or just overflowed."""
+        if self.closing:
+            return False
+        if self._held is not None:
+            if len(self._held) >= self._limit:
+                self.overflow()
+                return False
+            self._held.append(frame)
+            return True
+        return self._put(frame)
+
+    def control(self, frame: dict[str, Any]) -> None:
+        """Queue a frame that is not a notification (pong, error, read confirmation)."""
+        if not self.closing:
+            self._put(Outgoing("control", text=json.dumps(frame, separators=(",", ":"))))
+
+    async def replayed(self, notifications: list[dict[str, Any]], *, more: bool) -> None:
+        """Queue one ``missed_notifications`` batch, waiting for room (replay is paced by the client)."""
+        if not self.closing:
+            await self._queue.put(Outgoing("replay", notifications=notifications, more=more))
+
+    async def end_replay(self) -> None:
+        """Release live frames held during the replay, in arrival order."""
+        while self._held:
+            held, self._held = self._held, []
+            for frame in held:
+                if self.closing:
+                    return
+                await self._queue.put(frame)
+        self._held = None
+
+    def overflow(self) -> None:
+        """The client cannot keep up: drop what is queued (it stays undelivered) and close with 4009."""
+        if self.closing:
+            return
+        self.closing = True
+        SLOW_CLOSED.inc()
+        log.warning("websocket send queue full; closing slow client", extra={"user_id": self.user_id})
+        self._closer = asyncio.create_task(self._close_slow())
+
+    async def stop(self) -> None:
+        """Stop writing; queued frames are dropped (they were never delivered, so they replay later).
+
+        A frame being written is finished first, with its receipt: a write must not be
+        cut between the socket and the record of it.
+        """
+        self.closing = True
+        writer = self._writer
+        if writer is not None:
+            if self._busy:
+                await asyncio.wait([writer], timeout=2)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        if self._closer is not None:
+            # Not cancelled: it ends on its own (close frame taken, or the transport aborted).
+            await asyncio.wait([self._closer], timeout=10)
+
+    def _put(self, frame: Outgoing) -> bool:
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflow()
+            return False
+        return True
+
+    async def _close_slow(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        try:
+            # The close frame queues behind what the socket already buffered; give the
+            # client a moment to read up to it, then cut the connection.
+            await asyncio.wait_for(self.ws.close(code=CLOSE_TOO_SLOW, message=b"send queue full: client too slow"), 5)
+        except (TimeoutError, ConnectionError, RuntimeError) as exc:
+            log.info(
+                "slow client did not take the close frame; aborting",
+                extra={"user_id": self.user_id, "error": repr(exc)},
+            )
+        transport = self.ws._req.transport if self.ws._req is not None else None
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+    async def _write_loop(self) -> None:
+        while not self.closing:
+            frame = await self._queue.get()
+            text, notifications, via = self._render(frame)
+            if text is None:
+                continue
+            self._busy = True
+            try:
+                await self.ws.send_str(text)
+                if notifications:
+                    await self._on_written(self, notifications, via)
+            except (ConnectionError, RuntimeError) as exc:
+                log.info(
+                    "websocket write failed; connection closing", extra={"user_id": self.user_id, "error": repr(exc)}
+                )
+                self.closing = True
+            finally:
+                self._busy = False
+
+    def _render(self, frame: Outgoing) -> tuple[str | None, list[dict[str, Any]], str]:
+        if frame.kind == "control":
+            return frame.text, [], ""
+        fresh = [n for n in frame.notifications if self._first_time(n["id"])]
+        if frame.kind == "live":
+            return (frame.text, fresh, "live") if fresh else (None, [], "")
+        if not fresh and frame.more:
+            return None, [], ""  # a batch fully sent live already; the final one always goes (it ends the replay)
+        text = json.dumps(
+            {"type": "missed_notifications", "notifications": fresh, "more": frame.more}, separators=(",", ":")
+        )
+        return text, fresh, "replay"
+
+    def _first_time(self, notification_id: str) -> bool:
+        if notification_id in self._seen:
+            return False
+        self._seen[notification_id] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+        return True

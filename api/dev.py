@@ -1,0 +1,41 @@
+"""Dev-only conveniences, registered only when ``settings.dev_mode`` (``herald dev``).
+
+``POST /api/dev/token`` mints a token for any user so the demo page can log in without
+a separate identity provider. Never enabled in production roles.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from api.auth import SCOPE_WRITE, mint_token
+from api.problems import Problem
+from engine.settings import Settings
+
+USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+
+
+class DevRoutes:
+    """Token minting for the demo page."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def register(self, app: web.Application) -> None:
+        """Add the routes to ``app`` (the caller checks ``dev_mode``)."""
+        app.router.add_post("/api/dev/token", self.token)
+
+    async def token(self, request: web.Request) -> web.Response:
+        """``{"user_id": "alice"}`` -> ``{"user_id", "token", "expires_in"}`` (may also send notifications)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Problem(400, "Bad Request", "body must be JSON") from None
+        user_id = body.get("user_id") if isinstance(body, dict) else None
+        if not isinstance(user_id, str) or not USER_ID.match(user_id):
+            raise Problem(400, "Bad Request", "user_id: 1-100 characters of letters, digits, '_', '.', '@', '-'")
+        ttl = self._settings.token_ttl_seconds
+        token = mint_token(self._settings, user_id, scopes=(SCOPE_WRITE,), ttl=ttl)
+        return web.json_response({"user_id": user_id, "token": token, "expires_in": ttl})

@@ -1,0 +1,86 @@
+"""Envelopes the API writes: requests for the priority topics and facts for the event log.
+
+Ids are deterministic wherever a retry must not create a second thing: a request with
+an ``Idempotency-Key`` and every fact about a notification (reading it twice is one fact).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from api.problems import Problem
+from engine.priority import Priority
+from schemas.codec import event_from_data
+from schemas.envelope import Envelope
+from schemas.errors import InvalidMessage
+from schemas.events import Event
+from schemas.ids import derived_id, uuid7
+
+SOURCE = "herald/api"
+
+REQUEST_FIELDS = frozenset(
+    {
+        "user_id",
+        "title",
+        "body",
+        "priority",
+        "channels",
+        "category",
+        "data",
+        "idempotency_key",
+        "collapse_key",
+        "expires_at",
+        "deliver_after",
+        "device_token",
+    }
+)
+"""Fields a client may put in a ``POST /api/notifications`` body (the request schema's)."""
+
+
+def request_id(caller: str, user_id: str, idempotency_key: str | None) -> str:
+    """The notification id: UUIDv7, or derived from caller, recipient and key so a retry reuses it."""
+    if idempotency_key is None:
+        return uuid7()
+    return derived_id("api-request", caller, user_id, idempotency_key)
+
+
+def build_request(
+    data: dict[str, Any], *, notification_id: str, correlation_id: str | None = None, now: datetime | None = None
+) -> tuple[Envelope, Priority]:
+    """A validated ``notification.requested`` envelope and the priority topic it goes to."""
+    data = {k: v for k, v in data.items() if v is not None}
+    data.setdefault("priority", Priority.MEDIUM.value)
+    try:
+        event = event_from_data("notification.requested", data)
+    except InvalidMessage as exc:
+        raise Problem(422, "Unprocessable Content", exc.reason) from None
+    priority = Priority(data["priority"])
+    env = Envelope(
+        id=notification_id,
+        source=SOURCE,
+        time=now or datetime.now(UTC),
+        data=event,
+        subject=notification_id,
+        userid=data["user_id"],
+        priority=priority.value,
+        correlationid=correlation_id,
+    )
+    return env, priority
+
+
+def fact(event: Event, *, user_id: str, subject: str | None, unique: str | None = None) -> Envelope:
+    """A fact the user caused, for the event log.
+
+    ``unique`` makes the id deterministic (``derived_id(unique, type)``): the same fact twice
+    is one event to the projector and to the agents reacting to it.
+    """
+    return Envelope(
+        id=derived_id(unique, event.TYPE) if unique is not None else uuid7(),
+        source=SOURCE,
+        time=datetime.now(UTC),
+        data=event,
+        subject=subject,
+        userid=user_id,
+        correlationid=subject,
+    )

@@ -1,0 +1,75 @@
+"""Shared helpers of the benchmark programs: a broker, a scratch database, statistics."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import psycopg
+
+from engine.settings import Settings
+from herald.broker import free_port, tansu_process
+
+PG_ADMIN = os.environ.get("HERALD_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.asynccontextmanager
+async def broker() -> AsyncIterator[str]:
+    """``HERALD_BENCH_KAFKA`` if set, else a fresh Tansu on a free port."""
+    external = os.environ.get("HERALD_BENCH_KAFKA")
+    if external:
+        yield external
+        return
+    async with tansu_process("127.0.0.1", free_port()) as bootstrap:
+        yield bootstrap
+
+
+@contextlib.contextmanager
+def scratch_database() -> AsyncIterator[str]:  # type: ignore[misc]
+    """A Postgres database created for the run and dropped after it."""
+    name = f"herald_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bench_settings(bootstrap: str, database_url: str, **overrides: object) -> Settings:
+    """Settings of a benchmark run: the same Tansu workarounds as the tests (see DESIGN.md)."""
+    tag = uuid.uuid4().hex[:6]
+    values: dict[str, object] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": f"b{tag}.",
+        "app_id": f"herald-bench-{tag}",
+        "projector_group": f"herald-bench-projector-{tag}",
+        "database_url": database_url,
+        "http_port": 0,
+        "producer_max_batch_size": 1,
+        "kafka_session_timeout": 6.0,
+        "kafka_heartbeat_interval": 1.0,
+        "kafka_rebalance_timeout": 6.0,
+        "kafka_fetch_max_wait_ms": 20,
+        "log_level": "WARNING",
+        "node_id": f"bench-{tag}",
+    }
+    values.update(overrides)
+    return Settings.from_env({}, **values)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values``."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary(latencies_ms: Sequence[float]) -> str:
+    """``p50 / p99`` in milliseconds."""
+    return f"p50 {statistics.median(latencies_ms):7.1f} ms  p99 {percentile(latencies_ms, 99):7.1f} ms"

@@ -1,0 +1,268 @@
+"""Priority isolation: high-priority latency (publish -> ``notification.accepted`` in the
+event log) with 20,000 low-priority requests queued, next to the same figure with no
+backlog, measured in the same run against the same worker.
+
+The worker runs as its own process (``herald worker``), as in production, so the
+benchmark's producer and consumer do not share its event loop. High requests are
+published one at a time at a fixed interval; latency is the time from the send call
+to the moment a consumer of the event log sees the request's acceptance.
+
+    uv run python benchmarks/priority.py [--high 200] [--low 20000] [--interval-ms 20] [--without-gate]
+
+``--without-gate`` repeats the loaded phase on a worker with ``HERALD_PRIORITY_ISOLATION=false``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import bench_settings, broker, percentile  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.topics import TopicNames  # noqa: E402
+from streams.admin import ensure_topics  # noqa: E402
+
+REDIS = os.environ.get("HERALD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _request(user: str, title: str) -> bytes:
+    body = {
+        "specversion": "1.0",
+        "type": "notification.requested",
+        "id": str(uuid.uuid4()),
+        "source": "bench",
+        "data": {"user_id": user, "title": title, "body": "x" * 200},
+    }
+    return json.dumps(body).encode()
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    for f in dataclasses.fields(settings):
+        if f.name == "extra":
+            continue
+        value = getattr(settings, f.name)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"HERALD_{f.name.upper()}"] = str(value)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def worker(settings: Settings) -> AsyncIterator[None]:
+    """``herald worker`` in its own process."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "herald.cli", "worker", env=_env(settings), cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+class Log:
+    """Tails the event log: when each high request was accepted, how many low ones so far."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+        self.topic = topic
+        self.accepted_at: dict[str, float] = {}
+        self.decided_at: dict[str, float] = {}
+        """Wall-clock time the worker made the decision (the event's ``time``)."""
+        self.low_accepted = 0
+        self.to_decision: dict[str, list[float]] = {}
+        """Per phase: publish -> the worker's decision (ms), the ingest share of the latency."""
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        while not partitions:
+            await self.consumer.topics()
+            await asyncio.sleep(0.1)
+            partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=50)
+            now = time.monotonic()
+            for records in batch.values():
+                for r in records:
+                    if b'"type":"notification.accepted"' not in r.value:
+                        continue
+                    if r.key and r.key.startswith(b"lo-"):
+                        self.low_accepted += 1
+                    else:
+                        env = json.loads(r.value)
+                        self.accepted_at.setdefault(env["subject"], now)
+                        decided = datetime.fromisoformat(env["time"].replace("Z", "+00:00")).timestamp()
+                        self.decided_at.setdefault(env["subject"], decided)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+async def measure_high(
+    producer: AIOKafkaProducer, log: Log, topic: str, n: int, interval: float, tag: str
+) -> tuple[list[float], float]:
+    """Publish ``n`` high requests ``interval`` apart; latencies (ms) and the phase's duration."""
+    sent: dict[str, float] = {}
+    wall: dict[str, float] = {}
+    start = time.monotonic()
+    for i in range(n):
+        user = f"hi-{tag}-{i}"
+        value = _request(user, f"high {i}")
+        rid = json.loads(value)["id"]
+        sent[rid] = time.monotonic()
+        wall[rid] = time.time()
+        await producer.send_and_wait(topic, value=value, key=user.encode())
+        await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+    deadline = time.monotonic() + 120
+    while any(rid not in log.accepted_at for rid in sent):
+        if time.monotonic() > deadline:
+            missing = sum(rid not in log.accepted_at for rid in sent)
+            raise RuntimeError(f"{missing} high requests not accepted after 120 s")
+        await asyncio.sleep(0.05)
+    log.to_decision[tag] = [(log.decided_at[rid] - t) * 1000 for rid, t in wall.items()]
+    return [(log.accepted_at[rid] - t) * 1000 for rid, t in sent.items()], time.monotonic() - start
+
+
+async def publish_low(bootstrap: str, topic: str, count: int, tag: str) -> float:
+    """Queue ``count`` low requests (20 per user: all within the default limit); seconds taken."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    start = time.monotonic()
+    try:
+        futures = []
+        for i in range(count):
+            user = f"lo-{tag}-{i // 20}"
+            futures.append(await producer.send(topic, value=_request(user, f"low {i}"), key=user.encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.monotonic() - start
+
+
+def _line(name: str, latencies: list[float]) -> str:
+    return (
+        f"{name:<44} p50 {percentile(latencies, 50):7.1f} ms   p90 {percentile(latencies, 90):7.1f} ms"
+        f"   p99 {percentile(latencies, 99):7.1f} ms   max {max(latencies):7.1f} ms"
+    )
+
+
+async def run(args: argparse.Namespace, bootstrap: str, gate: bool) -> dict[str, object]:
+    settings = bench_settings(
+        bootstrap,
+        "sqlite+aiosqlite:///:memory:",
+        redis_url=REDIS,
+        priority_isolation=gate,
+        producer_max_batch_size=args.producer_batch_bytes,
+    )
+    names = TopicNames(settings.topic_prefix)
+    await ensure_topics(settings)
+    log = Log(bootstrap, names.events)
+    await log.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        async with worker(settings):
+            await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
+            unloaded, _ = await measure_high(producer, log, names.request("high"), args.high, args.interval_ms / 1000, "a")
+            queue_seconds = await publish_low(bootstrap, names.request("low"), args.low, "x")
+            backlog_start = args.low - log.low_accepted
+            loaded, phase = await measure_high(producer, log, names.request("high"), args.high, args.interval_ms / 1000, "b")
+            backlog_end = args.low - log.low_accepted
+            drain_start = time.monotonic()
+            while log.low_accepted < args.low and time.monotonic() - drain_start < 600:
+                await asyncio.sleep(0.2)
+            drained = time.monotonic() - drain_start + phase
+    finally:
+        await producer.stop()
+        await log.stop()
+    return {
+        "gate": gate,
+        "unloaded": unloaded,
+        "loaded": loaded,
+        "queue_seconds": queue_seconds,
+        "backlog_start": backlog_start,
+        "backlog_end": backlog_end,
+        "low_done_after": drained,
+        "low_accepted": log.low_accepted,
+        "decision_unloaded": log.to_decision["a"],
+        "decision_loaded": log.to_decision["b"],
+    }
+
+
+def report(args: argparse.Namespace, result: dict[str, object]) -> None:
+    unloaded, loaded = result["unloaded"], result["loaded"]
+    assert isinstance(unloaded, list) and isinstance(loaded, list)
+    gate = "on" if result["gate"] else "off"
+    print(f"\npriority isolation {gate}: {args.high} high requests, one every {args.interval_ms} ms, per phase")
+    print(_line("high, no backlog", unloaded))
+    print(_line(f"high, {args.low:,} low queued", loaded))
+    print(
+        f"  low backlog: {result['low_accepted']:,} accepted in all; {result['backlog_start']:,} still queued when the "
+        f"loaded phase began, {result['backlog_end']:,} when it ended (publishing took {result['queue_seconds']:.1f} s; "
+        f"the low backlog was done {result['low_done_after']:.1f} s after the phase began)"
+    )
+    for phase in ("unloaded", "loaded"):
+        share = result[f"decision_{phase}"]
+        assert isinstance(share, list)
+        print(_line(f"  of which publish -> decision, {phase}", share))
+    ratio50 = percentile(loaded, 50) / percentile(unloaded, 50)
+    ratio99 = percentile(loaded, 99) / percentile(unloaded, 99)
+    verdict = "within" if ratio99 <= 2 else "NOT within"
+    print(f"  ratio loaded/unloaded: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x ({verdict} the 2x target)")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--high", type=int, default=200, help="high-priority requests per phase")
+    parser.add_argument("--low", type=int, default=20_000, help="low-priority requests queued")
+    parser.add_argument("--interval-ms", type=float, default=20.0, help="gap between high requests")
+    parser.add_argument("--without-gate", action="store_true", help="also run the loaded phase without isolation")
+    parser.add_argument(
+        "--producer-batch-bytes",
+        type=int,
+        default=1,
+        help="worker producer batch size (1 = the Tansu workaround of the tests and herald dev; 16384 = production)",
+    )
+    args = parser.parse_args()
+    async with broker() as bootstrap:
+        report(args, await run(args, bootstrap, gate=True))
+        if args.without_gate:
+            report(args, await run(args, bootstrap, gate=False))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,118 @@
+"""The ``devices`` and ``contacts`` read models.
+
+A device token can change hands (a phone is sold), and its events then come from
+two users, i.e. two partitions with no order between them. So every write is
+guarded by event time: a row only ever moves forward in time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from projections.models import ContactRow, DeviceRow
+from schemas.envelope import Envelope
+from schemas.events import ContactUpdated, DeviceInvalidated, DeviceRegistered, DeviceUnregistered
+
+DEVICE_EVENTS = (DeviceRegistered, DeviceUnregistered, DeviceInvalidated)
+"""Event classes this module applies to ``devices``."""
+
+
+def _dialect(conn: AsyncConnection) -> Any:
+    return postgresql if conn.dialect.name == "postgresql" else sqlite
+
+
+async def apply_device(conn: AsyncConnection, env: Envelope) -> None:
+    """Apply one device event (cold path: one statement per event, in log order)."""
+    event = env.data
+    if isinstance(event, DeviceRegistered):
+        stmt = (
+            _dialect(conn)
+            .insert(DeviceRow)
+            .values(
+                device_token=event.device_token,
+                user_id=event.user_id,
+                platform=event.platform,
+                name=event.name,
+                active=True,
+                status="active",
+                reason=None,
+                registered_at=env.time,
+                updated_at=env.time,
+            )
+        )
+        excluded = stmt.excluded
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["device_token"],
+                set_={
+                    "user_id": excluded.user_id,
+                    "platform": excluded.platform,
+                    "name": excluded.name,
+                    "active": True,
+                    "status": "active",
+                    "reason": None,
+                    "registered_at": excluded.registered_at,
+                    "updated_at": excluded.updated_at,
+                },
+                where=DeviceRow.updated_at <= excluded.updated_at,
+            )
+        )
+    elif isinstance(event, DeviceUnregistered):
+        await conn.execute(
+            update(DeviceRow)
+            .where(
+                DeviceRow.device_token == event.device_token,
+                DeviceRow.user_id == event.user_id,
+                DeviceRow.updated_at <= env.time,
+            )
+            .values(active=False, status="unregistered", reason="unregistered by the user", updated_at=env.time)
+        )
+    elif isinstance(event, DeviceInvalidated):
+        await conn.execute(
+            update(DeviceRow)
+            .where(DeviceRow.device_token == event.device_token, DeviceRow.updated_at <= env.time)
+            .values(active=False, status="invalid", reason=event.reason, updated_at=env.time)
+        )
+
+
+async def apply_contacts(conn: AsyncConnection, envelopes: list[Envelope]) -> None:
+    """Upsert the latest ``contact.updated`` per user of a batch in one statement."""
+    latest: dict[str, Envelope] = {}
+    for env in envelopes:
+        if isinstance(env.data, ContactUpdated):
+            latest[env.data.user_id] = env
+    if not latest:
+        return
+    rows = []
+    for user_id, env in sorted(latest.items()):
+        event = env.data
+        if not isinstance(event, ContactUpdated):  # only ContactUpdated envelopes are collected above
+            continue
+        rows.append(
+            {
+                "user_id": user_id,
+                "email": event.email,
+                "channels": list(event.channels),
+                "email_fallback_minutes": event.email_fallback_minutes,
+                "updated_at": env.time,
+            }
+        )
+    stmt = _dialect(conn).insert(ContactRow)
+    excluded = stmt.excluded
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={
+                "email": excluded.email,
+                "channels": excluded.channels,
+                "email_fallback_minutes": excluded.email_fallback_minutes,
+                "updated_at": excluded.updated_at,
+            },
+            where=ContactRow.updated_at <= excluded.updated_at,
+        ),
+        rows,
+    )

@@ -1,0 +1,224 @@
+"""The generic delivery path every non-live channel (email, APNs) plugs into.
+
+A channel provides a ``Sink``: ``targets()`` says where a notification goes for the
+user (email addresses, device tokens), ``send()`` hands it to one target and returns
+the provider's id, or raises ``engine.retry.DeliveryError`` (``retriable`` or not).
+``install(app, topics, settings, sink)`` registers an agent on the channel's delivery
+topic that, per target: checks expiry, sends within a timeout, and turns the outcome
+into ``delivery.succeeded`` / ``delivery.failed`` + ``delivery.retry_scheduled`` (the
+retry is handed to the scheduler, so it survives a restart) / ``delivery.abandoned``
+(+ the work record in the dead-letter topic), using ``engine.retry``'s pure policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import faust
+
+from engine.notification import accepted_event, follow
+from engine.retry import DeliveryError, RetryPolicy, attempt_outcome
+from engine.routing import due, expired_event
+from engine.settings import Settings
+from schemas.codec import decode
+from schemas.envelope import Envelope
+from schemas.errors import HeraldError, InvalidMessage
+from schemas.events import (
+    DeliveryAbandoned,
+    DeliveryCancelled,
+    DeliveryRetryScheduled,
+    DeliverySucceeded,
+    NotificationAccepted,
+)
+from streams.delivery_work import work_of
+from streams.ingest import dead_letter, header_items
+from streams.metrics import (
+    DELIVERIES_ABANDONED,
+    DELIVERY_LATENCY,
+    DELIVERY_RETRIES,
+    NOTIFICATIONS_DELIVERED,
+    NOTIFICATIONS_EXPIRED,
+    NOTIFICATIONS_FAILED,
+)
+from streams.publish import append
+from streams.scheduler import send_schedule
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SOURCE = "herald/delivery"
+
+
+class Sink(Protocol):
+    """Port of one delivery channel (email, APNs)."""
+
+    channel: str
+    """The channel it serves: ``email`` or ``apns``."""
+
+    async def targets(self, accepted: NotificationAccepted) -> Sequence[str]:
+        """Where ``accepted`` goes for its user (may be empty: nothing to do)."""
+        ...
+
+    async def send(self, accepted: NotificationAccepted, target: str) -> str | None:
+        """Deliver to ``target``; return the provider's id. Raise ``DeliveryError`` on failure."""
+        ...
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The retry policy configured in ``settings``."""
+    return RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        base_delay_seconds=settings.retry_base_delay_seconds,
+        max_delay_seconds=settings.retry_max_delay_seconds,
+        jitter=settings.retry_jitter,
+    )
+
+
+async def attempt(
+    sink: Sink, accepted: NotificationAccepted, target: str, *, limit: float
+) -> tuple[str | None, DeliveryError | None]:
+    """One send, its failure (if any) expressed as a ``DeliveryError``."""
+    try:
+        return await asyncio.wait_for(sink.send(accepted, target), limit), None
+    except DeliveryError as exc:
+        return None, exc
+    except TimeoutError:
+        return None, DeliveryError(f"no answer within {limit:g}s", retriable=True)
+    except OSError as exc:  # connection refused/reset: the provider may be back later
+        return None, DeliveryError(f"{type(exc).__name__}: {exc}", retriable=True)
+    except HeraldError as exc:
+        return None, DeliveryError(str(exc), retriable=exc.retriable)
+    except Exception as exc:  # a sink bug fails this delivery, not the agent
+        log.exception(
+            "sink raised an unexpected error",
+            extra={"channel": sink.channel, "notification_id": accepted.notification_id},
+        )
+        return None, DeliveryError(f"internal error: {type(exc).__name__}: {exc}", retriable=False)
+
+
+def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> None:
+    """Register the delivery agent of ``sink.channel``.
+
+    A sink that needs the app itself (tables, the event log) may define
+    ``bind(app, topics, settings)``; it is called first.
+    """
+    bind = getattr(sink, "bind", None)
+    if bind is not None:
+        bind(app, topics, settings)
+    policy = retry_policy(settings)
+
+    async def deliver(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                cause = decode(message.value, header_items(message.headers))
+            except InvalidMessage as exc:
+                await dead_letter(topics, message, exc.reason)
+                continue
+            if not isinstance(cause.data, NotificationAccepted):
+                await dead_letter(topics, message, f"expected notification.accepted, got {cause.type}")
+                continue
+            number, target = work_of(header_items(message.headers))
+            await _deliver(topics, settings, sink, policy, message, cause, number, target)
+
+    app.agent(topics.deliveries[sink.channel], name=f"herald.sink.{sink.channel}")(deliver)
+
+
+async def _deliver(
+    topics: Topics,
+    settings: Settings,
+    sink: Sink,
+    policy: RetryPolicy,
+    message: faust.types.Message,
+    cause: Envelope,
+    number: int,
+    target: str | None,
+) -> None:
+    accepted = accepted_event(cause)
+    channel = sink.channel
+    now = datetime.now(UTC)
+    expired = expired_event(cause, channel=channel, now=now, source=SOURCE)
+    if expired is not None:
+        await append(topics.events, [expired])
+        NOTIFICATIONS_EXPIRED.labels(channel).inc()
+        return
+    if target is not None:
+        targets: Sequence[str] = [target]
+    else:
+        try:
+            targets = await sink.targets(accepted)
+        except HeraldError as exc:
+            # Resolving targets failed (e.g. the registry is down): retry the whole channel.
+            unresolved = DeliveryError(f"targets: {exc}", retriable=exc.retriable)
+            await _record(topics, policy, message, cause, channel, "*", number, None, unresolved, now)
+            return
+    if not targets:
+        none = DeliveryCancelled(
+            accepted.notification_id, accepted.user_id, channel, reason=f"no {channel} target for the user"
+        )
+        await append(topics.events, [follow(cause, none, now=now, source=SOURCE)])
+        return
+    for each in targets:
+        provider_id, failure = await attempt(sink, accepted, each, limit=settings.delivery_timeout_seconds)
+        await _record(topics, policy, message, cause, channel, each, number, provider_id, failure, datetime.now(UTC))
+
+
+async def _record(
+    topics: Topics,
+    policy: RetryPolicy,
+    message: faust.types.Message,
+    cause: Envelope,
+    channel: str,
+    target: str,
+    number: int,
+    provider_id: str | None,
+    failure: DeliveryError | None,
+    now: datetime,
+) -> None:
+    accepted = accepted_event(cause)
+    events = attempt_outcome(
+        cause,
+        channel=channel,
+        target=target,
+        attempt=number,
+        error=failure,
+        provider_id=provider_id,
+        policy=policy,
+        now=now,
+    )
+    await append(topics.events, events)
+    labels = (channel, accepted.priority)
+    for env in events:
+        data = env.data
+        if isinstance(data, DeliverySucceeded):
+            NOTIFICATIONS_DELIVERED.labels(*labels).inc()
+            DELIVERY_LATENCY.labels(*labels).observe(data.latency_ms / 1000)
+        elif isinstance(data, DeliveryRetryScheduled):
+            NOTIFICATIONS_FAILED.labels(*labels).inc()
+            DELIVERY_RETRIES.labels(*labels).inc()
+            retry_target = None if target == "*" else target
+            await send_schedule(
+                topics, due("retry", cause, channel, data.due_at, attempt=data.attempt, target=retry_target)
+            )
+        elif isinstance(data, DeliveryAbandoned):
+            NOTIFICATIONS_FAILED.labels(*labels).inc()
+            DELIVERIES_ABANDONED.labels(*labels).inc()
+            extra = [("herald-channel", channel.encode()), ("herald-attempts", str(data.attempts).encode())]
+            if number == 1:  # a retry's record already names its target
+                extra.append(("herald-target", target.encode()))
+            await dead_letter(topics, message, f"delivery abandoned: {data.error}", extra=extra)
+    log.info(
+        "delivery attempt",
+        extra={
+            "notification_id": accepted.notification_id,
+            "user_id": accepted.user_id,
+            "channel": channel,
+            "attempt": number,
+            "event_type": events[-1].type,
+            "correlation_id": cause.correlationid,
+        },
+    )

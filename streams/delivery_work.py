@@ -1,0 +1,43 @@
+"""Delivery work records: what a channel's sink topic carries.
+
+The value is the ``notification.accepted`` CloudEvent itself (so a sink needs no other
+lookup); a retry carries its attempt number and target in ``herald-attempt`` and
+``herald-target`` headers. First attempts have neither header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from schemas.codec import encode
+from schemas.envelope import Envelope
+from streams.topics import Topics
+
+ATTEMPT_HEADER = "herald-attempt"
+TARGET_HEADER = "herald-target"
+
+
+async def hand_off(
+    topics: Topics, channel: str, cause: Envelope, *, attempt: int = 1, target: str | None = None
+) -> None:
+    """Put one delivery of ``cause`` (a ``notification.accepted``) on ``channel``'s sink topic."""
+    headers: list[tuple[str, bytes]] = []
+    if attempt > 1:
+        headers.append((ATTEMPT_HEADER, str(attempt).encode()))
+    if target is not None:
+        headers.append((TARGET_HEADER, target.encode()))
+    fut = await topics.deliveries[channel].send(
+        key=(cause.userid or "").encode(), value=encode(cause), headers=headers or None
+    )
+    await fut
+
+
+def work_of(headers: Iterable[tuple[str, bytes]]) -> tuple[int, str | None]:
+    """``(attempt, target)`` of a work record (``(1, None)`` for a first attempt)."""
+    attempt, target = 1, None
+    for key, value in headers:
+        if key == ATTEMPT_HEADER:
+            attempt = max(1, int(value.decode() or "1"))
+        elif key == TARGET_HEADER:
+            target = value.decode()
+    return attempt, target

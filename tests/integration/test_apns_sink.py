@@ -1,0 +1,213 @@
+"""The APNs channel through the whole pipeline: Kafka in, the APNs emulator (h2 over TLS, ES256) out.
+
+Devices are registered by appending ``device.registered`` to the event log, as the API
+does; the sink finds them in the device registry (Faust tables built from the log).
+One worker serves the module; every test has its own users and tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from engine.settings import Settings
+from herald.apns_emulator import ApnsEmulator, generate_signing_key
+from herald.stack import Stack, run_stack
+from schemas.codec import format_time
+from schemas.envelope import Envelope
+from schemas.events import DeviceRegistered
+from schemas.ids import uuid7
+from streams.apns_sink import ApnsSink
+from streams.device_registry import DeviceRegistry
+from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.support.event_log import append
+from tests.support.kafka import publish_json, request
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+TEAM_ID, KEY_ID, TOPIC = "TEAM123456", "KEY1234567", "com.example.herald"
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> tuple[str, str]:
+    return generate_signing_key()
+
+
+@pytest.fixture(scope="module")
+async def emulator(signing_key: tuple[str, str]) -> AsyncIterator[ApnsEmulator]:
+    async with ApnsEmulator(keys={KEY_ID: (TEAM_ID, signing_key[1])}, topics=[TOPIC], inspect_port=None) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def settings(kafka_bootstrap: str, redis_url: str, emulator: ApnsEmulator, signing_key: tuple[str, str]) -> Settings:
+    host, port = emulator.address
+    return core_settings(
+        kafka_bootstrap,
+        redis_url,
+        apns_key=signing_key[0],
+        apns_key_id=KEY_ID,
+        apns_team_id=TEAM_ID,
+        apns_topic=TOPIC,
+        apns_server=f"{host}:{port}",
+        apns_ca_path=emulator.ca_path,
+        retry_base_delay_seconds=0.3,
+        retry_max_attempts=4,
+        retry_jitter=0.1,
+        scheduler_tick_seconds=0.2,
+    )
+
+
+@pytest.fixture(scope="module")
+def registry() -> DeviceRegistry:
+    return DeviceRegistry()
+
+
+@pytest.fixture(scope="module")
+async def stack(settings: Settings, registry: DeviceRegistry) -> AsyncIterator[Stack]:
+    async with run_stack(settings, worker=True, projector=False, api=False, sinks=[ApnsSink(settings, registry)]) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+async def log(stack: Stack, settings: Settings) -> AsyncIterator[TopicTail]:
+    assert stack.topics is not None
+    tail = TopicTail(settings.kafka_bootstrap, stack.topics.names.events)
+    await tail.start()
+    yield tail
+    await tail.stop()
+
+
+def _user(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+def _token() -> str:
+    return secrets.token_hex(32)
+
+
+async def _register(stack: Stack, settings: Settings, registry: DeviceRegistry, user: str, *tokens: str) -> None:
+    assert stack.topics is not None
+    envs = [
+        Envelope(id=uuid7(), source="tests", time=datetime.now(UTC), data=DeviceRegistered(user, t), subject=None,
+                 userid=user)
+        for t in tokens
+    ]
+    await append(settings.kafka_bootstrap, stack.topics.names.events, envs)
+
+    async def known() -> bool:
+        return set(tokens) <= set(registry.active_tokens(user))
+
+    await eventually(known, what=f"{tokens} active in the registry")
+
+
+async def _send(stack: Stack, settings: Settings, user: str, priority: str = "high", **data: object) -> str:
+    assert stack.topics is not None
+    body = request(user, data.pop("title", "Ping"), channels=["apns"], **data)  # type: ignore[arg-type]
+    await publish_json(settings.kafka_bootstrap, stack.topics.names.request(priority), user, body)
+    return str(body["id"])
+
+
+async def test_high_goes_with_priority_10_and_low_with_5_with_the_request_s_apns_fields(
+    stack: Stack, settings: Settings, registry: DeviceRegistry, emulator: ApnsEmulator, log: TopicTail
+) -> None:
+    user, token = _user("ivy"), _token()
+    await _register(stack, settings, registry, user, token)
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    high = await _send(
+        stack, settings, user, "high", title="Gate changed", body="Now boarding at B12", badge=3, sound="default",
+        category="travel", collapse_key="flight-42", expires_at=format_time(expires), data={"flight": "HB42"},
+    )
+    async with asyncio.timeout(30):
+        [first] = await emulator.wait_for(1, token=token)
+    low = await _send(stack, settings, user, "low", title="Weekly digest")
+    async with asyncio.timeout(30):
+        _, second = await emulator.wait_for(2, token=token)
+    assert first.status == 200
+    assert second.status == 200
+    assert first.headers["apns-priority"] == "10"
+    assert second.headers["apns-priority"] == "5"
+    assert first.headers["apns-push-type"] == "alert"
+    assert first.headers["apns-topic"] == TOPIC
+    assert first.headers["apns-collapse-id"] == "flight-42"
+    assert abs(int(first.headers["apns-expiration"]) - expires.timestamp()) <= 2
+    assert "apns-expiration" not in second.headers
+    assert first.payload is not None
+    assert first.payload["aps"] == {
+        "alert": {"title": "Gate changed", "body": "Now boarding at B12"},
+        "badge": 3, "sound": "default", "category": "travel", "thread-id": "flight-42",
+    }
+    assert first.payload["flight"] == "HB42"
+    [ok_high] = await log.wait_events(1, type="delivery.succeeded", subject=high)
+    [ok_low] = await log.wait_events(1, type="delivery.succeeded", subject=low)
+    assert ok_high["data"]["provider_id"] == first.apns_id
+    assert ok_high["data"]["target"] == token
+    assert ok_low["data"]["provider_id"] == second.apns_id
+
+
+async def test_a_410_token_is_invalidated_skipped_next_time_and_revived_by_a_newer_registration(
+    stack: Stack, settings: Settings, registry: DeviceRegistry, emulator: ApnsEmulator, log: TopicTail
+) -> None:
+    user, dead, alive = _user("jon"), _token(), _token()
+    await _register(stack, settings, registry, user, dead, alive)
+    emulator.unregister(dead)
+    first = await _send(stack, settings, user, title="one")
+    [invalidated] = await log.wait_events(1, type="device.invalidated", userid=user)
+    assert invalidated["data"]["device_token"] == dead
+    assert invalidated["data"]["reason"] == "Unregistered"
+    assert invalidated["data"]["invalid_since"]
+    [failed] = await log.wait_events(1, type="delivery.failed", subject=first)
+    assert failed["data"]["target"] == dead
+    assert failed["data"]["retriable"] is False
+    await log.wait_events(1, type="delivery.succeeded", subject=first)
+    assert registry.active_tokens(user) == [alive]
+
+    second = await _send(stack, settings, user, title="two")
+    [ok] = await log.wait_events(1, type="delivery.succeeded", subject=second)
+    assert ok["data"]["target"] == alive
+    assert [r.status for r in emulator.received if r.token == dead] == [410]  # never tried again
+    assert not log.events(type="delivery.failed", subject=second)
+
+    emulator.reset()  # the app was reinstalled: APNs knows the token again
+    await _register(stack, settings, registry, user, dead)
+    third = await _send(stack, settings, user, title="three")
+    oks = await log.wait_events(2, type="delivery.succeeded", subject=third)
+    assert {o["data"]["target"] for o in oks} == {dead, alive}
+    assert [r.status for r in emulator.received if r.token == dead] == [200]
+
+
+async def test_an_oversize_payload_is_refused_before_sending_with_a_clear_reason(
+    stack: Stack, settings: Settings, registry: DeviceRegistry, emulator: ApnsEmulator, log: TopicTail
+) -> None:
+    user, token = _user("kit"), _token()
+    await _register(stack, settings, registry, user, token)
+    nid = await _send(stack, settings, user, title="Long", body="x" * 4500)
+    [abandoned] = await log.wait_events(1, type="delivery.abandoned", subject=nid)
+    assert "over APNs' 4096-byte limit" in abandoned["data"]["error"]
+    assert abandoned["data"]["attempts"] == 1
+    [failed] = log.events(type="delivery.failed", subject=nid)
+    assert failed["data"]["retriable"] is False
+    assert not [r for r in emulator.received if r.token == token]
+
+
+async def test_429_and_503_are_retried_until_delivered(
+    stack: Stack, settings: Settings, registry: DeviceRegistry, emulator: ApnsEmulator, log: TopicTail
+) -> None:
+    user, token = _user("lea"), _token()
+    await _register(stack, settings, registry, user, token)
+    emulator.fail_next(429, count=1, token=token)
+    emulator.fail_next(503, count=1, token=token)
+    nid = await _send(stack, settings, user, title="Eventually")
+    [ok] = await log.wait_events(1, type="delivery.succeeded", subject=nid, within=30)
+    assert ok["data"]["attempt"] == 3
+    failed = log.events(type="delivery.failed", subject=nid)
+    assert [f["data"]["retriable"] for f in failed] == [True, True]
+    assert [r.status for r in emulator.received if r.token == token] == [429, 503, 200]
+    # One push, one apns-id: the retries are recognisably the same notification.
+    assert len({r.apns_id for r in emulator.received if r.token == token}) == 1
