@@ -34,4 +34,4 @@ system-deps:
 	@bash .ci/system-deps
 
 bench: sync
-	$(UV) run python benchmarks/pipeline.py
+	$(UV) run python -m benchmarks.pipeline

@@ -302,7 +302,7 @@ async def main() -> None:
     print(f"\n== Projector throughput, {args.events:,} events, same run ==")
     async with broker() as bootstrap:
         with scratch_database() as url:
-            settings = bench_settings(bootstrap, url, projector_batch_size=500)
+            settings = bench_settings(bootstrap, url)
             topic = TopicNames(settings.topic_prefix).events
             await produce(bootstrap, topic, make_events(settings.topic_prefix, args.events))
             raw = await raw_consume(bootstrap, topic, args.events, decode_too=False)

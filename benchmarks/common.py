@@ -50,7 +50,9 @@ def bench_settings(bootstrap: str, database_url: str, **overrides: object) -> Se
         "projector_group": f"herald-bench-projector-{tag}",
         "database_url": database_url,
         "http_port": 0,
-        "producer_max_batch_size": 1,
+        # Batches of one record only matter for table recovery after a restart (Tansu end
+        # offsets); a benchmark run never restarts, so producers batch as in production.
+        "producer_max_batch_size": 16384,
         "kafka_session_timeout": 6.0,
         "kafka_heartbeat_interval": 1.0,
         "kafka_rebalance_timeout": 6.0,

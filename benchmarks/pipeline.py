@@ -71,7 +71,10 @@ async def run_pipeline(bootstrap: str, database_url: str, n: int, users: int) ->
             sent[json.loads(value)["id"]] = time.monotonic()
             await producer.send(topic, key=user.encode(), value=value)
         await producer.flush()
-        await asyncio.wait_for(done.wait(), timeout=600)
+        try:
+            await asyncio.wait_for(done.wait(), timeout=300)
+        except TimeoutError:
+            raise SystemExit(f"pipeline stalled: {len(latencies)} of {n} frames received after 300 s") from None
         elapsed = time.monotonic() - started
         await producer.stop()
         for task in readers:

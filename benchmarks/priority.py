@@ -7,7 +7,7 @@ benchmark's producer and consumer do not share its event loop. High requests are
 published one at a time at a fixed interval; latency is the time from the send call
 to the moment a consumer of the event log sees the request's acceptance.
 
-    uv run python benchmarks/priority.py [--high 200] [--low 20000] [--interval-ms 20] [--without-gate]
+    uv run python -m benchmarks.priority [--high 200] [--low 20000] [--interval-ms 20] [--without-gate]
 
 ``--without-gate`` repeats the loaded phase on a worker with ``HERALD_PRIORITY_ISOLATION=false``.
 """
@@ -29,12 +29,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import bench_settings, broker, percentile  # noqa: E402
-from engine.settings import Settings  # noqa: E402
-from engine.topics import TopicNames  # noqa: E402
-from streams.admin import ensure_topics  # noqa: E402
+from benchmarks.common import bench_settings, broker, percentile
+from engine.settings import Settings
+from engine.topics import TopicNames
+from streams.admin import ensure_topics
 
 REDIS = os.environ.get("HERALD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,13 +195,15 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool) -> dict[str,
     try:
         async with worker(settings):
             await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
-            unloaded, _ = await measure_high(producer, log, names.request("high"), args.high, args.interval_ms / 1000, "a")
+            interval = args.interval_ms / 1000
+            unloaded, _ = await measure_high(producer, log, names.request("high"), args.high, interval, "a")
             queue_seconds = await publish_low(bootstrap, names.request("low"), args.low, "x")
             backlog_start = args.low - log.low_accepted
-            loaded, phase = await measure_high(producer, log, names.request("high"), args.high, args.interval_ms / 1000, "b")
+            loaded, phase = await measure_high(producer, log, names.request("high"), args.high, interval, "b")
             backlog_end = args.low - log.low_accepted
             drain_start = time.monotonic()
-            while log.low_accepted < args.low and time.monotonic() - drain_start < 600:
+            # Polling a counter the log tail updates.
+            while log.low_accepted < args.low and time.monotonic() - drain_start < 600:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             drained = time.monotonic() - drain_start + phase
     finally:
@@ -225,15 +225,16 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool) -> dict[str,
 
 def report(args: argparse.Namespace, result: dict[str, object]) -> None:
     unloaded, loaded = result["unloaded"], result["loaded"]
-    assert isinstance(unloaded, list) and isinstance(loaded, list)
+    assert isinstance(unloaded, list)
+    assert isinstance(loaded, list)
     gate = "on" if result["gate"] else "off"
     print(f"\npriority isolation {gate}: {args.high} high requests, one every {args.interval_ms} ms, per phase")
     print(_line("high, no backlog", unloaded))
     print(_line(f"high, {args.low:,} low queued", loaded))
     print(
         f"  low backlog: {result['low_accepted']:,} accepted in all; {result['backlog_start']:,} still queued when the "
-        f"loaded phase began, {result['backlog_end']:,} when it ended (publishing took {result['queue_seconds']:.1f} s; "
-        f"the low backlog was done {result['low_done_after']:.1f} s after the phase began)"
+        f"loaded phase began, {result['backlog_end']:,} when it ended "
+        f"(publishing took {result['queue_seconds']:.1f} s; the low backlog was done {result['low_done_after']:.1f} s after the phase began)"
     )
     for phase in ("unloaded", "loaded"):
         share = result[f"decision_{phase}"]

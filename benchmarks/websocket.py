@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 # Run as a script, Python puts benchmarks/ first on the path, where a module could shadow
-# the standard library (benchmarks/email.py shadows ``email``): use the project root instead.
+# the standard library when run as a script: use the project root instead.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))

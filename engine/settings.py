@@ -75,6 +75,8 @@ class Settings:
     """Consumer group of the projector."""
     projector_batch_size: int = 500
     """Events applied per projector transaction at most."""
+    projector_linger_ms: int = 50
+    """With a backlog, the projector collects events for up to this long into one transaction."""
     read_your_writes_timeout: float = 5.0
     """Seconds an API write waits for the projector before answering 202 with a retry hint."""
     dev_mode: bool = False
@@ -103,7 +105,7 @@ class Settings:
     """A repeated idempotency key (or request id) within this window is a duplicate."""
     priority_isolation: bool = True
     """Medium and low requests wait while high-priority requests are queued (and low for medium)."""
-    kafka_max_poll_records: int = 200
+    kafka_max_poll_records: int = 1000
     """Records the worker takes from the broker per poll: small polls keep a backlog on one topic
     from holding up records of another (priority isolation)."""
     retry_max_attempts: int = 5

@@ -30,7 +30,7 @@ from projections.notifications import (
     fold,
     notification_id_of,
 )
-from projections.sql import insert_rows
+from projections.sql import among, insert_rows
 from schemas.codec import event_to_data
 from schemas.envelope import Envelope
 from schemas.events import DeliverySucceeded
@@ -91,7 +91,9 @@ async def _unseen(conn: AsyncConnection, batch: Sequence[Positioned]) -> list[Po
         chunk = ids[start : start + 1000]
         known.update(
             str(i)
-            for i in (await conn.execute(select(EventRow.event_id).where(EventRow.event_id.in_(chunk)))).scalars()
+            for i in (
+                await conn.execute(select(EventRow.event_id).where(among(conn, EventRow.event_id, chunk)))
+            ).scalars()
         )
     out: list[Positioned] = []
     for offset, env in batch:
@@ -124,13 +126,13 @@ async def load_states(conn: AsyncConnection, ids: set[str]) -> States:
     id_list = sorted(ids)
     for start in range(0, len(id_list), 1000):
         chunk = id_list[start : start + 1000]
-        for row in (await conn.execute(select(NotificationRow).where(NotificationRow.id.in_(chunk)))).all():
+        for row in (await conn.execute(select(NotificationRow).where(among(conn, NotificationRow.id, chunk)))).all():
             r = row._mapping
             states[r["id"]] = NotificationState(
                 **{k: r[k] for k in _STATE_FIELDS}, channels=list(r["channels"]), data=dict(r["data"])
             )
         for channel_row in (
-            await conn.execute(select(ChannelStateRow).where(ChannelStateRow.notification_id.in_(chunk)))
+            await conn.execute(select(ChannelStateRow).where(among(conn, ChannelStateRow.notification_id, chunk)))
         ).all():
             r = channel_row._mapping
             state = states.get(r["notification_id"])

@@ -9,7 +9,7 @@ request topics (all keyed by user), so it survives a restart via its changelog.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from streams.metrics import (
     PRIORITY_WAITS,
 )
 from streams.priority_gate import PriorityGate
+from streams.priority_poll import lagging as client_lagging
 from streams.publish import append
 from streams.topics import Topics
 
@@ -96,8 +97,20 @@ def install(app: faust.App, topics: Topics, settings: Settings) -> PriorityGate:
     gate = PriorityGate(enabled=settings.priority_isolation)
     policy = admission_policy(settings)
     for priority in Priority:
+        gate.track_lag(priority, _lag_probe(app, topics.names.request(priority)))
         _install_one(app, topics, settings, priority, table, gate, policy)
     return gate
+
+
+def _lag_probe(app: faust.App, topic: str) -> Callable[[], bool]:
+    def lagging() -> bool:
+        consumer = app.consumer
+        client = consumer._thread._ensure_consumer() if hasattr(consumer, "_thread") else None
+        if client is None:
+            return False
+        return any(client_lagging(client, tp) for tp in consumer.assignment() if tp.topic == topic)
+
+    return lagging
 
 
 def _install_one(

@@ -35,13 +35,19 @@ NOTIFICATIONS_RATE_LIMITED = Counter(
     "notifications_rate_limited_total", "Requests refused by the per-user rate limit", ["priority"]
 )
 NOTIFICATIONS_EXPIRED = Counter(
-    "notifications_expired_total", "Notifications (or channel deliveries) dropped because expires_at passed", ["channel"]
+    "notifications_expired_total",
+    "Notifications (or channel deliveries) dropped because expires_at passed",
+    ["channel"],
 )
 DELIVERY_RETRIES = Counter(
-    "notification_delivery_retries_total", "Delivery retries scheduled after a retriable failure", ["channel", "priority"]
+    "notification_delivery_retries_total",
+    "Delivery retries scheduled after a retriable failure",
+    ["channel", "priority"],
 )
 DELIVERIES_ABANDONED = Counter(
-    "notifications_abandoned_total", "Deliveries given up (attempts exhausted or permanent failure)", ["channel", "priority"]
+    "notifications_abandoned_total",
+    "Deliveries given up (attempts exhausted or permanent failure)",
+    ["channel", "priority"],
 )
 DELIVERIES_CANCELLED = Counter(
     "notification_deliveries_cancelled_total", "Pending deliveries cancelled (read or deleted first)", ["channel"]
@@ -50,5 +56,7 @@ SCHEDULED_PENDING = Gauge(
     "notification_scheduled_pending", "Delayed deliveries waiting in this worker's scheduler", []
 )
 PRIORITY_WAITS = Counter(
-    "ingest_priority_waits_total", "Times a lower-priority ingest agent yielded to queued higher-priority requests", ["priority"]
+    "ingest_priority_waits_total",
+    "Times a lower-priority ingest agent yielded to queued higher-priority requests",
+    ["priority"],
 )

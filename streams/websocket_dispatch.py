@@ -34,7 +34,8 @@ class RedisDispatcher:
     async def dispatch(self, user_id: str, frame: Mapping[str, Any]) -> list[str]:
         """Publish to the live gateways present for ``user_id``; a node counts if its subscriber got it
         (a crashed node whose entry has not expired yet has no subscriber: not counted)."""
-        entries: dict[str, str] = await self._redis.hgetall(presence_key(self._prefix, user_id))
+        raw = await self._redis.hgetall(presence_key(self._prefix, user_id))
+        entries = {_text(node): _text(expiry) for node, expiry in raw.items()}
         message = json.dumps({"user_id": user_id, "frame": frame}, separators=(",", ":"))
         reached = []
         for node in live_nodes(entries, now=time.time()):
@@ -42,3 +43,8 @@ class RedisDispatcher:
             if receivers:
                 reached.append(node)
         return reached
+
+
+def _text(value: bytes | str) -> str:
+    # The client may or may not decode responses; presence entries are ASCII either way.
+    return value.decode() if isinstance(value, bytes) else value

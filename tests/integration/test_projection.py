@@ -159,3 +159,23 @@ async def test_batch_size_does_not_change_the_result(engine: AsyncEngine, tmp_pa
         assert await checksum(other) == one_by_one
     finally:
         await other.dispose()
+
+
+async def test_a_nul_character_from_a_producer_does_not_stop_the_projector(engine: AsyncEngine) -> None:
+    from aiokafka.structs import ConsumerRecord
+
+    from engine.settings import Settings
+    from projections.projector import Projector
+    from schemas.codec import encode
+
+    log = Log(seed="nul")
+    nid = log.accepted("alice", title="before\x00after")
+    after_it = log.accepted("alice", title="next")
+    records = [
+        ConsumerRecord("herald.events", 0, offset, 0, 0, b"alice", encode(env), None, 5, 100, ())
+        for offset, env in enumerate(log.envelopes)
+    ]
+    await Projector(Settings(), engine).apply_records(0, records)
+    q = NotificationQueries(engine)
+    assert (await q.get("alice", nid) or {})["title"] == "before\ufffdafter"
+    assert (await q.get("alice", after_it) or {})["title"] == "next"

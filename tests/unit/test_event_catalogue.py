@@ -75,4 +75,5 @@ if __name__ == "__main__":
         CATALOGUE.write_text(rewrite(CATALOGUE.read_text()))
     else:
         for event_type in EVENT_TYPES:
-            sys.stdout.write(f"### `{event_type}`\n\n<!-- fields:{event_type} -->\n{render(event_type)}<!-- /fields -->\n\n")
+            section = f"### `{event_type}`\n\n<!-- fields:{event_type} -->\n{render(event_type)}<!-- /fields -->\n\n"
+            sys.stdout.write(section)

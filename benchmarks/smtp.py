@@ -1,6 +1,6 @@
 """Email sends/s: Herald's email sink next to a raw aiosmtplib loop, same aiosmtpd server, same run.
 
-    uv run python -m benchmarks.email [--count 2000]
+    uv run python -m benchmarks.smtp [--count 2000]
 
 Both keep one SMTP connection open and send one message at a time (an SMTP connection
 carries one transaction at a time). The raw loop re-sends one pre-built message; the
