@@ -37,8 +37,7 @@ class TokenVerifier:
         # One key per algorithm family: an HS token is never checked against the public key
         # (nor an RS/ES token against the secret), which rules out algorithm confusion.
         self._keys = {
-            alg: settings.jwt_secret if alg.startswith("HS") else settings.jwt_public_key
-            for alg in self._algorithms
+            alg: settings.jwt_secret if alg.startswith("HS") else settings.jwt_public_key for alg in self._algorithms
         }
         self._issuer = settings.jwt_issuer
 

@@ -28,7 +28,9 @@ class Problem(HeraldError):
         self.extra = extra
 
 
-def problem_response(status: int, title: str, detail: str = "", headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+def problem_response(
+    status: int, title: str, detail: str = "", headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
     """A problem+json response."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
@@ -48,7 +50,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(exc.status, exc.reason, exc.text if exc.text and not exc.text.startswith(str(exc.status)) else "")
+        return problem_response(
+            exc.status, exc.reason, exc.text if exc.text and not exc.text.startswith(str(exc.status)) else ""
+        )
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return problem_response(500, "Internal Server Error", "an unexpected error occurred; it has been logged")

@@ -65,8 +65,13 @@ class RawH2:
     async def push(self, device: str, body: bytes) -> int:
         stream = self.conn.get_next_available_stream_id()
         headers = [
-            (":method", "POST"), (":scheme", "https"), (":authority", self.host), (":path", f"/3/device/{device}"),
-            ("authorization", f"bearer {self.token}"), ("apns-topic", TOPIC), ("apns-push-type", "alert"),
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", self.host),
+            (":path", f"/3/device/{device}"),
+            ("authorization", f"bearer {self.token}"),
+            ("apns-topic", TOPIC),
+            ("apns-push-type", "alert"),
             ("apns-priority", "10"),
         ]
         self.conn.send_headers(stream, headers)
@@ -96,24 +101,40 @@ async def measure(count: int, concurrency: int, send: Callable[[int], Awaitable[
 
 def accepted(i: int) -> NotificationAccepted:
     return NotificationAccepted(
-        notification_id=f"bench-{i}", user_id="bench", title="Flash sale", body="Everything -20% for an hour",
-        priority="high", channels=("apns",), category="", data={}, requested_at=datetime.now(UTC),
+        notification_id=f"bench-{i}",
+        user_id="bench",
+        title="Flash sale",
+        body="Everything -20% for an hour",
+        priority="high",
+        channels=("apns",),
+        category="",
+        data={},
+        requested_at=datetime.now(UTC),
     )
 
 
 async def main(count: int, concurrency: int) -> None:
     private_pem, public_pem = generate_signing_key()
     tokens = [secrets.token_hex(32) for _ in range(256)]
-    async with ApnsEmulator(keys={KEY_ID: (TEAM_ID, public_pem)}, topics=[TOPIC], inspect_port=None,
-                            max_records=4 * count + 10) as emulator:
+    async with ApnsEmulator(
+        keys={KEY_ID: (TEAM_ID, public_pem)}, topics=[TOPIC], inspect_port=None, max_records=4 * count + 10
+    ) as emulator:
         host, port = emulator.address
-        settings = Settings(apns_key=private_pem, apns_key_id=KEY_ID, apns_team_id=TEAM_ID, apns_topic=TOPIC,
-                            apns_server=f"{host}:{port}", apns_ca_path=emulator.ca_path, apns_max_connections=1)
+        settings = Settings(
+            apns_key=private_pem,
+            apns_key_id=KEY_ID,
+            apns_team_id=TEAM_ID,
+            apns_topic=TOPIC,
+            apns_server=f"{host}:{port}",
+            apns_ca_path=emulator.ca_path,
+            apns_max_connections=1,
+        )
         sink = ApnsSink(settings, DeviceRegistry())
         await sink.send(accepted(-1), tokens[0])  # connect outside the clock
 
-        token = jwt.encode({"iss": TEAM_ID, "iat": int(time.time())}, private_pem, algorithm="ES256",
-                           headers={"kid": KEY_ID})
+        token = jwt.encode(
+            {"iss": TEAM_ID, "iat": int(time.time())}, private_pem, algorithm="ES256", headers={"kid": KEY_ID}
+        )
         raw = RawH2(host, port, emulator.client_ssl_context(), token)
         await raw.start()
         body = json.dumps({"aps": {"alert": {"title": "Flash sale", "body": "Everything -20% for an hour"}}}).encode()

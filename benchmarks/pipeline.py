@@ -26,16 +26,21 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.auth import mint_token  # noqa: E402
-from benchmarks.common import bench_settings, broker, scratch_database, summary  # noqa: E402
-from herald.stack import run_stack  # noqa: E402
+from api.auth import mint_token
+from benchmarks.common import bench_settings, broker, scratch_database, summary
+from herald.stack import run_stack
 
 
 def _request(user: str, i: int) -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "type": "notification.requested", "id": str(uuid.uuid4()), "source": "bench",
-        "data": {"user_id": user, "title": f"Benchmark {i}", "body": "x" * 200, "data": {"i": i}},
-    }).encode()
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "type": "notification.requested",
+            "id": str(uuid.uuid4()),
+            "source": "bench",
+            "data": {"user_id": user, "title": f"Benchmark {i}", "body": "x" * 200, "data": {"i": i}},
+        }
+    ).encode()
 
 
 async def run_pipeline(bootstrap: str, database_url: str, n: int, users: int) -> tuple[float, list[float]]:
@@ -91,11 +96,27 @@ async def run_baseline(bootstrap: str, n: int, partitions: int = 4) -> tuple[flo
     await admin.start()
     await admin.create_topics([NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)])
     await admin.close()
-    loop_consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"base{tag}", auto_offset_reset="earliest",
-                                     fetch_max_wait_ms=20, session_timeout_ms=6000, heartbeat_interval_ms=1000, rebalance_timeout_ms=6000)
+    loop_consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"base{tag}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        rebalance_timeout_ms=6000,
+    )
     loop_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    final = AIOKafkaConsumer(sink, bootstrap_servers=bootstrap, group_id=f"final{tag}", auto_offset_reset="earliest",
-                             fetch_max_wait_ms=20, session_timeout_ms=6000, heartbeat_interval_ms=1000, rebalance_timeout_ms=6000)
+    final = AIOKafkaConsumer(
+        sink,
+        bootstrap_servers=bootstrap,
+        group_id=f"final{tag}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        rebalance_timeout_ms=6000,
+    )
     for client in (loop_consumer, loop_producer, final):
         await client.start()
     while not loop_consumer.assignment() or not final.assignment():  # group joins happen before timing

@@ -25,8 +25,15 @@ from streams.email_sink import EmailSink, build_message
 
 def accepted(i: int) -> NotificationAccepted:
     return NotificationAccepted(
-        notification_id=f"bench-{i}", user_id="bench", title="Your weekly digest", body="Three new comments.\n" * 5,
-        priority="medium", channels=("email",), category="digest", data={}, requested_at=datetime.now(UTC),
+        notification_id=f"bench-{i}",
+        user_id="bench",
+        title="Your weekly digest",
+        body="Three new comments.\n" * 5,
+        priority="medium",
+        channels=("email",),
+        category="digest",
+        data={},
+        requested_at=datetime.now(UTC),
     )
 
 

@@ -20,7 +20,7 @@ limit is below the target (no CAP_SYS_RESOURCE), the idle target is capped and t
 report says so.
 """
 
-# ruff: noqa: E402 - the imports follow the sys.path fix below on purpose
+
 from __future__ import annotations
 
 import sys

@@ -176,7 +176,7 @@ class Settings:
         for key, raw in source.items():
             if not key.startswith("HERALD_"):
                 continue
-            name = key[len("HERALD_"):].lower()
+            name = key[len("HERALD_") :].lower()
             if name in fields:
                 values[name] = _parse(key, raw, fields[name].default)
         values.update(overrides)

@@ -52,8 +52,15 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     coro = serve(
-        args.host, args.port, args.inspect_port, args.key_id, args.team_id, public_pem, cert_dir,
-        topics=args.topic or None, latency=args.latency,
+        args.host,
+        args.port,
+        args.inspect_port,
+        args.key_id,
+        args.team_id,
+        public_pem,
+        cert_dir,
+        topics=args.topic or None,
+        latency=args.latency,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coro)

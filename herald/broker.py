@@ -32,15 +32,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
-    """Return once ``host:port`` accepts TCP connections; raise ``TimeoutError`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
+async def wait_for_port(host: str, port: int, within: float = 20.0) -> None:
+    """Return once ``host:port`` accepts TCP connections; raise ``TimeoutError`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         try:
             _, writer = await asyncio.open_connection(host, port)
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
+                raise TimeoutError(f"nothing listening on {host}:{port} after {within}s") from None
             await asyncio.sleep(0.05)
             continue
         writer.close()
@@ -74,9 +74,12 @@ async def tansu_process(host: str, port: int, *, advertised: int | None = None) 
     proc = await asyncio.create_subprocess_exec(
         str(tansu_binary()),
         "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", f"tcp://{host}:{advertised}",
-        "--storage-engine", "memory://tansu/",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        f"tcp://{host}:{advertised}",
+        "--storage-engine",
+        "memory://tansu/",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

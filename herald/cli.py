@@ -52,14 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(run_dev(settings))
     from herald.stack import run_stack
 
-    roles = {
-        "worker": {"worker": True, "projector": False, "api": False},
-        "projector": {"worker": False, "projector": True, "api": False},
-        "api": {"worker": False, "projector": False, "api": True},
-    }[args.command]
+    command = args.command
 
     async def role() -> None:
-        async with run_stack(settings, **roles):
+        roles = {"worker": command == "worker", "projector": command == "projector", "api": command == "api"}
+        async with run_stack(settings, worker=roles["worker"], projector=roles["projector"], api=roles["api"]):
             await _wait_for_signal()
 
     return _run(role())

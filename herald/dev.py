@@ -56,8 +56,7 @@ async def run_dev(settings: Settings) -> None:
             f"  Kafka broker:      {settings.kafka_bootstrap}\n"
             f"  WebSocket:         ws://{settings.http_host}:{stack.http_port}/ws/notifications?token=<JWT>\n"
             f"  Token for alice:   {token}\n"
-            f"  (more tokens: uv run herald token USER)\n"
-            + "".join(f"{line}\n" for line in channels.lines),
+            f"  (more tokens: uv run herald token USER)\n" + "".join(f"{line}\n" for line in channels.lines),
             flush=True,
         )
         await _wait_for_signal()

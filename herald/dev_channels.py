@@ -54,8 +54,12 @@ async def dev_channels(settings: Settings, cert_dir: Path) -> AsyncIterator[DevC
             out.apns = await exits.enter_async_context(emulator)
             host, port = emulator.address
             out.settings = out.settings.replace(
-                apns_key=private_pem, apns_key_id=DEV_KEY_ID, apns_team_id=DEV_TEAM_ID, apns_topic=DEV_TOPIC,
-                apns_server=f"{host}:{port}", apns_ca_path=emulator.ca_path,
+                apns_key=private_pem,
+                apns_key_id=DEV_KEY_ID,
+                apns_team_id=DEV_TEAM_ID,
+                apns_topic=DEV_TOPIC,
+                apns_server=f"{host}:{port}",
+                apns_ca_path=emulator.ca_path,
             )
             out.lines.append(
                 f"  APNs emulator:     {host}:{port} (pushes: curl http://{host}:{emulator.inspect_port}/received)"

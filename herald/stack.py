@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from aiohttp import web
@@ -122,10 +122,13 @@ async def run_stack(
             await producer.start()
             exits.push_async_callback(producer.stop)
             stack.publisher = Publisher(producer, TopicNames(settings.topic_prefix))
-            assert stack.engine is not None
-            stack.hub = await _start_hub(settings, verifier, presence, stack.publisher, stack.engine, exits)
-            queries = NotificationQueries(stack.engine)
-            checks: dict[str, Callable[[], Awaitable[None]]] = {"database": queries.ping, "broker": lambda: _broker_check(producer, settings)}
+            engine = _required(stack.engine, "database engine")
+            stack.hub = await _start_hub(settings, verifier, presence, stack.publisher, engine, exits)
+            queries = NotificationQueries(engine)
+            checks: dict[str, Callable[[], Awaitable[None]]] = {
+                "database": queries.ping,
+                "broker": lambda: _broker_check(producer, settings),
+            }
             if stack.redis is not None:
                 redis = stack.redis
                 checks["redis"] = lambda: _redis_check(redis)
@@ -138,7 +141,12 @@ async def run_stack(
 
                 checks["worker"] = worker_check
             http = create_http_app(
-                verifier=verifier, queries=queries, hub=stack.hub, checks=checks, publisher=stack.publisher, settings=settings
+                verifier=verifier,
+                queries=queries,
+                hub=stack.hub,
+                checks=checks,
+                publisher=stack.publisher,
+                settings=settings,
             )
             stack.http_app = http
             runner = web.AppRunner(http, access_log=None)
@@ -149,8 +157,7 @@ async def run_stack(
             stack.http_port = runner.addresses[0][1]
             log.info("api listening", extra={"url": f"http://{settings.http_host}:{stack.http_port}"})
         if projector:
-            assert stack.engine is not None
-            stack.projector = Projector(settings, stack.engine)
+            stack.projector = Projector(settings, _required(stack.engine, "database engine"))
             task = asyncio.create_task(stack.projector.run(stopping), name="projector")
             stack.tasks.append(task)
         if worker:
@@ -158,8 +165,7 @@ async def run_stack(
             if stack.redis is not None:
                 dispatcher = RedisDispatcher(stack.redis, settings.topic_prefix)
             else:
-                assert stack.hub is not None
-                dispatcher = HubDispatcher(stack.hub, node)
+                dispatcher = HubDispatcher(_required(stack.hub, "gateway hub"), node)
             # Explicit sinks (tests) win; otherwise the channels configured in settings.
             sinks = tuple(sinks) or tuple(configured_sinks(settings))
             for sink in sinks:
@@ -204,3 +210,13 @@ async def _broker_check(producer: AIOKafkaProducer, settings: Settings) -> None:
 
 async def _redis_check(redis: Redis) -> None:
     await asyncio.wait_for(redis.ping(), 5)
+
+
+T = TypeVar("T")
+
+
+def _required(value: T | None, what: str) -> T:
+    """``value``, which the role wiring above guarantees; a clear error if it ever does not."""
+    if value is None:
+        raise RuntimeError(f"internal wiring error: {what} missing")
+    return value

@@ -26,8 +26,18 @@ from schemas.events import EVENT_TYPES, Event
 SCHEMA_DIR = Path(__file__).parent
 _REQUIRED_ATTRS = ("specversion", "id", "source", "type")
 _KNOWN_ATTRS = {
-    "specversion", "id", "source", "type", "time", "subject", "datacontenttype",
-    "dataschema", "data", "userid", "priority", "correlationid",
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "subject",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "userid",
+    "priority",
+    "correlationid",
 }
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
@@ -76,9 +86,13 @@ def validate_data(event_type: str, data: Any, version: int = 1) -> None:
         raise InvalidMessage(f"{event_type}: {exc.message}") from None
 
 
-@cache
+_HINTS: dict[type[Event], dict[str, Any]] = {}
+
+
 def _hints(cls: type[Event]) -> dict[str, Any]:
-    return get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def event_from_data(event_type: str, data: dict[str, Any]) -> Event:

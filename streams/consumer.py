@@ -28,4 +28,4 @@ def install_fetch_wait(app: faust.App, fetch_max_wait_ms: int) -> None:
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    app.transport.Consumer = Consumer
+    app.transport.Consumer = Consumer  # type: ignore[misc]  # per-app override of the class default

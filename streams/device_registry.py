@@ -56,7 +56,9 @@ def apply(devices: dict[str, Any], env: Envelope) -> dict[str, Any]:
         out[event.device_token] = {"state": ACTIVE, "registered_at": format_time(env.time)}
     elif isinstance(event, DeviceUnregistered) and event.device_token in out:
         out[event.device_token] = {
-            **out[event.device_token], "state": UNREGISTERED, "invalidated_at": format_time(env.time),
+            **out[event.device_token],
+            "state": UNREGISTERED,
+            "invalidated_at": format_time(env.time),
             "reason": "unregistered",
         }
     elif isinstance(event, DeviceInvalidated) and event.device_token in out:
@@ -123,7 +125,9 @@ class DeviceRegistry:
             self.devices[event.user_id] = apply(self.devices.get(event.user_id) or {}, env)
         elif isinstance(event, ContactUpdated):
             self.contacts[event.user_id] = {
-                "email": event.email, "channels": list(event.channels), "updated_at": format_time(env.time)
+                "email": event.email,
+                "channels": list(event.channels),
+                "updated_at": format_time(env.time),
             }
 
     def user_devices(self, user_id: str) -> list[Device]:

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-NOTIFICATIONS_CREATED = Counter(
-    "notifications_created_total", "Notifications accepted by ingest", ["priority"]
-)
-NOTIFICATIONS_REJECTED = Counter(
-    "notifications_rejected_total", "Requests rejected by validation", ["priority"]
-)
-DEAD_LETTERED = Counter(
-    "notifications_dead_lettered_total", "Records sent to the dead-letter topic", ["source_topic"]
-)
-NOTIFICATIONS_DELIVERED = Counter(
-    "notifications_delivered_total", "Successful deliveries", ["channel", "priority"]
-)
+NOTIFICATIONS_CREATED = Counter("notifications_created_total", "Notifications accepted by ingest", ["priority"])
+NOTIFICATIONS_REJECTED = Counter("notifications_rejected_total", "Requests rejected by validation", ["priority"])
+DEAD_LETTERED = Counter("notifications_dead_lettered_total", "Records sent to the dead-letter topic", ["source_topic"])
+NOTIFICATIONS_DELIVERED = Counter("notifications_delivered_total", "Successful deliveries", ["channel", "priority"])
 NOTIFICATIONS_DEFERRED = Counter(
     "notifications_deferred_total", "Live deliveries deferred because the user was offline", ["channel"]
 )
-NOTIFICATIONS_FAILED = Counter(
-    "notifications_failed_total", "Failed delivery attempts", ["channel", "priority"]
-)
+NOTIFICATIONS_FAILED = Counter("notifications_failed_total", "Failed delivery attempts", ["channel", "priority"])
 DELIVERY_LATENCY = Histogram(
     "notification_delivery_latency_seconds",
     "Request time to hand-off to the channel",
@@ -52,9 +42,7 @@ DELIVERIES_ABANDONED = Counter(
 DELIVERIES_CANCELLED = Counter(
     "notification_deliveries_cancelled_total", "Pending deliveries cancelled (read or deleted first)", ["channel"]
 )
-SCHEDULED_PENDING = Gauge(
-    "notification_scheduled_pending", "Delayed deliveries waiting in this worker's scheduler", []
-)
+SCHEDULED_PENDING = Gauge("notification_scheduled_pending", "Delayed deliveries waiting in this worker's scheduler", [])
 PRIORITY_WAITS = Counter(
     "ingest_priority_waits_total",
     "Times a lower-priority ingest agent yielded to queued higher-priority requests",

@@ -48,13 +48,22 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log = (OUTPUT_DIR / "tansu.log")
+    log = OUTPUT_DIR / "tansu.log"
     OUTPUT_DIR.mkdir(exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_tcp("127.0.0.1", port, 20)

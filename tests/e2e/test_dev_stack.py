@@ -29,9 +29,15 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Ite
     env.update(HERALD_HTTP_PORT=str(free_port()), HERALD_DEV_KAFKA_PORT=str(free_port()))
     cwd = tmp_path_factory.mktemp("dev")
     log = (output_dir / "herald-dev.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "herald.cli", "dev"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herald.cli", "dev"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
-        yield {"api": f"http://127.0.0.1:{env['HERALD_HTTP_PORT']}", "broker": f"127.0.0.1:{env['HERALD_DEV_KAFKA_PORT']}", "cwd": str(cwd)}
+        yield {
+            "api": f"http://127.0.0.1:{env['HERALD_HTTP_PORT']}",
+            "broker": f"127.0.0.1:{env['HERALD_DEV_KAFKA_PORT']}",
+            "cwd": str(cwd),
+        }
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -44,7 +50,9 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Ite
 
 def _token(user: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    out = subprocess.run([sys.executable, "-m", "herald.cli", "token", user], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "herald.cli", "token", user], env=env, capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
 
 
@@ -53,6 +61,7 @@ async def test_kcat_request_reaches_websocket_and_rest(dev_stack: dict[str, str]
     assert kcat, "kcat is installed by `make test` (.ci/system-deps)"
     api = dev_stack["api"]
     async with aiohttp.ClientSession() as http:
+
         async def ready() -> bool:
             try:
                 async with http.get(api + "/readyz") as resp:
@@ -67,12 +76,21 @@ async def test_kcat_request_reaches_websocket_and_rest(dev_stack: dict[str, str]
         await next_frame(ws, "pong")
 
         notification_id = str(uuid.uuid4())
-        request = {"specversion": "1.0", "type": "notification.requested", "id": notification_id, "source": "kcat",
-                   "data": {"user_id": "alice", "title": "From kcat", "body": "structured CloudEvents"}}
+        request = {
+            "specversion": "1.0",
+            "type": "notification.requested",
+            "id": notification_id,
+            "source": "kcat",
+            "data": {"user_id": "alice", "title": "From kcat", "body": "structured CloudEvents"},
+        }
         started = time.monotonic()
         await asyncio.to_thread(
-            subprocess.run, [kcat, "-P", "-b", dev_stack["broker"], "-t", "herald.requests.high", "-K:"],
-            input=f"alice:{json.dumps(request)}\n", text=True, check=True, timeout=30,
+            subprocess.run,
+            [kcat, "-P", "-b", dev_stack["broker"], "-t", "herald.requests.high", "-K:"],
+            input=f"alice:{json.dumps(request)}\n",
+            text=True,
+            check=True,
+            timeout=30,
         )
         published = time.monotonic()
         frame = await next_frame(ws, "notification", timeout=10)
@@ -90,6 +108,8 @@ async def test_kcat_request_reaches_websocket_and_rest(dev_stack: dict[str, str]
             return [n for n in body["results"] if n["id"] == notification_id] or None
 
         await eventually(listed, what="the notification in alice's history")
-        async with http.get(api + f"/api/notifications/{notification_id}", headers={"Authorization": f"Bearer {bob}"}) as resp:
+        async with http.get(
+            api + f"/api/notifications/{notification_id}", headers={"Authorization": f"Bearer {bob}"}
+        ) as resp:
             assert resp.status == 404
         await ws.close()

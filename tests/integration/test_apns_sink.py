@@ -95,8 +95,14 @@ def _token() -> str:
 async def _register(stack: Stack, settings: Settings, registry: DeviceRegistry, user: str, *tokens: str) -> None:
     assert stack.topics is not None
     envs = [
-        Envelope(id=uuid7(), source="tests", time=datetime.now(UTC), data=DeviceRegistered(user, t), subject=None,
-                 userid=user)
+        Envelope(
+            id=uuid7(),
+            source="tests",
+            time=datetime.now(UTC),
+            data=DeviceRegistered(user, t),
+            subject=None,
+            userid=user,
+        )
         for t in tokens
     ]
     await append(settings.kafka_bootstrap, stack.topics.names.events, envs)
@@ -121,8 +127,18 @@ async def test_high_goes_with_priority_10_and_low_with_5_with_the_request_s_apns
     await _register(stack, settings, registry, user, token)
     expires = datetime.now(UTC) + timedelta(hours=1)
     high = await _send(
-        stack, settings, user, "high", title="Gate changed", body="Now boarding at B12", badge=3, sound="default",
-        category="travel", collapse_key="flight-42", expires_at=format_time(expires), data={"flight": "HB42"},
+        stack,
+        settings,
+        user,
+        "high",
+        title="Gate changed",
+        body="Now boarding at B12",
+        badge=3,
+        sound="default",
+        category="travel",
+        collapse_key="flight-42",
+        expires_at=format_time(expires),
+        data={"flight": "HB42"},
     )
     async with asyncio.timeout(30):
         [first] = await emulator.wait_for(1, token=token)
@@ -141,7 +157,10 @@ async def test_high_goes_with_priority_10_and_low_with_5_with_the_request_s_apns
     assert first.payload is not None
     assert first.payload["aps"] == {
         "alert": {"title": "Gate changed", "body": "Now boarding at B12"},
-        "badge": 3, "sound": "default", "category": "travel", "thread-id": "flight-42",
+        "badge": 3,
+        "sound": "default",
+        "category": "travel",
+        "thread-id": "flight-42",
     }
     assert first.payload["flight"] == "HB42"
     [ok_high] = await log.wait_events(1, type="delivery.succeeded", subject=high)

@@ -49,23 +49,39 @@ async def stack(settings: Settings, emulator_and_key: tuple[ApnsEmulator, str]) 
     emulator, private_pem = emulator_and_key
     host, port = emulator.address
     configured = settings.replace(
-        apns_key=private_pem, apns_key_id=KEY_ID, apns_team_id=TEAM_ID, apns_topic=TOPIC,
-        apns_server=f"{host}:{port}", apns_ca_path=emulator.ca_path,
+        apns_key=private_pem,
+        apns_key_id=KEY_ID,
+        apns_team_id=TEAM_ID,
+        apns_topic=TOPIC,
+        apns_server=f"{host}:{port}",
+        apns_ca_path=emulator.ca_path,
+        # Producers batch as in production: this test never restarts a worker (no changelog
+        # recovery) and never reads end offsets, the two places Tansu's batch limit matters.
+        producer_max_batch_size=16384,
     )
     async with run_stack(configured) as running:  # the APNs sink comes from the settings
         yield running
 
 
 async def _register(settings: Settings, topic: str, devices: list[tuple[str, str]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_batch_size=1)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
         now = datetime.now(UTC)
         futures = [
             await producer.send(
-                topic, key=user.encode(),
-                value=encode(Envelope(id=uuid7(), source="tests", time=now, data=DeviceRegistered(user, token),
-                                      subject=None, userid=user)),
+                topic,
+                key=user.encode(),
+                value=encode(
+                    Envelope(
+                        id=uuid7(),
+                        source="tests",
+                        time=now,
+                        data=DeviceRegistered(user, token),
+                        subject=None,
+                        userid=user,
+                    )
+                ),
             )
             for user, token in devices
         ]
@@ -94,9 +110,15 @@ async def test_bulk_to_10000_device_tokens_reaches_each_exactly_once(
     service = mint_token(settings, "bulk-service", scopes=(SCOPE_WRITE,))
     base = f"http://{settings.http_host}:{stack.http_port}"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {service}"}) as http:
-        async with http.post(f"{base}/api/notifications/bulk", json={
-            "device_tokens": tokens, "title": "Flash sale", "body": "Everything -20% for an hour", "priority": "low",
-        }) as resp:
+        async with http.post(
+            f"{base}/api/notifications/bulk",
+            json={
+                "device_tokens": tokens,
+                "title": "Flash sale",
+                "body": "Everything -20% for an hour",
+                "priority": "low",
+            },
+        ) as resp:
             assert resp.status == 202, await resp.text()
             answer = await resp.json()
         assert answer["requested"] == len(tokens)

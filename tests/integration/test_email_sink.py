@@ -88,8 +88,14 @@ async def test_an_email_arrives_with_subject_bodies_and_headers_and_its_message_
     user = _user("erin")
     address = f"{user}@example.test"
     nid = await _send(
-        stack, settings, user, "Your order <42> shipped", body="It left the warehouse.\nTrack it online.",
-        channels=["email"], email=address, category="orders",
+        stack,
+        settings,
+        user,
+        "Your order <42> shipped",
+        body="It left the warehouse.\nTrack it online.",
+        channels=["email"],
+        email=address,
+        category="orders",
     )
     async with asyncio.timeout(30):
         [mail] = await smtp.wait_for(1, to=address)
@@ -117,8 +123,12 @@ async def test_without_an_address_in_the_request_the_contact_address_is_used(
     user = _user("fay")
     contact = f"{user}.home@example.test"
     env = Envelope(
-        id=uuid7(), source="tests", time=datetime.now(UTC), data=ContactUpdated(user_id=user, email=contact),
-        subject=None, userid=user,
+        id=uuid7(),
+        source="tests",
+        time=datetime.now(UTC),
+        data=ContactUpdated(user_id=user, email=contact),
+        subject=None,
+        userid=user,
     )
     assert stack.topics is not None
     await append(settings.kafka_bootstrap, stack.topics.names.events, [env])

@@ -44,7 +44,12 @@ async def test_request_on_kafka_reaches_websocket_and_rest_for_its_user_only(sta
     latency = time.monotonic() - sent_at
     live = frame["notification"]
     assert live["id"] == req["id"]
-    assert (live["title"], live["body"], live["priority"], live["user_id"]) == ("Deploy finished", "v1.2.3 is live", "high", "alice")
+    assert (live["title"], live["body"], live["priority"], live["user_id"]) == (
+        "Deploy finished",
+        "v1.2.3 is live",
+        "high",
+        "alice",
+    )
     assert latency < 5, f"live delivery took {latency:.2f}s"
 
     async def listed() -> list[dict[str, object]] | None:

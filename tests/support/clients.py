@@ -15,7 +15,9 @@ from engine.settings import Settings
 class UserClient:
     """One user's view of the API: REST with a bearer token, and WebSockets."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, settings: Settings, user: str, scopes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base: str, settings: Settings, user: str, scopes: tuple[str, ...] = ()
+    ) -> None:
         self.session = session
         self.base = base
         self.user = user
@@ -36,6 +38,7 @@ class UserClient:
 
 async def next_frame(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 20.0) -> dict[str, Any]:
     """The next frame of type ``kind`` (other frame types are skipped)."""
+
     async def wait() -> dict[str, Any]:
         while True:
             msg = await ws.receive()

@@ -23,7 +23,11 @@ def request(user: str, title: str = "Hello", **data: Any) -> dict[str, Any]:
     }
 
 
-async def publish(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]] | list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+async def publish(
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]] | list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+) -> None:
     """Publish raw ``(key, value[, headers])`` records, in order, and wait for acks."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=16384)
     await producer.start()
@@ -41,7 +45,9 @@ async def publish_json(bootstrap: str, topic: str, user: str, body: dict[str, An
     await publish(bootstrap, topic, [(user.encode(), json.dumps(body).encode())])
 
 
-async def read_topic(bootstrap: str, topic: str, *, until: int, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_topic(
+    bootstrap: str, topic: str, *, until: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the beginning until ``until`` records have been seen (or fail)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()

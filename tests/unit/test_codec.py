@@ -15,7 +15,9 @@ from schemas.events import NotificationAccepted, NotificationRequested
 
 def _request(**data: object) -> bytes:
     body = {"user_id": "alice", "title": "hi", **data}
-    return json.dumps({"specversion": "1.0", "type": "notification.requested", "id": "r1", "source": "t", "data": body}).encode()
+    return json.dumps(
+        {"specversion": "1.0", "type": "notification.requested", "id": "r1", "source": "t", "data": body}
+    ).encode()
 
 
 def test_structured_request_decodes_with_defaults() -> None:
@@ -27,7 +29,12 @@ def test_structured_request_decodes_with_defaults() -> None:
 
 
 def test_binary_mode_headers_are_accepted() -> None:
-    headers = [("ce_specversion", b"1.0"), ("ce_type", b"notification.requested"), ("ce_id", b"b1"), ("ce_source", b"kcat")]
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_type", b"notification.requested"),
+        ("ce_id", b"b1"),
+        ("ce_source", b"kcat"),
+    ]
     env = decode(json.dumps({"user_id": "bob", "title": "t"}).encode(), headers)
     assert env.id == "b1" and env.source == "kcat"
     assert isinstance(env.data, NotificationRequested) and env.data.user_id == "bob"
@@ -35,10 +42,25 @@ def test_binary_mode_headers_are_accepted() -> None:
 
 def test_encode_decode_round_trip_is_identity() -> None:
     event = NotificationAccepted(
-        notification_id="n1", user_id="alice", title="t", body="b", priority="high", channels=("websocket", "email"),
-        category="c", data={"k": [1, 2]}, requested_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        notification_id="n1",
+        user_id="alice",
+        title="t",
+        body="b",
+        priority="high",
+        channels=("websocket", "email"),
+        category="c",
+        data={"k": [1, 2]},
+        requested_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
     )
-    env = Envelope(id="e1", source="s", time=datetime(2026, 1, 2, tzinfo=UTC), data=event, subject="n1", userid="alice", priority="high")
+    env = Envelope(
+        id="e1",
+        source="s",
+        time=datetime(2026, 1, 2, tzinfo=UTC),
+        data=event,
+        subject="n1",
+        userid="alice",
+        priority="high",
+    )
     assert decode(encode(env)) == env
 
 
@@ -50,7 +72,10 @@ def test_encode_decode_round_trip_is_identity() -> None:
         (b"\xff\xfe", "malformed JSON"),
         (b"[]", "must be a JSON object"),
         (b'{"specversion":"1.0","type":"notification.requested","source":"t","data":{}}', "id"),
-        (b'{"specversion":"0.3","type":"notification.requested","id":"x","source":"t","data":{"user_id":"a","title":"t"}}', "specversion"),
+        (
+            b'{"specversion":"0.3","type":"notification.requested","id":"x","source":"t","data":{"user_id":"a","title":"t"}}',
+            "specversion",
+        ),
         (b'{"specversion":"1.0","type":"bogus.type","id":"x","source":"t","data":{}}', "unknown event type"),
         (_request(priority="urgent"), "priority"),
         (_request(colour="red"), "must not contain"),

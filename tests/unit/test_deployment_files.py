@@ -16,7 +16,7 @@ FIELDS = {f"HERALD_{f.name.upper()}" for f in dataclasses.fields(Settings)}
 def test_compose_runs_every_production_role_with_known_settings() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    roles = {tuple(s["command"])[0] for s in services.values() if "command" in s}
+    roles = {next(iter(s["command"])) for s in services.values() if "command" in s}
     assert {"worker", "projector", "api"} <= roles
     for name, service in services.items():
         env = service.get("environment", {})

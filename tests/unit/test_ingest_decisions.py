@@ -9,7 +9,13 @@ from engine.notification import decide_request
 from engine.priority import Priority
 from schemas.codec import decode, encode
 from schemas.envelope import Envelope
-from schemas.events import DeliveryDeferred, DeliverySucceeded, NotificationAccepted, NotificationRejected, NotificationRequested
+from schemas.events import (
+    DeliveryDeferred,
+    DeliverySucceeded,
+    NotificationAccepted,
+    NotificationRejected,
+    NotificationRequested,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

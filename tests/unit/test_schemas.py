@@ -24,8 +24,13 @@ def _json_types(hint: object) -> set[str]:
         return {"null"} | set().union(*(_json_types(a) for a in args if a is not type(None)))
     origin = typing.get_origin(hint) or hint
     return {
-        str: {"string"}, int: {"integer"}, float: {"number", "integer"}, bool: {"boolean"},
-        dict: {"object"}, tuple: {"array"}, datetime: {"string"},
+        str: {"string"},
+        int: {"integer"},
+        float: {"number", "integer"},
+        bool: {"boolean"},
+        dict: {"object"},
+        tuple: {"array"},
+        datetime: {"string"},
     }[origin]  # type: ignore[index]
 
 
@@ -52,7 +57,9 @@ def test_class_fields_match_schema(event_type: str) -> None:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     assert set(fields) == set(doc["properties"])
-    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     assert required == set(doc["required"])
     for name, prop in doc["properties"].items():
         assert prop.get("description"), f"{event_type}.{name} needs a description"

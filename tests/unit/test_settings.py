@@ -8,7 +8,9 @@ from engine.settings import ConfigError, Settings
 
 
 def test_env_values_are_typed() -> None:
-    s = Settings.from_env({"HERALD_HTTP_PORT": "8010", "HERALD_JWT_ALGORITHMS": "HS256, ES256", "HERALD_DEV_MODE": "true"})
+    s = Settings.from_env(
+        {"HERALD_HTTP_PORT": "8010", "HERALD_JWT_ALGORITHMS": "HS256, ES256", "HERALD_DEV_MODE": "true"}
+    )
     assert (s.http_port, s.jwt_algorithms, s.dev_mode) == (8010, ("HS256", "ES256"), True)
 
 
