@@ -234,7 +234,8 @@ def report(args: argparse.Namespace, result: dict[str, object]) -> None:
     print(
         f"  low backlog: {result['low_accepted']:,} accepted in all; {result['backlog_start']:,} still queued when the "
         f"loaded phase began, {result['backlog_end']:,} when it ended "
-        f"(publishing took {result['queue_seconds']:.1f} s; the low backlog was done {result['low_done_after']:.1f} s after the phase began)"
+        f"(publishing took {result['queue_seconds']:.1f} s; "
+        f"the low backlog was done {result['low_done_after']:.1f} s after the phase began)"
     )
     for phase in ("unloaded", "loaded"):
         share = result[f"decision_{phase}"]

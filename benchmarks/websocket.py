@@ -20,7 +20,6 @@ limit is below the target (no CAP_SYS_RESOURCE), the idle target is capped and t
 report says so.
 """
 
-
 from __future__ import annotations
 
 import sys

@@ -11,7 +11,6 @@ import faust
 from engine.settings import Settings
 from streams import delivery_attempt, ingest, router, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
-from streams.priority_poll import install_priority_polls
 from streams.topics import Topics, declare
 from streams.websocket_dispatch import Dispatcher
 
@@ -45,8 +44,6 @@ def create_app(
     install_fetch_wait(app, settings.kafka_fetch_max_wait_ms)
     topics = declare(app, settings)
     gate = ingest.install(app, topics, settings)
-    if settings.priority_isolation:
-        install_priority_polls(app, gate, topics.names, max_backlog=settings.kafka_max_poll_records)
     router.install(app, topics, settings, gate)
     scheduler.install(app, topics, settings)
     websocket_sink.install(app, topics, dispatcher)

@@ -33,7 +33,7 @@ from streams.metrics import (
     PRIORITY_WAITS,
 )
 from streams.priority_gate import PriorityGate
-from streams.priority_poll import lagging as client_lagging
+from streams.priority_poll import LagProbe, install_priority_polls
 from streams.publish import append
 from streams.topics import Topics
 
@@ -87,7 +87,11 @@ def admission_policy(settings: Settings) -> AdmissionPolicy:
 
 
 def install(app: faust.App, topics: Topics, settings: Settings) -> PriorityGate:
-    """Register one ingest agent per priority, sharing one admission table and priority gate."""
+    """Register one ingest agent per priority, sharing one admission table and priority gate.
+
+    Also makes the app's consumer poll request partitions by agent backlog and priority
+    (``streams.priority_poll``); call it before the app starts.
+    """
     table = app.Table(
         "herald-admission",
         default=None,
@@ -96,19 +100,28 @@ def install(app: faust.App, topics: Topics, settings: Settings) -> PriorityGate:
     )
     gate = PriorityGate(enabled=settings.priority_isolation)
     policy = admission_policy(settings)
+    probe = LagProbe()
     for priority in Priority:
-        gate.track_lag(priority, _lag_probe(app, topics.names.request(priority)))
+        gate.track_lag(priority, _lag_probe(app, topics.names.request(priority), probe))
         _install_one(app, topics, settings, priority, table, gate, policy)
+    install_priority_polls(
+        app,
+        gate,
+        topics.names,
+        max_backlog=settings.kafka_max_poll_records,
+        by_priority=settings.priority_isolation,
+        lag=probe,
+    )
     return gate
 
 
-def _lag_probe(app: faust.App, topic: str) -> Callable[[], bool]:
+def _lag_probe(app: faust.App, topic: str, probe: LagProbe) -> Callable[[], bool]:
     def lagging() -> bool:
         consumer = app.consumer
         client = consumer._thread._ensure_consumer() if hasattr(consumer, "_thread") else None
         if client is None:
             return False
-        return any(client_lagging(client, tp) for tp in consumer.assignment() if tp.topic == topic)
+        return any(probe(client, tp) for tp in consumer.assignment() if tp.topic == topic)
 
     return lagging
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Set
 from typing import Any
 
@@ -35,15 +36,37 @@ log = logging.getLogger(__name__)
 _ORDER = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
 
 
-def lagging(client: Any, tp: Any) -> bool:
-    """Whether ``tp`` has records the Kafka client has not handed out yet (as far as it knows)."""
-    try:
-        state = client._subscription.subscription.assignment.state_value(tp)
-    except AttributeError:  # not assigned (yet): nothing to wait for
-        return False
-    if state is None or state.highwater is None or not state.has_valid_position:
-        return False
-    return bool(state.highwater > state.position)
+class LagProbe:
+    """Whether a partition has records the Kafka client has not handed out yet.
+
+    Lag is the client's last fetched highwater past its position. A lag that stays
+    exactly the same for ``stale_after`` seconds is ignored: real lag on a polled
+    partition is handed out within a poll, so an unchanging one is a broker reporting
+    a highwater no record will ever reach (Tansu does), and must not hold lower
+    priorities back for good.
+    """
+
+    def __init__(self, *, stale_after: float = 1.0) -> None:
+        self.stale_after = stale_after
+        self._seen: dict[Any, tuple[int, int, float]] = {}
+
+    def __call__(self, client: Any, tp: Any) -> bool:
+        try:
+            state = client._subscription.subscription.assignment.state_value(tp)
+        except AttributeError:  # not assigned (yet): nothing to wait for
+            return False
+        if state is None or state.highwater is None or not state.has_valid_position:
+            return False
+        highwater, position = int(state.highwater), int(state.position)
+        if highwater <= position:
+            self._seen.pop(tp, None)
+            return False
+        now = time.monotonic()
+        first = self._seen.get(tp)
+        if first is None or first[:2] != (highwater, position):
+            self._seen[tp] = (highwater, position, now)
+            return True
+        return now - first[2] < self.stale_after
 
 
 def prioritized(
@@ -53,10 +76,11 @@ def prioritized(
     backlog: Callable[[Priority], int],
     max_backlog: int,
     is_lagging: Callable[[Any], bool],
+    by_priority: bool = True,
 ) -> set[Any]:
     """``active`` without the request partitions that must sit this poll out."""
     skip = {p for p in _ORDER if backlog(p) >= max_backlog}
-    for rank, priority in enumerate(_ORDER[:-1]):
+    for rank, priority in enumerate(_ORDER[:-1] if by_priority else ()):
         if any(is_lagging(tp) for tp in active if topics.get(tp.topic) == priority):
             skip.update(_ORDER[rank + 1 :])
             break
@@ -65,9 +89,18 @@ def prioritized(
     return {tp for tp in active if topics.get(tp.topic) not in skip}
 
 
-def install_priority_polls(app: faust.App, gate: PriorityGate, names: TopicNames, *, max_backlog: int) -> None:
-    """Make ``app``'s consumer poll request partitions by priority and agent backlog."""
+def install_priority_polls(
+    app: faust.App,
+    gate: PriorityGate,
+    names: TopicNames,
+    *,
+    max_backlog: int,
+    by_priority: bool = True,
+    lag: LagProbe | None = None,
+) -> None:
+    """Make ``app``'s consumer poll request partitions by agent backlog and (``by_priority``) priority."""
     topics = {names.request(p): p for p in Priority}
+    probe = lag or LagProbe()
     base: Any = app.transport.Consumer
 
     class PriorityConsumer(base):  # type: ignore[misc, valid-type]
@@ -81,7 +114,8 @@ def install_priority_polls(app: faust.App, gate: PriorityGate, names: TopicNames
                         topics,
                         backlog=gate.pending,
                         max_backlog=max_backlog,
-                        is_lagging=lambda tp: lagging(client, tp),
+                        is_lagging=lambda tp: probe(client, tp),
+                        by_priority=by_priority,
                     )
                 except Exception:
                     # An error here would silently stop the worker's consumer: poll everything instead.
