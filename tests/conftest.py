@@ -20,6 +20,7 @@ import redis
 
 from engine.settings import Settings
 from herald.broker import free_port, tansu_binary
+from tests.support.settings import isolated_settings, reset_schema
 
 PG_ADMIN_URL = os.environ.get("HERALD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 OUTPUT_DIR = Path(__file__).parent.parent / "test-output"
@@ -102,34 +103,10 @@ def redis_url() -> str:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, database_url: str, redis_url: str) -> Settings:
-    """Settings isolated per test (own topics, groups) with the Tansu workarounds of DESIGN.md.
-
-    The workarounds live here, in test configuration only: batches of one record (Tansu's
-    end offsets), short group timeouts (Tansu's slow joins) and a short fetch wait (Tansu
-    holds a fetch for its whole max wait even when data arrives).
-    """
-    tag = uuid.uuid4().hex[:8]
-    if not os.environ.get("HERALD_TEST_DATABASE_URL"):
-        # Read models start empty for every test; the stack re-creates the tables.
-        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    return Settings.from_env(
-        {},
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{tag}.",
-        app_id=f"herald-test-{tag}",
-        projector_group=f"herald-projector-{tag}",
-        database_url=database_url,
-        redis_url=redis_url,
-        http_port=0,
-        node_id=f"node-{tag}",
-        producer_max_batch_size=1,
-        kafka_session_timeout=6.0,
-        kafka_heartbeat_interval=1.0,
-        kafka_rebalance_timeout=6.0,
-        kafka_fetch_max_wait_ms=20,
-        log_level="WARNING",
-    )
+    """Settings isolated per test (own topics, groups) with the Tansu workarounds of DESIGN.md;
+    the read models start empty."""
+    reset_schema(database_url)
+    return isolated_settings(kafka_bootstrap, redis_url, database_url=database_url)
 
 
 @pytest.fixture(scope="session")

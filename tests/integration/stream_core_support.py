@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,30 +17,14 @@ from aiokafka.structs import ConsumerRecord
 from engine.retry import DeliveryError
 from engine.settings import Settings
 from schemas.events import NotificationAccepted
+from tests.support.settings import isolated_settings
 
 Record = ConsumerRecord[bytes, bytes]
 
 
 def core_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
-    """Isolated settings (own topics and groups) with the Tansu workarounds of tests/conftest.py."""
-    tag = uuid.uuid4().hex[:8]
-    values: dict[str, Any] = {
-        "kafka_bootstrap": kafka_bootstrap,
-        "topic_prefix": f"t{tag}.",
-        "app_id": f"herald-test-{tag}",
-        "projector_group": f"herald-projector-{tag}",
-        "redis_url": redis_url,
-        "http_port": 0,
-        "node_id": f"node-{tag}",
-        "producer_max_batch_size": 1,
-        "kafka_session_timeout": 6.0,
-        "kafka_heartbeat_interval": 1.0,
-        "kafka_rebalance_timeout": 6.0,
-        "kafka_fetch_max_wait_ms": 20,
-        "log_level": "WARNING",
-    }
-    values.update(overrides)
-    return Settings.from_env({}, **values)
+    """Isolated settings (own topics and groups) with the Tansu workarounds (``tests/support/settings.py``)."""
+    return isolated_settings(kafka_bootstrap, redis_url, **overrides)
 
 
 @dataclass

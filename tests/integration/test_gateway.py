@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
 
 from api.auth import mint_token
@@ -26,6 +24,7 @@ from herald.stack import Stack, run_stack
 from tests.support.clients import UserClient, missed_notifications, next_frame
 from tests.support.events import log_records, of_type
 from tests.support.kafka import publish, request
+from tests.support.settings import isolated_settings, reset_schema
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,29 +33,14 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def gw_settings(kafka_bootstrap: str, database_url: str, redis_url: str) -> Settings:
     """Like the ``settings`` fixture, for a stack shared by the module; short heartbeat, small queues."""
-    tag = uuid.uuid4().hex[:8]
-    if not os.environ.get("HERALD_TEST_DATABASE_URL"):
-        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    return Settings.from_env(
-        {},
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"g{tag}.",
-        app_id=f"herald-gw-{tag}",
-        projector_group=f"herald-projector-gw-{tag}",
+    reset_schema(database_url)
+    return isolated_settings(
+        kafka_bootstrap,
+        redis_url,
         database_url=database_url,
-        redis_url=redis_url,
-        http_port=0,
-        node_id=f"gw-{tag}",
-        producer_max_batch_size=1,
-        kafka_session_timeout=6.0,
-        kafka_heartbeat_interval=1.0,
-        kafka_rebalance_timeout=6.0,
-        kafka_fetch_max_wait_ms=20,
         ws_heartbeat_seconds=1.0,
         ws_send_queue_size=16,
         presence_ttl_seconds=3,
-        log_level="WARNING",
     )
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
 
 from api.auth import mint_token
@@ -31,6 +30,7 @@ from herald.stack import Stack, run_stack
 from tests.support.clients import UserClient, missed_notifications, next_frame
 from tests.support.events import log_records, of_type
 from tests.support.kafka import publish, request
+from tests.support.settings import isolated_settings, reset_schema
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -49,27 +49,8 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def cluster_settings(kafka_bootstrap: str, database_url: str, redis_url: str) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    if not os.environ.get("HERALD_TEST_DATABASE_URL"):
-        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    return Settings.from_env(
-        {},
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"c{tag}.",
-        app_id=f"herald-cluster-{tag}",
-        projector_group=f"herald-projector-cluster-{tag}",
-        database_url=database_url,
-        redis_url=redis_url,
-        node_id=f"worker-{tag}",
-        producer_max_batch_size=1,
-        kafka_session_timeout=6.0,
-        kafka_heartbeat_interval=1.0,
-        kafka_rebalance_timeout=6.0,
-        kafka_fetch_max_wait_ms=20,
-        presence_ttl_seconds=PRESENCE_TTL,
-        log_level="WARNING",
-    )
+    reset_schema(database_url)
+    return isolated_settings(kafka_bootstrap, redis_url, database_url=database_url, presence_ttl_seconds=PRESENCE_TTL)
 
 
 @pytest.fixture(scope="module")

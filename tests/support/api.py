@@ -14,6 +14,7 @@ import psycopg
 
 from api.auth import mint_token
 from engine.settings import Settings
+from tests.support.settings import isolated_settings as test_settings
 
 PG_ADMIN_URL = os.environ.get("HERALD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -32,26 +33,8 @@ def own_database(prefix: str = "herald_api") -> Iterator[str]:
 
 
 def isolated_settings(kafka_bootstrap: str, database_url: str, redis_url: str, **overrides: Any) -> Settings:
-    """Settings with their own topics and groups and the Tansu workarounds of ``tests/conftest.py``."""
-    tag = uuid.uuid4().hex[:8]
-    values: dict[str, Any] = {
-        "kafka_bootstrap": kafka_bootstrap,
-        "topic_prefix": f"t{tag}.",
-        "app_id": f"herald-test-{tag}",
-        "projector_group": f"herald-projector-{tag}",
-        "database_url": database_url,
-        "redis_url": redis_url,
-        "http_port": 0,
-        "node_id": f"node-{tag}",
-        "producer_max_batch_size": 1,
-        "kafka_session_timeout": 6.0,
-        "kafka_heartbeat_interval": 1.0,
-        "kafka_rebalance_timeout": 6.0,
-        "kafka_fetch_max_wait_ms": 20,
-        "log_level": "WARNING",
-    }
-    values.update(overrides)
-    return Settings.from_env({}, **values)
+    """Settings with their own topics and groups and the Tansu workarounds (``tests/support/settings.py``)."""
+    return test_settings(kafka_bootstrap, redis_url, database_url=database_url, **overrides)
 
 
 @dataclass

@@ -1,0 +1,46 @@
+"""Settings for tests: isolated per call, with the Tansu workarounds of DESIGN.md.
+
+The workarounds live here, in test configuration only: batches of one record (Tansu's
+end offsets), short group timeouts (Tansu's slow joins) and a short fetch wait (Tansu
+holds a fetch for its whole max wait even when data arrives).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import psycopg
+
+from engine.settings import Settings
+
+
+def isolated_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
+    """Settings with their own topics, groups and node id; ``overrides`` win."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "kafka_bootstrap": kafka_bootstrap,
+        "topic_prefix": f"t{tag}.",
+        "app_id": f"herald-test-{tag}",
+        "projector_group": f"herald-projector-{tag}",
+        "redis_url": redis_url,
+        "http_port": 0,
+        "node_id": f"node-{tag}",
+        "producer_max_batch_size": 1,
+        "kafka_session_timeout": 6.0,
+        "kafka_heartbeat_interval": 1.0,
+        "kafka_rebalance_timeout": 6.0,
+        "kafka_fetch_max_wait_ms": 20,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings.from_env({}, **values)
+
+
+def reset_schema(database_url: str) -> None:
+    """Empty the session database (the stack re-creates the tables); a no-op for an external one."""
+    if os.environ.get("HERALD_TEST_DATABASE_URL"):
+        return
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
