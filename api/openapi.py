@@ -78,6 +78,22 @@ SCHEMAS: dict[str, _S] = {
             "deliver_after": _TIME_OR_NULL,
         },
     ),
+    "TargetStatus": _obj(
+        ["channel", "target", "status", "attempts", "at"],
+        {
+            "channel": {"type": "string", "enum": ["websocket", "email", "apns", "all"]},
+            "target": {"type": ["string", "null"], "description": "Device token, email address or gateway node."},
+            "status": {
+                "type": "string",
+                "enum": ["pending", "queued", "sent", "failed", "invalid_token", "cancelled", "expired"],
+                "description": "Where delivery to this target stands (latest delivery event).",
+            },
+            "attempts": {"type": "integer", "minimum": 0},
+            "provider_id": {"type": ["string", "null"], "description": "apns-id or SMTP Message-ID once sent."},
+            "error": {"type": ["string", "null"]},
+            "at": {"type": "string", "format": "date-time"},
+        },
+    ),
     "Delivery": _obj(
         ["id", "channel", "outcome", "at"],
         {
@@ -409,7 +425,13 @@ def document() -> _S:
                         {
                             "allOf": [
                                 _ref("Notification"),
-                                _obj(["deliveries"], {"deliveries": {"type": "array", "items": _ref("Delivery")}}),
+                                _obj(
+                                    ["deliveries", "targets"],
+                                    {
+                                        "deliveries": {"type": "array", "items": _ref("Delivery")},
+                                        "targets": {"type": "array", "items": _ref("TargetStatus")},
+                                    },
+                                ),
                             ]
                         },
                         "Found",

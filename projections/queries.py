@@ -119,6 +119,42 @@ def delivery_view(row: DeliveryRow | Any) -> dict[str, Any]:
     }
 
 
+_INVALID_TOKEN_REASONS = ("BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic")
+
+
+def target_statuses(deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per channel and target, where delivery stands, from its delivery events in log order.
+
+    The vocabulary is the push service's: ``pending`` (deferred, waiting), ``queued`` (a
+    retry is scheduled), ``sent``, ``failed``, ``invalid_token`` (APNs refused the device
+    token), plus ``cancelled`` and ``expired``.
+    """
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in deliveries:
+        if d["target"] is None and d["outcome"] not in ("deferred", "cancelled", "expired"):
+            continue
+        key = (d["channel"], d["target"] or "")
+        entry = latest.setdefault(key, {"channel": d["channel"], "target": d["target"], "attempts": 0})
+        entry["attempts"] = max(entry["attempts"], d["attempt"] or 0)
+        error = d["error"] or ""
+        status = {
+            "succeeded": "sent",
+            "retry_scheduled": "queued",
+            "deferred": "pending",
+            "abandoned": "failed",
+            "cancelled": "cancelled",
+            "expired": "expired",
+        }.get(d["outcome"], "queued" if d["retriable"] else "failed")
+        if status == "failed" and any(reason in error for reason in _INVALID_TOKEN_REASONS):
+            status = "invalid_token"
+        if entry.get("status") == "sent" and status != "sent":
+            continue  # a late event never un-sends a target
+        entry.update(
+            status=status, provider_id=d["provider_id"] or entry.get("provider_id"), error=d["error"], at=d["at"]
+        )
+    return list(latest.values())
+
+
 def device_view(row: DeviceRow | Any) -> dict[str, Any]:
     """JSON of one device."""
     return {
@@ -224,6 +260,7 @@ class NotificationQueries:
                 stmt = select(DeliveryRow).where(DeliveryRow.notification_id == notification_id)
                 rows = (await conn.execute(stmt.order_by(DeliveryRow.at, DeliveryRow.event_id))).all()
                 item["deliveries"] = [delivery_view(d) for d in rows]
+                item["targets"] = target_statuses(item["deliveries"])
         return item
 
     async def events(self, notification_id: str) -> list[dict[str, Any]]:

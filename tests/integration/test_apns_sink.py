@@ -13,8 +13,10 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 
+from api.auth import mint_token
 from engine.settings import Settings
 from herald.apns_emulator import ApnsEmulator, generate_signing_key
 from herald.stack import Stack, run_stack
@@ -27,6 +29,7 @@ from streams.device_registry import DeviceRegistry
 from tests.integration.stream_core_support import TopicTail, core_settings
 from tests.support.event_log import append
 from tests.support.kafka import publish_json, request
+from tests.support.settings import reset_schema
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -46,11 +49,15 @@ async def emulator(signing_key: tuple[str, str]) -> AsyncIterator[ApnsEmulator]:
 
 
 @pytest.fixture(scope="module")
-def settings(kafka_bootstrap: str, redis_url: str, emulator: ApnsEmulator, signing_key: tuple[str, str]) -> Settings:
+def settings(
+    kafka_bootstrap: str, database_url: str, redis_url: str, emulator: ApnsEmulator, signing_key: tuple[str, str]
+) -> Settings:
     host, port = emulator.address
+    reset_schema(database_url)
     return core_settings(
         kafka_bootstrap,
         redis_url,
+        database_url=database_url,
         apns_key=signing_key[0],
         apns_key_id=KEY_ID,
         apns_team_id=TEAM_ID,
@@ -71,7 +78,7 @@ def registry() -> DeviceRegistry:
 
 @pytest.fixture(scope="module")
 async def stack(settings: Settings, registry: DeviceRegistry) -> AsyncIterator[Stack]:
-    async with run_stack(settings, worker=True, projector=False, api=False, sinks=[ApnsSink(settings, registry)]) as s:
+    async with run_stack(settings, sinks=[ApnsSink(settings, registry)]) as s:
         yield s
 
 
@@ -186,6 +193,19 @@ async def test_a_410_token_is_invalidated_skipped_next_time_and_revived_by_a_new
     assert failed["data"]["retriable"] is False
     await log.wait_events(1, type="delivery.succeeded", subject=first)
     assert registry.active_tokens(user) == [alive]
+
+    # Over REST, the notification shows where each device stands.
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {mint_token(settings, user)}"}
+
+        async def per_device() -> dict[str, str] | None:
+            url = f"http://127.0.0.1:{stack.http_port}/api/notifications/{first}"
+            async with http.get(url, headers=headers) as resp:
+                body = await resp.json() if resp.status == 200 else {}
+            found = {t["target"]: t["status"] for t in body.get("targets", [])}
+            return found if len(found) == 2 else None
+
+        assert await eventually(per_device, what="per-device status") == {dead: "invalid_token", alive: "sent"}
 
     second = await _send(stack, settings, user, title="two")
     [ok] = await log.wait_events(1, type="delivery.succeeded", subject=second)
