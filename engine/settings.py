@@ -81,6 +81,9 @@ class Settings:
     """Seconds an API write waits for the projector before answering 202 with a retry hint."""
     dev_mode: bool = False
     """True under ``herald dev``: enables dev-only conveniences such as token minting."""
+    metrics_port: int = 0
+    """Port of the ``/metrics`` endpoint of ``herald worker`` and ``herald projector`` (0: none;
+    the API serves ``/metrics`` on its own port)."""
     log_level: str = "INFO"
     """Root log level."""
     kafka_session_timeout: float = 30.0

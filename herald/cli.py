@@ -54,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = args.command
 
+    if command in ("worker", "projector") and settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.http_host)
+        log.info("metrics listening", extra={"port": settings.metrics_port})
+
     async def role() -> None:
         roles = {"worker": command == "worker", "projector": command == "projector", "api": command == "api"}
         async with run_stack(settings, worker=roles["worker"], projector=roles["projector"], api=roles["api"]):
