@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import faust
 
@@ -40,6 +40,7 @@ from streams.metrics import (
     DELIVERIES_ABANDONED,
     DELIVERY_LATENCY,
     DELIVERY_RETRIES,
+    DUPLICATE_SENDS_SUPPRESSED,
     NOTIFICATIONS_DELIVERED,
     NOTIFICATIONS_EXPIRED,
     NOTIFICATIONS_FAILED,
@@ -110,6 +111,11 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
     if bind is not None:
         bind(app, topics, settings)
     policy = retry_policy(settings)
+    # (notification, target) pairs already handed over: a work record processed twice
+    # (the router re-run after a crash, a redelivered record) never sends twice.
+    sent = app.Table(
+        f"herald.sink.{sink.channel}.sent", default=None, partitions=settings.topic_partitions, key_type=str
+    )
 
     async def deliver(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -123,7 +129,7 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
                 await dead_letter(topics, message, f"expected notification.accepted, got {cause.type}")
                 continue
             number, target = work_of(header_items(message.headers))
-            await _deliver(topics, settings, sink, policy, message, cause, number, target)
+            await _deliver(topics, settings, sink, policy, message, cause, number, target, sent)
 
     app.agent(topics.deliveries[sink.channel], name=f"herald.sink.{sink.channel}")(deliver)
 
@@ -137,6 +143,7 @@ async def _deliver(
     cause: Envelope,
     number: int,
     target: str | None,
+    sent: Any,
 ) -> None:
     accepted = accepted_event(cause)
     channel = sink.channel
@@ -163,7 +170,17 @@ async def _deliver(
         await append(topics.events, [follow(cause, none, now=now, source=SOURCE)])
         return
     for each in targets:
+        key = f"{accepted.notification_id}\x1f{each}"
+        if sent.get(key) is not None:
+            DUPLICATE_SENDS_SUPPRESSED.labels(channel).inc()
+            log.info(
+                "already delivered; not sent again",
+                extra={"notification_id": accepted.notification_id, "channel": channel, "user_id": accepted.user_id},
+            )
+            continue
         provider_id, failure = await attempt(sink, accepted, each, limit=settings.delivery_timeout_seconds)
+        if failure is None:
+            sent[key] = provider_id or "sent"
         await _record(topics, policy, message, cause, channel, each, number, provider_id, failure, datetime.now(UTC))
 
 

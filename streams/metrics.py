@@ -48,3 +48,9 @@ PRIORITY_WAITS = Counter(
     "Times a lower-priority ingest agent yielded to queued higher-priority requests",
     ["priority"],
 )
+
+DUPLICATE_SENDS_SUPPRESSED = Counter(
+    "notifications_duplicate_sends_suppressed_total",
+    "Work records for a (notification, target) already delivered, not sent again",
+    ["channel"],
+)

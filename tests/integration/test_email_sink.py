@@ -7,6 +7,7 @@ answer 451 or 550 for the next messages where a test needs a failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,9 +22,10 @@ from schemas.events import ContactUpdated
 from schemas.ids import uuid7
 from streams.device_registry import DeviceRegistry
 from streams.email_sink import EmailSink
+from streams.metrics import DUPLICATE_SENDS_SUPPRESSED
 from tests.integration.stream_core_support import TopicTail, core_settings
 from tests.support.event_log import append
-from tests.support.kafka import publish_json, request
+from tests.support.kafka import publish, publish_json, request
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -178,3 +180,29 @@ async def test_550_fails_at_once_without_retry(
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_a_work_record_processed_twice_sends_one_email(
+    stack: Stack, settings: Settings, smtp: SmtpCapture, log: TopicTail
+) -> None:
+    """The router may hand the same notification over again (re-run after a crash): one email."""
+    user = _user("gus")
+    address = f"{user}@example.test"
+    nid = await _send(stack, settings, user, "Only once", channels=["email"], email=address)
+    async with asyncio.timeout(30):
+        await smtp.wait_for(1, to=address)
+    [accepted] = await log.wait_events(1, type="notification.accepted", subject=nid)
+    before = DUPLICATE_SENDS_SUPPRESSED.labels("email")._value.get()
+    assert stack.topics is not None
+    await publish(
+        settings.kafka_bootstrap,
+        stack.topics.names.delivery("email"),
+        [(user.encode(), json.dumps(accepted).encode())],
+    )
+
+    async def suppressed() -> bool:
+        return DUPLICATE_SENDS_SUPPRESSED.labels("email")._value.get() > before
+
+    await eventually(suppressed, what="the repeated work record to be processed")
+    assert len(smtp.to(address)) == 1
+    assert len(log.events(type="delivery.succeeded", subject=nid)) == 1
