@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from projections.models import ChannelStateRow, NotificationRow, ProjectorOffset
-from schemas.codec import format_time
+from projections.queries import view as row_view
 
 OPEN_STATES = ("pending", "deferred", "retrying")
 """WebSocket channel states that still owe the user a delivery."""
@@ -93,19 +93,30 @@ class Inbox:
         )
 
 
+_FRAME_KEYS = (
+    "id",
+    "user_id",
+    "title",
+    "body",
+    "priority",
+    "channels",
+    "category",
+    "data",
+    "status",
+    "created_at",
+    "delivered_at",
+    "read_at",
+)
+
+
 def view(row: Any) -> dict[str, Any]:
-    """The client JSON of a replayed notification: the keys of a live frame, plus ``delivered_at``."""
-    return {
-        "id": row.id,
-        "user_id": row.user_id,
-        "title": row.title,
-        "body": row.body,
-        "priority": row.priority,
-        "channels": list(row.channels),
-        "category": row.category,
-        "data": row.data,
-        "status": "delivered" if row.status == "pending" else row.status,
-        "created_at": format_time(row.created_at),
-        "delivered_at": format_time(row.delivered_at) if row.delivered_at else None,
-        "read_at": format_time(row.read_at) if row.read_at else None,
-    }
+    """The client JSON of a replayed notification: the keys of a live frame, plus ``delivered_at``.
+
+    Built from the REST view of the row, so the two never drift; a replayed notification
+    is delivered by the replay itself, hence ``pending`` reads ``delivered``.
+    """
+    full = row_view(row)
+    item = {key: full[key] for key in _FRAME_KEYS}
+    if row.status == "pending":
+        item["status"] = "delivered"
+    return item
