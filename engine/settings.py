@@ -53,6 +53,14 @@ class Settings:
     """PEM public key for RS256/ES256 tokens (instead of the secret)."""
     jwt_issuer: str = "herald"
     """``iss`` of minted tokens, required on incoming ones."""
+    jwt_audience: str = "herald"
+    """``aud`` of minted tokens, required on incoming ones (a token for another service is refused)."""
+    jwt_max_lifetime_seconds: int = 24 * 3600
+    """Longest accepted token lifetime (``exp - iat``); tokens without ``exp`` or ``iat`` are refused."""
+    jwt_jwks_url: str = ""
+    """JWKS URL of an identity provider whose RS256/ES256 tokens are accepted (instead of a public key)."""
+    jwt_jwks_refresh_seconds: float = 300.0
+    """How often the JWKS keys are fetched again (a token with an unknown key id also triggers a fetch)."""
     token_ttl_seconds: int = 24 * 3600
     """Lifetime of tokens minted by ``herald token``."""
     max_request_bytes: int = 16 * 1024
@@ -219,10 +227,26 @@ class Settings:
             raise ConfigError(f"HERALD_JWT_ALGORITHMS: unsupported {bad} (none is never allowed)")
         if any(a.startswith("HS") for a in self.jwt_algorithms) and len(self.jwt_secret) < 32:
             raise ConfigError("HERALD_JWT_SECRET must be at least 32 characters")
+        if self.token_ttl_seconds < 1 or self.jwt_max_lifetime_seconds < self.token_ttl_seconds:
+            raise ConfigError("HERALD_TOKEN_TTL_SECONDS must be between 1 and HERALD_JWT_MAX_LIFETIME_SECONDS")
+        if not self.jwt_audience:
+            raise ConfigError("HERALD_JWT_AUDIENCE must not be empty")
+        if self.jwt_jwks_url and not _secure_url(self.jwt_jwks_url):
+            raise ConfigError("HERALD_JWT_JWKS_URL must be https:// (http:// only for a loopback host)")
+        if self.jwt_jwks_refresh_seconds < 1:
+            raise ConfigError("HERALD_JWT_JWKS_REFRESH_SECONDS must be at least 1")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+def _secure_url(url: str) -> bool:
+    """``https://``, or ``http://`` to a loopback host (tests, a sidecar): keys must not travel in clear."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host[1 : host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+    return scheme == "https" or (scheme == "http" and host in {"127.0.0.1", "localhost", "::1"})
 
 
 def _parse(key: str, raw: str, default: Any) -> Any:
