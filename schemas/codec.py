@@ -22,6 +22,7 @@ import fastjsonschema
 from schemas.envelope import CONTENT_TYPE, SPECVERSION, Envelope
 from schemas.errors import InvalidMessage
 from schemas.events import EVENT_TYPES, Event
+from schemas.limits import MAX_ID_LENGTH, check_text, parse_json
 
 SCHEMA_DIR = Path(__file__).parent
 _REQUIRED_ATTRS = ("specversion", "id", "source", "type")
@@ -40,6 +41,13 @@ _KNOWN_ATTRS = {
     "correlationid",
 }
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+# Identifier attributes: stored in VARCHAR(MAX_ID_LENGTH) columns, so longer ones are refused here.
+_ID_ATTRS = ("id", "source", "subject", "userid", "correlationid")
+
+
+def _usable_id(value: Any) -> bool:
+    """Whether ``value`` may name a user or event in a rejection (non-empty, within the limit)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
 
 
 @cache
@@ -170,10 +178,7 @@ def decode(
     if max_bytes is not None and len(raw) > max_bytes:
         raise InvalidMessage(f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
     ce_headers = {k[3:]: v for k, v in headers if k.startswith("ce_")}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage(f"malformed JSON: {exc}") from None
+    body = parse_json(raw)  # bounded: depth, numbers, duplicate keys, lone surrogates
     if ce_headers:
         try:
             attrs: dict[str, Any] = {k: v.decode() for k, v in ce_headers.items()}
@@ -186,13 +191,21 @@ def decode(
         raise InvalidMessage("a CloudEvent must be a JSON object")
     data = attrs.get("data")
     user_hint = data.get("user_id") if isinstance(data, dict) else None
+    event_hint = attrs.get("id")
     hints = {
-        "user_id": user_hint if isinstance(user_hint, str) and user_hint else None,
-        "event_id": attrs["id"] if isinstance(attrs.get("id"), str) and attrs["id"] else None,
+        "user_id": user_hint if _usable_id(user_hint) else None,
+        "event_id": event_hint if _usable_id(event_hint) else None,
     }
     missing = [a for a in _REQUIRED_ATTRS if not isinstance(attrs.get(a), str) or not attrs[a]]
     if missing:
         raise InvalidMessage(f"missing or empty CloudEvents attribute(s): {', '.join(missing)}", **hints)
+    for name in _ID_ATTRS:
+        value = attrs.get(name)
+        if isinstance(value, str):
+            try:
+                check_text(value, f"attribute {name}", max_length=MAX_ID_LENGTH)
+            except InvalidMessage as exc:
+                raise InvalidMessage(exc.reason, **hints) from None
     if attrs["specversion"] != SPECVERSION:
         raise InvalidMessage(f"unsupported specversion {attrs['specversion']!r}", **hints)
     unknown = [k for k in attrs if k not in _KNOWN_ATTRS and not _EXTENSION_NAME.match(k)]

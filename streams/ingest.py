@@ -57,22 +57,44 @@ def record_source(message: faust.types.Message) -> str:
 async def dead_letter(
     topics: Topics, message: faust.types.Message, reason: str, *, extra: Iterable[tuple[str, bytes]] = ()
 ) -> None:
-    """Copy the raw record to the dead-letter topic with why and where it came from."""
+    """Copy the raw record to the dead-letter topic with why and where it came from.
+
+    Never fails on what the record carries: a key or header that cannot be re-encoded
+    (a lone surrogate, a null value) is escaped, so the poison itself cannot stop this.
+    """
     headers = [
-        *header_items(message.headers),
-        ("herald-error", reason.encode()[:4000]),
-        ("herald-source-topic", message.topic.encode()),
+        *(_safe_header(k, v) for k, v in header_items(message.headers)),
+        ("herald-error", _utf8(reason)[:4000]),
+        ("herald-source-topic", _utf8(message.topic)),
         ("herald-source-partition", str(message.partition).encode()),
         ("herald-source-offset", str(message.offset).encode()),
-        *extra,
+        *(_safe_header(k, v) for k, v in extra),
     ]
-    fut = await topics.deadletter.send(key=message.key, value=message.value, headers=headers)
+    key = message.key if message.key is None or isinstance(message.key, bytes) else _utf8(str(message.key))
+    fut = await topics.deadletter.send(key=key, value=message.value, headers=headers)
     await fut
     DEAD_LETTERED.labels(message.topic).inc()
     log.warning(
         "dead-lettered record",
-        extra={"error": reason, "topic": message.topic, "partition": message.partition, "offset": message.offset},
+        extra={
+            "error": _utf8(reason).decode(),
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+        },
     )
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of ``text``, lone surrogates escaped (``\\udc80``) instead of raising."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _safe_header(key: Any, value: Any) -> tuple[str, bytes]:
+    name = _utf8(key if isinstance(key, str) else repr(key)).decode()
+    if value is None or isinstance(value, bytes):
+        return name, value or b""
+    return name, _utf8(str(value))
 
 
 def admission_policy(settings: Settings) -> AdmissionPolicy:
@@ -160,6 +182,10 @@ async def _handle(
     except InvalidMessage as exc:
         await _reject(topics, message, exc, priority)
         return
+    except Exception as exc:  # RecursionError, MemoryError...: a decoder failure is this record's fault
+        log.exception("undecodable record", extra={"topic": message.topic, "offset": message.offset})
+        await _reject(topics, message, InvalidMessage(f"undecodable: {type(exc).__name__}: {exc}"), priority)
+        return
     try:
         now = datetime.now(UTC)
         decided = decide_request(request, topic_priority=priority, now=now)[0]
@@ -187,8 +213,11 @@ async def _reject(topics: Topics, message: faust.types.Message, exc: InvalidMess
     NOTIFICATIONS_REJECTED.labels(priority.value).inc()
     if exc.user_id and exc.event_id:
         # The user's history says a request was refused, even though its bytes were unusable.
-        env = decide_unreadable(exc.event_id, exc.user_id, exc.reason, priority=priority, now=datetime.now(UTC))
-        await append(topics.events, [env])
+        try:
+            env = decide_unreadable(exc.event_id, exc.user_id, exc.reason, priority=priority, now=datetime.now(UTC))
+            await append(topics.events, [env])
+        except Exception:  # e.g. an id that cannot be encoded: the dead letter above already has the reason
+            log.exception("could not record the rejection in the event log", extra={"topic": message.topic})
 
 
 def _count(outcome: Envelope, priority: Priority) -> None:

@@ -1,0 +1,120 @@
+"""Poison records on a real broker: every one is dead-lettered with a reason, the ingest
+agents keep running, and good requests behind them on the same topic are accepted.
+
+Before the fix a record nested 5,000 deep raised ``RecursionError`` and a lone surrogate
+in a user id raised ``UnicodeEncodeError``, both outside the agent's error handling: the
+agent crashed, the record was dropped with no dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from engine.settings import Settings
+from herald.stack import Stack, run_stack
+from schemas.limits import MAX_ID_LENGTH, MAX_JSON_DEPTH
+from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.support.kafka import publish, request
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
+    return core_settings(kafka_bootstrap, redis_url)
+
+
+@pytest.fixture(scope="module")
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with run_stack(settings, worker=True, projector=False, api=False, sinks=[ScriptedEmailSink()]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def log(stack: Stack, settings: Settings) -> AsyncIterator[TopicTail]:
+    tail = TopicTail(settings.kafka_bootstrap, stack.topics.names.events)  # type: ignore[union-attr]
+    await tail.start()
+    yield tail
+    await tail.stop()
+
+
+@pytest.fixture(scope="module")
+async def dead(stack: Stack, settings: Settings) -> AsyncIterator[TopicTail]:
+    tail = TopicTail(settings.kafka_bootstrap, stack.topics.names.deadletter)  # type: ignore[union-attr]
+    await tail.start()
+    yield tail
+    await tail.stop()
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _poison(user: str) -> list[tuple[str, bytes, str]]:
+    """``(name, value, expected reason fragment)``: each must be dead-lettered."""
+
+    def envelope(data: str, event_id: str | None = None) -> bytes:
+        eid = json.dumps(event_id or str(uuid.uuid4()))
+        head = f'{{"specversion":"1.0","type":"notification.requested","id":{eid},"source":"tests","data":'
+        return (head + data + "}").encode()
+
+    ok_data = f'{{"user_id":{json.dumps(user)},"title":"t"'
+    return [
+        ("5000 brackets", _nested(5000).encode(), "nested deeper"),
+        ("5000 deep in data.data", envelope(ok_data + ',"data":{"x":' + _nested(5000) + "}}"), "nested deeper"),
+        ("just past the depth limit", envelope(ok_data + ',"data":{"x":' + _nested(MAX_JSON_DEPTH) + "}}"), "nested"),
+        ("lone surrogate user id", envelope('{"user_id":"ab\\ud800","title":"t"}'), "surrogate"),
+        ("lone surrogate event id", envelope(ok_data + "}", event_id="id-\udc80x"), "surrogate"),
+        ("over-long event id", envelope(ok_data + "}", event_id="n" * (MAX_ID_LENGTH + 1)), "id"),
+        ("over-long user id", envelope('{"user_id":"' + "u" * (MAX_ID_LENGTH + 1) + '","title":"t"}'), "user_id"),
+    ]
+
+
+async def test_poison_records_are_dead_lettered_with_reasons_and_the_agent_keeps_going(
+    stack: Stack, log: TopicTail, dead: TopicTail, settings: Settings
+) -> None:
+    assert stack.topics is not None
+    user = f"poison-{uuid.uuid4().hex[:6]}"
+    corpus = _poison(user)
+    topic = stack.topics.names.request("high")
+    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+    good_ids: list[str] = []
+    for i, (_name, value, _fragment) in enumerate(corpus):
+        records.append((f"bad-{i}-{user}".encode(), value, []))
+        good = request(user, f"after {i}")
+        good_ids.append(good["id"])
+        records.append((user.encode(), json.dumps(good).encode(), []))
+    # A record whose headers and key cannot all be re-encoded verbatim is still dead-lettered.
+    records.append((f"bad-{len(corpus)}-{user}".encode(), b"{not json", [("x-trace", b"\xff\xfe")]))
+    await publish(settings.kafka_bootstrap, topic, records)  # type: ignore[arg-type]
+
+    accepted = await log.wait(
+        lambda: (
+            (found := {e["data"]["notification_id"] for e in log.events(type="notification.accepted", userid=user)})
+            >= set(good_ids)
+            and found
+        ),
+        what="every good request behind a poison one accepted",
+    )
+    assert accepted == set(good_ids)
+    mine = await dead.wait(
+        lambda: (
+            (found := [r for r in dead.records if (r.key or b"").endswith(user.encode())])  # type: ignore[attr-defined]
+            and len(found) >= len(corpus) + 1
+            and found
+        ),
+        what="every poison record dead-lettered",
+    )
+    assert len(mine) == len(corpus) + 1
+    by_index: dict[int, Any] = {int((r.key or b"").decode().split("-")[1]): r for r in mine}  # type: ignore[attr-defined]
+    for i, (name, value, fragment) in enumerate(corpus):
+        record = by_index[i]
+        error = dict(record.headers)["herald-error"].decode()
+        assert fragment in error, f"{name}: {error!r} lacks {fragment!r}"
+        assert record.value == value, f"{name}: the raw bytes are kept"
+    assert dict(by_index[len(corpus)].headers)["x-trace"] == b"\xff\xfe"
