@@ -11,7 +11,7 @@ from typing import Any
 
 from api.problems import Problem
 from engine.priority import Priority
-from schemas.codec import event_from_data
+from schemas.codec import encode, event_from_data
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
 from schemas.events import Event
@@ -46,9 +46,18 @@ def request_id(caller: str, user_id: str, idempotency_key: str | None) -> str:
 
 
 def build_request(
-    data: dict[str, Any], *, notification_id: str, correlation_id: str | None = None, now: datetime | None = None
+    data: dict[str, Any],
+    *,
+    notification_id: str,
+    correlation_id: str | None = None,
+    now: datetime | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[Envelope, Priority]:
-    """A validated ``notification.requested`` envelope and the priority topic it goes to."""
+    """A validated ``notification.requested`` envelope and the priority topic it goes to.
+
+    ``max_bytes``: ingest's record limit; a request whose envelope would exceed it is
+    refused here (413) rather than accepted and then dead-lettered by ingest.
+    """
     data = {k: v for k, v in data.items() if v is not None}
     data.setdefault("priority", Priority.MEDIUM.value)
     try:
@@ -66,6 +75,10 @@ def build_request(
         priority=priority.value,
         correlationid=correlation_id,
     )
+    if max_bytes is not None and (size := len(encode(env))) > max_bytes:
+        raise Problem(
+            413, "Payload Too Large", f"the notification encodes to {size} bytes; at most {max_bytes} are accepted"
+        )
     return env, priority
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +10,9 @@ from aiohttp import web
 from api.auth import SCOPE_ADMIN, Principal
 from api.problems import Problem
 from schemas.codec import parse_time
-
-MAX_ID_LENGTH = 200
+from schemas.errors import InvalidMessage, MalformedJSON
+from schemas.limits import MAX_ID_LENGTH as MAX_ID_LENGTH  # re-exported: handlers bound ids with it
+from schemas.limits import parse_json
 
 
 def int_param(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
@@ -107,9 +107,11 @@ async def json_body(request: web.Request, *, max_bytes: int) -> dict[str, Any]:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, "Bad Request", f"malformed JSON: {exc}") from None
+        body = parse_json(raw)  # bounded: depth, numbers, duplicate keys, lone surrogates
+    except MalformedJSON as exc:
+        raise Problem(400, "Bad Request", exc.reason) from None
+    except InvalidMessage as exc:
+        raise Problem(422, "Unprocessable Content", exc.reason) from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "the body must be a JSON object")
     return body

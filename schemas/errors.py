@@ -27,3 +27,8 @@ class InvalidMessage(HeraldError):
         self.reason = reason
         self.user_id = user_id
         self.event_id = event_id
+
+
+class MalformedJSON(InvalidMessage):
+    """Bytes that are not JSON at all (syntax, encoding), as opposed to JSON Herald refuses
+    (too deep, ``NaN``, duplicate keys...). HTTP answers the first 400, the second 422."""

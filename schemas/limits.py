@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from schemas.errors import InvalidMessage
+from schemas.errors import InvalidMessage, MalformedJSON
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of objects and arrays in any JSON document Herald accepts, the outermost
@@ -48,7 +48,7 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         try:
             text = raw.decode("utf-8")  # strict: UTF-8-encoded surrogates are invalid UTF-8
         except UnicodeDecodeError as exc:
-            raise InvalidMessage(f"malformed JSON: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise MalformedJSON(f"malformed JSON: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         value = json.loads(
             text,
@@ -60,9 +60,9 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except RecursionError:
         raise InvalidMessage(f"JSON nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
-        raise InvalidMessage(f"malformed JSON: {exc}") from None
-    except ValueError as exc:  # from our hooks (or int()'s digit limit)
-        raise InvalidMessage(str(exc) if str(exc).startswith("JSON ") else f"malformed JSON: {exc}") from None
+        raise MalformedJSON(f"malformed JSON: {exc}") from None
+    except ValueError as exc:  # from our hooks
+        raise InvalidMessage(str(exc)) from None
     # Cheap pre-checks keep the walk off the common path: a document with fewer opening
     # brackets than the limit cannot be deeper, and one without a surrogate escape or
     # character has none to find.
