@@ -39,7 +39,7 @@ def accepted(i: int) -> NotificationAccepted:
 
 async def main(count: int) -> None:
     async with SmtpCapture(max_kept=10) as server:
-        settings = Settings(smtp_host=server.host, smtp_port=server.port)
+        settings = Settings(smtp_host=server.host, smtp_port=server.port, smtp_tls="none")  # loopback capture
         sink = EmailSink(settings, DeviceRegistry())
         await sink.send(accepted(-1), "warm@example.test")
         start = time.perf_counter()

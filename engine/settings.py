@@ -7,6 +7,7 @@ Nothing else in Herald reads ``os.environ``; the composition root calls
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -137,8 +138,9 @@ class Settings:
     """SMTP server for the email channel; empty disables the email sink (``herald dev`` starts a capture server)."""
     smtp_port: int = 25
     """SMTP server port (465 for implicit TLS, 587 for STARTTLS, usually)."""
-    smtp_tls: str = "none"
-    """``none``, ``starttls`` (upgrade a plain connection, required) or ``tls`` (implicit TLS from the start)."""
+    smtp_tls: str = "starttls"
+    """``starttls`` (upgrade a plain connection, required), ``tls`` (implicit TLS from the start) or
+    ``none`` (cleartext: with SMTP credentials only to a loopback host)."""
     smtp_username: str = ""
     """SMTP AUTH user name; empty means no authentication."""
     smtp_password: str = field(default="", repr=False)
@@ -214,6 +216,12 @@ class Settings:
             raise ConfigError("HERALD_WS_SEND_QUEUE_SIZE and HERALD_WS_REPLAY_BATCH_SIZE must be at least 1")
         if self.smtp_tls not in {"none", "starttls", "tls"}:
             raise ConfigError("HERALD_SMTP_TLS must be none, starttls or tls")
+        if self.smtp_tls == "none" and (self.smtp_username or self.smtp_password) and not _loopback(self.smtp_host):
+            # Credentials in cleartext over a network: refuse rather than leak them.
+            raise ConfigError(
+                "HERALD_SMTP_TLS=none would send the SMTP credentials in cleartext: use starttls or tls"
+                " (none with credentials only for a loopback HERALD_SMTP_HOST)"
+            )
         if (self.apns_key_path or self.apns_key) and not (self.apns_key_id and self.apns_team_id and self.apns_topic):
             raise ConfigError(
                 "HERALD_APNS_KEY_ID, HERALD_APNS_TEAM_ID and HERALD_APNS_TOPIC are required with an APNs key"
@@ -247,6 +255,16 @@ def _secure_url(url: str) -> bool:
     host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
     host = host[1 : host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
     return scheme == "https" or (scheme == "http" and host in {"127.0.0.1", "localhost", "::1"})
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``): traffic never leaves it."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse(key: str, raw: str, default: Any) -> Any:

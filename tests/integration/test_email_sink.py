@@ -44,6 +44,7 @@ def settings(kafka_bootstrap: str, redis_url: str, smtp: SmtpCapture) -> Setting
         redis_url,
         smtp_host=smtp.host,
         smtp_port=smtp.port,
+        smtp_tls="none",  # the capture server is on loopback and has no TLS
         smtp_from="Herald Tests <noreply@herald.test>",
         retry_base_delay_seconds=0.3,
         retry_max_attempts=4,
