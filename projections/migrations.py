@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, String, Table, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from projections.models import READ_MODELS, Base
+from projections.models import READ_MODELS, Base, SkippedEventRow
 
 _LOCK_KEY = 0x6865_7261_6C64  # "herald": one advisory lock for schema changes
 
@@ -51,7 +51,14 @@ def add_column_if_missing(conn: Connection, table: str, column: str, ddl_type: s
         conn.execute(text(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl_type}'))
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "baseline read models", _baseline),)
+def _skipped_events(conn: Connection) -> None:
+    Base.metadata.tables[SkippedEventRow.__tablename__].create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "baseline read models", _baseline),
+    Migration(2, "skipped (poison) events", _skipped_events),
+)
 """Every migration, in order."""
 
 

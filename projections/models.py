@@ -212,6 +212,26 @@ class ProjectorOffset(Base):
     next_offset: Mapped[int] = mapped_column(BigInteger)
 
 
+class SkippedEventRow(Base):
+    """An event the projector could not apply (a poison event), recorded where it sits in the log.
+
+    Written in the transaction that moves the partition's offset past it, so every event is
+    either applied or listed here, never neither. Ids are ``Text``: an over-long id is itself
+    a reason to skip an event, and must still be recorded whole.
+    """
+
+    __tablename__ = "skipped_events"
+
+    topic: Mapped[str] = mapped_column(String(250), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The event's id, when the record could be decoded that far."""
+    event_type: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    """Why it could not be applied (the error, bounded in length)."""
+
+
 READ_MODELS: tuple[str, ...] = (
     "notifications",
     "notification_channels",
@@ -221,5 +241,6 @@ READ_MODELS: tuple[str, ...] = (
     "stat_counters",
     "projected_events",
     "projector_offsets",
+    "skipped_events",
 )
 """Tables a rebuild drops and replays (everything but the migration ledger)."""

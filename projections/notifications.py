@@ -3,11 +3,12 @@
 The batch writer (``projections.batch``) loads the snapshots an event batch touches,
 folds the batch into them here, and writes back only the differences. No I/O here,
 so the rules (which status wins, what read or delete means) are plain functions.
+Snapshots are folded in place and never copied deeply: ``data`` is opaque, never
+changed after acceptance, and may be nested as deep as a producer chose.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,10 +86,6 @@ class NotificationState:
     expires_at: datetime | None = None
     deliver_after: datetime | None = None
     channel_states: dict[str, ChannelState] = field(default_factory=dict)
-
-    def copy(self) -> NotificationState:
-        """A deep copy the fold may mutate."""
-        return copy.deepcopy(self)
 
 
 States = dict[str, NotificationState]
@@ -238,6 +235,29 @@ def derive_status(state: NotificationState) -> str:
     if all(s == "cancelled" for s in channel_states):
         return "cancelled"
     return "failed"
+
+
+MUTABLE_FIELDS = ("status", "attempts", "error", "delivered_at", "read_at", "deleted_at")
+"""Notification columns that change after acceptance (content never does)."""
+
+
+def mutable_values(state: NotificationState) -> tuple[Any, ...]:
+    """The values of ``MUTABLE_FIELDS`` (to tell whether a fold changed the row)."""
+    return (state.status, state.attempts, state.error, state.delivered_at, state.read_at, state.deleted_at)
+
+
+def channel_values(ch: ChannelState) -> tuple[Any, ...]:
+    """Every column of a channel row (to tell whether a fold changed it)."""
+    return (
+        ch.state,
+        ch.attempts,
+        ch.target,
+        ch.provider_id,
+        ch.error,
+        ch.delivered_at,
+        ch.next_attempt_at,
+        ch.updated_at,
+    )
 
 
 def channel_mask(channels: list[str]) -> int:

@@ -15,14 +15,17 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.settings import Settings
 from engine.topics import TopicNames
-from projections.batch import Positioned, apply_batch
+from projections import poison
+from projections.batch import Positioned, apply_events
 from projections.models import ProjectorOffset
-from schemas.codec import decode
-from schemas.errors import HeraldError, InvalidMessage
+from projections.poison import Skipped, describe
+from projections.reader import read
+from schemas.errors import HeraldError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class Projector:
         self._progress = asyncio.Condition()
         self.applied = 0
         """Events applied since start (for benchmarks and logs)."""
+        self.skipped = 0
+        """Events skipped since start because they could not be applied (see ``projections.poison``)."""
         self._since_analyze = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -110,33 +115,68 @@ class Projector:
             return {int(p): int(o) for p, o in rows}
 
     async def apply_records(self, partition: int, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
-        """Apply ``records`` of one partition and advance its checkpoint, in one transaction."""
+        """Apply ``records`` of one partition and advance its checkpoint, in one transaction.
+
+        An event that cannot be applied is skipped and recorded (``projections.poison``);
+        when the database refuses the batch as a whole, its events are applied one per
+        transaction to find the one at fault. Lost connections and other transient errors
+        propagate (``run`` retries them).
+        """
         records = list(records)
         if not records:
             return
+        decoded: list[Positioned] = []
+        undecodable: list[Skipped] = []
+        for record in records:
+            try:
+                env = read(record.value, record.headers or ())
+            except Exception as exc:  # noqa: BLE001 - Unreadable, or anything else one record can cause
+                undecodable.append(Skipped(record.offset, None, None, "decode", describe(exc)))
+                continue
+            decoded.append((record.offset, env))
+        try:
+            await self._apply(partition, decoded, undecodable, records[-1].offset + 1)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            log.warning(
+                "the database refused a batch; applying its events one by one to find the one at fault",
+                extra={"partition": partition, "first_offset": records[0].offset, "error": describe(exc)},
+            )
+            await self._apply_one_by_one(partition, decoded, undecodable)
+
+    async def _apply_one_by_one(self, partition: int, decoded: list[Positioned], undecodable: list[Skipped]) -> None:
+        items: list[tuple[int, Positioned | Skipped]] = [(o, (o, env)) for o, env in decoded]
+        items.extend((s.offset, s) for s in undecodable)
+        for offset, item in sorted(items, key=lambda i: i[0]):
+            if isinstance(item, Skipped):
+                await self._apply(partition, [], [item], offset + 1)
+                continue
+            try:
+                await self._apply(partition, [item], [], offset + 1)
+            except Exception as exc:
+                if _transient(exc):
+                    raise
+                env = item[1]
+                refused = Skipped(offset, env.id, env.type, "storage", describe(exc))
+                await self._apply(partition, [], [refused], offset + 1)
+
+    async def _apply(self, partition: int, batch: list[Positioned], skipped: list[Skipped], next_offset: int) -> None:
         async with self._engine.begin() as conn:
             stored = await _stored_offset(conn, self._topic, partition)
-            batch: list[Positioned] = []
-            for record in records:
-                if record.offset < stored:
-                    continue  # already applied before a crash or rebalance
-                try:
-                    env = decode(_without_nul(record.value), list(record.headers or ()))
-                except InvalidMessage as exc:
-                    log.error(
-                        "undecodable event skipped",
-                        extra={"offset": record.offset, "partition": partition, "error": exc.reason},
-                    )
-                    continue
-                batch.append((record.offset, env))
-            fresh = await apply_batch(conn, partition, batch)
-            self.applied += fresh
-            next_offset = max(stored, records[-1].offset + 1)
+            # Positions below the checkpoint were applied (or skipped) before a crash or rebalance.
+            outcome = await apply_events(conn, partition, [(o, env) for o, env in batch if o >= stored])
+            skipped = sorted([s for s in skipped if s.offset >= stored] + outcome.skipped, key=lambda s: s.offset)
+            await poison.record(conn, self._topic, partition, skipped)
+            next_offset = max(stored, next_offset)
             await _store_offset(conn, self._topic, partition, next_offset)
+        poison.report(self._topic, partition, skipped)
+        self.applied += outcome.fresh
+        self.skipped += len(skipped)
         async with self._progress:
             self._positions[partition] = next_offset
             self._progress.notify_all()
-        self._since_analyze += fresh
+        self._since_analyze += outcome.fresh
         if self._since_analyze >= ANALYZE_EVERY and self._engine.dialect.name == "postgresql":
             await self._analyze()
 
@@ -198,9 +238,11 @@ class Projector:
         return self.applied - start
 
 
-def _without_nul(raw: bytes | None) -> bytes | None:
-    # Postgres text cannot hold NUL; one producer's "\u0000" must not stop the projector.
-    return raw.replace(b"\\u0000", b"\\ufffd") if raw is not None and b"\\u0000" in raw else raw
+def _transient(exc: BaseException) -> bool:
+    """A failure of the database or the connection, not of the events: retry, never skip."""
+    if isinstance(exc, DBAPIError):
+        return not poison.is_event_fault(exc)
+    return isinstance(exc, OSError | TimeoutError | SQLAlchemyError | asyncio.CancelledError)
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:

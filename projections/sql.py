@@ -48,6 +48,11 @@ async def insert_rows(
             # json[] does not adapt element-wise: ship text, cast each element back to json.
             param = bindparam(f"a_{name}", [None if v is None else _json(v) for v in values], type_=ARRAY(Text))
             selected.append(cast(func.unnest(param), column_type).label(name))
+        elif isinstance(column_type, String):
+            # text[], never varchar(n)[]: an explicit cast to varchar(n) truncates silently,
+            # while assigning an over-long text to the column fails loudly.
+            param = bindparam(f"a_{name}", values, type_=ARRAY(Text))
+            selected.append(func.unnest(param).label(name))
         else:
             param = bindparam(f"a_{name}", values, type_=ARRAY(column_type))
             selected.append(func.unnest(param).label(name))
