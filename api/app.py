@@ -15,6 +15,7 @@ from api.presence_routes import PresenceRoutes
 from api.problems import problem_middleware, problem_response
 from api.publisher import Publisher
 from api.rest import register_rest
+from api.write_limit import WriteLimit
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 
@@ -33,7 +34,8 @@ def create_app(
     settings: Settings | None = None,
 ) -> web.Application:
     """The HTTP app; the caller owns the lifecycle of ``hub`` and the check targets."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=1024 * 1024)
+    limit = WriteLimit(verifier, settings or hub.settings)  # per-user REST write rate limit (429)
+    app = web.Application(middlewares=[problem_middleware, limit.middleware], client_max_size=1024 * 1024)
     register_rest(app, verifier=verifier, queries=queries, publisher=publisher, settings=settings or hub.settings)
     app.router.add_get("/ws/notifications", hub.handle)
     PresenceRoutes(verifier, hub.presence).register(app)

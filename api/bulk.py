@@ -4,6 +4,11 @@ The bulk id is the correlation id of every request (and so of every event they c
 which is how ``GET /api/notifications/bulk/{bulk_id}`` and ``?bulk_id=`` find them.
 A bulk answers once every request is on the broker, without waiting for projection:
 its status endpoint shows progress.
+
+Amplification is bounded before anything is published: at most ``HERALD_BULK_MAX_TARGETS``
+targets; the request for the longest target is encoded once, and a bulk whose requests
+would each exceed ``HERALD_MAX_REQUEST_BYTES`` (ingest would dead-letter every copy) or
+together exceed ``HERALD_BULK_MAX_ENCODED_BYTES`` is refused with 413.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from api.problems import Problem
 from api.publisher import Publisher
 from engine.settings import Settings
 from projections.queries import NotificationQueries
+from schemas.codec import encode
 from schemas.ids import derived_id, uuid7
 
-MAX_TARGETS = 100_000
-"""Targets one bulk request may name."""
 MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Largest bulk body (its targets are bounded by the settings, its content by the request limit)."""
 DEVICE_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 _CONTENT_FIELDS = REQUEST_FIELDS - {"user_id", "device_token", "idempotency_key"}
 
@@ -60,8 +65,11 @@ class BulkRoutes:
         targets = users if users is not None else tokens
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
             raise Problem(422, "Unprocessable Content", "targets must be a non-empty list of non-empty strings")
-        if len(targets) > MAX_TARGETS:
-            raise Problem(422, "Unprocessable Content", f"at most {MAX_TARGETS} targets per bulk request")
+        limit = self._settings.bulk_max_targets
+        if len(targets) > limit:
+            raise Problem(
+                413, "Payload Too Large", f"{len(targets)} targets; at most {limit} per bulk request: split it"
+            )
         targets = list(dict.fromkeys(targets))
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 200:
@@ -76,6 +84,7 @@ class BulkRoutes:
         else:
             recipients = await self._resolve_tokens(principal.subject, principal.has(SCOPE_WRITE), targets, refused)
             body["channels"] = ["apns"]
+        self._check_size(body, bulk_id, recipients)
         requests = []
         for user_id, token in recipients:
             data: dict[str, Any] = {**body, "user_id": user_id, "device_token": token}
@@ -93,6 +102,39 @@ class BulkRoutes:
             status=202,
             headers={"Location": location},
         )
+
+    def _check_size(self, body: dict[str, Any], bulk_id: str, recipients: list[tuple[str, str | None]]) -> None:
+        """413 unless every request fits ingest's limit and all of them the bulk budget (one encode)."""
+        if not recipients:
+            return
+        longest = max(recipients, key=_target_length)
+        size = 0
+        for user_id, token in (longest, recipients[0]):
+            data: dict[str, Any] = {**body, "user_id": user_id, "device_token": token}
+            nid = derived_id(bulk_id, user_id, token or "")
+            try:
+                env, _ = build_request(data, notification_id=nid, correlation_id=bulk_id)
+            except Problem:
+                continue  # a target the loop refuses on its own (e.g. an overlong user id): size the first
+            # A target appears at most three times in a request (user id attribute and field, token),
+            # at most 6 bytes per character once escaped: an upper bound for the longest target.
+            size = len(encode(env)) + 18 * (_target_length(longest) - _target_length((user_id, token)))
+            break
+        limit = self._settings.max_request_bytes
+        if size > limit:
+            raise Problem(
+                413,
+                "Payload Too Large",
+                f"each notification of this bulk encodes to {size} bytes; at most {limit} are accepted",
+            )
+        total, budget = size * len(recipients), self._settings.bulk_max_encoded_bytes
+        if total > budget:
+            raise Problem(
+                413,
+                "Payload Too Large",
+                f"{len(recipients)} notifications of {size} bytes make {total} bytes; at most {budget} per bulk:"
+                " split it or shorten the content",
+            )
 
     async def _resolve_tokens(
         self, caller: str, may_write: bool, tokens: list[str], refused: list[dict[str, str]]
@@ -125,3 +167,7 @@ class BulkRoutes:
         if not by_status:
             raise Problem(404, "Not Found", "no notification of this bulk has been projected (yet)")
         return web.json_response({"bulk_id": bulk_id, "projected": sum(by_status.values()), "by_status": by_status})
+
+
+def _target_length(recipient: tuple[str, str | None]) -> int:
+    return len(recipient[0]) + len(recipient[1] or "")

@@ -10,6 +10,7 @@ from api.params import MAX_ID_LENGTH, json_body, path_id
 from api.problems import Problem
 from api.publisher import Publisher
 from api.read_your_writes import ReadYourWrites
+from engine.email_address import InvalidAddress, single_address
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 from schemas.codec import event_from_data
@@ -49,8 +50,14 @@ class ContactRoutes:
         if unknown:
             raise Problem(422, "Unprocessable Content", f"unknown field(s): {', '.join(unknown)}")
         email = body.get("email")
-        if email is not None and (not isinstance(email, str) or "@" not in email):
-            raise Problem(422, "Unprocessable Content", "email must be an address or null")
+        if email is not None:
+            if not isinstance(email, str):
+                raise Problem(422, "Unprocessable Content", "email must be an address or null")
+            try:
+                # Exactly one plain address: a list in a To header would mail every address in it.
+                body["email"] = single_address(email)
+            except InvalidAddress as exc:
+                raise Problem(422, "Unprocessable Content", str(exc)) from None
         try:
             event = event_from_data("contact.updated", {**body, "user_id": user_id})
         except InvalidMessage as exc:

@@ -1,4 +1,10 @@
-"""REST: APNs devices — register, list, deactivate (``device.registered`` / ``device.unregistered``)."""
+"""REST: APNs devices — register, list, deactivate (``device.registered`` / ``device.unregistered``).
+
+A registration of a token another user holds takes it over: ``device.unregistered`` for
+the previous owner is appended before the new ``device.registered``, so the previous
+owner's pushes stop going to the phone (``engine.devices``). A user holds at most
+``HERALD_MAX_DEVICES_PER_USER`` active tokens; one more unregisters the oldest.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ from api.params import bool_param, json_body, path_id, whose
 from api.problems import Problem
 from api.publisher import Publisher
 from api.read_your_writes import ReadYourWrites
+from engine.devices import ActiveDevice, decide_registration
 from engine.settings import Settings
 from projections.queries import NotificationQueries
+from schemas.codec import parse_time
 from schemas.events import DeviceRegistered, DeviceUnregistered
 
 _FIELDS = frozenset({"device_token", "platform", "name", "user_id"})
@@ -27,6 +35,7 @@ class DeviceRoutes:
         self._verifier = verifier
         self._queries = queries
         self._publisher = publisher
+        self._max_devices = settings.max_devices_per_user
         self._ryw = ReadYourWrites(queries, settings.read_your_writes_timeout)
 
     def register(self, app: web.Application) -> None:
@@ -60,8 +69,21 @@ class DeviceRoutes:
         if not isinstance(user_id, str) or not 1 <= len(user_id) <= 200:
             raise Problem(422, "Unprocessable Content", "user_id must be 1 to 200 characters")
         token = token.lower()
-        event = DeviceRegistered(user_id=user_id, device_token=token, platform=platform, name=name)
-        written = await self._writer().append([fact(event, user_id=user_id, subject=None)])
+        writer = self._writer()
+        owner = (await self._queries.device_owners([token])).get(token)
+        active = [
+            ActiveDevice(d["device_token"], parse_time(d["registered_at"]))
+            for d in await self._queries.devices(user_id, active_only=True)
+        ]
+        decision = decide_registration(
+            DeviceRegistered(user_id=user_id, device_token=token, platform=platform, name=name),
+            previous_owner=owner[0] if owner is not None and owner[1] else None,
+            active=active,
+            cap=self._max_devices,
+        )
+        # In order, one acknowledged record at a time: the user's own unregistrations
+        # reach the registry before the registration, so the cap is never exceeded.
+        written = await writer.append([fact(e, user_id=e.user_id, subject=None) for e in decision.events])
         location = f"/api/devices/{token}"
         body_out = {"device_token": token, "user_id": user_id, "platform": platform, "name": name, "active": True}
         if not await self._ryw.offsets(written):

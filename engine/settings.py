@@ -66,6 +66,16 @@ class Settings:
     """Lifetime of tokens minted by ``herald token``."""
     max_request_bytes: int = 16 * 1024
     """Largest request accepted on a request topic or the API."""
+    bulk_max_targets: int = 10_000
+    """Targets (users or device tokens) one ``POST /api/notifications/bulk`` may name."""
+    bulk_max_encoded_bytes: int = 32 * 1024 * 1024
+    """Bytes one bulk may publish in all (targets x encoded request); a larger bulk is refused (413)."""
+    max_devices_per_user: int = 20
+    """Active APNs device tokens per user; registering one more unregisters the oldest."""
+    write_rate_per_second: float = 2.0
+    """Sustained REST writes per second one user (a token without ``notifications:write``) may make."""
+    write_burst: int = 60
+    """REST writes one user may make at once before the per-user rate limit answers 429."""
     ws_max_connections_per_user: int = 5
     """Concurrent WebSocket connections per user over all gateway nodes; the next is refused (close 4008)."""
     ws_heartbeat_seconds: float = 30.0
@@ -74,6 +84,10 @@ class Settings:
     """Presence entries expire after this unless refreshed by the gateway."""
     ws_send_queue_size: int = 256
     """Frames queued for one WebSocket before it is closed as too slow (close code 4009)."""
+    ws_client_frame_rate: float = 10.0
+    """Sustained frames per second a client may send on one WebSocket (excess: an error frame, ignored)."""
+    ws_client_frame_burst: int = 100
+    """Frames a client may send at once on one WebSocket before the per-connection limit applies."""
     ws_replay_batch_size: int = 100
     """Notifications per ``missed_notifications`` frame when a client reconnects."""
     ws_replay_wait_seconds: float = 5.0
@@ -161,8 +175,8 @@ class Settings:
     """Apple team id (the ``iss`` of provider tokens)."""
     apns_topic: str = ""
     """The app's bundle id (``apns-topic``)."""
-    apns_sandbox: bool = True
-    """Use Apple's sandbox (development) service rather than production."""
+    apns_sandbox: bool | None = None
+    """Use Apple's sandbox (development) service (true) or production (false); required with an APNs key."""
     apns_server: str = ""
     """``host:port`` to send to instead of Apple (the APNs emulator); empty means Apple."""
     apns_ca_path: str = ""
@@ -191,7 +205,9 @@ class Settings:
                 continue
             name = key[len("HERALD_") :].lower()
             if name in fields:
-                values[name] = _parse(key, raw, fields[name].default)
+                # An optional bool (no default) parses like a bool.
+                sample = False if fields[name].type == "bool | None" else fields[name].default
+                values[name] = _parse(key, raw, sample)
         values.update(overrides)
         settings = cls(**values)
         settings.validate()
@@ -214,6 +230,15 @@ class Settings:
             raise ConfigError("HERALD_RETRY_JITTER must be in [0, 1)")
         if self.ws_send_queue_size < 1 or self.ws_replay_batch_size < 1:
             raise ConfigError("HERALD_WS_SEND_QUEUE_SIZE and HERALD_WS_REPLAY_BATCH_SIZE must be at least 1")
+        if min(self.bulk_max_targets, self.bulk_max_encoded_bytes, self.max_devices_per_user) < 1:
+            raise ConfigError(
+                "HERALD_BULK_MAX_TARGETS, HERALD_BULK_MAX_ENCODED_BYTES and HERALD_MAX_DEVICES_PER_USER"
+                " must be at least 1"
+            )
+        if min(self.write_rate_per_second, self.ws_client_frame_rate) <= 0:
+            raise ConfigError("HERALD_WRITE_RATE_PER_SECOND and HERALD_WS_CLIENT_FRAME_RATE must be positive")
+        if min(self.write_burst, self.ws_client_frame_burst) < 1:
+            raise ConfigError("HERALD_WRITE_BURST and HERALD_WS_CLIENT_FRAME_BURST must be at least 1")
         if self.smtp_tls not in {"none", "starttls", "tls"}:
             raise ConfigError("HERALD_SMTP_TLS must be none, starttls or tls")
         if self.smtp_tls == "none" and (self.smtp_username or self.smtp_password) and not _loopback(self.smtp_host):
@@ -225,6 +250,12 @@ class Settings:
         if (self.apns_key_path or self.apns_key) and not (self.apns_key_id and self.apns_team_id and self.apns_topic):
             raise ConfigError(
                 "HERALD_APNS_KEY_ID, HERALD_APNS_TEAM_ID and HERALD_APNS_TOPIC are required with an APNs key"
+            )
+        if (self.apns_key_path or self.apns_key) and self.apns_sandbox is None:
+            # Guessing either way is wrong: sandbox in production invalidates every real device.
+            raise ConfigError(
+                "HERALD_APNS_SANDBOX is required with an APNs key: true for Apple's sandbox (development builds),"
+                " false for production"
             )
         if self.apns_server and not self.apns_server.rpartition(":")[2].isdigit():
             raise ConfigError("HERALD_APNS_SERVER must be host:port")

@@ -60,6 +60,7 @@ async def dev_channels(settings: Settings, cert_dir: Path) -> AsyncIterator[DevC
                 apns_topic=DEV_TOPIC,
                 apns_server=f"{host}:{port}",
                 apns_ca_path=emulator.ca_path,
+                apns_sandbox=True,  # explicit, as with any APNs key; the emulator stands in for the sandbox
             )
             out.lines.append(
                 f"  APNs emulator:     {host}:{port} (pushes: curl http://{host}:{emulator.inspect_port}/received)"

@@ -29,7 +29,7 @@ from aioapns import APNs, NotificationRequest, PushType
 from aioapns.common import NotificationResult
 
 from engine.retry import DeliveryError
-from engine.settings import Settings
+from engine.settings import ConfigError, Settings
 from schemas.envelope import Envelope
 from schemas.events import DeviceInvalidated, NotificationAccepted
 from schemas.ids import derived_id
@@ -123,7 +123,7 @@ class ApnsSink:
 
     def bind(self, app: faust.App, topics: Topics, settings: Settings) -> None:
         """Declare the registry on ``app``; keep the event log to append ``device.invalidated`` to."""
-        self.registry.bind(app, topics, settings.topic_partitions)
+        self.registry.bind(app, topics, settings.topic_partitions, max_devices=settings.max_devices_per_user)
         self.topics = topics
 
     async def targets(self, accepted: NotificationAccepted) -> Sequence[str]:
@@ -201,6 +201,8 @@ async def _quiet(request: NotificationRequest, result: NotificationResult) -> No
 
 def create_client(settings: Settings) -> APNs:
     """An aioapns client from ``settings`` (must run inside the event loop)."""
+    if settings.apns_sandbox is None and not settings.apns_server:
+        raise ConfigError("HERALD_APNS_SANDBOX is required with an APNs key (true: sandbox, false: production)")
     key = settings.apns_key or Path(settings.apns_key_path).read_text()
     server = None
     if settings.apns_server:
@@ -211,7 +213,7 @@ def create_client(settings: Settings) -> APNs:
         key_id=settings.apns_key_id,
         team_id=settings.apns_team_id,
         topic=settings.apns_topic,
-        use_sandbox=settings.apns_sandbox,
+        use_sandbox=bool(settings.apns_sandbox),
         server=server,
         ca_path=settings.apns_ca_path or None,
     )

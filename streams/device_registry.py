@@ -3,8 +3,17 @@
 Built by one agent on the event log from ``device.registered``, ``device.unregistered``,
 ``device.invalidated`` and ``contact.updated``. The log and the delivery topics are keyed
 by user id with the same partition count, so a worker that holds a user's delivery
-partition holds the table partition with the user's devices: the sinks resolve
+partition holds the table partitions with the user's devices: the sinks resolve
 user -> active tokens (and user -> email address) in memory, without a database.
+
+Two tables, so that no record grows with what a user does (a Kafka record, and so a
+changelog entry, must stay under the producer's 1 MB limit):
+
+- ``herald-device-tokens``: one entry per (user, token) with its state;
+- ``herald-device-index``: per user, the active tokens, oldest registration first, at
+  most ``max_devices`` of them. A registration beyond the cap turns the oldest off and
+  appends ``device.unregistered`` for it (the API does the same before it registers, so
+  this only happens when two registrations race), which the read model applies too.
 
 Revival rule: ``device.invalidated`` (APNs 410 / BadDeviceToken) turns a token off only
 if it was registered before the invalidation (APNs' ``invalid_since`` when given, else
@@ -14,6 +23,7 @@ the event time); a ``device.registered`` that comes later turns it back on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,12 +34,17 @@ from schemas.codec import decode, format_time, parse_time
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
 from schemas.events import ContactUpdated, DeviceInvalidated, DeviceRegistered, DeviceUnregistered
-from streams.ingest import header_items
+from schemas.ids import derived_id
+from streams.dead_letters import header_items
+from streams.publish import append
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 ACTIVE, UNREGISTERED, INVALID = "active", "unregistered", "invalid"
+SOURCE = "herald/devices"
+DEFAULT_MAX_DEVICES = 20
+"""Active tokens per user until a sink binds the registry with the configured cap (the settings' default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +63,19 @@ class Device:
     """Why it is not active."""
 
 
-def apply(devices: dict[str, Any], env: Envelope) -> dict[str, Any]:
-    """The user's device map (JSON-able, as stored in the table) after ``env``."""
-    event = env.data
-    out = dict(devices)
-    if isinstance(event, DeviceRegistered):
-        out[event.device_token] = {"state": ACTIVE, "registered_at": format_time(env.time)}
-    elif isinstance(event, DeviceUnregistered) and event.device_token in out:
-        out[event.device_token] = {
-            **out[event.device_token],
-            "state": UNREGISTERED,
-            "invalidated_at": format_time(env.time),
-            "reason": "unregistered",
-        }
-    elif isinstance(event, DeviceInvalidated) and event.device_token in out:
-        out[event.device_token] = invalidated(out[event.device_token], event.invalid_since or env.time, event.reason)
-    return out
+def entry_key(user_id: str, token: str) -> str:
+    """Key of one (user, token) entry (``\\x1f`` cannot occur in a token)."""
+    return f"{user_id}\x1f{token}"
+
+
+def registered(at: datetime) -> dict[str, Any]:
+    """The entry of a token just registered at ``at``."""
+    return {"state": ACTIVE, "registered_at": format_time(at)}
+
+
+def unregistered(entry: dict[str, Any], at: datetime, reason: str) -> dict[str, Any]:
+    """``entry`` turned off at ``at`` by the user, a new owner, or the per-user cap."""
+    return {**entry, "state": UNREGISTERED, "invalidated_at": format_time(at), "reason": reason}
 
 
 def invalidated(entry: dict[str, Any], since: datetime, reason: str) -> dict[str, Any]:
@@ -86,19 +98,34 @@ def _maybe_relevant(value: bytes | None, headers: list[tuple[str, bytes]]) -> bo
 class DeviceRegistry:
     """The tables and the agent that builds them; shared by the email and APNs sinks."""
 
-    def __init__(self) -> None:
-        self.devices: Any = None
+    def __init__(self, max_devices: int = DEFAULT_MAX_DEVICES) -> None:
+        self.max_devices = max_devices
+        self.tokens: Any = None
+        self.index: Any = None
         self.contacts: Any = None
         self.topics: Topics | None = None
         self._app: faust.App | None = None
 
-    def bind(self, app: faust.App, topics: Topics, partitions: int) -> None:
+    def bind(self, app: faust.App, topics: Topics, partitions: int, *, max_devices: int | None = None) -> None:
         """Declare the tables and the agent on ``app`` (once, however many sinks share this registry)."""
+        if max_devices is not None:
+            self.max_devices = max_devices
         if self._app is app:
             return
         self._app, self.topics = app, topics
-        self.devices = app.Table(
-            "herald-devices", default=None, partitions=partitions, help="user id -> {device token: state}"
+        self.tokens = app.Table(
+            "herald-device-tokens",
+            default=None,
+            partitions=partitions,
+            key_type=str,
+            help="user id + device token -> state",
+        )
+        self.index = app.Table(
+            "herald-device-index",
+            default=None,
+            partitions=partitions,
+            key_type=str,
+            help="user id -> active device tokens, oldest first (at most max_devices)",
         )
         self.contacts = app.Table(
             "herald-contacts", default=None, partitions=partitions, help="user id -> latest contact.updated"
@@ -114,35 +141,93 @@ class DeviceRegistry:
                     env = decode(message.value, headers)
                 except InvalidMessage:
                     continue  # the router dead-letters undecodable log records; one report is enough
-                self.apply(env)
+                evicted = self.apply(env)
+                if evicted:
+                    await append(topics.events, evicted)
 
         app.agent(topics.events, name="herald.device-registry")(registry)
 
-    def apply(self, env: Envelope) -> None:
-        """Fold one event of the log into the tables (called in the agent's partition context)."""
+    def apply(self, env: Envelope) -> list[Envelope]:
+        """Fold one event of the log into the tables (called in the agent's partition context).
+
+        Returns the ``device.unregistered`` events of tokens this registration pushed over
+        the per-user cap, for the caller to append to the log.
+        """
         event = env.data
-        if isinstance(event, DeviceRegistered | DeviceUnregistered | DeviceInvalidated):
-            self.devices[event.user_id] = apply(self.devices.get(event.user_id) or {}, env)
+        if isinstance(event, DeviceRegistered):
+            return self._register(env, event)
+        if isinstance(event, DeviceUnregistered):
+            self._turn_off(event.user_id, event.device_token, lambda e: unregistered(e, env.time, "unregistered"))
+        elif isinstance(event, DeviceInvalidated):
+            since = event.invalid_since or env.time
+            self._turn_off(event.user_id, event.device_token, lambda e: invalidated(e, since, event.reason))
         elif isinstance(event, ContactUpdated):
             self.contacts[event.user_id] = {
                 "email": event.email,
                 "channels": list(event.channels),
                 "updated_at": format_time(env.time),
             }
+        return []
+
+    def _register(self, env: Envelope, event: DeviceRegistered) -> list[Envelope]:
+        user, token = event.user_id, event.device_token
+        self.tokens[entry_key(user, token)] = registered(env.time)
+        active = [t for t in self.active_tokens_in_order(user) if t != token] + [token]
+        excess = max(0, len(active) - self.max_devices)
+        dropped, active = active[:excess], active[excess:]
+        self.index[user] = active
+        out = []
+        for old in dropped:
+            key = entry_key(user, old)
+            self.tokens[key] = unregistered(self.tokens.get(key) or registered(env.time), env.time, "device limit")
+            gone = DeviceUnregistered(user_id=user, device_token=old)
+            out.append(
+                Envelope(
+                    id=derived_id(env.id, gone.TYPE, old),
+                    source=SOURCE,
+                    time=env.time,
+                    data=gone,
+                    subject=None,
+                    userid=user,
+                    correlationid=env.id,
+                )
+            )
+            log.info("device limit reached: oldest token unregistered", extra={"user_id": user})
+        return out
+
+    def _turn_off(self, user_id: str, token: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        key = entry_key(user_id, token)
+        entry = self.tokens.get(key)
+        if entry is None:
+            return
+        after = change(entry)
+        self.tokens[key] = after
+        if after["state"] != ACTIVE:
+            active = self.active_tokens_in_order(user_id)
+            if token in active:
+                self.index[user_id] = [t for t in active if t != token]
 
     def user_devices(self, user_id: str) -> list[Device]:
-        """Every token the user ever registered, with its state."""
-        raw = self.devices.get(user_id) if self.devices is not None else None
-        return [
-            Device(
-                token,
-                entry["state"],
-                parse_time(entry["registered_at"]),
-                parse_time(entry["invalidated_at"]) if entry.get("invalidated_at") else None,
-                entry.get("reason"),
-            )
-            for token, entry in sorted((raw or {}).items())
-        ]
+        """The user's active tokens, with their state."""
+        out = []
+        for token in sorted(self.active_tokens_in_order(user_id)):
+            entry = self._entry(user_id, token)
+            if entry is not None:
+                out.append(
+                    Device(
+                        token,
+                        entry["state"],
+                        parse_time(entry["registered_at"]),
+                        parse_time(entry["invalidated_at"]) if entry.get("invalidated_at") else None,
+                        entry.get("reason"),
+                    )
+                )
+        return out
+
+    def active_tokens_in_order(self, user_id: str) -> list[str]:
+        """The user's active tokens, oldest registration first."""
+        raw = self.index.get(user_id) if self.index is not None else None
+        return [str(t) for t in raw or ()]
 
     def active_tokens(self, user_id: str) -> list[str]:
         """The tokens a push for ``user_id`` goes to."""
@@ -150,9 +235,12 @@ class DeviceRegistry:
 
     def state(self, user_id: str, token: str) -> str | None:
         """State of one token of the user, ``None`` if the registry has not seen it."""
-        raw = self.devices.get(user_id) if self.devices is not None else None
-        entry = (raw or {}).get(token)
+        entry = self._entry(user_id, token)
         return None if entry is None else str(entry["state"])
+
+    def _entry(self, user_id: str, token: str) -> dict[str, Any] | None:
+        raw = self.tokens.get(entry_key(user_id, token)) if self.tokens is not None else None
+        return dict(raw) if raw else None
 
     def mark_invalid(self, user_id: str, token: str, reason: str, since: datetime | None = None) -> None:
         """Stop targeting ``token`` now (the sink calls this in its own, co-partitioned, agent context).
@@ -160,10 +248,8 @@ class DeviceRegistry:
         The ``device.invalidated`` event the sink appends makes the same change through the
         agent; doing it here too means the very next delivery already skips the token.
         """
-        devices = self.devices.get(user_id) or {}
-        if token in devices:
-            changed = {**devices, token: invalidated(devices[token], since or datetime.now(UTC), reason)}
-            self.devices[user_id] = changed
+        at = since or datetime.now(UTC)
+        self._turn_off(user_id, token, lambda e: invalidated(e, at, reason))
 
     def contact(self, user_id: str) -> dict[str, Any] | None:
         """The user's latest ``contact.updated`` (``email``, ``channels``), if any."""

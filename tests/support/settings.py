@@ -33,6 +33,7 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) ->
         "kafka_rebalance_timeout": 6.0,
         "kafka_fetch_max_wait_ms": 20,
         "log_level": "WARNING",
+        "apns_sandbox": True,  # required with an APNs key; the tests' APNs is the emulator
     }
     values.update(overrides)
     return Settings.from_env({}, **values)
