@@ -114,9 +114,14 @@ def evolve(state: Admission, outcome: Envelope, *, source: str, policy: Admissio
     return Admission(seen, {**state.windows, accepted.priority: window})
 
 
-def _keys(accepted: NotificationAccepted) -> tuple[str, ...]:
-    # The producer's key, and the request id too: a notification id is never accepted twice.
+def request_keys(accepted: NotificationAccepted) -> tuple[str, ...]:
+    """The keys a request is known by: the producer's idempotency key, and its id too
+    (a notification id is never accepted twice). ``decide_admission`` and ``evolve`` read
+    and write the state of these keys only."""
     return tuple(dict.fromkeys(k for k in (accepted.idempotency_key, accepted.notification_id) if k))
+
+
+_keys = request_keys
 
 
 def _follow(decided: Envelope, event: NotificationDuplicate | NotificationRateLimited, now: datetime) -> Envelope:

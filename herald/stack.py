@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
+import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -55,6 +56,14 @@ class HubDispatcher:
     async def dispatch(self, user_id: str, frame: Any) -> list[str]:
         """Deliver to local connections; the node counts as reached if any took the frame."""
         return [self._node_id] if await self._hub.deliver_local(user_id, dict(frame)) else []
+
+    async def dispatch_many(self, items: Sequence[tuple[str, bytes]]) -> list[list[str]]:
+        """The batch form: each item is a rendered pub/sub message, as Redis would carry it."""
+        out = []
+        for user_id, message in items:
+            frame = orjson.loads(message)["frame"]
+            out.append([self._node_id] if await self._hub.deliver_local(user_id, frame) else [])
+        return out
 
 
 def node_id(settings: Settings) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import faust
 
 from engine.settings import Settings
 from streams import delivery_attempt, ingest, router, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
+from streams.live_dispatch import LiveDispatch
 from streams.topics import Topics, declare
 from streams.websocket_dispatch import Dispatcher
 
@@ -43,14 +45,38 @@ def create_app(
     )
     install_fetch_wait(app, settings.kafka_fetch_max_wait_ms)
     topics = declare(app, settings)
-    gate = ingest.install(app, topics, settings)
-    router.install(app, topics, settings, gate)
+    live = websocket_sink.live_dispatch(topics, dispatcher)
+    _commit_after_live_frames(app, live)
+    ingest.install(app, topics, settings, live)
+    router.install(app, topics, settings)
     scheduler.install(app, topics, settings)
-    websocket_sink.install(app, topics, dispatcher)
+    websocket_sink.install(app, topics, live)
     for sink in sinks:
         delivery_attempt.install(app, topics, settings, sink)
     app.finalize()
     return app, topics
+
+
+def _commit_after_live_frames(app: faust.App, live: LiveDispatch) -> None:
+    """Make every offset commit wait for the live frames queued so far.
+
+    Faust flushes its producer before it commits input offsets; the frames waiting in
+    ``live`` are output of those inputs too, so the flush waits for them first. Without
+    this a crash could commit a request whose frame never left the worker.
+    """
+    producer = app.producer
+    flush_producer = producer.flush
+
+    async def flush() -> None:
+        await live.drained()
+        await flush_producer()
+
+    producer.flush = flush  # type: ignore[method-assign]
+
+    async def close_live(sender: Any, *args: Any, **_: Any) -> None:
+        await live.close()
+
+    app.on_before_shutdown.connect(close_live)  # type: ignore[arg-type]
 
 
 def check_ready(app: faust.App) -> None:

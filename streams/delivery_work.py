@@ -36,6 +36,11 @@ async def hand_off(
     )
 
 
+async def hand_off_raw(topics: Topics, channel: str, user_id: str, accepted: bytes) -> None:
+    """A first attempt on ``channel`` of an acceptance already encoded (no re-encoding on the hot path)."""
+    await topics.deliveries[channel].send(key=user_id.encode(), value=accepted)
+
+
 def work_of(headers: Iterable[tuple[str, bytes]]) -> tuple[int, str | None]:
     """``(attempt, target)`` of a work record (``(1, None)`` for a first attempt)."""
     attempt, target = 1, None

@@ -1,31 +1,37 @@
-"""Ingest: one agent per priority topic; decode, validate, deduplicate, rate-limit, append the outcome.
+"""Ingest: one agent per priority topic; decode, validate, deduplicate, rate-limit, append
+the outcome and route what was accepted, in one pass over each request.
 
 Bad bytes go to the dead-letter topic with the reason (plus ``notification.rejected``
-when a user and id can be read). Each user's admission state (used request keys,
-rate windows) lives in the ``herald-admission`` table, co-partitioned with the
-request topics (all keyed by user), so it survives a restart via its changelog.
+when a user and id can be read). Admission state (used request keys; the rate windows
+derive from them) lives in the ``herald-dedupe`` table, one small entry per key,
+co-partitioned with the request topics (all keyed by user), so it survives a restart
+via its changelog (``streams.admission_store``). An accepted notification is routed at
+once (``streams.router.route_accepted``): the request is validated against its JSON
+Schema here, once; later hops carry the acceptance's bytes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
-from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve
+from engine.admission import AdmissionPolicy, decide_admission, evolve, request_keys
 from engine.notification import cmd_user, decide_request, decide_unreadable
 from engine.priority import Priority
 from engine.rate_limit import default_limits
 from engine.settings import Settings
-from schemas.codec import decode
+from schemas.codec import decode, encode
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
-from schemas.events import NotificationRejected
+from schemas.events import NotificationAccepted, NotificationRejected
+from streams.admission_store import AdmissionStore
+from streams.dead_letters import dead_letter, header_items, record_source
+from streams.live_dispatch import LiveDispatch
 from streams.metrics import (
-    DEAD_LETTERED,
     NOTIFICATIONS_CREATED,
     NOTIFICATIONS_DUPLICATE,
     NOTIFICATIONS_RATE_LIMITED,
@@ -35,66 +41,12 @@ from streams.metrics import (
 from streams.priority_gate import PriorityGate
 from streams.priority_poll import LagProbe, install_priority_polls
 from streams.publish import append
+from streams.router import route_accepted
 from streams.topics import Topics
 
+__all__ = ["Ingest", "admission_policy", "dead_letter", "header_items", "install", "record_source"]
+
 log = logging.getLogger(__name__)
-
-
-def header_items(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
-    """Kafka headers as a list of pairs, whatever shape the client handed us."""
-    if headers is None:
-        return []
-    if isinstance(headers, Mapping):
-        return list(headers.items())
-    return list(headers)
-
-
-def record_source(message: faust.types.Message) -> str:
-    """``topic/partition/offset`` of a record: its identity for redelivery detection."""
-    return f"{message.topic}/{message.partition}/{message.offset}"
-
-
-async def dead_letter(
-    topics: Topics, message: faust.types.Message, reason: str, *, extra: Iterable[tuple[str, bytes]] = ()
-) -> None:
-    """Copy the raw record to the dead-letter topic with why and where it came from.
-
-    Never fails on what the record carries: a key or header that cannot be re-encoded
-    (a lone surrogate, a null value) is escaped, so the poison itself cannot stop this.
-    """
-    headers = [
-        *(_safe_header(k, v) for k, v in header_items(message.headers)),
-        ("herald-error", _utf8(reason)[:4000]),
-        ("herald-source-topic", _utf8(message.topic)),
-        ("herald-source-partition", str(message.partition).encode()),
-        ("herald-source-offset", str(message.offset).encode()),
-        *(_safe_header(k, v) for k, v in extra),
-    ]
-    key = message.key if message.key is None or isinstance(message.key, bytes) else _utf8(str(message.key))
-    fut = await topics.deadletter.send(key=key, value=message.value, headers=headers)
-    await fut
-    DEAD_LETTERED.labels(message.topic).inc()
-    log.warning(
-        "dead-lettered record",
-        extra={
-            "error": _utf8(reason).decode(),
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-        },
-    )
-
-
-def _utf8(text: str) -> bytes:
-    """UTF-8 bytes of ``text``, lone surrogates escaped (``\\udc80``) instead of raising."""
-    return text.encode("utf-8", "backslashreplace")
-
-
-def _safe_header(key: Any, value: Any) -> tuple[str, bytes]:
-    name = _utf8(key if isinstance(key, str) else repr(key)).decode()
-    if value is None or isinstance(value, bytes):
-        return name, value or b""
-    return name, _utf8(str(value))
 
 
 def admission_policy(settings: Settings) -> AdmissionPolicy:
@@ -108,24 +60,33 @@ def admission_policy(settings: Settings) -> AdmissionPolicy:
     return AdmissionPolicy(limits, settings.dedupe_window_seconds)
 
 
-def install(app: faust.App, topics: Topics, settings: Settings) -> PriorityGate:
+def install(app: faust.App, topics: Topics, settings: Settings, live: LiveDispatch) -> PriorityGate:
     """Register one ingest agent per priority, sharing one admission table and priority gate.
 
     Also makes the app's consumer poll request partitions by agent backlog and priority
     (``streams.priority_poll``); call it before the app starts.
     """
     table = app.Table(
-        "herald-admission",
+        "herald-dedupe",
         default=None,
         partitions=settings.topic_partitions,
-        help="Per-user request keys and rate windows (engine.admission.Admission).",
+        help="Per-user request keys: first use, source record and priority (streams.admission_store).",
     )
-    gate = PriorityGate(enabled=settings.priority_isolation)
     policy = admission_policy(settings)
+    store = AdmissionStore(table, policy)
+
+    async def forget_derived_state(sender: Any, *args: Any, **_: Any) -> None:
+        # Partitions may come back after another worker wrote them: rebuild from the table.
+        store.invalidate()
+
+    app.on_partitions_revoked.connect(forget_derived_state)  # type: ignore[arg-type]
+
+    gate = PriorityGate(enabled=settings.priority_isolation)
     probe = LagProbe()
+    ingest = Ingest(topics, settings, store, policy, live)
     for priority in Priority:
         gate.track_lag(priority, _lag_probe(app, topics.names.request(priority), probe))
-        _install_one(app, topics, settings, priority, table, gate, policy)
+        _install_one(app, topics, priority, gate, ingest)
     install_priority_polls(
         app,
         gate,
@@ -148,64 +109,74 @@ def _lag_probe(app: faust.App, topic: str, probe: LagProbe) -> Callable[[], bool
     return lagging
 
 
-def _install_one(
-    app: faust.App,
-    topics: Topics,
-    settings: Settings,
-    priority: Priority,
-    table: Any,
-    gate: PriorityGate,
-    policy: AdmissionPolicy,
-) -> None:
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
+def _install_one(app: faust.App, topics: Topics, priority: Priority, gate: PriorityGate, ingest: Ingest) -> None:
+    async def agent(stream: faust.StreamT[bytes]) -> None:
         queue = stream.channel.queue  # type: ignore[attr-defined]
         gate.track(priority, queue.qsize)
         async for event in stream.events():
             if await gate.wait_turn(priority):
                 PRIORITY_WAITS.labels(priority.value).inc()
             with gate.busy(priority):
-                await _handle(event.message, topics, settings, priority, table, policy)
+                await ingest.handle(event.message, priority)
 
-    app.agent(topics.requests[priority], name=f"herald.ingest.{priority.value}")(ingest)
+    app.agent(topics.requests[priority], name=f"herald.ingest.{priority.value}")(agent)
 
 
-async def _handle(
-    message: faust.types.Message,
-    topics: Topics,
-    settings: Settings,
-    priority: Priority,
-    table: Any,
-    policy: AdmissionPolicy,
-) -> None:
-    try:
-        request = decode(message.value, header_items(message.headers), max_bytes=settings.max_request_bytes)
-    except InvalidMessage as exc:
-        await _reject(topics, message, exc, priority)
-        return
-    except Exception as exc:  # RecursionError, MemoryError...: a decoder failure is this record's fault
-        log.exception("undecodable record", extra={"topic": message.topic, "offset": message.offset})
-        await _reject(topics, message, InvalidMessage(f"undecodable: {type(exc).__name__}: {exc}"), priority)
-        return
-    try:
+class Ingest:
+    """What one request record becomes: a decision on the log and, if accepted, its deliveries."""
+
+    def __init__(
+        self, topics: Topics, settings: Settings, store: AdmissionStore, policy: AdmissionPolicy, live: LiveDispatch
+    ) -> None:
+        self._topics = topics
+        self._settings = settings
+        self._store = store
+        self._policy = policy
+        self._live = live
+
+    async def handle(self, message: faust.types.Message, priority: Priority) -> None:
+        """Decide and route one request record; never raises for the record's content."""
+        topics = self._topics
+        try:
+            request = decode(message.value, header_items(message.headers), max_bytes=self._settings.max_request_bytes)
+        except InvalidMessage as exc:
+            await _reject(topics, message, exc, priority)
+            return
+        except Exception as exc:  # RecursionError, MemoryError...: a decoder failure is this record's fault
+            log.exception("undecodable record", extra={"topic": message.topic, "offset": message.offset})
+            await _reject(topics, message, InvalidMessage(f"undecodable: {type(exc).__name__}: {exc}"), priority)
+            return
+        try:
+            outcome = self._admit(request, message, priority)
+            raw = encode(outcome)
+            appended = await topics.events.send(key=(outcome.userid or "").encode(), value=raw)
+            if isinstance(outcome.data, NotificationAccepted):
+                await route_accepted(topics, self._settings, self._live, outcome, raw, appended)
+            elif isinstance(outcome.data, NotificationRejected):
+                # Valid bytes, invalid request (e.g. priority does not match the topic): the raw
+                # record goes to the dead letters too, so every refused input is in one place.
+                await dead_letter(topics, message, "; ".join(outcome.data.reasons))
+        except Exception as exc:  # one poison record must not stop the agent
+            log.exception("ingest failed", extra={"notification_id": request.id})
+            await dead_letter(topics, message, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        _count(outcome, priority)
+
+    def _admit(self, request: Envelope, message: faust.types.Message, priority: Priority) -> Envelope:
         now = datetime.now(UTC)
         decided = decide_request(request, topic_priority=priority, now=now)[0]
-        user = cmd_user(request)
+        accepted = decided.data
+        if not isinstance(accepted, NotificationAccepted):
+            return decided
+        store = self._store
+        store.expire(message.partition, now=now.timestamp())
         source = record_source(message)
-        state = Admission.from_json(table.get(user))
-        outcome = decide_admission(state, decided, source=source, policy=policy, now=now)
-        after = evolve(state, outcome, source=source, policy=policy)
-        if after != state:
-            table[user] = after.to_json()
-        await append(topics.events, [outcome])
-        if isinstance(outcome.data, NotificationRejected):
-            # Valid bytes, invalid request (e.g. priority does not match the topic): the raw
-            # record goes to the dead letters too, so every refused input is in one place.
-            await dead_letter(topics, message, "; ".join(outcome.data.reasons))
-    except Exception as exc:  # one poison record must not stop the agent
-        log.exception("ingest failed", extra={"notification_id": request.id})
-        await dead_letter(topics, message, f"internal error: {type(exc).__name__}: {exc}")
-        return
-    _count(outcome, priority)
+        state = store.view(cmd_user(request), request_keys(accepted), accepted.priority)
+        outcome = decide_admission(state, decided, source=source, policy=self._policy, now=now)
+        after = evolve(state, outcome, source=source, policy=self._policy)
+        if after is not state:
+            store.save(accepted.user_id, state, after, partition=message.partition)
+        return outcome
 
 
 async def _reject(topics: Topics, message: faust.types.Message, exc: InvalidMessage, priority: Priority) -> None:

@@ -26,8 +26,8 @@ from engine.settings import Settings
 from schemas.codec import decode, envelope_to_dict
 from schemas.envelope import Envelope
 from schemas.events import DeliveryCancelled
+from streams.dead_letters import dead_letter
 from streams.delivery_work import hand_off
-from streams.ingest import dead_letter
 from streams.metrics import DELIVERIES_CANCELLED, NOTIFICATIONS_EXPIRED, SCHEDULED_PENDING
 from streams.publish import append
 from streams.topics import Topics

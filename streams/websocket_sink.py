@@ -1,31 +1,74 @@
-"""WebSocket sink: push the notification to the gateways holding the user, or defer it.
+"""WebSocket sink: push notifications to the gateways holding their users, or defer them.
 
-The sink decides only "offline" (``delivery.deferred``); a delivery is recorded by the
+Live deliveries leave ingest directly (``streams.router.route_accepted``); this agent
+takes the WebSocket work that comes later (``deliver_after``, via the scheduler). Both
+go through the same batched ``LiveDispatch``, whose results this module records: the
+sink decides only "offline" (``delivery.deferred``); a delivery is recorded by the
 gateway that wrote the frame to a socket (``api/receipts.py``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 
-from engine.delivery import notification_view, websocket_outcome
+from engine.delivery import websocket_outcome
 from schemas.codec import decode
 from schemas.errors import InvalidMessage
 from schemas.events import NotificationAccepted
-from streams.ingest import dead_letter, header_items
+from streams.dead_letters import dead_letter, header_items
+from streams.live_dispatch import Live, LiveDispatch
 from streams.metrics import DELIVERY_LATENCY, NOTIFICATIONS_DEFERRED, NOTIFICATIONS_DELIVERED
 from streams.publish import append
 from streams.topics import Topics
-from streams.websocket_dispatch import Dispatcher
+from streams.websocket_frames import live_message
 
 log = logging.getLogger(__name__)
 
 
-def install(app: faust.App, topics: Topics, dispatcher: Dispatcher) -> None:
-    """Register the WebSocket sink agent."""
+def live_dispatch(topics: Topics, dispatcher: Any) -> LiveDispatch:
+    """The worker's batched hand-off to the gateways, recording who was offline."""
+
+    async def recorded(batch: Sequence[Live]) -> None:
+        now = datetime.now(UTC)
+        for item in batch:
+            env = item.cause
+            accepted = env.data
+            if item.reached:
+                # Handed off to the gateways holding the user. Each records delivery.succeeded
+                # itself once the frame is on a socket (or delivery.deferred if the user just
+                # left): only the gateway knows, and an unrecorded frame is replayed on reconnect.
+                NOTIFICATIONS_DELIVERED.labels("websocket", accepted.priority).inc()
+                DELIVERY_LATENCY.labels("websocket", accepted.priority).observe(
+                    max(0.0, (now - accepted.requested_at).total_seconds())
+                )
+                log.debug(
+                    "websocket hand-off",
+                    extra={"notification_id": accepted.notification_id, "user_id": accepted.user_id},
+                )
+                continue
+            outcome = websocket_outcome(env, [], now=now)
+            await append(topics.events, [outcome])
+            NOTIFICATIONS_DEFERRED.labels("websocket").inc()
+            log.info(
+                "websocket delivery deferred: user offline",
+                extra={
+                    "notification_id": accepted.notification_id,
+                    "user_id": accepted.user_id,
+                    "event_type": outcome.type,
+                    "correlation_id": env.correlationid or env.id,
+                },
+            )
+
+    return LiveDispatch(dispatcher, recorded)
+
+
+def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:
+    """Register the WebSocket sink agent (work due later, from the scheduler)."""
 
     async def websocket_sink(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -39,32 +82,6 @@ def install(app: faust.App, topics: Topics, dispatcher: Dispatcher) -> None:
             if not isinstance(accepted, NotificationAccepted):
                 await dead_letter(topics, message, f"expected notification.accepted, got {env.type}")
                 continue
-            frame = {"type": "notification", "notification": notification_view(accepted, status="delivered")}
-            reached = await dispatcher.dispatch(accepted.user_id, frame)
-            now = datetime.now(UTC)
-            if reached:
-                # Handed off to the gateways holding the user. Each records delivery.succeeded
-                # itself once the frame is on a socket (or delivery.deferred if the user just
-                # left): only the gateway knows, and an unrecorded frame is replayed on reconnect.
-                NOTIFICATIONS_DELIVERED.labels("websocket", accepted.priority).inc()
-                DELIVERY_LATENCY.labels("websocket", accepted.priority).observe(
-                    max(0.0, (now - accepted.requested_at).total_seconds())
-                )
-                event_type = "websocket.handed_off"
-            else:
-                outcome = websocket_outcome(env, reached, now=now)
-                await append(topics.events, [outcome])
-                NOTIFICATIONS_DEFERRED.labels("websocket").inc()
-                event_type = outcome.type
-            log.info(
-                "websocket delivery",
-                extra={
-                    "notification_id": accepted.notification_id,
-                    "user_id": accepted.user_id,
-                    "event_type": event_type,
-                    "correlation_id": env.correlationid or env.id,
-                    "nodes": reached,
-                },
-            )
+            await live.submit(Live(accepted.user_id, live_message(accepted), env))
 
     app.agent(topics.deliveries["websocket"], name="herald.sink.websocket")(websocket_sink)

@@ -1,0 +1,162 @@
+"""Admission state with O(1) cost per request: one changelog entry per used request key.
+
+The ``herald-dedupe`` table maps ``user + key`` to the key's first use
+``[original_id, at, source, priority]`` (``priority`` only on the entry of the
+notification id itself: one per admission). It is the whole persistent admission
+state: a request reads the entries of its own keys (at most two) and an acceptance
+writes at most two small entries, however many requests the user made in the window.
+
+The rate-limit windows are derived from it: every admission inside the dedupe window
+has its entry, and the rate window is never longer than the dedupe window, so the last
+``limit`` admissions per user and priority are kept in memory, updated as requests are
+admitted and rebuilt from the table after every rebalance (and on start, once the
+changelog is recovered). Entries leave the table when they leave the dedupe window: each
+is deleted while the agent processes a record of its partition (table writes must happen
+in the stream of the partition they belong to, so the changelog stays co-partitioned).
+
+The decisions are still ``engine.admission.decide_admission`` and ``evolve``: this class
+only builds their ``Admission`` state from the entries that matter for one request and
+writes back what changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.admission import Admission, AdmissionPolicy
+from engine.dedupe import Seen, SeenKeys
+from engine.rate_limit import Window
+
+log = logging.getLogger(__name__)
+
+SEPARATOR = "\x1f"
+"""Between user and key in a table key (a control character: never in a valid id)."""
+EXPIRE_PER_RECORD = 8
+"""Expired entries deleted at most per processed record (bounded work per record)."""
+
+
+@dataclass(slots=True)
+class _Partition:
+    expiry: deque[tuple[float, str]]
+
+
+class AdmissionStore:
+    """Reads and writes one user's admission state through the ``herald-dedupe`` table."""
+
+    def __init__(self, table: Any, policy: AdmissionPolicy) -> None:
+        self._table = table
+        self._policy = policy
+        self._windows: dict[tuple[str, str], Window] = {}
+        self._partitions: dict[int, _Partition] = {}
+        self._built = False
+
+    def invalidate(self) -> None:
+        """Forget the derived state (call on rebalance: another worker may have written meanwhile)."""
+        self._built = False
+        self._windows.clear()
+        self._partitions.clear()
+
+    def view(self, user: str, keys: Iterable[str], priority: str) -> Admission:
+        """The state ``decide_admission`` needs for a request of ``user`` with these keys."""
+        self._ensure_built()
+        seen = []
+        for key in keys:
+            raw = self._table.get(_table_key(user, key))
+            if raw is not None:
+                seen.append((key, Seen(str(raw[0]), float(raw[1]), str(raw[2]))))
+        window = self._windows.get((user, priority))
+        return Admission(SeenKeys(tuple(seen)), {priority: window} if window is not None else {})
+
+    def save(self, user: str, before: Admission, after: Admission, *, partition: int) -> None:
+        """Write what ``evolve`` changed: new key entries (changelog) and the rate windows (memory)."""
+        window_seconds = self._policy.dedupe_window_seconds
+        admitted: dict[str, str] = {}
+        for priority, window in after.windows.items():
+            if before.windows.get(priority) != window:
+                self._windows[(user, priority)] = window
+                if window.admitted:
+                    admitted[window.admitted[-1][1]] = priority
+        for key, seen in after.seen.keys:
+            if before.seen.get(key) == seen:
+                continue
+            table_key = _table_key(user, key)
+            # The notification id's own entry carries the priority: it is the admission.
+            admitted_as = admitted.get(key) if key == seen.original_id else None
+            self._table[table_key] = [seen.original_id, seen.at, seen.source, admitted_as]
+            self._partition(partition).expiry.append((seen.at + window_seconds, table_key))
+
+    def expire(self, partition: int, *, now: float) -> int:
+        """Delete up to ``EXPIRE_PER_RECORD`` entries of ``partition`` that left the window."""
+        self._ensure_built()
+        state = self._partitions.get(partition)
+        if state is None:
+            return 0
+        horizon = now - self._policy.dedupe_window_seconds
+        removed = 0
+        while state.expiry and state.expiry[0][0] <= now and removed < EXPIRE_PER_RECORD:
+            _, table_key = state.expiry.popleft()
+            raw = self._table.get(table_key)
+            if raw is None or float(raw[1]) > horizon:
+                continue  # already gone, or used again later (a newer entry expires later)
+            del self._table[table_key]
+            removed += 1
+            if raw[3]:
+                self._prune_window(table_key.split(SEPARATOR, 1)[0], str(raw[3]), now=now)
+        return removed
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def _partition(self, partition: int) -> _Partition:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = _Partition(deque())
+        return state
+
+    def _prune_window(self, user: str, priority: str, *, now: float) -> None:
+        window = self._windows.get((user, priority))
+        if window is None:
+            return
+        limit = self._policy.limits[priority]
+        horizon = now - limit.window_seconds
+        kept = tuple(a for a in window.admitted if a[0] > horizon)
+        if kept:
+            self._windows[(user, priority)] = Window(kept)
+        else:
+            del self._windows[(user, priority)]
+
+    def _ensure_built(self) -> None:
+        if self._built:
+            return
+        # One pass over the recovered table: rate windows and expiry queues of every partition.
+        admissions: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        expiries: dict[int, list[tuple[float, str]]] = {}
+        window_seconds = self._policy.dedupe_window_seconds
+        for table_key, raw in list(self._table.items()):
+            try:
+                user = table_key.split(SEPARATOR, 1)[0]
+                at, source, priority = float(raw[1]), str(raw[2]), raw[3]
+                partition = int(source.rsplit("/", 2)[-2])
+            except (AttributeError, IndexError, TypeError, ValueError):
+                log.warning("unreadable admission entry ignored", extra={"key": repr(table_key)[:200]})
+                continue
+            expiries.setdefault(partition, []).append((at + window_seconds, table_key))
+            if priority:
+                admissions.setdefault((user, str(priority)), []).append((at, str(raw[0])))
+        self._windows.clear()
+        for (user, priority), items in admissions.items():
+            limit = self._policy.limits.get(priority)
+            if limit is None:
+                continue
+            items.sort()
+            self._windows[(user, priority)] = Window(tuple(items[-limit.limit :]))
+        self._partitions = {p: _Partition(deque(sorted(items))) for p, items in expiries.items()}
+        self._built = True
+
+
+def _table_key(user: str, key: str) -> str:
+    return f"{user}{SEPARATOR}{key}"

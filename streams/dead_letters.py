@@ -1,0 +1,74 @@
+"""The dead-letter topic: raw records that could not be used, with why and where they came from.
+
+Every agent that decodes input sends what it cannot use here; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import faust
+
+from streams.metrics import DEAD_LETTERED
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def header_items(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+    """Kafka headers as a list of pairs, whatever shape the client handed us."""
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
+
+
+def record_source(message: faust.types.Message) -> str:
+    """``topic/partition/offset`` of a record: its identity for redelivery detection."""
+    return f"{message.topic}/{message.partition}/{message.offset}"
+
+
+async def dead_letter(
+    topics: Topics, message: faust.types.Message, reason: str, *, extra: Iterable[tuple[str, bytes]] = ()
+) -> None:
+    """Copy the raw record to the dead-letter topic with why and where it came from.
+
+    Never fails on what the record carries: a key or header that cannot be re-encoded
+    (a lone surrogate, a null value) is escaped, so the poison itself cannot stop this.
+    """
+    headers = [
+        *(_safe_header(k, v) for k, v in header_items(message.headers)),
+        ("herald-error", _utf8(reason)[:4000]),
+        ("herald-source-topic", _utf8(message.topic)),
+        ("herald-source-partition", str(message.partition).encode()),
+        ("herald-source-offset", str(message.offset).encode()),
+        *(_safe_header(k, v) for k, v in extra),
+    ]
+    key = message.key if message.key is None or isinstance(message.key, bytes) else _utf8(str(message.key))
+    fut = await topics.deadletter.send(key=key, value=message.value, headers=headers)
+    await fut
+    DEAD_LETTERED.labels(message.topic).inc()
+    log.warning(
+        "dead-lettered record",
+        extra={
+            "error": _utf8(reason).decode(),
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+        },
+    )
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of ``text``, lone surrogates escaped (``\\udc80``) instead of raising."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _safe_header(key: Any, value: Any) -> tuple[str, bytes]:
+    name = _utf8(key if isinstance(key, str) else repr(key)).decode()
+    if value is None or isinstance(value, bytes):
+        return name, value or b""
+    return name, _utf8(str(value))

@@ -1,0 +1,184 @@
+"""Live WebSocket hand-off in batches: one Redis round trip for presence, one for the frames.
+
+Agents submit each notification due on the WebSocket now and move on; one task takes
+everything submitted since its last pass and
+
+1. waits until the log appends the batch depends on (its ``notification.accepted``
+   events) are acknowledged by the broker, so a gateway's ``delivery.succeeded`` never
+   reaches the log ahead of the acceptance it follows;
+2. reads the presence of every user of the batch in one pipelined round trip;
+3. publishes every frame to the gateways holding its user in a second one;
+4. hands the batch, each item with the nodes that took it, to ``on_result`` (which
+   records ``delivery.deferred`` for those no gateway took: the user is offline).
+
+At-least-once holds because the worker's commits wait for this queue to drain
+(``drained``, wired into the producer flush that Faust performs before every offset
+commit): an input offset is never committed while its frame is still in the queue.
+A batch that fails (Redis down) is retried with backoff and never dropped; the queue is
+bounded, so a long outage slows the agents instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+log = logging.getLogger(__name__)
+
+DISPATCH_BATCH = Histogram(
+    "websocket_dispatch_batch_size",
+    "Notifications handed to the gateways per Redis round trip",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+DISPATCH_FAILURES = Counter(
+    "websocket_dispatch_failures_total", "Batches of live frames that failed and were retried (Redis unreachable)"
+)
+
+
+@dataclass(slots=True)
+class Live:
+    """One notification to push to the gateways holding its user."""
+
+    user_id: str
+    message: bytes
+    """The pub/sub message (``{"user_id":..., "frame":...}``), rendered once by the submitter."""
+    cause: Any
+    """What ``on_result`` needs to record the outcome (the ``notification.accepted`` envelope)."""
+    after: Sequence[Awaitable[Any]] = ()
+    """Broker acknowledgements this frame must follow (the acceptance appended to the log)."""
+    reached: list[str] = field(default_factory=list)
+
+
+class BatchDispatcher:
+    """Port: publish many frames; return, per item, the gateway nodes that took it."""
+
+    async def dispatch_many(self, items: Sequence[tuple[str, bytes]]) -> list[list[str]]:  # pragma: no cover
+        raise NotImplementedError
+
+
+Results = Callable[[Sequence[Live]], Awaitable[None]]
+
+
+class LiveDispatch:
+    """The batching queue in front of a ``BatchDispatcher``."""
+
+    def __init__(
+        self,
+        dispatcher: Any,
+        on_result: Results,
+        *,
+        max_pending: int = 5000,
+        max_batch: int = 1000,
+        retry_base: float = 0.1,
+        retry_max: float = 5.0,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._on_result = on_result
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._retry_base = retry_base
+        self._retry_max = retry_max
+        self._pending: list[Live] = []
+        self._in_batch = 0
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        """Start the dispatch task (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="websocket-live-dispatch")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The dispatch task, for supervision."""
+        return self._task
+
+    async def submit(self, item: Live) -> None:
+        """Queue ``item``; waits only while the queue is full (backpressure)."""
+        self._check_alive()
+        while len(self._pending) >= self._max_pending:
+            self._space.clear()
+            await self._space.wait()
+            self._check_alive()
+        self._pending.append(item)
+        self._idle.clear()
+        self._wake.set()
+
+    async def drained(self) -> None:
+        """Return once everything submitted so far is published (and its result recorded)."""
+        self._check_alive()
+        if self._idle.is_set() or self._task is None:
+            return
+        waiter = asyncio.ensure_future(self._idle.wait())
+        try:
+            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        self._check_alive()
+
+    async def close(self, *, within: float = 10.0) -> None:
+        """Drain (bounded), then stop the task."""
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(self.drained(), within)
+            except (TimeoutError, RuntimeError):
+                log.warning("live dispatch closed with frames pending", extra={"pending": len(self._pending)})
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _check_alive(self) -> None:
+        task = self._task
+        if task is not None and task.done() and not self._closing:
+            exc = None if task.cancelled() else task.exception()
+            raise RuntimeError(f"websocket live dispatch task died: {exc!r}")
+        if task is None:
+            self.start()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[: self._max_batch]
+            del self._pending[: len(batch)]
+            self._space.set()
+            await self._dispatch_until_done(batch)
+
+    async def _dispatch_until_done(self, batch: list[Live]) -> None:
+        delay = self._retry_base
+        for item in batch:
+            if item.after:
+                # A failed append fails the agent's own send too (Faust's flush raises before
+                # the commit), so the input is reprocessed: the frame may go out, never lost.
+                await asyncio.gather(*item.after, return_exceptions=True)
+                item.after = ()
+        while True:
+            try:
+                results = await self._dispatcher.dispatch_many([(i.user_id, i.message) for i in batch])
+                for item, nodes in zip(batch, results, strict=True):
+                    item.reached = nodes
+                DISPATCH_BATCH.observe(len(batch))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                DISPATCH_FAILURES.inc()
+                log.exception("live dispatch failed; retrying", extra={"batch": len(batch), "retry_in": delay})
+                await asyncio.sleep(delay)
+                delay = min(self._retry_max, delay * 2)
+                continue
+            # Outside the retry: the frames are out; a failure here is a bug, not Redis.
+            await self._on_result(batch)
+            return
