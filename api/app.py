@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -19,9 +20,30 @@ from api.write_limit import WriteLimit
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 
+log = logging.getLogger(__name__)
+
 Check = Callable[[], Awaitable[None]]
 STATIC = Path(__file__).parent / "static"
 """The demo page (plain HTML, CSS and JS; no external resources)."""
+
+SECURITY_HEADERS = {
+    # The demo page and /api/docs load only their own files: no inline script or style, no
+    # other origin. 'self' in connect-src covers the same-origin WebSocket (ws:, wss:).
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+        " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+"""Sent with every response (pages, API, errors, static files, WebSocket upgrades)."""
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def create_app(
@@ -34,14 +56,26 @@ def create_app(
     settings: Settings | None = None,
 ) -> web.Application:
     """The HTTP app; the caller owns the lifecycle of ``hub`` and the check targets."""
+    settings = settings or hub.settings
     limit = WriteLimit(verifier, settings or hub.settings)  # per-user REST write rate limit (429)
     app = web.Application(middlewares=[problem_middleware, limit.middleware], client_max_size=1024 * 1024)
-    register_rest(app, verifier=verifier, queries=queries, publisher=publisher, settings=settings or hub.settings)
+    app.on_response_prepare.append(_security_headers)
+    register_rest(app, verifier=verifier, queries=queries, publisher=publisher, settings=settings)
     app.router.add_get("/ws/notifications", hub.handle)
     PresenceRoutes(verifier, hub.presence).register(app)
     app.on_shutdown.append(hub.disconnect_all)
-    if hub.settings.dev_mode:
-        DevRoutes(hub.settings).register(app)
+
+    # JWKS keys are loaded before the port opens; a provider that cannot be reached stops the role.
+    async def start_verifier(app: web.Application) -> None:
+        await verifier.start()
+
+    async def stop_verifier(app: web.Application) -> None:
+        await verifier.stop()
+
+    app.on_startup.append(start_verifier)
+    app.on_cleanup.append(stop_verifier)
+    if settings.dev_mode:  # set by `herald dev` only; production roles refuse HERALD_DEV_MODE
+        DevRoutes(settings).register(app)
 
     async def demo_page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -53,14 +87,16 @@ def create_app(
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        failures = {}
+        failed = []
         for name, check in checks.items():
             try:
                 await check()
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready; report it
-                failures[name] = f"{type(exc).__name__}: {exc}"
-        if failures:
-            return problem_response(503, "Service Unavailable", "dependencies unreachable", checks=failures)
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                # The details (hosts, database names, versions) go to the log, not to the public port.
+                log.warning("readiness check failed", extra={"check": name, "error": f"{type(exc).__name__}: {exc}"})
+                failed.append(name)
+        if failed:
+            return problem_response(503, "Service Unavailable", "not ready", failed=failed)
         return web.json_response({"status": "ready", "checks": sorted(checks)})
 
     async def metrics(request: web.Request) -> web.Response:
@@ -68,5 +104,6 @@ def create_app(
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if not settings.metrics_port:  # otherwise `herald api` serves /metrics on that internal port only
+        app.router.add_get("/metrics", metrics)
     return app

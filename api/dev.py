@@ -1,11 +1,14 @@
 """Dev-only conveniences, registered only when ``settings.dev_mode`` (``herald dev``).
 
 ``POST /api/dev/token`` mints a token for any user so the demo page can log in without
-a separate identity provider. Never enabled in production roles.
+a separate identity provider. Never enabled in production roles (they refuse
+``HERALD_DEV_MODE``), and it answers loopback clients only: a dev stack bound to
+``0.0.0.0`` does not hand out tokens to the network.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from aiohttp import web
@@ -29,6 +32,8 @@ class DevRoutes:
 
     async def token(self, request: web.Request) -> web.Response:
         """``{"user_id": "alice"}`` -> ``{"user_id", "token", "expires_in"}`` (may also send notifications)."""
+        if not _loopback(request.remote):
+            raise Problem(403, "Forbidden", "the dev token endpoint answers loopback clients only")
         try:
             body = await request.json()
         except ValueError:
@@ -39,3 +44,16 @@ class DevRoutes:
         ttl = self._settings.token_ttl_seconds
         token = mint_token(self._settings, user_id, scopes=(SCOPE_WRITE,), ttl=ttl)
         return web.json_response({"user_id": user_id, "token": token, "expires_in": ttl})
+
+
+def _loopback(remote: str | None) -> bool:
+    """Whether the peer address is a loopback one (``None``: unknown, so no)."""
+    if remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback  # a dual-stack socket reports 127.0.0.1 as ::ffff:127.0.0.1
+    return address.is_loopback

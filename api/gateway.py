@@ -105,7 +105,7 @@ class Hub:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /ws/notifications?token=JWT[&since=ID]``."""
-        principal = self._verifier.from_request(request)  # 401 problem+json before the upgrade
+        principal = self._verifier.from_websocket(request)  # 401 problem+json before the upgrade
         since = request.query.get("since") or None
         if since is not None and len(since) > 200:
             since = "?"  # no notification id is that long: answered as an unknown cursor

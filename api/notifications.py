@@ -95,7 +95,9 @@ class NotificationRoutes:
             raise Problem(400, "Bad Request", "cursor is not one this API issued") from None
         next_url = None
         if page.next_cursor is not None:
-            next_url = str(request.rel_url.update_query({"cursor": page.next_cursor, "limit": str(limit)}))
+            # Never a credential in a link (from_request refuses ?token= anyway): links get logged and shared.
+            query = request.rel_url.without_query_params("token")
+            next_url = str(query.update_query({"cursor": page.next_cursor, "limit": str(limit)}))
         return web.json_response({"results": page.items, "next": next_url})
 
     async def _own(self, request: web.Request, principal: Principal, *, deliveries: bool = False) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from engine.settings import Settings
 from herald.broker import free_port
 
 REDIS_URL = os.environ.get("HERALD_BENCH_REDIS", "redis://127.0.0.1:6379/14")
+BENCH_JWT_SECRET = "herald-bench-secret-not-the-dev-one-0123456789"  # noqa: S105 - benchmark configuration
 CONNECT_CONCURRENCY = 64  # per client process: keeps the server's connect path (DB, Kafka) unsaturated
 
 
@@ -288,6 +289,7 @@ async def server(kind: str, bootstrap: str, database_url: str) -> AsyncIterator[
             topic_prefix=f"wsb{tag}.",
             node_id=f"bench-{tag}",
             http_port=port,
+            jwt_secret=BENCH_JWT_SECRET,
         )
         env.update(
             HERALD_KAFKA_BOOTSTRAP=bootstrap,
@@ -297,6 +299,7 @@ async def server(kind: str, bootstrap: str, database_url: str) -> AsyncIterator[
             HERALD_NODE_ID=settings.node_id,
             HERALD_HTTP_PORT=str(port),
             HERALD_LOG_LEVEL="WARNING",
+            HERALD_JWT_SECRET=BENCH_JWT_SECRET,  # `herald api` refuses the dev secret
         )
         if kind == "herald-1MiB":
             # Receipts are one Kafka record per frame written: a larger producer batch than

@@ -105,8 +105,8 @@ class Settings:
     dev_mode: bool = False
     """True under ``herald dev``: enables dev-only conveniences such as token minting."""
     metrics_port: int = 0
-    """Port of the ``/metrics`` endpoint of ``herald worker`` and ``herald projector`` (0: none;
-    the API serves ``/metrics`` on its own port)."""
+    """Internal port of the ``/metrics`` endpoint of ``herald worker``, ``projector`` and ``api`` (0: none;
+    then the API serves ``/metrics`` on its public port)."""
     log_level: str = "INFO"
     """Root log level."""
     kafka_session_timeout: float = 30.0

@@ -10,11 +10,14 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from api.auth import mint_token
-from engine.settings import ConfigError, Settings
+from api.auth import mint_token, refuse_dev_defaults
+from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
 from herald import apns_emulator_command, logs
 
 log = logging.getLogger("herald")
+
+PRODUCTION_ROLES = frozenset({"worker", "projector", "api"})
+"""Roles that refuse to start with the dev secret or dev mode (``herald dev`` is the one that has them)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command in PRODUCTION_ROLES:
+            refuse_dev_defaults(settings)
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -41,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.log_level)
         return apns_emulator_command.run(args)
     if args.command == "token":
-        print(mint_token(settings, args.user, scopes=tuple(args.scope), ttl=args.ttl))
-        return 0
+        return _print_token(settings, args.user, tuple(args.scope), args.ttl)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
         return _run_rebuild(settings)
@@ -54,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = args.command
 
-    if command in ("worker", "projector") and settings.metrics_port:
+    if settings.metrics_port:  # an internal port; the API port then has no /metrics
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, addr=settings.http_host)
@@ -66,6 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             await _wait_for_signal()
 
     return _run(role())
+
+
+def _print_token(settings: Settings, user: str, scopes: tuple[str, ...], ttl: int | None) -> int:
+    try:
+        token = mint_token(settings, user, scopes=scopes, ttl=ttl)
+    except ValueError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return 2
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        # Harmless (production roles refuse to start with this secret), but say so.
+        print("herald: HERALD_JWT_SECRET is not set: this token works only with `herald dev`", file=sys.stderr)
+    print(token)
+    return 0
 
 
 def _run_rebuild(settings: Settings) -> int:

@@ -23,6 +23,8 @@ def dev_settings(settings: Settings) -> Settings:
     changes: dict[str, object] = {
         "kafka_bootstrap": f"127.0.0.1:{settings.dev_kafka_port}",
         "dev_mode": True,
+        # One process: /metrics on the API port (an internal metrics port is for production roles).
+        "metrics_port": 0,
         # Tansu: batches of one record keep end offsets right; short timeouts keep group joins fast.
         "producer_max_batch_size": 1,
         "kafka_session_timeout": 6.0,

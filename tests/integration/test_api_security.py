@@ -53,7 +53,7 @@ def base(secured: tuple[Stack, Settings, dict[str, str]]) -> str:
 
 def claims(settings: Settings, sub: str = "alice", **extra: object) -> dict[str, object]:
     now = int(time.time())
-    return {"sub": sub, "iss": settings.jwt_issuer, "iat": now, "exp": now + 600, **extra}
+    return {"sub": sub, "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "iat": now, "exp": now + 600, **extra}
 
 
 async def test_another_users_notification_is_404_like_an_unknown_one(secured, http) -> None:  # type: ignore[no-untyped-def]

@@ -74,6 +74,7 @@ def _start_gateway(settings: Settings, node: str, output_dir: Path) -> Gateway:
         HERALD_PRODUCER_MAX_BATCH_SIZE="1",
         HERALD_KAFKA_FETCH_MAX_WAIT_MS="20",
         HERALD_LOG_LEVEL="INFO",
+        HERALD_JWT_SECRET=settings.jwt_secret,
     )
     with (output_dir / f"gateway-{node}.log").open("wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(

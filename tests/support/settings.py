@@ -15,6 +15,9 @@ import psycopg
 
 from engine.settings import Settings
 
+TEST_JWT_SECRET = "herald-test-secret-not-the-dev-one-0123456789"
+"""Tests sign with their own secret, as a production role must (``herald api`` refuses the dev one)."""
+
 
 def isolated_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
     """Settings with their own topics, groups and node id; ``overrides`` win."""
@@ -33,6 +36,7 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) ->
         "kafka_rebalance_timeout": 6.0,
         "kafka_fetch_max_wait_ms": 20,
         "log_level": "WARNING",
+        "jwt_secret": TEST_JWT_SECRET,
         "apns_sandbox": True,  # required with an APNs key; the tests' APNs is the emulator
     }
     values.update(overrides)
