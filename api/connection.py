@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter
+
+from engine.token_bucket import Bucket, BucketPolicy, take
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,13 @@ CLOSE_UNAVAILABLE = 1013
 """Close code (try again later) when presence (Redis) cannot admit the connection."""
 CLOSE_REPLAY_FAILED = 4011
 """Close code when the missed-notification replay could not be read; reconnecting retries it."""
+CLOSE_TOKEN_EXPIRED = 4001
+"""Close code at the token's ``exp``: the client reconnects with a fresh token."""
 
 SEEN_IDS = 2048
 """Notification ids remembered per connection for de-duplication (oldest forgotten first)."""
+READ_IDS = 2048
+"""Notification ids read on a connection, remembered so that reading again appends nothing."""
 
 SLOW_CLOSED = Counter("websocket_slow_clients_closed_total", "Connections closed because their send queue overflowed")
 
@@ -57,7 +64,14 @@ class Connection:
     """A client socket of ``user_id`` on this node."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, user_id: str, connection_id: str, *, queue_size: int, on_written: Written
+        self,
+        ws: web.WebSocketResponse,
+        user_id: str,
+        connection_id: str,
+        *,
+        queue_size: int,
+        on_written: Written,
+        frame_policy: BucketPolicy | None = None,
     ) -> None:
         self.ws = ws
         self.user_id = user_id
@@ -71,6 +85,28 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._busy = False
+        self._frame_policy = frame_policy
+        self._frames: Bucket | None = None
+        self._read: OrderedDict[str, str] = OrderedDict()
+
+    def take_frame(self) -> float:
+        """Count one client frame: 0 if within the connection's rate, else seconds until one is allowed."""
+        if self._frame_policy is None:
+            return 0.0
+        taken = take(self._frames, self._frame_policy, now=time.monotonic())
+        self._frames = taken.bucket
+        return taken.retry_after_seconds
+
+    def remember_read(self, notification_id: str, read_at: str) -> None:
+        """``notification_id`` is read (on this or another connection): reading it again appends nothing."""
+        self._read[notification_id] = read_at
+        self._read.move_to_end(notification_id)
+        if len(self._read) > READ_IDS:
+            self._read.popitem(last=False)
+
+    def read_at(self, notification_id: str) -> str | None:
+        """When this connection saw ``notification_id`` read, if it did."""
+        return self._read.get(notification_id)
 
     def start(self) -> None:
         """Start the writer task."""

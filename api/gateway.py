@@ -4,7 +4,8 @@ On connect: admit (at most ``ws_max_connections_per_user`` over the cluster, the
 refused with 4008), join presence, replay what the user missed as
 ``missed_notifications`` batches, then stream live ``notification`` frames. Every
 notification written to a socket is recorded as ``delivery.succeeded`` by this node.
-Protocol and close codes: docs/websocket.md.
+The socket is closed with 4001 at the token's ``exp``; client frames are rate-limited per
+connection. Protocol and close codes: docs/websocket.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,12 +23,20 @@ from aiohttp import WSMsgType, web
 from prometheus_client import Gauge
 
 from api.auth import TokenVerifier
-from api.connection import CLOSE_REPLAY_FAILED, CLOSE_TOO_MANY_CONNECTIONS, CLOSE_UNAVAILABLE, Connection, Outgoing
+from api.connection import (
+    CLOSE_REPLAY_FAILED,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_UNAVAILABLE,
+    Connection,
+    Outgoing,
+)
 from api.presence import Presence
 from api.receipts import Receipts
 from api.replay import Replay
 from engine.delivery import read_over_websocket
 from engine.settings import Settings
+from engine.token_bucket import BucketPolicy
 from projections.inbox import Inbox
 
 log = logging.getLogger(__name__)
@@ -60,6 +70,7 @@ class Hub:
         self.node_id = presence.node_id
         self.presence = presence
         self.settings = settings
+        self._frame_policy = BucketPolicy(rate=settings.ws_client_frame_rate, burst=settings.ws_client_frame_burst)
 
     async def start(self) -> None:
         """Start receiving frames addressed to this node."""
@@ -126,12 +137,20 @@ class Hub:
             log.info("websocket refused: connection limit", extra={"user_id": user_id})
             await ws.close(code=CLOSE_TOO_MANY_CONNECTIONS, message=f"at most {limit} connections per user".encode())
             return ws
-        conn = Connection(ws, user_id, conn_id, queue_size=self._settings.ws_send_queue_size, on_written=self._written)
+        conn = Connection(
+            ws,
+            user_id,
+            conn_id,
+            queue_size=self._settings.ws_send_queue_size,
+            on_written=self._written,
+            frame_policy=self._frame_policy,
+        )
         self._connections.setdefault(user_id, {})[conn_id] = conn
         ACTIVE_CONNECTIONS.inc()
         conn.start()
         log.info("websocket connected", extra={"user_id": user_id})
         replaying = asyncio.create_task(self._run_replay(conn, since), name=f"ws-replay-{conn_id}")
+        expiring = asyncio.create_task(self._expire(conn, principal.expires_at), name=f"ws-expiry-{conn_id}")
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -141,9 +160,10 @@ class Hub:
                 else:
                     conn.control({"type": "error", "error": "text frames only"})
         finally:
-            replaying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await replaying
+            for task in (replaying, expiring):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await conn.stop()
             # Receipts of what this connection got are on the broker before the close is
             # answered: a client reconnecting right after is not replayed them again.
@@ -179,6 +199,15 @@ class Hub:
             await conn.stop()
             await conn.ws.close(code=CLOSE_REPLAY_FAILED, message=b"replay unavailable; reconnect")
 
+    async def _expire(self, conn: Connection, expires_at: float) -> None:
+        """Close the socket when its token expires: a token is checked at connect, so it must not outlive that."""
+        if expires_at <= 0:
+            return
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        log.info("websocket closed: token expired", extra={"user_id": conn.user_id})
+        await conn.stop()
+        await conn.ws.close(code=CLOSE_TOKEN_EXPIRED, message=b"token expired; reconnect with a new token")
+
     async def _written(self, conn: Connection, notifications: list[dict[str, Any]], via: str) -> None:
         await self._receipts.delivered(notifications, connection=conn.id, via=via)
 
@@ -186,6 +215,11 @@ class Hub:
         return [(user, conn_id) for user, by_id in self._connections.items() for conn_id in by_id]
 
     async def _on_client_frame(self, conn: Connection, data: str) -> None:
+        wait = conn.take_frame()
+        if wait > 0:
+            # Dropped unparsed: a flood costs one small error frame each, never an event-log record.
+            conn.control({"type": "error", "error": "rate limited: frame ignored", "retry_after": wait})
+            return
         try:
             frame = json.loads(data)
         except json.JSONDecodeError:
@@ -208,14 +242,32 @@ class Hub:
         if self._inbox is None or self._replay is None:
             conn.control({"type": "error", "error": "read is not available on this gateway", "id": notification_id})
             return
-        if await self._inbox.seq_of(conn.user_id, notification_id) is None:
+        already = conn.read_at(notification_id)
+        if already is not None:  # read on this connection before: nothing more to record
+            conn.control({"type": "read", "id": notification_id, "read_at": already})
+            return
+        known, read_at = await self._inbox.read_state(conn.user_id, notification_id)
+        if not known:
             # It may have just been delivered live, ahead of the projector: wait for it once.
             await self._replay.catch_up(conn.user_id)
-            if await self._inbox.seq_of(conn.user_id, notification_id) is None:
+            known, read_at = await self._inbox.read_state(conn.user_id, notification_id)
+            if not known:
                 conn.control({"type": "error", "error": "no such notification", "id": notification_id})
                 return
+        if read_at is not None:  # already read (REST, another socket): the log has that fact once
+            stamp = _stamp(read_at)
+            conn.remember_read(notification_id, stamp)
+            conn.control({"type": "read", "id": notification_id, "read_at": stamp})
+            return
         now = datetime.now(UTC)
         await self._receipts.append(read_over_websocket(notification_id, conn.user_id, now=now))
-        confirmation = {"type": "read", "id": notification_id, "read_at": now.isoformat().replace("+00:00", "Z")}
+        stamp = _stamp(now)
+        confirmation = {"type": "read", "id": notification_id, "read_at": stamp}
         for other in list(self._connections.get(conn.user_id, {}).values()):
+            other.remember_read(notification_id, stamp)
             other.control(confirmation)
+
+
+def _stamp(at: datetime) -> str:
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")

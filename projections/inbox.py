@@ -73,6 +73,15 @@ class Inbox:
             value = (await conn.execute(stmt)).scalar_one_or_none()
         return int(value) if value is not None else None
 
+    async def read_state(self, user_id: str, notification_id: str) -> tuple[bool, datetime | None]:
+        """Whether the user has notification ``notification_id``, and when it was read (``None``: unread)."""
+        stmt = select(NotificationRow.read_at).where(
+            NotificationRow.id == notification_id, NotificationRow.user_id == user_id
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return (False, None) if row is None else (True, row.read_at)
+
     async def projected_offset(self, topic: str, partition: int) -> int:
         """Next event-log offset the projector will apply on ``partition`` (0 before it starts)."""
         stmt = select(ProjectorOffset.next_offset).where(
