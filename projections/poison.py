@@ -72,9 +72,9 @@ def is_event_fault(exc: BaseException) -> bool:
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str):
         return sqlstate[:2] in _EVENT_FAULT_CLASSES
-    # SQLite (``herald dev``) has no SQLSTATE: its integrity and data errors are the event's.
-    module = type(orig).__module__
-    return module.startswith("sqlite3") and type(orig).__name__ in ("IntegrityError", "DataError")
+    # Raised by the driver itself (no SQLSTATE; SQLite has none at all): a value it could not
+    # send or store is the event's fault, a lost connection or a locked database is not.
+    return type(orig).__name__ in ("DataError", "IntegrityError", "ProgrammingError", "NotSupportedError")
 
 
 _LIMITS: dict[str, dict[str, int]] = {}

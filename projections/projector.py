@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.settings import Settings
@@ -34,6 +35,15 @@ ANALYZE_EVERY = 20_000
 """Events applied between two refreshes of the planner statistics (Postgres)."""
 LINGER_THRESHOLD = 16
 """Records in one poll that count as a backlog worth lingering for (see ``Projector._gather``)."""
+RETRY_FIRST_DELAY = 0.2
+"""Seconds before the first retry of a transaction that lost its database connection."""
+RETRY_MAX_DELAY = 5.0
+"""Longest wait between two retries (the delay doubles up to it)."""
+RETRY_HORIZON = 120.0
+"""Seconds of failed retries after which the projector gives up and stops (the process exits
+and is restarted): well inside Kafka's poll interval, well past a database failover."""
+
+T = TypeVar("T")
 
 
 class TopicMissing(HeraldError):
@@ -109,6 +119,9 @@ class Projector:
 
     async def stored_offsets(self) -> dict[int, int]:
         """Next offset to apply per partition, as committed in the database."""
+        return await self._retrying(self._read_offsets)
+
+    async def _read_offsets(self) -> dict[int, int]:
         async with self._engine.connect() as conn:
             stmt = select(ProjectorOffset.partition, ProjectorOffset.next_offset)
             rows = await conn.execute(stmt.where(ProjectorOffset.topic == self._topic))
@@ -134,16 +147,53 @@ class Projector:
                 undecodable.append(Skipped(record.offset, None, None, "decode", describe(exc)))
                 continue
             decoded.append((record.offset, env))
+        await self._retrying(lambda: self._apply_isolating(partition, decoded, undecodable, records[-1].offset + 1))
+
+    async def _apply_isolating(
+        self, partition: int, decoded: list[Positioned], undecodable: list[Skipped], next_offset: int
+    ) -> None:
         try:
-            await self._apply(partition, decoded, undecodable, records[-1].offset + 1)
+            await self._apply(partition, decoded, undecodable, next_offset)
         except Exception as exc:
             if _transient(exc):
                 raise
             log.warning(
                 "the database refused a batch; applying its events one by one to find the one at fault",
-                extra={"partition": partition, "first_offset": records[0].offset, "error": describe(exc)},
+                extra={"partition": partition, "next_offset": next_offset, "error": describe(exc)},
             )
             await self._apply_one_by_one(partition, decoded, undecodable)
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation``, retried with backoff while the database is unreachable (one log line per attempt).
+
+        Each attempt is a whole transaction that either committed or did not: the retry
+        re-reads the stored offset, so nothing is lost or applied twice. Past
+        ``RETRY_HORIZON`` seconds the error propagates and the projector stops (loudly).
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = RETRY_FIRST_DELAY
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                attempt += 1
+                waited = loop.time() - started
+                if waited + delay > RETRY_HORIZON:
+                    log.error(
+                        "database unreachable; giving up",
+                        extra={"attempt": attempt, "waited_seconds": round(waited, 1), "error": describe(exc)},
+                    )
+                    raise
+                log.warning(
+                    "database unreachable; retrying",
+                    extra={"attempt": attempt, "retry_in_seconds": delay, "error": describe(exc)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
 
     async def _apply_one_by_one(self, partition: int, decoded: list[Positioned], undecodable: list[Skipped]) -> None:
         items: list[tuple[int, Positioned | Skipped]] = [(o, (o, env)) for o, env in decoded]
@@ -242,7 +292,9 @@ def _transient(exc: BaseException) -> bool:
     """A failure of the database or the connection, not of the events: retry, never skip."""
     if isinstance(exc, DBAPIError):
         return not poison.is_event_fault(exc)
-    return isinstance(exc, OSError | TimeoutError | SQLAlchemyError | asyncio.CancelledError)
+    if isinstance(exc, StatementError):
+        return False  # a value SQLAlchemy could not bind: the event's
+    return isinstance(exc, OSError | TimeoutError | SQLAlchemyError)
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
