@@ -71,7 +71,8 @@ async def test_deep_data_and_an_undecodable_event_do_not_stop_the_projector(
         await append(settings.kafka_bootstrap, topic, log.envelopes[-1:])
         log.accepted("alice", title="poison", data={"d": "here"})
         poison = encode(log.envelopes[-1]).replace(b'"here"', b'{"d":' * 3000 + b"1" + b"}" * 3000)
-        await publish(settings.kafka_bootstrap, topic, [(b"alice", poison)])
+        raw: list[tuple[bytes | None, bytes | None]] = [(b"alice", poison)]
+        await publish(settings.kafka_bootstrap, topic, raw)
         after = log.accepted("alice", title="after the poison")
         log.succeeded("alice", first, latency_ms=20.0)
         await append(settings.kafka_bootstrap, topic, log.envelopes[-2:])
