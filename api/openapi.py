@@ -291,6 +291,7 @@ def _errors(*codes: int) -> dict[str, _S]:
         404: "Not found (or not yours)",
         413: "Body too large",
         422: "Invalid content",
+        429: "Too many writes by this user (per-user rate limit; retry after Retry-After seconds)",
         503: "No broker connection",
     }
     return {str(c): {"description": text[c], **_PROBLEM} for c in codes}
@@ -363,7 +364,7 @@ def document() -> _S:
                         **_json(_ref("Accepted"), "Accepted; `Location` is the notification"),
                         "headers": {"Location": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 401, 403, 413, 422, 503),
+                    **_errors(400, 401, 403, 413, 422, 429, 503),
                 },
                 tag=n,
                 params=[_IDEMPOTENCY],
@@ -373,7 +374,7 @@ def document() -> _S:
         "/api/notifications/bulk": {
             "post": _op(
                 "Send to many users or device tokens; one request per target",
-                {"202": _json(_ref("BulkAccepted"), "On the broker"), **_errors(400, 401, 403, 413, 422, 503)},
+                {"202": _json(_ref("BulkAccepted"), "On the broker"), **_errors(400, 401, 403, 413, 422, 429, 503)},
                 tag=n,
                 params=[_IDEMPOTENCY],
                 body="BulkRequest",
@@ -411,7 +412,7 @@ def document() -> _S:
                         "Marked",
                     ),
                     "202": _RETRY,
-                    **_errors(400, 401, 403, 503),
+                    **_errors(400, 401, 403, 429, 503),
                 },
                 tag=n,
                 params=[_USER_Q],
@@ -443,7 +444,7 @@ def document() -> _S:
             ),
             "delete": _op(
                 "Delete (emits notification.deleted)",
-                {"204": {"description": "Deleted"}, "202": _RETRY, **_errors(401, 404, 503)},
+                {"204": {"description": "Deleted"}, "202": _RETRY, **_errors(401, 404, 429, 503)},
                 tag=n,
                 params=[_p("id", "Notification id.")],
             ),
@@ -471,7 +472,7 @@ def document() -> _S:
         "/api/notifications/{id}/read": {
             "patch": _op(
                 "Mark read (emits notification.read)",
-                {"200": _json(_ref("Notification"), "Read"), "202": _RETRY, **_errors(401, 404, 503)},
+                {"200": _json(_ref("Notification"), "Read"), "202": _RETRY, **_errors(401, 404, 429, 503)},
                 tag=n,
                 params=[_p("id", "Notification id.")],
             ),
@@ -488,7 +489,11 @@ def document() -> _S:
             ),
             "post": _op(
                 "Register a device token (emits device.registered)",
-                {"201": _json(_ref("Device"), "Registered"), "202": _RETRY, **_errors(400, 401, 403, 413, 422, 503)},
+                {
+                    "201": _json(_ref("Device"), "Registered"),
+                    "202": _RETRY,
+                    **_errors(400, 401, 403, 413, 422, 429, 503),
+                },
                 tag="devices",
                 body="NewDevice",
             ),
@@ -496,7 +501,7 @@ def document() -> _S:
         "/api/devices/{device_token}": {
             "delete": _op(
                 "Deactivate a device token (emits device.unregistered)",
-                {"204": {"description": "Deactivated"}, "202": _RETRY, **_errors(401, 404, 503)},
+                {"204": {"description": "Deactivated"}, "202": _RETRY, **_errors(401, 404, 429, 503)},
                 tag="devices",
                 params=[_p("device_token", "APNs device token.")],
             ),
@@ -510,7 +515,11 @@ def document() -> _S:
             ),
             "put": _op(
                 "Set email address and channel preferences (notifications:write scope; emits contact.updated)",
-                {"200": _json(_ref("Contact"), "Updated"), "202": _RETRY, **_errors(400, 401, 403, 404, 413, 422, 503)},
+                {
+                    "200": _json(_ref("Contact"), "Updated"),
+                    "202": _RETRY,
+                    **_errors(400, 401, 403, 404, 413, 422, 429, 503),
+                },
                 tag="users",
                 params=[_p("id", "User id.")],
                 body="ContactUpdate",

@@ -148,6 +148,10 @@ class Settings:
     """How often due work (retries, deliver_after, fallbacks) is looked for."""
     delivery_timeout_seconds: float = 10.0
     """Longest one sink send may take before it counts as a retriable failure."""
+    sent_targets_ttl_seconds: float = 0.0
+    """How long the email/APNs sinks remember a (notification, target) as sent, so a repeated work
+    record is not sent twice; 0: twice the retry horizon, at least an hour. Shorter than the retry
+    horizon is refused at start."""
     smtp_host: str = ""
     """SMTP server for the email channel; empty disables the email sink (``herald dev`` starts a capture server)."""
     smtp_port: int = 25
