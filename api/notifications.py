@@ -139,7 +139,8 @@ class NotificationRoutes:
         if isinstance(body.get("device_token"), str):
             body["device_token"] = body["device_token"].lower()
         nid = request_id(principal.subject, body["user_id"], key)
-        env, priority = build_request(body, notification_id=nid)  # validates before any query
+        # Validates (schema, encoded size) before any query.
+        env, priority = build_request(body, notification_id=nid, max_bytes=self._settings.max_request_bytes)
         token = body.get("device_token")
         if token is not None:
             owner = (await self._queries.device_owners([token])).get(token)

@@ -34,8 +34,8 @@ from schemas.events import (
     DeliverySucceeded,
     NotificationAccepted,
 )
+from streams.dead_letters import dead_letter, header_items
 from streams.delivery_work import work_of
-from streams.ingest import dead_letter, header_items
 from streams.metrics import (
     DELIVERIES_ABANDONED,
     DELIVERY_LATENCY,
@@ -44,9 +44,11 @@ from streams.metrics import (
     NOTIFICATIONS_DELIVERED,
     NOTIFICATIONS_EXPIRED,
     NOTIFICATIONS_FAILED,
+    SENT_TARGETS_EXPIRED,
 )
 from streams.publish import append
 from streams.scheduler import send_schedule
+from streams.sent_targets import SentTargets, sent_ttl
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -112,10 +114,17 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
         bind(app, topics, settings)
     policy = retry_policy(settings)
     # (notification, target) pairs already handed over: a work record processed twice
-    # (the router re-run after a crash, a redelivered record) never sends twice.
-    sent = app.Table(
+    # (the router re-run after a crash, a redelivered record) never sends twice within
+    # the retry horizon; older pairs expire (streams.sent_targets).
+    table = app.Table(
         f"herald.sink.{sink.channel}.sent", default=None, partitions=settings.topic_partitions, key_type=str
     )
+    sent = SentTargets(table, sent_ttl(settings))
+
+    async def forget_index(sender: Any, *args: Any, **_: Any) -> None:
+        sent.invalidate()  # partitions may come back after another worker wrote them
+
+    app.on_partitions_revoked.connect(forget_index)  # type: ignore[arg-type]
 
     async def deliver(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -130,6 +139,9 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
                 continue
             number, target = work_of(header_items(message.headers))
             await _deliver(topics, settings, sink, policy, message, cause, number, target, sent)
+            expired = sent.expire(message.partition)
+            if expired:
+                SENT_TARGETS_EXPIRED.labels(sink.channel).inc(expired)
 
     app.agent(topics.deliveries[sink.channel], name=f"herald.sink.{sink.channel}")(deliver)
 
@@ -143,7 +155,7 @@ async def _deliver(
     cause: Envelope,
     number: int,
     target: str | None,
-    sent: Any,
+    sent: SentTargets,
 ) -> None:
     accepted = accepted_event(cause)
     channel = sink.channel
@@ -170,8 +182,8 @@ async def _deliver(
         await append(topics.events, [follow(cause, none, now=now, source=SOURCE)])
         return
     for each in targets:
-        key = f"{accepted.notification_id}\x1f{each}"
-        if sent.get(key) is not None:
+        key = SentTargets.key(accepted.notification_id, each)
+        if sent.sent(key):
             DUPLICATE_SENDS_SUPPRESSED.labels(channel).inc()
             log.info(
                 "already delivered; not sent again",
@@ -180,7 +192,7 @@ async def _deliver(
             continue
         provider_id, failure = await attempt(sink, accepted, each, limit=settings.delivery_timeout_seconds)
         if failure is None:
-            sent[key] = provider_id or "sent"
+            sent.add(key, provider_id, message.partition)
         await _record(topics, policy, message, cause, channel, each, number, provider_id, failure, datetime.now(UTC))
 
 

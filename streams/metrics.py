@@ -54,3 +54,8 @@ DUPLICATE_SENDS_SUPPRESSED = Counter(
     "Work records for a (notification, target) already delivered, not sent again",
     ["channel"],
 )
+SENT_TARGETS_EXPIRED = Counter(
+    "notifications_sent_targets_expired_total",
+    "Sent (notification, target) pairs forgotten after the retry horizon (streams.sent_targets)",
+    ["channel"],
+)

@@ -1,0 +1,128 @@
+"""The (notification, target) pairs a sink has handed over, remembered for a bounded time.
+
+Why remember: a work record processed twice (the router re-run after a crash, a
+redelivered record, a retry racing a late success) must not send twice. Why forget: the
+table would otherwise grow with every notification ever sent. A duplicate can only
+arrive within the retry horizon (every backoff delay at its largest jitter plus every
+send timeout), so entries live ``ttl`` >= that horizon, then are deleted (a changelog
+tombstone: compaction drops them from the topic too).
+
+Faust only lets an agent modify a table while it handles an event, and sends the
+change to the changelog partition of that event; so expiry runs in the sink's agent, a
+bounded number of deletions per event, for the partition of the event in hand. A
+per-partition index (oldest first) makes that O(1) per event; it is rebuilt from the
+local store after a rebalance (another worker may have written the partition meanwhile).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from engine.settings import ConfigError, Settings
+
+MIN_TTL_SECONDS = 3600.0
+"""Default floor: crash recovery and rebalances replay work well within an hour."""
+EXPIRE_PER_EVENT = 100
+"""Most deletions one processed event pays for (bounds the latency expiry adds)."""
+
+
+def retry_horizon(settings: Settings) -> float:
+    """Longest time between a notification's first send attempt and its last (seconds)."""
+    delays = sum(
+        min(settings.retry_max_delay_seconds, settings.retry_base_delay_seconds * 2.0 ** (attempt - 1))
+        for attempt in range(1, settings.retry_max_attempts)
+    )
+    return float(delays) * (1 + settings.retry_jitter) + settings.retry_max_attempts * settings.delivery_timeout_seconds
+
+
+def sent_ttl(settings: Settings) -> float:
+    """How long a sent pair is remembered: the configured value, else twice the horizon (at least an hour).
+
+    Raises ``ConfigError`` when the configured value is shorter than the retry horizon:
+    a retry could then send a second time.
+    """
+    horizon = retry_horizon(settings)
+    configured = settings.sent_targets_ttl_seconds
+    if configured <= 0:
+        return max(MIN_TTL_SECONDS, 2 * horizon)
+    if configured < horizon:
+        raise ConfigError(
+            f"HERALD_SENT_TARGETS_TTL_SECONDS={configured:g} is shorter than the retry horizon ({horizon:g}s):"
+            " a late retry could send twice"
+        )
+    return configured
+
+
+class SentTargets:
+    """A sink's sent pairs over a Faust table (key ``notification_id\\x1ftarget``).
+
+    Values are ``{"at": epoch seconds, "p": changelog partition, "id": provider id}``.
+    Plain-string values written before expiry existed carry neither: they count as sent
+    and are left alone (a finite set: none are written any more).
+    """
+
+    def __init__(self, table: Any, ttl: float, *, clock: Callable[[], float] = time.time) -> None:
+        self._table = table
+        self._ttl = ttl
+        self._clock = clock
+        self._index: dict[int, deque[tuple[float, str]]] = {}
+
+    @staticmethod
+    def key(notification_id: str, target: str) -> str:
+        """The table key of one (notification, target) pair."""
+        return f"{notification_id}\x1f{target}"
+
+    def sent(self, key: str) -> bool:
+        """Whether ``key`` was handed over within the last ``ttl`` seconds."""
+        value = self._table.get(key)
+        if value is None:
+            return False
+        at = value.get("at") if isinstance(value, dict) else None
+        return not isinstance(at, int | float) or self._clock() - at < self._ttl
+
+    def add(self, key: str, provider_id: str | None, partition: int) -> None:
+        """Remember ``key`` as sent now (call while handling an event of ``partition``)."""
+        index = self._partition_index(partition)
+        now = self._clock()
+        self._table[key] = {"at": now, "p": partition, "id": provider_id}
+        index.append((now, key))
+
+    def expire(self, partition: int) -> int:
+        """Delete up to ``EXPIRE_PER_EVENT`` pairs of ``partition`` older than ``ttl``; how many went.
+
+        Call while handling an event of ``partition``: the tombstones go to its changelog partition.
+        """
+        index = self._partition_index(partition)
+        cutoff = self._clock() - self._ttl
+        removed = 0
+        while index and index[0][0] < cutoff and removed < EXPIRE_PER_EVENT:
+            at, key = index.popleft()
+            value = self._table.get(key)
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(value.get("at"), int | float) and value["at"] > at:
+                continue  # sent again since (after an expiry): its newer entry is indexed too
+            del self._table[key]
+            removed += 1
+        return removed
+
+    def invalidate(self) -> None:
+        """Forget the indexes (after a rebalance): rebuilt from the table on next use."""
+        self._index.clear()
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self._index.values())
+
+    def _partition_index(self, partition: int) -> deque[tuple[float, str]]:
+        index = self._index.get(partition)
+        if index is None:
+            entries = [
+                (float(value["at"]), key)
+                for key, value in list(self._table.items())
+                if isinstance(value, dict) and value.get("p") == partition and isinstance(value.get("at"), int | float)
+            ]
+            index = self._index[partition] = deque(sorted(entries))
+        return index
