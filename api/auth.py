@@ -168,10 +168,13 @@ class TokenVerifier:
 
 
 def mint_token(settings: Settings, subject: str, *, scopes: tuple[str, ...] = (), ttl: int | None = None) -> str:
-    """A token for ``subject`` signed with the configured HS secret (dev and tooling)."""
+    """A token for ``subject`` signed with the configured HS secret (dev and tooling).
+
+    ``ValueError`` without an HS algorithm, or for a lifetime over ``HERALD_JWT_MAX_LIFETIME_SECONDS``.
+    """
     algorithm = next((a for a in settings.jwt_algorithms if a.startswith("HS")), None)
     if algorithm is None:
-        raise Problem(400, "Bad Request", "token minting needs an HS* algorithm and a secret")
+        raise ValueError("token minting needs an HS* algorithm in HERALD_JWT_ALGORITHMS and HERALD_JWT_SECRET")
     lifetime = ttl if ttl is not None else settings.token_ttl_seconds
     if not 0 < lifetime <= settings.jwt_max_lifetime_seconds:
         raise ValueError(f"token lifetime must be 1 to {settings.jwt_max_lifetime_seconds} seconds")

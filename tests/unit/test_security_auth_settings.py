@@ -65,3 +65,9 @@ def test_minted_lifetime_is_capped() -> None:
     for ttl in (3601, 0, -5):
         with pytest.raises(ValueError, match="1 to 3600 seconds"):
             mint_token(settings, "alice", ttl=ttl)
+
+
+def test_minting_needs_an_hs_algorithm() -> None:
+    settings = Settings.from_env({"HERALD_JWT_ALGORITHMS": "RS256", "HERALD_JWT_PUBLIC_KEY": "pem"})
+    with pytest.raises(ValueError, match="needs an HS\\* algorithm"):
+        mint_token(settings, "alice")
