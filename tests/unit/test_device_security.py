@@ -105,3 +105,30 @@ def test_a_takeover_seen_by_the_previous_owner_s_partition_stops_their_pushes() 
         registry.apply(_env(event, T0 + timedelta(seconds=1)))
     assert registry.active_tokens("alice") == []
     assert registry.active_tokens("bob") == [token]
+
+
+_STEP = st.tuples(st.sampled_from(["register", "unregister", "invalidate"]), st.integers(0, 7), st.integers(-5, 5))
+
+
+@given(st.lists(_STEP, max_size=60), st.integers(1, 4))
+def test_the_index_always_lists_exactly_the_active_tokens_within_the_cap(
+    steps: list[tuple[str, int, int]], cap: int
+) -> None:
+    registry = _registry(cap=cap)
+    pool = [f"{i:064x}" for i in range(8)]
+    now = T0
+    for kind, which, skew in steps:
+        now += timedelta(seconds=1)
+        token = pool[which]
+        event: Event
+        if kind == "register":
+            event = DeviceRegistered("u", token)
+        elif kind == "unregister":
+            event = DeviceUnregistered("u", token)
+        else:  # APNs' invalid_since may be before or after the latest registration
+            event = DeviceInvalidated("u", token, "Unregistered", invalid_since=now + timedelta(seconds=skew))
+        registry.apply(_env(event, now))
+        index = registry.active_tokens_in_order("u")
+        assert len(index) <= cap
+        assert len(set(index)) == len(index)
+        assert set(index) == {t for t in pool if registry.state("u", t) == ACTIVE}
