@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from api.auth import mint_token, refuse_dev_defaults
@@ -15,6 +17,9 @@ from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
 from herald import apns_emulator_command, logs
 
 log = logging.getLogger("herald")
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+"""After a background task died, how long the role may take to stop before the process just exits (1)."""
 
 PRODUCTION_ROLES = frozenset({"worker", "projector", "api"})
 """Roles that refuse to start with the dev secret or dev mode (``herald dev`` is the one that has them)."""
@@ -64,10 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_http_server(settings.metrics_port, addr=settings.http_host)
         log.info("metrics listening", extra={"port": settings.metrics_port})
 
-    async def role() -> None:
+    async def role() -> int:
         roles = {"worker": command == "worker", "projector": command == "projector", "api": command == "api"}
-        async with run_stack(settings, worker=roles["worker"], projector=roles["projector"], api=roles["api"]):
-            await _wait_for_signal()
+        async with run_stack(settings, worker=roles["worker"], projector=roles["projector"], api=roles["api"]) as stack:
+            failed = await _wait_for_signal_or(stack.supervisor.failed)
+        # A dead task (logged at ERROR by the supervisor): exit non-zero so compose or
+        # Kubernetes restarts the role instead of leaving it alive but stuck.
+        return 1 if failed else 0
 
     return _run(role())
 
@@ -101,6 +109,22 @@ def _run_rebuild(settings: Settings) -> int:
     return 0
 
 
+async def _wait_for_signal_or(failed: asyncio.Event) -> bool:
+    """Until SIGINT/SIGTERM (``False``) or ``failed`` is set (``True``, the shutdown then bounded)."""
+    signalled = asyncio.ensure_future(_wait_for_signal())
+    failure = asyncio.ensure_future(failed.wait())
+    await asyncio.wait({signalled, failure}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (signalled, failure):
+        waiter.cancel()
+    if not failed.is_set():
+        return False
+    # A crashed role may not stop cleanly: after the grace period, leave anyway.
+    watchdog = threading.Timer(SHUTDOWN_GRACE_SECONDS, os._exit, args=(1,))
+    watchdog.daemon = True
+    watchdog.start()
+    return True
+
+
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -112,7 +136,8 @@ async def _wait_for_signal() -> None:
 
 def _run(coro: object) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro)  # type: ignore[arg-type]
+        result: object = asyncio.run(coro)  # type: ignore[arg-type]
+        return result if isinstance(result, int) else 0
     return 0
 
 

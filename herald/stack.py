@@ -31,6 +31,7 @@ from api.receipts import Receipts
 from api.replay import LogPosition, Replay
 from engine.settings import Settings
 from engine.topics import TopicNames
+from herald.supervisor import Supervisor
 from projections.database import create_engine, migrate
 from projections.inbox import Inbox
 from projections.projector import Projector
@@ -86,6 +87,8 @@ class Stack:
     projector: Projector | None = None
     redis: Redis | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    """Failures of background work (``herald.supervisor``): fail ``/readyz``, end the CLI roles."""
 
 
 @contextlib.asynccontextmanager
@@ -101,7 +104,10 @@ async def run_stack(
     stack = Stack(settings=settings)
     stopping = asyncio.Event()
     node = node_id(settings)
+    # Before anything starts a task: components' long-lived tasks are watched from birth.
+    stack.supervisor.install(asyncio.get_running_loop())
     async with contextlib.AsyncExitStack() as exits:
+        exits.callback(stack.supervisor.uninstall)  # a failed start-up too
         if settings.redis_url:
             # A blocking pool: a burst of WebSocket connects waits for a Redis connection
             # instead of failing (redis-py's default pool raises past 100 in use).
@@ -137,6 +143,7 @@ async def run_stack(
             checks: dict[str, Callable[[], Awaitable[None]]] = {
                 "database": queries.ping,
                 "broker": lambda: _broker_check(producer, settings),
+                "tasks": lambda: _supervisor_check(stack.supervisor),
             }
             if stack.redis is not None:
                 redis = stack.redis
@@ -168,6 +175,7 @@ async def run_stack(
         if projector:
             stack.projector = Projector(settings, _required(stack.engine, "database engine"))
             task = asyncio.create_task(stack.projector.run(stopping), name="projector")
+            stack.supervisor.watch(task, "projector")
             stack.tasks.append(task)
         if worker:
             dispatcher: Dispatcher
@@ -184,9 +192,11 @@ async def run_stack(
             stack.faust_app, stack.topics = create_faust_app(settings, dispatcher=dispatcher, sinks=sinks)
             await stack.faust_app.start()
             exits.push_async_callback(stack.faust_app.stop)
+            stack.supervisor.watch_faust(stack.faust_app)
         try:
             yield stack
         finally:
+            stack.supervisor.uninstall()  # what ends from here on ends on purpose
             stopping.set()
             for task in stack.tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -219,6 +229,10 @@ async def _broker_check(producer: AIOKafkaProducer, settings: Settings) -> None:
 
 async def _redis_check(redis: Redis) -> None:
     await asyncio.wait_for(redis.ping(), 5)
+
+
+async def _supervisor_check(supervisor: Supervisor) -> None:
+    supervisor.check()
 
 
 T = TypeVar("T")
