@@ -119,6 +119,9 @@ class Settings:
     """Longest a consumer fetch waits for data (Kafka returns early when data arrives; Tansu does not)."""
     producer_max_batch_size: int = 16384
     """Producer batch size in bytes (Tansu test config uses 1: see DESIGN.md)."""
+    producer_linger_ms: int = 2
+    """How long a producer waits to fill a batch: a few milliseconds of latency buy many fewer,
+    larger produce requests under load."""
     rate_limit_high: int = 100
     """High-priority notifications one user may get per rate-limit window."""
     rate_limit_medium: int = 50

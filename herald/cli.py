@@ -12,6 +12,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+import uvloop
+
 from api.auth import mint_token, refuse_dev_defaults
 from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
 from herald import apns_emulator_command, logs
@@ -136,7 +138,8 @@ async def _wait_for_signal() -> None:
 
 def _run(coro: object) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        result: object = asyncio.run(coro)  # type: ignore[arg-type]
+        # uvloop: the same asyncio semantics, a faster event loop (every role is loop-bound).
+        result: object = uvloop.run(coro)  # type: ignore[arg-type]
         return result if isinstance(result, int) else 0
     return 0
 

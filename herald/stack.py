@@ -132,7 +132,9 @@ async def run_stack(
                 else LocalPresence(node, settings.presence_ttl_seconds)
             )
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap, max_batch_size=settings.producer_max_batch_size
+                bootstrap_servers=settings.kafka_bootstrap,
+                max_batch_size=settings.producer_max_batch_size,
+                linger_ms=settings.producer_linger_ms,
             )
             await producer.start()
             exits.push_async_callback(producer.stop)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 import fastjsonschema
+import orjson
 
 from schemas.envelope import CONTENT_TYPE, SPECVERSION, Envelope
 from schemas.errors import InvalidMessage
@@ -158,8 +159,12 @@ def envelope_to_dict(env: Envelope) -> dict[str, Any]:
 
 
 def encode(env: Envelope) -> bytes:
-    """Serialise an envelope as structured CloudEvents JSON."""
-    return json.dumps(envelope_to_dict(env), separators=(",", ":"), ensure_ascii=False).encode()
+    """Serialise an envelope as structured CloudEvents JSON (compact, UTF-8)."""
+    doc = envelope_to_dict(env)
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # e.g. an integer beyond 64 bits in ``data``: the standard library takes it
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode(

@@ -32,6 +32,7 @@ def create_app(
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         producer_max_batch_size=settings.producer_max_batch_size,
+        producer_linger=settings.producer_linger_ms / 1000,
         # A poll is delivered to the agents' buffers before the next one: a small poll lets a
         # high-priority record through soon, instead of after a whole batch of a low backlog.
         broker_max_poll_records=settings.kafka_max_poll_records,

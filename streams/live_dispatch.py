@@ -88,8 +88,11 @@ class LiveDispatch:
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._submitted = 0
+        """Items submitted so far (a running count)."""
+        self._completed = 0
+        """Items fully processed: batches complete in submission order."""
+        self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -111,20 +114,24 @@ class LiveDispatch:
             await self._space.wait()
             self._check_alive()
         self._pending.append(item)
-        self._idle.clear()
+        self._submitted += 1
         self._wake.set()
 
     async def drained(self) -> None:
-        """Return once everything submitted so far is published (and its result recorded)."""
+        """Return once everything submitted before this call is published (and its result recorded).
+
+        Items submitted meanwhile are not waited for, so a commit under steady load waits
+        for one batch or two, never for the load to stop.
+        """
         self._check_alive()
-        if self._idle.is_set() or self._task is None:
-            return
-        waiter = asyncio.ensure_future(self._idle.wait())
-        try:
-            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        self._check_alive()
+        target = self._submitted
+        while self._completed < target:
+            waiter = asyncio.ensure_future(self._progress.wait())
+            try:
+                await asyncio.wait({waiter, self._require_task()}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            self._check_alive()
 
     async def close(self, *, within: float = 10.0) -> None:
         """Drain (bounded), then stop the task."""
@@ -137,6 +144,12 @@ class LiveDispatch:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    def _require_task(self) -> asyncio.Task[None]:
+        self.start()
+        if self._task is None:  # pragma: no cover - start() always sets it
+            raise RuntimeError("websocket live dispatch not started")
+        return self._task
+
     def _check_alive(self) -> None:
         task = self._task
         if task is not None and task.done() and not self._closing:
@@ -148,7 +161,6 @@ class LiveDispatch:
     async def _run(self) -> None:
         while True:
             if not self._pending:
-                self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -156,6 +168,10 @@ class LiveDispatch:
             del self._pending[: len(batch)]
             self._space.set()
             await self._dispatch_until_done(batch)
+            self._completed += len(batch)
+            # Wake every waiter of ``drained``; each checks its own target.
+            self._progress.set()
+            self._progress = asyncio.Event()
 
     async def _dispatch_until_done(self, batch: list[Live]) -> None:
         delay = self._retry_base

@@ -1,0 +1,106 @@
+"""Herald's roles as separate OS processes, as in production (``herald worker|projector|api``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from engine.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "test-output" / "bench-logs"
+
+
+def role_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a ``herald`` process read ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    for f in dataclasses.fields(settings):
+        if f.name == "extra":
+            continue
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"HERALD_{f.name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+def bench_secret() -> str:
+    """A fresh HS256 secret per run (production roles refuse the dev default)."""
+    return secrets.token_urlsafe(48)
+
+
+@dataclasses.dataclass
+class Role:
+    """A running ``herald`` process."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@contextlib.asynccontextmanager
+async def role(name: str, settings: Settings, *, tag: str = "", **extra: str) -> AsyncIterator[Role]:
+    """``herald NAME`` in its own process for the duration of the block; its log in test-output."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{name}{tag}.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "herald.cli", name, env=role_env(settings, **extra), cwd=ROOT, stdout=out, stderr=out
+        )
+        running = Role(name, proc, log)
+        try:
+            yield running
+        finally:
+            await stop(running)
+
+
+async def stop(running: Role, *, kill: bool = False) -> None:
+    """Stop a role (SIGTERM, or SIGKILL with ``kill``) and reap it."""
+    proc = running.proc
+    if proc.returncode is not None:
+        return
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def wait_ready(base: str, running: Role, *, within: float = 120.0) -> None:
+    """Until ``GET base/readyz`` answers 200 (fails at once if the process exits)."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if running.proc.returncode is not None:
+                raise RuntimeError(f"{running.name} exited with {running.proc.returncode}; see {running.log}")
+            try:
+                async with http.get(base + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{running.name} not ready after {within} s; see {running.log}")
+            await asyncio.sleep(0.2)

@@ -1,0 +1,399 @@
+"""End-to-end throughput and latency with the roles as separate processes, next to a raw
+aiokafka consume->produce loop on the same broker in the same run.
+
+Herald: ``herald worker``, ``herald projector`` and ``herald api`` each in its own process,
+real Postgres and Redis, the Tansu broker, producers batching as in production. One
+WebSocket client per user is connected to the API. Two phases against the same processes:
+
+- **steady**: requests published at a fixed rate (default 500/s); latency = publish ->
+  the ``notification`` frame received by the user's WebSocket client;
+- **burst**: N requests published as fast as the producer takes them; throughput = N /
+  (first publish -> the later of: the N-th frame received, and N rows visible in Postgres).
+
+Baseline: a raw aiokafka loop (consume a batch, produce it to a second topic, commit) between
+two topics with Herald's partition count, fed and measured the same way (publish -> the
+record seen by a consumer of the second topic), at the same steady rate and as a burst.
+
+    uv run python -m benchmarks.throughput [--burst 20000] [--rate 500] [--seconds 10] [--users 200] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from api.auth import mint_token
+from benchmarks.common import bench_settings, broker, percentile, scratch_database
+from benchmarks.roles import Role, bench_secret, role, wait_ready
+from engine.settings import Settings
+from herald.broker import free_port
+from streams.admin import ensure_topics
+
+REDIS = "redis://127.0.0.1:6379/14"
+PRODUCER_LINGER_MS = 5
+
+
+@dataclass
+class Phase:
+    """One measured phase: send times by request id, receive times by request id."""
+
+    sent: dict[str, float] = field(default_factory=dict)
+    received: dict[str, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int = 0
+
+    def see(self, rid: str, at: float) -> None:
+        if rid in self.sent and rid not in self.received:
+            self.received[rid] = at
+            if len(self.received) >= self.expected:
+                self.done.set()
+
+    def latencies_ms(self) -> list[float]:
+        return [(self.received[r] - t) * 1000 for r, t in self.sent.items() if r in self.received]
+
+
+def request(user: str, title: str) -> tuple[str, bytes]:
+    rid = str(uuid.uuid4())
+    body = {
+        "specversion": "1.0",
+        "type": "notification.requested",
+        "id": rid,
+        "source": "bench",
+        "data": {"user_id": user, "title": title, "body": "x" * 200, "data": {"n": 1}},
+    }
+    return rid, orjson.dumps(body)
+
+
+async def publish(
+    producer: AIOKafkaProducer, topic: str, users: list[str], phase: Phase, count: int, rate: float | None, tag: str
+) -> None:
+    """``count`` requests round-robin over ``users``; paced at ``rate``/s, or as fast as possible."""
+    phase.expected = count
+    futures = []
+    start = time.monotonic()
+    tick = 0.01
+    for i in range(count):
+        user = users[i % len(users)]
+        rid, value = request(user, f"{tag} {i}")
+        phase.sent[rid] = time.monotonic()
+        futures.append(await producer.send(topic, key=user.encode(), value=value))
+        if rate is not None and (i + 1) % max(1, int(rate * tick)) == 0:
+            await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+    await asyncio.gather(*futures)
+
+
+async def wait_phase(phase: Phase, within: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(phase.done.wait(), within)
+    except TimeoutError:
+        raise SystemExit(f"{what}: {len(phase.received)} of {phase.expected} seen after {within} s") from None
+
+
+async def rows_visible(database_url: str, prefix: str, count: int, within: float) -> float:
+    """Monotonic time at which ``count`` notifications titled ``prefix...`` are rows in Postgres."""
+    dsn = database_url.replace("+psycopg", "")
+    deadline = time.monotonic() + within
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute("SELECT count(*) FROM notifications WHERE title LIKE %s", (prefix + "%",))
+            row = await cur.fetchone()
+            if row is not None and row[0] >= count:
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {row[0] if row else 0} of {count} rows visible after {within} s")
+            await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------- herald
+
+
+async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace) -> tuple[list[float], float, float]:
+    """(steady latencies ms, burst throughput /s, burst frames-only throughput /s)."""
+    port = free_port()
+    settings = bench_settings(
+        bootstrap,
+        database_url,
+        redis_url=REDIS,
+        jwt_secret=bench_secret(),
+        http_port=port,
+        producer_linger_ms=PRODUCER_LINGER_MS,
+        # Enough room for the run's users (the limiter still runs on every request).
+        rate_limit_high=args.limit,
+        log_level="WARNING",
+    )
+    await ensure_topics(settings)
+    base = f"http://127.0.0.1:{port}"
+    users = [f"u{i}" for i in range(args.users)]
+    async with (
+        role("projector", settings, tag="-throughput") as projector,
+        role("worker", settings, tag="-throughput") as worker,
+        role("api", settings, tag="-throughput") as api,
+    ):
+        await wait_ready(base, api)
+        return await _measure(settings, base, users, database_url, args, [worker, api, projector])
+
+
+async def start_profilers(roles: list[Role], out: str) -> list[asyncio.subprocess.Process]:
+    """py-spy (if installed) on every role for the burst: collapsed stacks in ``out/<role>.txt``."""
+    os.makedirs(out, exist_ok=True)
+    procs = []
+    for r in roles:
+        command = ["py-spy", "record", "-r", "100", "-f", "raw", "-o", f"{out}/{r.name}.txt", "--pid", str(r.pid)]
+        devnull = asyncio.subprocess.DEVNULL
+        procs.append(await asyncio.create_subprocess_exec(*command, stdout=devnull, stderr=devnull))
+    await asyncio.sleep(1)  # attached before the burst starts
+    return procs
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU_PER_NOTIFICATION: dict[str, list[float]] = {}
+"""Role -> CPU milliseconds per notification in each burst (robust to a noisy machine)."""
+
+
+async def _measure(
+    settings: Settings,
+    base: str,
+    users: list[str],
+    database_url: str,
+    args: argparse.Namespace,
+    roles: list[Role],
+) -> tuple[list[float], float, float]:
+    current: list[Phase] = [Phase()]
+    async with aiohttp.ClientSession() as http:
+        sockets = []
+        for user in users:
+            ws = await http.ws_connect(
+                f"{base.replace('http', 'ws')}/ws/notifications?token={mint_token(settings, user)}"
+            )
+            sockets.append(ws)
+        for ws in sockets:  # the replay frame: presence is registered, the client is live
+            await ws.receive(timeout=60)
+
+        async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for msg in ws:
+                frame = orjson.loads(msg.data)
+                if frame.get("type") == "notification":
+                    current[0].see(frame["notification"]["id"], time.monotonic())
+
+        readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, linger_ms=PRODUCER_LINGER_MS, max_batch_size=256 * 1024
+        )
+        await producer.start()
+        topic = f"{settings.topic_prefix}requests.high"
+        try:
+            # Warm-up: every user once (group joins, connections, caches), not measured.
+            await publish(producer, topic, users, current[0], len(users), None, "warm")
+            await wait_phase(current[0], 180, "warm-up")
+            current[0] = steady = Phase()
+            await publish(producer, topic, users, steady, int(args.rate * args.seconds), args.rate, "steady")
+            await wait_phase(steady, 120, "steady phase")
+            current[0] = burst = Phase()
+            cpu_before = {r.name: cpu_seconds(r.pid) for r in roles}
+            profilers = await start_profilers(roles, args.profile) if args.profile else []
+            started = time.monotonic()
+            await publish(producer, topic, users, burst, args.burst, None, "burst")
+            await wait_phase(burst, 600, "burst phase")
+            frames_done = max(burst.received.values())
+            rows_done = await rows_visible(database_url, "burst ", args.burst, 600)
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)
+                await profiler.wait()
+            for r in roles:
+                used = cpu_seconds(r.pid) - cpu_before[r.name]
+                CPU_PER_NOTIFICATION.setdefault(r.name, []).append(used * 1000 / args.burst)
+        finally:
+            await producer.stop()
+            for task in readers:
+                task.cancel()
+            for ws in sockets:
+                await ws.close()
+    elapsed = max(frames_done, rows_done) - started
+    return steady.latencies_ms(), args.burst / elapsed, args.burst / (frames_done - started)
+
+
+# ---------------------------------------------------------------------------- baseline
+
+
+async def run_baseline(bootstrap: str, args: argparse.Namespace, partitions: int) -> tuple[list[float], float]:
+    """The raw loop: (steady latencies ms at the same rate, burst throughput /s)."""
+    tag = uuid.uuid4().hex[:6]
+    source, sink = f"base{tag}.in", f"base{tag}.out"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)])
+    await admin.close()
+    group = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "rebalance_timeout_ms": 6000}
+    loop_consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=bootstrap, group_id=f"b{tag}", auto_offset_reset="earliest",
+        fetch_max_wait_ms=20, enable_auto_commit=False, **group,
+    )  # fmt: skip
+    loop_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=PRODUCER_LINGER_MS)
+    final = AIOKafkaConsumer(
+        sink, bootstrap_servers=bootstrap, group_id=f"f{tag}", auto_offset_reset="earliest", fetch_max_wait_ms=20,
+        **group,
+    )  # fmt: skip
+    for client in (loop_consumer, loop_producer, final):
+        await client.start()
+    while not loop_consumer.assignment() or not final.assignment():
+        await asyncio.gather(loop_consumer.getmany(timeout_ms=10), final.getmany(timeout_ms=10))
+    current: list[Phase] = [Phase()]
+
+    async def relay() -> None:
+        while True:
+            batches = await loop_consumer.getmany(timeout_ms=100)
+            futures = [
+                await loop_producer.send(sink, key=r.key, value=r.value)
+                for records in batches.values()
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+            if futures:
+                await loop_consumer.commit()
+
+    async def tail() -> None:
+        while True:
+            batches = await final.getmany(timeout_ms=100)
+            now = time.monotonic()
+            for records in batches.values():
+                for r in records:
+                    current[0].see(orjson.loads(r.value)["id"], now)
+
+    tasks = [asyncio.create_task(relay()), asyncio.create_task(tail())]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=PRODUCER_LINGER_MS, max_batch_size=256 * 1024)
+    await producer.start()
+    users = [f"u{i}" for i in range(args.users)]
+    try:
+        await publish(producer, source, users, current[0], 200, None, "warm")
+        await wait_phase(current[0], 60, "baseline warm-up")
+        current[0] = steady = Phase()
+        await publish(producer, source, users, steady, int(args.rate * args.seconds), args.rate, "steady")
+        await wait_phase(steady, 120, "baseline steady")
+        current[0] = burst = Phase()
+        started = time.monotonic()
+        await publish(producer, source, users, burst, args.burst, None, "burst")
+        await wait_phase(burst, 300, "baseline burst")
+        rate = args.burst / (max(burst.received.values()) - started)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in (producer, loop_producer):
+            await client.stop()
+        for consumer in (loop_consumer, final):
+            await consumer.stop()
+    return steady.latencies_ms(), rate
+
+
+# ---------------------------------------------------------------------------- report
+
+
+@dataclass
+class Result:
+    herald_rate: list[float] = field(default_factory=list)
+    herald_frames_rate: list[float] = field(default_factory=list)
+    base_rate: list[float] = field(default_factory=list)
+    herald_p50: list[float] = field(default_factory=list)
+    herald_p99: list[float] = field(default_factory=list)
+    base_p50: list[float] = field(default_factory=list)
+    base_p99: list[float] = field(default_factory=list)
+
+
+async def measure(args: argparse.Namespace, say: Callable[[str], None] = print) -> Result:
+    """All rounds; each round measures the baseline, then Herald, on the same broker."""
+    result = Result()
+    async with broker() as bootstrap:
+        for r in range(args.rounds):
+            base_lat, base_rate = await run_baseline(bootstrap, args, partitions=4)
+            result.base_rate.append(base_rate)
+            result.base_p50.append(percentile(base_lat, 50))
+            result.base_p99.append(percentile(base_lat, 99))
+            with scratch_database() as db:
+                lat, rate, frames_rate = await run_herald(bootstrap, db, args)
+            result.herald_rate.append(rate)
+            result.herald_frames_rate.append(frames_rate)
+            result.herald_p50.append(percentile(lat, 50))
+            result.herald_p99.append(percentile(lat, 99))
+            cpu = ", ".join(f"{name} {v[-1]:.2f}" for name, v in CPU_PER_NOTIFICATION.items())
+            say(
+                f"round {r + 1}: CPU ms per notification: {cpu}\n"
+                f"round {r + 1}: burst {args.burst:,}: herald {rate:7.0f}/s (frames only {frames_rate:7.0f}/s), "
+                f"raw loop {base_rate:7.0f}/s | steady {args.rate:.0f}/s: herald p50 {result.herald_p50[-1]:.1f} "
+                f"p99 {result.herald_p99[-1]:.1f} ms, raw loop p50 {result.base_p50[-1]:.1f} "
+                f"p99 {result.base_p99[-1]:.1f} ms"
+            )
+    return result
+
+
+def rows(result: Result, args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
+    """Summary rows: measure, Herald, baseline, ratio, target (medians over rounds)."""
+    med = statistics.median
+    h, b = med(result.herald_rate), med(result.base_rate)
+    return [
+        (
+            f"sustained end to end, burst of {args.burst:,} (frame + row)",
+            f"{h:,.0f}/s",
+            f"{b:,.0f}/s",
+            f"{h / b:.3f}",
+            ">= 2,000/s, ratio >= 0.15",
+        ),
+        (
+            f"steady {args.rate:.0f}/s publish -> frame p50",
+            f"{med(result.herald_p50):.1f} ms",
+            f"{med(result.base_p50):.1f} ms",
+            f"{med(result.herald_p50) / med(result.base_p50):.1f}x",
+            "<= 15 ms",
+        ),
+        (
+            f"steady {args.rate:.0f}/s publish -> frame p99",
+            f"{med(result.herald_p99):.1f} ms",
+            f"{med(result.base_p99):.1f} ms",
+            f"{med(result.herald_p99) / med(result.base_p99):.1f}x",
+            "<= 50 ms",
+        ),
+    ]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--burst", type=int, default=20_000, help="requests in the burst phase")
+    p.add_argument("--rate", type=float, default=500.0, help="requests per second in the steady phase")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the steady phase")
+    p.add_argument("--users", type=int, default=200, help="users, one WebSocket client each")
+    p.add_argument("--limit", type=int, default=500, help="high-priority rate limit per user and hour in the run")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--profile", metavar="DIR", help="py-spy each role during the burst (collapsed stacks in DIR)")
+    return p
+
+
+async def main() -> None:
+    args = parser().parse_args()
+    result = await measure(args)
+    print(f"\nmedians of {args.rounds} rounds")
+    for row in rows(result, args):
+        print(" | ".join(row))
+    cpu = ", ".join(f"{name} {statistics.median(v):.2f}" for name, v in CPU_PER_NOTIFICATION.items())
+    print(f"CPU per notification in the burst (ms, median): {cpu}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
