@@ -38,6 +38,8 @@ from engine.delivery import read_over_websocket
 from engine.settings import Settings
 from engine.token_bucket import BucketPolicy
 from projections.inbox import Inbox
+from schemas.errors import InvalidMessage, MalformedJSON
+from schemas.limits import MAX_ID_LENGTH, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -221,16 +223,19 @@ class Hub:
             conn.control({"type": "error", "error": "rate limited: frame ignored", "retry_after": wait})
             return
         try:
-            frame = json.loads(data)
-        except json.JSONDecodeError:
+            frame = parse_json(data)  # bounded: depth, numbers, duplicate keys, lone surrogates
+        except MalformedJSON:
             conn.control({"type": "error", "error": "malformed JSON"})
+            return
+        except InvalidMessage as exc:
+            conn.control({"type": "error", "error": exc.reason})
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
             conn.control({"type": "pong"})
         elif kind in ("ack", "read"):
             notification_id = frame.get("id")
-            if not isinstance(notification_id, str) or not notification_id or len(notification_id) > 200:
+            if not isinstance(notification_id, str) or not notification_id or len(notification_id) > MAX_ID_LENGTH:
                 conn.control({"type": "error", "error": f"{kind} needs a notification 'id'"})
             elif kind == "read":
                 await self._read(conn, notification_id)
