@@ -14,11 +14,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 
 from engine.settings import Settings
 from herald.stack import Stack, run_stack
+from schemas.codec import decode
+from schemas.errors import InvalidMessage
 from schemas.limits import MAX_ID_LENGTH, MAX_JSON_DEPTH
 from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.support.hostile_json import base_request, hostile_document
 from tests.support.kafka import publish, request
 
 pytestmark = pytest.mark.slow
@@ -118,3 +123,61 @@ async def test_poison_records_are_dead_lettered_with_reasons_and_the_agent_keeps
         assert fragment in error, f"{name}: {error!r} lacks {fragment!r}"
         assert record.value == value, f"{name}: the raw bytes are kept"
     assert dict(by_index[len(corpus)].headers)["x-trace"] == b"\xff\xfe"
+
+
+def _fuzz_corpus(count: int) -> list[bytes]:
+    """``count`` hostile requests drawn by Hypothesis (fixed seed), each with its own id."""
+    base = base_request("fuzz-user")
+    drawn: list[bytes] = []
+
+    @hypothesis_settings(
+        max_examples=count, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    @given(doc=hostile_document(base))
+    def collect(doc: bytes) -> None:
+        drawn.append(doc)
+
+    collect()
+    return [doc.replace(base["id"].encode(), f"fz-{i}-{uuid.uuid4().hex[:8]}".encode()) for i, doc in enumerate(drawn)]
+
+
+# Drawn at import, before any stack runs (Hypothesis and the Kafka clients' threads).
+FUZZ = _fuzz_corpus(120)
+
+
+async def test_hostile_records_are_each_accepted_or_dead_lettered_with_a_reason(
+    stack: Stack, log: TopicTail, dead: TopicTail, settings: Settings
+) -> None:
+    assert stack.topics is not None
+    tag = uuid.uuid4().hex[:6]
+    records = [(f"fz-{i}-{tag}".encode(), value) for i, value in enumerate(FUZZ)]
+    await publish(settings.kafka_bootstrap, stack.topics.names.request("medium"), records)  # type: ignore[arg-type]
+    canary_user = f"canary-{tag}"
+    canary = request(canary_user, "after the fuzz")
+    await publish(
+        settings.kafka_bootstrap,
+        stack.topics.names.request("medium"),
+        [(canary_user.encode(), json.dumps(canary).encode())],
+    )
+    await log.wait_events(1, type="notification.accepted", subject=canary["id"], within=60)
+
+    def settled() -> list[int]:
+        dead_keys = {r.key for r in dead.records}  # type: ignore[attr-defined]
+        pending = []
+        for i, value in enumerate(FUZZ):
+            if f"fz-{i}-{tag}".encode() in dead_keys:
+                continue
+            try:
+                env = decode(value)
+            except InvalidMessage:
+                pending.append(i)  # undecodable and not dead-lettered (yet)
+                continue
+            if not log.events(subject=env.id):
+                pending.append(i)
+        return pending
+
+    await log.wait(lambda: not settled(), within=60, what="every hostile record accepted or dead-lettered")
+    mine = [r for r in dead.records if (r.key or b"").endswith(tag.encode())]  # type: ignore[attr-defined]
+    assert mine, "the corpus holds records Herald must refuse"
+    assert all(dict(r.headers)["herald-error"] for r in mine)  # type: ignore[attr-defined]
+    assert not stack.supervisor.failures
