@@ -96,13 +96,16 @@ def _print_token(settings: Settings, user: str, scopes: tuple[str, ...], ttl: in
 
 
 def _run_rebuild(settings: Settings) -> int:
+    from herald.progress import Progress
     from projections.database import create_engine
     from projections.rebuild import checksum, rebuild
 
     async def run() -> None:
         engine = create_engine(settings.database_url)
         try:
-            applied = await rebuild(settings, engine)
+            bar = Progress("replaying the event log")
+            applied = await rebuild(settings, engine, progress=bar)
+            bar.close()
             print(f"replayed {applied} events; read-model checksum {await checksum(engine)}")
         finally:
             await engine.dispose()

@@ -1,6 +1,7 @@
 """Applying one batch of events to every read model with set-based writes.
 
-Steps, all inside the caller's transaction:
+Steps, all inside the caller's transaction (writes through a ``Writer``: constant-text
+``unnest`` statements on the psycopg connection for Postgres, SQLAlchemy Core elsewhere):
 1. each event is checked on its own (its rows fit their columns, its data serialises):
    one that cannot be applied is set aside as skipped (``projections.poison``), the rest
    of the batch goes on;
@@ -19,16 +20,14 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import deliveries, devices, stats
-from projections.models import ChannelStateRow, ContactRow, DeliveryRow, DeviceRow, EventRow, NotificationRow
+from projections.core_writer import CoreWriter
+from projections.models import ContactRow, DeliveryRow, DeviceRow, EventRow, NotificationRow
 from projections.notifications import (
-    MUTABLE_FIELDS,
-    ChannelState,
     NotificationState,
     States,
     channel_mask,
@@ -39,7 +38,7 @@ from projections.notifications import (
     notification_id_of,
 )
 from projections.poison import Skipped, describe, too_long
-from projections.sql import among, insert_rows
+from projections.postgres_writer import PostgresWriter, driver
 from schemas.codec import event_to_data
 from schemas.envelope import Envelope
 from schemas.events import (
@@ -55,6 +54,28 @@ Positioned = tuple[int, Envelope]
 """An event and its offset in the partition."""
 
 
+class Writer(Protocol):
+    """The writes of one batch, inside the caller's transaction (see ``projections.postgres_writer``)."""
+
+    async def claim_offset(self, topic: str, partition: int) -> int: ...
+    async def store_offset(self, topic: str, partition: int, next_offset: int) -> None: ...
+    async def claim_events(self, ledger: Sequence[dict[str, Any]]) -> set[str]: ...
+    async def load(self, ids: Sequence[str]) -> States: ...
+    async def insert_notifications(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    async def update_notifications(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    async def insert_channels(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    async def upsert_channels(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    async def insert_deliveries(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    async def add_stats(self, deltas: Sequence[tuple[str, str, str, int]]) -> None: ...
+
+
+async def writer_for(conn: AsyncConnection) -> Writer:
+    """The fast Postgres writer on psycopg, SQLAlchemy Core on anything else."""
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        return PostgresWriter(await driver(conn))
+    return CoreWriter(conn)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What applying a batch did."""
@@ -62,11 +83,13 @@ class Outcome:
     fresh: int = 0
     """Events applied now (not seen before)."""
     skipped: list[Skipped] = field(default_factory=list)
-    """Events that could not be applied, in offset order."""
+    """Events set aside before any write because they cannot be applied, in offset order."""
 
 
 @dataclass(slots=True)
-class _Prepared:
+class Prepared:
+    """One event checked and turned into its own rows, ready for a batch (see ``prepare``)."""
+
     offset: int
     env: Envelope
     ledger: dict[str, Any]
@@ -78,56 +101,77 @@ async def apply_batch(conn: AsyncConnection, partition: int, batch: Sequence[Pos
     return (await apply_events(conn, partition, batch)).fresh
 
 
-async def apply_events(conn: AsyncConnection, partition: int, batch: Sequence[Positioned]) -> Outcome:
-    """Apply ``batch`` (one partition, offset order), setting aside the events that cannot be applied."""
+async def apply_events(
+    conn: AsyncConnection, partition: int, batch: Sequence[Positioned], writer: Writer | None = None
+) -> Outcome:
+    """Apply ``batch`` (one partition, offset order), setting aside the events that cannot be applied.
+
+    An event whose own checks fail is set aside before anything is written; a failure
+    during the fold or the writes propagates (the projector then isolates the event at
+    fault by applying the batch one event per transaction).
+    """
     outcome = Outcome()
-    prepared: list[_Prepared] = []
+    prepared: list[Prepared] = []
     for offset, env in batch:
         try:
-            prepared.append(_prepare(partition, offset, env))
+            prepared.append(prepare(partition, offset, env))
         except Exception as exc:  # noqa: BLE001 - a failure of one event's checks is that event's alone
             outcome.skipped.append(Skipped(offset, env.id, env.type, "apply", describe(exc)))
-    fresh = await _unseen(conn, prepared)
+    outcome.fresh = await apply_prepared(conn, partition, prepared, writer)
+    return outcome
+
+
+async def apply_prepared(
+    conn: AsyncConnection, partition: int, batch: Sequence[Prepared], writer: Writer | None = None
+) -> int:
+    """Apply prepared events (one partition, offset order); return how many were new."""
+    writer = writer or await writer_for(conn)
+    unique: dict[str, Prepared] = {}
+    for p in batch:
+        unique.setdefault(p.env.id, p)  # the same event twice inside one batch counts once
+    if not unique:
+        return 0
+    new_ids = await writer.claim_events([p.ledger for p in unique.values()])
+    fresh = [p for p in unique.values() if p.env.id in new_ids]
     if not fresh:
-        return outcome
+        return 0
     touched = {nid for p in fresh if (nid := notification_id_of(p.env)) is not None}
-    while True:
-        states = await load_states(conn, touched)
-        prior = {nid: _Prior.of(state) for nid, state in states.items()}
-        failed = _fold_all(states, fresh)
-        if failed is None:
-            break
-        # A fold error may leave a snapshot half-changed: drop the event, fold again from the stored rows.
-        index, error = failed
-        bad = fresh.pop(index)
-        outcome.skipped.append(Skipped(bad.offset, bad.env.id, bad.env.type, "apply", describe(error)))
-        outcome.skipped.sort(key=lambda s: s.offset)
-        if not fresh:
-            return outcome
-    await insert_rows(
-        conn,
-        EventRow,
-        [p.ledger for p in fresh],
-        lambda stmt: stmt.on_conflict_do_nothing(index_elements=["event_id"]),
-    )
+    states = await writer.load(sorted(touched))
+    prior = {nid: _Prior.of(state) for nid, state in states.items()}
+    for p in fresh:
+        fold(states, p.env)
     envelopes = [p.env for p in fresh]
     for env in envelopes:
         if isinstance(env.data, devices.DEVICE_EVENTS):
             await devices.apply_device(conn, env)
     await devices.apply_contacts(conn, envelopes)
-    await _write_notifications(conn, prior, states)
-    await deliveries.insert(conn, [p.delivery for p in fresh if p.delivery is not None])
-    await stats.add(conn, _deltas(partition, fresh, prior, states))
-    outcome.fresh = len(fresh)
-    return outcome
+    await writer.insert_notifications([_row(s) for nid, s in states.items() if nid not in prior])
+    await writer.update_notifications(
+        [
+            (nid, *values)
+            for nid, s in states.items()
+            if nid in prior and (values := mutable_values(s)) != prior[nid].mutable
+        ]
+    )
+    new_channels, changed_channels = _channel_rows(prior, states)
+    await writer.insert_channels(new_channels)
+    await writer.upsert_channels(changed_channels)
+    await writer.insert_deliveries([p.delivery for p in fresh if p.delivery is not None])
+    deltas = _deltas(partition, fresh, prior, states)
+    await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
+    return len(fresh)
 
 
-def _prepare(partition: int, offset: int, env: Envelope) -> _Prepared:
-    """The event's own rows, checked: raises if this event alone cannot be applied."""
-    ledger = _ledger_row(partition, offset, env)
-    # Serialised once here so that data no database or JSON encoder accepts (too deep, NaN)
-    # is this event's failure, not its batch's.
-    json.dumps(ledger["data"], separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def prepare(partition: int, offset: int, env: Envelope, data: dict[str, Any] | None = None) -> Prepared:
+    """The event's own rows, checked: raises if this event alone cannot be applied.
+
+    ``data``: the event's ``data`` object as read from the log, if at hand (the ledger keeps
+    it as is, instead of rebuilding it from the typed event).
+    """
+    ledger = _ledger_row(partition, offset, env, data)
+    # Serialised once here (and reused by the Postgres writer), so that data no database or
+    # JSON encoder accepts (NaN, nesting beyond the encoder's stack) is this event's failure.
+    ledger["data_json"] = json.dumps(ledger["data"], separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     delivery = deliveries.delivery_row(env)
     problems = [too_long(EventRow, ledger)]
     if delivery is not None:
@@ -145,7 +189,7 @@ def _prepare(partition: int, offset: int, env: Envelope) -> _Prepared:
     reasons = [p for p in problems if p is not None]
     if reasons:
         raise ValueError("; ".join(reasons))
-    return _Prepared(offset, env, ledger, delivery)
+    return Prepared(offset, env, ledger, delivery)
 
 
 def _content(env: Envelope, event: NotificationAccepted) -> dict[str, Any]:
@@ -159,15 +203,6 @@ def _content(env: Envelope, event: NotificationAccepted) -> dict[str, Any]:
         "idempotency_key": event.idempotency_key,
         "collapse_key": event.collapse_key,
     }
-
-
-def _fold_all(states: States, batch: Sequence[_Prepared]) -> tuple[int, Exception] | None:
-    for index, p in enumerate(batch):
-        try:
-            fold(states, p.env)
-        except Exception as exc:  # noqa: BLE001 - one event's failure: the caller skips it, folds again
-            return index, exc
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,17 +222,34 @@ class _Prior:
         )
 
 
-def _deltas(partition: int, fresh: Sequence[_Prepared], prior: dict[str, _Prior], states: States) -> Counter[stats.Key]:
+def _channel_rows(prior: dict[str, _Prior], states: States) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Channel rows of new notifications, and changed channel rows of existing ones."""
+    new, changed = [], []
+    for nid, s in states.items():
+        old = prior.get(nid)
+        for name, ch in s.channel_states.items():
+            values = channel_values(ch)
+            # A channel row always has a time: the notification's creation when nothing happened yet.
+            row = (nid, name, *values[:-1], ch.updated_at or s.created_at)
+            if old is None:
+                new.append(row)
+            elif name not in old.channels or old.channels[name] != values:
+                changed.append(row)
+    return new, changed
+
+
+def _deltas(partition: int, fresh: Sequence[Prepared], prior: dict[str, _Prior], states: States) -> Counter[stats.Key]:
     deltas: Counter[stats.Key] = Counter()
+    part = stats.partition_scope(partition)
     for p in fresh:
         event = p.env.data
         if isinstance(event, DeliverySucceeded):
             bucket = str(stats.latency_bucket(event.latency_ms))
             deltas[(stats.user_scope(event.user_id), "latency", bucket)] += 1
-            deltas[(stats.partition_scope(partition), "latency", bucket)] += 1
+            deltas[(part, "latency", bucket)] += 1
     for nid, state in states.items():
         old = prior.get(nid)
-        user, part = stats.user_scope(state.user_id), stats.partition_scope(partition)
+        user = stats.user_scope(state.user_id)
         for metric, key in old.contributions if old is not None else ():
             deltas[(user, metric, key)] -= 1
             deltas[(part, metric, key)] -= 1
@@ -207,26 +259,7 @@ def _deltas(partition: int, fresh: Sequence[_Prepared], prior: dict[str, _Prior]
     return deltas
 
 
-async def _unseen(conn: AsyncConnection, batch: Sequence[_Prepared]) -> list[_Prepared]:
-    ids = list({p.env.id for p in batch})
-    known: set[str] = set()
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        known.update(
-            str(i)
-            for i in (
-                await conn.execute(select(EventRow.event_id).where(among(conn, EventRow.event_id, chunk)))
-            ).scalars()
-        )
-    out: list[_Prepared] = []
-    for p in batch:
-        if p.env.id not in known:
-            known.add(p.env.id)  # the same event twice inside one batch counts once
-            out.append(p)
-    return out
-
-
-def _ledger_row(partition: int, offset: int, env: Envelope) -> dict[str, Any]:
+def _ledger_row(partition: int, offset: int, env: Envelope, data: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "event_id": env.id,
         "type": env.type,
@@ -237,107 +270,32 @@ def _ledger_row(partition: int, offset: int, env: Envelope) -> dict[str, Any]:
         "correlation_id": env.correlationid,
         "partition": partition,
         "offset": offset,
-        "data": event_to_data(env.data),
+        "data": event_to_data(env.data) if data is None else {k: v for k, v in data.items() if v is not None},
     }
 
 
-async def load_states(conn: AsyncConnection, ids: set[str]) -> States:
-    """Snapshots of the notifications ``ids`` (missing ones are simply absent).
-
-    Only what the fold reads: content columns (``data`` above all, which may be nested
-    deeply) are written once on acceptance and never loaded back.
-    """
-    states: States = {}
-    if not ids:
-        return states
-    id_list = sorted(ids)
-    columns = [getattr(NotificationRow, k) for k in _STATE_FIELDS]
-    for start in range(0, len(id_list), 1000):
-        chunk = id_list[start : start + 1000]
-        for row in (await conn.execute(select(*columns).where(among(conn, NotificationRow.id, chunk)))).all():
-            r = row._mapping
-            states[r["id"]] = NotificationState(**{k: r[k] for k in _STATE_FIELDS})
-        for channel_row in (
-            await conn.execute(select(ChannelStateRow).where(among(conn, ChannelStateRow.notification_id, chunk)))
-        ).all():
-            r = channel_row._mapping
-            state = states.get(r["notification_id"])
-            if state is not None:
-                state.channel_states[r["channel"]] = ChannelState(**{k: r[k] for k in _CHANNEL_FIELDS})
-    return states
-
-
-_STATE_FIELDS = ("id", "user_id", "status", "created_at", "priority", *MUTABLE_FIELDS[1:])
-_CONTENT_FIELDS = (
-    "title",
-    "body",
-    "category",
-    "device_token",
-    "correlation_id",
-    "idempotency_key",
-    "collapse_key",
-    "expires_at",
-    "deliver_after",
-)
-_CHANNEL_FIELDS = (
-    "state",
-    "attempts",
-    "target",
-    "provider_id",
-    "error",
-    "delivered_at",
-    "next_attempt_at",
-    "updated_at",
-)
-
-
-async def _write_notifications(conn: AsyncConnection, prior: dict[str, _Prior], states: States) -> None:
-    # New and changed notifications in one upsert: new rows are inserted whole, existing
-    # ones only get their mutable columns (content never changes after acceptance).
-    new = [_row(s) for nid, s in states.items() if nid not in prior]
-    changed = [
-        {"id": nid, **{k: getattr(s, k) for k in MUTABLE_FIELDS}}
-        for nid, s in states.items()
-        if nid in prior and mutable_values(s) != prior[nid].mutable
-    ]
-    await insert_rows(conn, NotificationRow, new, lambda stmt: stmt.on_conflict_do_nothing(index_elements=["id"]))
-    if changed:
-        await _update_mutable(conn, changed)
-    channel_rows = []
-    for nid, s in states.items():
-        old = prior.get(nid)
-        for name, ch in s.channel_states.items():
-            if old is None or old.channels.get(name) != channel_values(ch):
-                channel_rows.append({"notification_id": nid, "channel": name, **_channel(ch, s)})
-    await insert_rows(
-        conn,
-        ChannelStateRow,
-        channel_rows,
-        lambda stmt: stmt.on_conflict_do_update(
-            index_elements=["notification_id", "channel"],
-            set_={k: getattr(stmt.excluded, k) for k in _CHANNEL_FIELDS},
-        ),
-    )
-
-
-async def _update_mutable(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    # The rows exist (they were loaded in this transaction): only the mutable columns are sent.
-    params = [{"b_id": r["id"], **{f"b_{k}": r[k] for k in MUTABLE_FIELDS}} for r in rows]
-    stmt = (
-        update(NotificationRow)
-        .where(NotificationRow.id == bindparam("b_id"))
-        .values({k: bindparam(f"b_{k}") for k in MUTABLE_FIELDS})
-    )
-    await conn.execute(stmt, params)
-
-
 def _row(s: NotificationState) -> dict[str, Any]:
-    row = {k: getattr(s, k) for k in (*_STATE_FIELDS, *_CONTENT_FIELDS)}
-    row.update(channels=list(s.channels), data=s.data, channel_mask=channel_mask(s.channels))
-    return row
-
-
-def _channel(ch: ChannelState, s: NotificationState) -> dict[str, Any]:
-    values = {k: getattr(ch, k) for k in _CHANNEL_FIELDS}
-    values["updated_at"] = values["updated_at"] or s.created_at
-    return values
+    return {
+        "id": s.id,
+        "user_id": s.user_id,
+        "title": s.title,
+        "body": s.body,
+        "priority": s.priority,
+        "channels": list(s.channels),
+        "channel_mask": channel_mask(s.channels),
+        "category": s.category,
+        "data": s.data,
+        "status": s.status,
+        "attempts": s.attempts,
+        "error": s.error,
+        "device_token": s.device_token,
+        "correlation_id": s.correlation_id,
+        "idempotency_key": s.idempotency_key,
+        "collapse_key": s.collapse_key,
+        "created_at": s.created_at,
+        "delivered_at": s.delivered_at,
+        "read_at": s.read_at,
+        "deleted_at": s.deleted_at,
+        "expires_at": s.expires_at,
+        "deliver_after": s.deliver_after,
+    }

@@ -77,7 +77,7 @@ def is_event_fault(exc: BaseException) -> bool:
     return type(orig).__name__ in ("DataError", "IntegrityError", "ProgrammingError", "NotSupportedError")
 
 
-_LIMITS: dict[str, dict[str, int]] = {}
+_LIMITS: dict[str, tuple[tuple[str, int], ...]] = {}
 
 
 def too_long(table: Any, row: Mapping[str, Any]) -> str | None:
@@ -89,13 +89,13 @@ def too_long(table: Any, row: Mapping[str, Any]) -> str | None:
     name = table.__tablename__
     limits = _LIMITS.get(name)
     if limits is None:
-        limits = {
-            c.name: int(c.type.length)
+        limits = tuple(
+            (c.name, int(c.type.length))
             for c in table.__table__.columns
             if isinstance(c.type, String) and c.type.length is not None
-        }
+        )
         _LIMITS[name] = limits
-    for column, limit in limits.items():
+    for column, limit in limits:
         value = row.get(column)
         if isinstance(value, str) and len(value) > limit:
             return f"{name}.{column} is {len(value)} characters long, longer than its limit of {limit}"

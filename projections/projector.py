@@ -8,24 +8,25 @@ together. A crash or a replay therefore never applies an event twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.settings import Settings
 from engine.topics import TopicNames
 from projections import poison
-from projections.batch import Positioned, apply_events
+from projections.batch import Prepared, apply_prepared, prepare, writer_for
 from projections.models import ProjectorOffset
 from projections.poison import Skipped, describe
-from projections.reader import read
+from projections.reader import read_with_data
 from schemas.errors import HeraldError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ ANALYZE_EVERY = 20_000
 """Events applied between two refreshes of the planner statistics (Postgres)."""
 LINGER_THRESHOLD = 16
 """Records in one poll that count as a backlog worth lingering for (see ``Projector._gather``)."""
+READ_AHEAD = 2
+"""Polls read and prepared ahead of the one being applied."""
+PREPARE_CHUNK = 100
+"""Records prepared between two yields to the event loop."""
+CATCH_UP_BATCH = 2000
+"""Events per transaction at most when catching up (rebuilds)."""
 RETRY_FIRST_DELAY = 0.2
 """Seconds before the first retry of a transaction that lost its database connection."""
 RETRY_MAX_DELAY = 5.0
@@ -69,7 +76,12 @@ class Projector:
         self._since_analyze = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Project until ``stopping`` is set."""
+        """Project until ``stopping`` is set; any error that retries cannot cure propagates.
+
+        Reading and preparing the next records (JSON, checks, row building: Python work)
+        overlaps with applying the current ones (mostly waiting on Postgres), so the two
+        use both cores; at most ``READ_AHEAD`` polls wait prepared.
+        """
         s = self._settings
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
@@ -85,12 +97,23 @@ class Projector:
         self._consumer = consumer
         await consumer.start()
         consumer.subscribe([self._topic], listener=_SeekToStored(self))
+        ready: asyncio.Queue[list[_Work]] = asyncio.Queue(maxsize=READ_AHEAD)
+
+        async def fetch() -> None:
+            while True:
+                polled = await self._gather(consumer)
+                if polled:
+                    await ready.put(await self._prepare_polled(polled))
+
+        fetcher = asyncio.create_task(fetch(), name="projector-fetch")
         try:
             while not stopping.is_set():
-                batches = await self._gather(consumer)
-                for partition, records in batches.items():
-                    await self.apply_records(partition, records)
+                for work in await _next(ready, fetcher):
+                    await self._apply_work(work)
         finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
             await consumer.stop()
 
     async def _gather(self, consumer: AIOKafkaConsumer) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
@@ -132,36 +155,59 @@ class Projector:
 
         An event that cannot be applied is skipped and recorded (``projections.poison``);
         when the database refuses the batch as a whole, its events are applied one per
-        transaction to find the one at fault. Lost connections and other transient errors
-        propagate (``run`` retries them).
+        transaction to find the one at fault. A lost connection is retried with backoff.
         """
         records = list(records)
-        if not records:
-            return
-        decoded: list[Positioned] = []
-        undecodable: list[Skipped] = []
-        for record in records:
-            try:
-                env = read(record.value, record.headers or ())
-            except Exception as exc:  # noqa: BLE001 - Unreadable, or anything else one record can cause
-                undecodable.append(Skipped(record.offset, None, None, "decode", describe(exc)))
-                continue
-            decoded.append((record.offset, env))
-        await self._retrying(lambda: self._apply_isolating(partition, decoded, undecodable, records[-1].offset + 1))
+        if records:
+            await self._apply_work(self._prepare_records(partition, records))
 
-    async def _apply_isolating(
-        self, partition: int, decoded: list[Positioned], undecodable: list[Skipped], next_offset: int
-    ) -> None:
+    def _prepare_records(self, partition: int, records: list[ConsumerRecord[bytes, bytes]]) -> _Work:
+        """Read and check every record (CPU only, no I/O): prepared events and skipped ones."""
+        work = _Work(partition, records[-1].offset + 1, [], [])
+        _prepare_into(work, records)
+        return work
+
+    async def _prepare_polled(self, polled: dict[int, list[ConsumerRecord[bytes, bytes]]]) -> list[_Work]:
+        """``_prepare_records`` for a poll, yielding to the event loop between chunks so that
+        the transaction in flight gets its next statement out without waiting for the lot."""
+        out = []
+        for partition, records in polled.items():
+            work = _Work(partition, records[-1].offset + 1, [], [])
+            for start in range(0, len(records), PREPARE_CHUNK):
+                _prepare_into(work, records[start : start + PREPARE_CHUNK])
+                await asyncio.sleep(0)
+            out.append(work)
+        return out
+
+    async def _apply_work(self, work: _Work) -> None:
+        await self._retrying(lambda: self._apply_isolating(work))
+
+    async def _apply_isolating(self, work: _Work) -> None:
         try:
-            await self._apply(partition, decoded, undecodable, next_offset)
+            await self._apply(work.partition, work.prepared, work.skipped, work.next_offset)
         except Exception as exc:
             if _transient(exc):
                 raise
             log.warning(
                 "the database refused a batch; applying its events one by one to find the one at fault",
-                extra={"partition": partition, "next_offset": next_offset, "error": describe(exc)},
+                extra={"partition": work.partition, "next_offset": work.next_offset, "error": describe(exc)},
             )
-            await self._apply_one_by_one(partition, decoded, undecodable)
+            await self._apply_one_by_one(work)
+
+    async def _apply_one_by_one(self, work: _Work) -> None:
+        items: list[Prepared | Skipped] = [*work.prepared, *work.skipped]
+        for item in sorted(items, key=lambda i: i.offset):
+            if isinstance(item, Skipped):
+                await self._apply(work.partition, [], [item], item.offset + 1)
+                continue
+            try:
+                await self._apply(work.partition, [item], [], item.offset + 1)
+            except Exception as exc:
+                if _transient(exc):
+                    raise
+                stage = "storage" if isinstance(exc, DBAPIError) else "apply"
+                refused = Skipped(item.offset, item.env.id, item.env.type, stage, describe(exc))
+                await self._apply(work.partition, [], [refused], item.offset + 1)
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
         """``operation``, retried with backoff while the database is unreachable (one log line per attempt).
@@ -195,38 +241,23 @@ class Projector:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY)
 
-    async def _apply_one_by_one(self, partition: int, decoded: list[Positioned], undecodable: list[Skipped]) -> None:
-        items: list[tuple[int, Positioned | Skipped]] = [(o, (o, env)) for o, env in decoded]
-        items.extend((s.offset, s) for s in undecodable)
-        for offset, item in sorted(items, key=lambda i: i[0]):
-            if isinstance(item, Skipped):
-                await self._apply(partition, [], [item], offset + 1)
-                continue
-            try:
-                await self._apply(partition, [item], [], offset + 1)
-            except Exception as exc:
-                if _transient(exc):
-                    raise
-                env = item[1]
-                refused = Skipped(offset, env.id, env.type, "storage", describe(exc))
-                await self._apply(partition, [], [refused], offset + 1)
-
-    async def _apply(self, partition: int, batch: list[Positioned], skipped: list[Skipped], next_offset: int) -> None:
+    async def _apply(self, partition: int, batch: list[Prepared], skipped: list[Skipped], next_offset: int) -> None:
         async with self._engine.begin() as conn:
-            stored = await _stored_offset(conn, self._topic, partition)
+            writer = await writer_for(conn)
+            stored = await writer.claim_offset(self._topic, partition)
             # Positions below the checkpoint were applied (or skipped) before a crash or rebalance.
-            outcome = await apply_events(conn, partition, [(o, env) for o, env in batch if o >= stored])
-            skipped = sorted([s for s in skipped if s.offset >= stored] + outcome.skipped, key=lambda s: s.offset)
+            fresh = await apply_prepared(conn, partition, [p for p in batch if p.offset >= stored], writer)
+            skipped = [s for s in skipped if s.offset >= stored]
             await poison.record(conn, self._topic, partition, skipped)
             next_offset = max(stored, next_offset)
-            await _store_offset(conn, self._topic, partition, next_offset)
+            await writer.store_offset(self._topic, partition, next_offset)
         poison.report(self._topic, partition, skipped)
-        self.applied += outcome.fresh
+        self.applied += fresh
         self.skipped += len(skipped)
         async with self._progress:
             self._positions[partition] = next_offset
             self._progress.notify_all()
-        self._since_analyze += outcome.fresh
+        self._since_analyze += fresh
         if self._since_analyze >= ANALYZE_EVERY and self._engine.dialect.name == "postgresql":
             await self._analyze()
 
@@ -238,15 +269,26 @@ class Projector:
         async with self._engine.begin() as conn:
             await conn.execute(text("ANALYZE notifications, notification_channels, projected_events, deliveries"))
 
-    async def catch_up(self, *, idle_timeout: float = 2.0) -> int:
+    async def catch_up(
+        self,
+        *,
+        idle_timeout: float = 2.0,
+        batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Project every partition up to the end of the log now, without a consumer group.
 
         For rebuilds and replays with no live projector running. Stops once every partition
         has passed the end offset read at the start *and* a poll comes back empty (some
         brokers, Tansu among them, under-report end offsets), or after ``idle_timeout``
-        seconds without records. Returns the events applied.
+        seconds without records. ``batch_size``: events per transaction at most (default
+        ``CATCH_UP_BATCH``: nobody waits on a rebuild's rows, so bigger transactions win).
+        ``progress(done, total)`` is called after each transaction (events applied or
+        skipped, and the count at the start between the stored and the end offsets).
+        Returns the events applied.
         """
         s = self._settings
+        size = batch_size or max(s.projector_batch_size, CATCH_UP_BATCH)
         # "earliest" even though every partition is positioned explicitly below: an assigned
         # partition may start resetting by the default policy ("latest") before the seek, and
         # that reset could win, skipping the records of a partition that was never projected.
@@ -257,7 +299,8 @@ class Projector:
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         )
         await consumer.start()
-        start = self.applied
+        start_applied = self.applied
+        start = self.applied + self.skipped
         try:
             partitions = await _partitions(consumer, self._topic)
             tps = [TopicPartition(self._topic, p) for p in partitions]
@@ -269,23 +312,76 @@ class Projector:
                 else:
                     await consumer.seek_to_beginning(tp)
             ends = await consumer.end_offsets(tps)
-            while True:
-                behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-                wait = idle_timeout if behind else 0.2
-                batches = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=s.projector_batch_size)
-                for tp, records in batches.items():
-                    await self.apply_records(tp.partition, records)
-                if batches:
-                    continue
-                if behind:
-                    log.warning(
-                        "catch-up stopped: no records before the end offsets",
-                        extra={"behind": sorted(tp.partition for tp in behind)},
-                    )
-                break
+            total = 0
+            for tp in tps:
+                total += max(0, ends[tp] - await consumer.position(tp))
+            ready: asyncio.Queue[list[_Work]] = asyncio.Queue(maxsize=READ_AHEAD)
+
+            async def fetch() -> None:
+                while True:
+                    behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+                    wait = idle_timeout if behind else 0.2
+                    polled = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=size)
+                    if polled:
+                        await ready.put(await self._prepare_polled({tp.partition: r for tp, r in polled.items()}))
+                        continue
+                    if behind:
+                        log.warning(
+                            "catch-up stopped: no records before the end offsets",
+                            extra={"behind": sorted(tp.partition for tp in behind)},
+                        )
+                    return
+
+            fetcher = asyncio.create_task(fetch(), name="projector-catch-up-fetch")
+            try:
+                while not (fetcher.done() and ready.empty()):
+                    for work in await _next(ready, fetcher):
+                        await self._apply_work(work)
+                        if progress is not None:
+                            progress(self.applied + self.skipped - start, total)
+            finally:
+                fetcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetcher
         finally:
             await consumer.stop()
-        return self.applied - start
+        return self.applied - start_applied
+
+
+@dataclass(slots=True)
+class _Work:
+    """One partition's polled records, read and prepared, waiting to be applied."""
+
+    partition: int
+    next_offset: int
+    """Offset after the last record (the checkpoint once applied)."""
+    prepared: list[Prepared]
+    skipped: list[Skipped]
+
+
+async def _next(ready: asyncio.Queue[list[_Work]], fetcher: asyncio.Task[None]) -> list[_Work]:
+    """The next prepared poll; ``[]`` after a short wait without one; the fetcher's error if it failed."""
+    getting = asyncio.ensure_future(ready.get())
+    done, _ = await asyncio.wait({getting, fetcher}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+    if getting in done:
+        return getting.result()
+    getting.cancel()  # a cancelled get leaves its item in the queue
+    if fetcher.done() and not fetcher.cancelled():
+        fetcher.result()  # raises what stopped the fetcher
+    return []
+
+
+def _prepare_into(work: _Work, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    for record in records:
+        try:
+            env, data = read_with_data(record.value, record.headers or ())
+        except Exception as exc:  # noqa: BLE001 - Unreadable, or anything else one record can cause
+            work.skipped.append(Skipped(record.offset, None, None, "decode", describe(exc)))
+            continue
+        try:
+            work.prepared.append(prepare(work.partition, record.offset, env, data))
+        except Exception as exc:  # noqa: BLE001 - a failure of one event's checks is that event's alone
+            work.skipped.append(Skipped(record.offset, env.id, env.type, "apply", describe(exc)))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -305,26 +401,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         await consumer.topics()
         await asyncio.sleep(0.1)
     raise TopicMissing(f"topic {topic} does not exist")
-
-
-async def _stored_offset(conn: AsyncConnection, topic: str, partition: int) -> int:
-    stmt = select(ProjectorOffset.next_offset).where(
-        ProjectorOffset.topic == topic, ProjectorOffset.partition == partition
-    )
-    if conn.dialect.name == "postgresql":
-        # Two projector instances briefly owning one partition (a rebalance) queue here.
-        stmt = stmt.with_for_update()
-    row = await conn.execute(stmt)
-    value = row.scalar_one_or_none()
-    return int(value) if value is not None else 0
-
-
-async def _store_offset(conn: AsyncConnection, topic: str, partition: int, next_offset: int) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(ProjectorOffset).values(topic=topic, partition=partition, next_offset=next_offset)
-    await conn.execute(
-        stmt.on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": next_offset})
-    )
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -46,6 +46,11 @@ _OPTIONAL_ATTRS = ("subject", "userid", "priority", "correlationid")
 
 def read(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ()) -> Envelope:
     """The envelope in a Kafka record's value (structured mode, or binary mode with ``ce_*`` headers)."""
+    return read_with_data(raw, headers)[0]
+
+
+def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ()) -> tuple[Envelope, dict[str, Any]]:
+    """``read``, and the event's ``data`` object as it is in the log."""
     if raw is None:
         raise Unreadable("empty record (null value)")
     if b"\\u0000" in raw:
@@ -86,7 +91,7 @@ def read(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ()) -> Envelo
         if value is not None and not isinstance(value, str):
             raise Unreadable(f"attribute {name} must be a string")
         optional[name] = value
-    return Envelope(id=attrs["id"], source=attrs["source"], time=when, data=event, **optional)
+    return Envelope(id=attrs["id"], source=attrs["source"], time=when, data=event, **optional), data
 
 
 def _event(event_type: str, data: dict[str, Any]) -> Event:

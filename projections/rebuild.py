@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -59,8 +60,13 @@ async def checksum(engine: AsyncEngine) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-async def rebuild(settings: Settings, engine: AsyncEngine) -> int:
-    """Drop the read models, recreate them and replay the whole event log; return events applied."""
+async def rebuild(
+    settings: Settings, engine: AsyncEngine, *, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Drop the read models, recreate them and replay the whole event log; return events applied.
+
+    ``progress(done, total)``: called as the replay advances (see ``Projector.catch_up``).
+    """
     await drop_read_models(engine)
     await migrate(engine)
-    return await Projector(settings, engine).catch_up()
+    return await Projector(settings, engine).catch_up(progress=progress)

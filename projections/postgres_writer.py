@@ -1,0 +1,267 @@
+"""The projector's writes on Postgres: constant statement text, one array parameter per column.
+
+Every statement here has the same text whatever the batch size (``unnest`` of typed
+arrays), so psycopg prepares it once per connection and each batch costs one execute per
+kind of row: no SQL building, no per-row parameters, no ORM. Everything runs on the
+driver connection under the caller's SQLAlchemy transaction, with the offsets row.
+String arrays are ``text[]``: assigning an over-long value to a ``VARCHAR(n)`` column
+fails loudly, where a cast to ``varchar(n)[]`` would cut it silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection as PgConnection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from projections.notifications import ChannelState, NotificationState, States
+
+CLAIM_OFFSET = (
+    "INSERT INTO projector_offsets (topic, partition, next_offset) VALUES (%s, %s, 0)"
+    " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = projector_offsets.next_offset"
+    " RETURNING next_offset"
+)
+"""Read a partition's checkpoint and lock its row until commit: a second projector briefly
+owning the same partition (a rebalance) waits here, then sees the advanced offset."""
+STORE_OFFSET = "UPDATE projector_offsets SET next_offset = %b WHERE topic = %b AND partition = %b"
+
+KNOWN_EVENTS = "SELECT event_id FROM projected_events WHERE event_id = ANY(%b::text[])"
+"""Which of a batch's event ids the ledger holds already (applied before)."""
+LEDGER_COLUMNS = (
+    ("event_id", "text"),
+    ("type", "text"),
+    ("subject", "text"),
+    ("user_id", "text"),
+    ("source", "text"),
+    ("time", "timestamptz"),
+    ("correlation_id", "text"),
+    ("partition", "int4"),
+    ("offset", "int8"),
+    ("data_json", "text"),  # into the json column ``data``: its binary form is its text
+)
+
+LOAD_NOTIFICATIONS = (
+    "SELECT id, user_id, status, created_at, priority, attempts, error, delivered_at, read_at, deleted_at"
+    " FROM notifications WHERE id = ANY(%b::text[])"
+)
+LOAD_CHANNELS = (
+    "SELECT notification_id, channel, state, attempts, target, provider_id, error, delivered_at, next_attempt_at,"
+    " updated_at FROM notification_channels WHERE notification_id = ANY(%b::text[])"
+)
+
+NOTIFICATION_COLUMNS = (
+    ("id", "text"),
+    ("user_id", "text"),
+    ("title", "text"),
+    ("body", "text"),
+    ("priority", "text"),
+    ("channels", "text"),
+    ("channel_mask", "int4"),
+    ("category", "text"),
+    ("data", "text"),
+    ("status", "text"),
+    ("attempts", "int4"),
+    ("error", "text"),
+    ("device_token", "text"),
+    ("correlation_id", "text"),
+    ("idempotency_key", "text"),
+    ("collapse_key", "text"),
+    ("created_at", "timestamptz"),
+    ("delivered_at", "timestamptz"),
+    ("read_at", "timestamptz"),
+    ("deleted_at", "timestamptz"),
+    ("expires_at", "timestamptz"),
+    ("deliver_after", "timestamptz"),
+)
+CHANNEL_COLUMNS = (
+    ("notification_id", "text"),
+    ("channel", "text"),
+    ("state", "text"),
+    ("attempts", "int4"),
+    ("target", "text"),
+    ("provider_id", "text"),
+    ("error", "text"),
+    ("delivered_at", "timestamptz"),
+    ("next_attempt_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+
+UPDATE_NOTIFICATIONS = (
+    "UPDATE notifications AS n SET status = v.status, attempts = v.attempts, error = v.error,"
+    " delivered_at = v.delivered_at, read_at = v.read_at, deleted_at = v.deleted_at"
+    " FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[], %b::timestamptz[],"
+    " %b::timestamptz[]) AS v(id, status, attempts, error, delivered_at, read_at, deleted_at)"
+    " WHERE n.id = v.id"
+)
+"""Existing notifications: only the columns that change after acceptance."""
+
+UPSERT_CHANNELS = (
+    "INSERT INTO notification_channels (notification_id, channel, state, attempts, target, provider_id, error,"
+    " delivered_at, next_attempt_at, updated_at)"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[],"
+    " %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])"
+    " ON CONFLICT (notification_id, channel) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,"
+    " target = excluded.target, provider_id = excluded.provider_id, error = excluded.error,"
+    " delivered_at = excluded.delivered_at, next_attempt_at = excluded.next_attempt_at,"
+    " updated_at = excluded.updated_at"
+)
+
+DELIVERY_COLUMNS = (
+    ("event_id", "text"),
+    ("notification_id", "text"),
+    ("user_id", "text"),
+    ("channel", "text"),
+    ("outcome", "text"),
+    ("target", "text"),
+    ("attempt", "int4"),
+    ("provider_id", "text"),
+    ("error", "text"),
+    ("retriable", "bool"),
+    ("latency_ms", "float8"),
+    ("at", "timestamptz"),
+)
+
+ADD_STATS = (
+    "INSERT INTO stat_counters (scope, metric, key, count) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],"
+    " %b::bigint[]) ON CONFLICT (scope, metric, key) DO UPDATE SET count = stat_counters.count + excluded.count"
+)
+DROP_EMPTY_STATS = (
+    "DELETE FROM stat_counters AS s USING unnest(%b::text[], %b::text[], %b::text[]) AS v(scope, metric, key)"
+    " WHERE s.scope = v.scope AND s.metric = v.metric AND s.key = v.key AND s.count = 0"
+)
+
+
+async def driver(conn: AsyncConnection) -> PgConnection[Any]:
+    """The psycopg connection under ``conn`` (same session, same transaction)."""
+    raw = await conn.get_raw_connection()
+    pg = raw.driver_connection
+    if not isinstance(pg, PgConnection):
+        raise TypeError("the Postgres writer needs the psycopg driver (postgresql+psycopg://)")
+    return pg
+
+
+class PostgresWriter:
+    """The batch writes of ``projections.batch`` for one transaction on Postgres.
+
+    Rows that are new for certain go in with binary ``COPY`` (the cheapest way in, on
+    both sides of the connection): ledger rows of events the ledger did not hold, the
+    notifications and channel rows that did not exist when the batch loaded its
+    snapshots, the delivery rows of those new events. A second projector cannot add
+    them meanwhile: the partition's offsets row is locked first (``claim_offset``).
+    Changes to existing rows are set-based ``UPDATE``/upserts over binary arrays.
+    """
+
+    def __init__(self, pg: PgConnection[Any]) -> None:
+        self._pg = pg
+
+    async def claim_offset(self, topic: str, partition: int) -> int:
+        """The partition's stored next offset, its row locked until commit."""
+        cur = await self._pg.execute(CLAIM_OFFSET, (topic, partition))
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def store_offset(self, topic: str, partition: int, next_offset: int) -> None:
+        """Move the partition's checkpoint (its row was claimed in this transaction)."""
+        await self._pg.execute(STORE_OFFSET, (next_offset, topic, partition))
+
+    async def claim_events(self, ledger: Sequence[dict[str, Any]]) -> set[str]:
+        """Write the ledger rows not there yet; return their ids (the events to apply)."""
+        if not ledger:
+            return set()
+        cur = await self._pg.execute(KNOWN_EVENTS, ([row["event_id"] for row in ledger],))
+        known = {row[0] for row in await cur.fetchall()}
+        rows = [row for row in ledger if row["event_id"] not in known]
+        await self._copy("projected_events", LEDGER_COLUMNS, rows, rename={"data_json": "data"})
+        return {row["event_id"] for row in rows}
+
+    async def load(self, ids: Sequence[str]) -> States:
+        """Snapshots of the notifications ``ids`` that exist (what the fold reads, no content)."""
+        states: States = {}
+        if not ids:
+            return states
+        cur = await self._pg.execute(LOAD_NOTIFICATIONS, (list(ids),))
+        for nid, user, status, created, priority, attempts, error, delivered, read, deleted in await cur.fetchall():
+            states[nid] = NotificationState(
+                id=nid,
+                user_id=user,
+                status=status,
+                created_at=created,
+                priority=priority,
+                attempts=attempts,
+                error=error,
+                delivered_at=delivered,
+                read_at=read,
+                deleted_at=deleted,
+            )
+        if states:
+            cur = await self._pg.execute(LOAD_CHANNELS, (list(states),))
+            for nid, channel, *values in await cur.fetchall():
+                states[nid].channel_states[channel] = ChannelState(*values)
+        return states
+
+    async def insert_notifications(self, rows: Sequence[dict[str, Any]]) -> None:
+        """New notification rows."""
+        for row in rows:
+            row["channels"] = _json(row["channels"])
+            row["data"] = _json(row["data"])
+        await self._copy("notifications", NOTIFICATION_COLUMNS, rows)
+
+    async def update_notifications(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``(id, status, attempts, error, delivered_at, read_at, deleted_at)`` of changed notifications."""
+        if rows:
+            await self._pg.execute(UPDATE_NOTIFICATIONS, [list(c) for c in zip(*rows, strict=True)])
+
+    async def insert_channels(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Channel rows of new notifications, in ``CHANNEL_COLUMNS`` order."""
+        await self._copy_tuples("notification_channels", CHANNEL_COLUMNS, rows)
+
+    async def upsert_channels(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Changed channel rows of existing notifications, in ``CHANNEL_COLUMNS`` order."""
+        if rows:
+            await self._pg.execute(UPSERT_CHANNELS, [list(c) for c in zip(*rows, strict=True)])
+
+    async def insert_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Delivery rows of new events."""
+        await self._copy("deliveries", DELIVERY_COLUMNS, rows)
+
+    async def add_stats(self, deltas: Sequence[tuple[str, str, str, int]]) -> None:
+        """Add ``(scope, metric, key, delta)`` to the counters (sorted: a stable lock order); drop zeros."""
+        if not deltas:
+            return
+        await self._pg.execute(ADD_STATS, [list(c) for c in zip(*deltas, strict=True)])
+        emptied = [d[:3] for d in deltas if d[3] < 0]
+        if emptied:
+            await self._pg.execute(DROP_EMPTY_STATS, [list(c) for c in zip(*emptied, strict=True)])
+
+    async def _copy(
+        self,
+        table: str,
+        spec: Sequence[tuple[str, str]],
+        rows: Sequence[dict[str, Any]],
+        rename: dict[str, str] | None = None,
+    ) -> None:
+        names = [name for name, _ in spec]
+        await self._copy_tuples(table, spec, [tuple(row[n] for n in names) for row in rows], rename=rename)
+
+    async def _copy_tuples(
+        self,
+        table: str,
+        spec: Sequence[tuple[str, str]],
+        rows: Sequence[tuple[Any, ...]],
+        rename: dict[str, str] | None = None,
+    ) -> None:
+        if not rows:
+            return
+        rename = rename or {}
+        target = ", ".join(f'"{rename.get(name, name)}"' for name, _ in spec)
+        async with self._pg.cursor().copy(f"COPY {table} ({target}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([t for _, t in spec])
+            for row in rows:
+                await copy.write_row(row)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
