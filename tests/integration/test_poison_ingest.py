@@ -157,7 +157,7 @@ async def test_hostile_records_are_each_accepted_or_dead_lettered_with_a_reason(
     await publish(
         settings.kafka_bootstrap,
         stack.topics.names.request("medium"),
-        [(canary_user.encode(), json.dumps(canary).encode())],
+        [(canary_user.encode(), json.dumps(canary).encode())],  # type: ignore[arg-type]
     )
     await log.wait_events(1, type="notification.accepted", subject=canary["id"], within=60)
 
