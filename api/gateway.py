@@ -208,7 +208,10 @@ class Hub:
         await asyncio.sleep(max(0.0, expires_at - time.time()))
         log.info("websocket closed: token expired", extra={"user_id": conn.user_id})
         await conn.stop()
-        await conn.ws.close(code=CLOSE_TOKEN_EXPIRED, message=b"token expired; reconnect with a new token")
+        try:
+            await conn.ws.close(code=CLOSE_TOKEN_EXPIRED, message=b"token expired; reconnect with a new token")
+        except (ConnectionError, RuntimeError) as exc:  # the peer is gone already; the handler cleans up
+            log.info("expired websocket was already gone", extra={"user_id": conn.user_id, "error": repr(exc)})
 
     async def _written(self, conn: Connection, notifications: list[dict[str, Any]], via: str) -> None:
         await self._receipts.delivered(notifications, connection=conn.id, via=via)
