@@ -117,7 +117,7 @@ async def test_health_readiness_and_metrics(stack, http) -> None:  # type: ignor
     async with http.get(base + "/readyz") as resp:
         body = await resp.json()
         assert resp.status == 200, body
-        assert body["checks"] == ["broker", "database", "redis", "worker"]
+        assert body["checks"] == ["broker", "database", "redis", "tasks", "worker"]
     async with http.get(base + "/metrics") as resp:
         text = await resp.text()
         assert "active_websocket_connections" in text
