@@ -198,6 +198,8 @@ class Settings:
     """Port of ``herald dev``'s APNs emulator (0: a free port, printed at start-up)."""
     dev_apns_inspect_port: int = 0
     """Port of the emulator's inspection API under ``herald dev`` (0: a free port)."""
+    audit_hmac_key: str = field(default="", repr=False)
+    """Key of the HMAC-SHA256 signature on ``herald audit export`` manifests (empty: a digest manifest, unsigned)."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """Unrecognised ``HERALD_*`` variables, kept for error messages."""
 

@@ -16,7 +16,7 @@ import uvloop
 
 from api.auth import mint_token, refuse_dev_defaults
 from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
-from herald import apns_emulator_command, logs
+from herald import apns_emulator_command, audit_command, logs
 
 log = logging.getLogger("herald")
 
@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("api", help="REST API and WebSocket gateway")
     sub.add_parser("rebuild", help="drop the read models and replay the event log into them (projector stopped)")
     apns_emulator_command.add_parser(sub)
+    audit_command.add_parser(sub)
     token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
     token.add_argument("user")
     token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return apns_emulator_command.run(args)
     if args.command == "token":
         return _print_token(settings, args.user, tuple(args.scope), args.ttl)
+    if args.command == "audit":
+        return audit_command.run(args, settings)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
         return _run_rebuild(settings)
