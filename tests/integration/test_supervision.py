@@ -213,3 +213,19 @@ async def test_named_short_lived_tasks_may_finish_but_not_fail() -> None:
         assert len(supervisor.failures) == 1
     finally:
         supervisor.uninstall()
+
+
+async def test_the_faust_producer_crashing_fails_readiness(settings: Settings, http: aiohttp.ClientSession) -> None:
+    # What aiokafka's MessageSizeTooLargeError did to the worker (issue 10, item 3): the
+    # producer service crashed and every notification stayed queued behind a green /readyz.
+    async with run_stack(settings, projector=False, sinks=[CrashingSink()]) as stack:
+        assert stack.faust_app is not None
+
+        async def ready() -> bool:
+            return await _ready(http, stack) == 200
+
+        await eventually(ready, timeout=30, what="the worker to be ready")
+        await stack.faust_app.producer.crash(RuntimeError("MessageSizeTooLargeError (raised by the test)"))
+        await _not_ready_at_once(http, stack, within=2)
+        assert stack.supervisor.failures[0].what in {"faust producer", "faust app"}
+        assert "MessageSizeTooLargeError" in stack.supervisor.failures[0].reason
