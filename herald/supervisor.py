@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import logging
 import weakref
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,15 +152,6 @@ class Supervisor:
             with contextlib.suppress(ValueError):  # reset from another context: harmless
                 _CURRENT.reset(self._token)
             self._token = None
-
-    @contextlib.contextmanager
-    def installed(self, loop: asyncio.AbstractEventLoop) -> Generator[Supervisor, None, None]:
-        """``install`` for the block, ``uninstall`` after it."""
-        self.install(loop)
-        try:
-            yield self
-        finally:
-            self.uninstall()
 
 
 _CURRENT: contextvars.ContextVar[Supervisor | None] = contextvars.ContextVar("herald_supervisor", default=None)

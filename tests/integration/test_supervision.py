@@ -160,7 +160,7 @@ async def test_a_faust_agent_raising_fails_readiness_at_once(
         user = unique("crash")
         healthy = request(user, "fine", channels=["email"])
         topic = stack.topics.names.request("high")
-        await publish(settings.kafka_bootstrap, topic, [(user.encode(), json.dumps(healthy).encode())])
+        await publish(settings.kafka_bootstrap, topic, [(user.encode(), json.dumps(healthy).encode())])  # type: ignore[arg-type]
 
         async def delivered() -> bool:
             return healthy["id"] in sink.sent
@@ -169,7 +169,7 @@ async def test_a_faust_agent_raising_fails_readiness_at_once(
         assert await _ready(http, stack) == 200
         poison = request(user, "boom", channels=["email"], data={"crash": True})
         with caplog.at_level(logging.ERROR, logger="herald.supervisor"):
-            await publish(settings.kafka_bootstrap, topic, [(user.encode(), json.dumps(poison).encode())])
+            await publish(settings.kafka_bootstrap, topic, [(user.encode(), json.dumps(poison).encode())])  # type: ignore[arg-type]
 
             async def failed() -> bool:
                 return stack.supervisor.failed.is_set()

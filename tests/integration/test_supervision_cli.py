@@ -130,7 +130,7 @@ async def test_herald_worker_exits_1_when_an_agent_crashes(
             user = f"crash-{uuid.uuid4().hex[:6]}"
             body = request(user, "boom", channels=["email"], email=f"{user}@example.test")
             topic = TopicNames(settings.topic_prefix).request("high")
-            await publish(kafka_bootstrap, topic, [(user.encode(), json.dumps(body).encode())])
+            await publish(kafka_bootstrap, topic, [(user.encode(), json.dumps(body).encode())])  # type: ignore[arg-type]
             status = _exit_status(proc, within=90)
         finally:
             _stop(proc)
