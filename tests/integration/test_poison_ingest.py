@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
+import streams.ingest
 from engine.settings import Settings
 from herald.stack import Stack, run_stack
 from schemas.codec import decode
@@ -181,3 +182,32 @@ async def test_hostile_records_are_each_accepted_or_dead_lettered_with_a_reason(
     assert mine, "the corpus holds records Herald must refuse"
     assert all(dict(r.headers)["herald-error"] for r in mine)  # type: ignore[attr-defined]
     assert not stack.supervisor.failures
+
+
+async def test_a_decoder_failure_of_any_kind_is_dead_lettered_and_the_agent_keeps_going(
+    stack: Stack, log: TopicTail, dead: TopicTail, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bounded parser leaves no known way to make the decoder raise anything but
+    # InvalidMessage; a decoder bug is injected to prove ingest would survive one too.
+    real = streams.ingest.decode  # type: ignore[attr-defined]
+
+    def buggy(raw: bytes | None, *args: Any, **kwargs: Any) -> Any:
+        if raw is not None and b"inject-decoder-bug" in raw:
+            raise RecursionError("maximum recursion depth exceeded (injected)")
+        return real(raw, *args, **kwargs)
+
+    monkeypatch.setattr(streams.ingest, "decode", buggy)
+    assert stack.topics is not None
+    user = f"bug-{uuid.uuid4().hex[:6]}"
+    good = request(user, "after the bug")
+    records = [
+        (f"bad-0-{user}".encode(), b'{"inject-decoder-bug": true}'),
+        (user.encode(), json.dumps(good).encode()),
+    ]
+    await publish(settings.kafka_bootstrap, stack.topics.names.request("low"), records)  # type: ignore[arg-type]
+    await log.wait_events(1, type="notification.accepted", subject=good["id"])
+    [letter] = await dead.wait(
+        lambda: [r for r in dead.records if r.key == f"bad-0-{user}".encode()],  # type: ignore[attr-defined]
+        what="the record the decoder choked on, dead-lettered",
+    )
+    assert dict(letter.headers)["herald-error"].startswith(b"undecodable: RecursionError")
