@@ -75,3 +75,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 def summary(latencies_ms: Sequence[float]) -> str:
     """``p50 / p99`` in milliseconds."""
     return f"p50 {statistics.median(latencies_ms):7.1f} ms  p99 {percentile(latencies_ms, 99):7.1f} ms"
+
+
+Row = tuple[str, str, str, str, str]
+"""A line of ``make bench``'s summary: measure, Herald, baseline, ratio, target."""

@@ -66,10 +66,12 @@ class Settings:
     """Lifetime of tokens minted by ``herald token``."""
     max_request_bytes: int = 16 * 1024
     """Largest request accepted on a request topic or the API."""
-    bulk_max_targets: int = 10_000
+    bulk_max_targets: int = 100_000
     """Targets (users or device tokens) one ``POST /api/notifications/bulk`` may name."""
-    bulk_max_encoded_bytes: int = 32 * 1024 * 1024
-    """Bytes one bulk may publish in all (targets x encoded request); a larger bulk is refused (413)."""
+    bulk_max_encoded_bytes: int = 64 * 1024 * 1024
+    """Bytes one bulk may publish in all (targets x encoded request); a larger bulk is refused (413).
+
+    64 MiB: 100,000 requests of up to ~670 bytes each (a title and a short body) fit."""
     max_devices_per_user: int = 20
     """Active APNs device tokens per user; registering one more unregisters the oldest."""
     write_rate_per_second: float = 2.0
