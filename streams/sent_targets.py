@@ -119,10 +119,16 @@ class SentTargets:
     def _partition_index(self, partition: int) -> deque[tuple[float, str]]:
         index = self._index.get(partition)
         if index is None:
-            entries = [
-                (float(value["at"]), key)
-                for key, value in list(self._table.items())
-                if isinstance(value, dict) and value.get("p") == partition and isinstance(value.get("at"), int | float)
-            ]
-            index = self._index[partition] = deque(sorted(entries))
+            # One scan of the local store rebuilds every partition's index (after a start or a rebalance).
+            found: dict[int, list[tuple[float, str]]] = {}
+            for key, value in list(self._table.items()):
+                if (
+                    isinstance(value, dict)
+                    and isinstance(value.get("p"), int)
+                    and isinstance(value.get("at"), int | float)
+                ):
+                    found.setdefault(value["p"], []).append((float(value["at"]), key))
+            for each, entries in found.items():
+                self._index[each] = deque(sorted(entries))
+            index = self._index.setdefault(partition, deque())
         return index
