@@ -16,7 +16,7 @@ import uvloop
 
 from api.auth import mint_token, refuse_dev_defaults
 from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
-from herald import apns_emulator_command, audit_command, logs
+from herald import apns_emulator_command, audit_command, logs, why_command
 
 log = logging.getLogger("herald")
 
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("rebuild", help="drop the read models and replay the event log into them (projector stopped)")
     apns_emulator_command.add_parser(sub)
     audit_command.add_parser(sub)
+    why_command.add_parser(sub)
     token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
     token.add_argument("user")
     token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_token(settings, args.user, tuple(args.scope), args.ttl)
     if args.command == "audit":
         return audit_command.run(args, settings)
+    if args.command == "why":
+        return why_command.run(args, settings)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
         return _run_rebuild(settings)
@@ -101,7 +104,7 @@ def _print_token(settings: Settings, user: str, scopes: tuple[str, ...], ttl: in
 def _run_rebuild(settings: Settings) -> int:
     from herald.progress import Progress
     from projections.database import create_engine
-    from projections.rebuild import checksum, rebuild
+    from projections.rebuild import fingerprint, rebuild
 
     async def run() -> None:
         engine = create_engine(settings.database_url)
@@ -109,7 +112,7 @@ def _run_rebuild(settings: Settings) -> int:
             bar = Progress("replaying the event log")
             applied = await rebuild(settings, engine, progress=bar)
             bar.close()
-            print(f"replayed {applied} events; read-model checksum {await checksum(engine)}")
+            print(f"replayed {applied} events; read-model checksum {await fingerprint(engine)}")
         finally:
             await engine.dispose()
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import deliveries, devices, stats
 from projections.core_writer import CoreWriter
-from projections.models import ContactRow, DeliveryRow, DeviceRow, EventRow, NotificationRow
+from projections.models import ContactRow, DeviceRow, EventRow, NotificationRow
 from projections.notifications import (
     NotificationState,
     States,
@@ -171,38 +171,29 @@ def prepare(partition: int, offset: int, env: Envelope, data: dict[str, Any] | N
     ledger = _ledger_row(partition, offset, env, data)
     # Serialised once here (and reused by the Postgres writer), so that data no database or
     # JSON encoder accepts (NaN, nesting beyond the encoder's stack) is this event's failure.
-    ledger["data_json"] = json.dumps(ledger["data"], separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    ledger["data_json"] = _encode(ledger["data"])
     delivery = deliveries.delivery_row(env)
-    problems = [too_long(EventRow, ledger)]
-    if delivery is not None:
-        problems.append(too_long(DeliveryRow, delivery))
+    # Ids are checked here (the usual way an event does not fit); every other limit is the
+    # database's: a batch it refuses is applied one event at a time to find the culprit.
+    reason = too_long(EventRow, ledger)
     event = env.data
-    if isinstance(event, NotificationAccepted):
-        problems.append(too_long(NotificationRow, _content(env, event)))
-    elif isinstance(event, NotificationRejected | NotificationRateLimited | NotificationDuplicate):
-        problems.append(too_long(NotificationRow, {"id": event.notification_id, "user_id": event.user_id}))
-    elif isinstance(event, devices.DEVICE_EVENTS):
+    if reason is None and isinstance(event, _CREATING):
+        reason = too_long(NotificationRow, {"id": event.notification_id, "user_id": event.user_id})
+    elif reason is None and isinstance(event, devices.DEVICE_EVENTS):
         device = {k: getattr(event, k, None) for k in ("device_token", "user_id", "platform", "name")}
-        problems.append(too_long(DeviceRow, device))
-    elif isinstance(event, ContactUpdated):
-        problems.append(too_long(ContactRow, {"user_id": event.user_id, "email": event.email}))
-    reasons = [p for p in problems if p is not None]
-    if reasons:
-        raise ValueError("; ".join(reasons))
+        reason = too_long(DeviceRow, device)
+    elif reason is None and isinstance(event, ContactUpdated):
+        reason = too_long(ContactRow, {"user_id": event.user_id, "email": event.email})
+    if reason is not None:
+        raise ValueError(reason)
     return Prepared(offset, env, ledger, delivery)
 
 
-def _content(env: Envelope, event: NotificationAccepted) -> dict[str, Any]:
-    return {
-        "id": event.notification_id,
-        "user_id": event.user_id,
-        "priority": event.priority,
-        "category": event.category,
-        "device_token": event.device_token,
-        "correlation_id": env.correlationid,
-        "idempotency_key": event.idempotency_key,
-        "collapse_key": event.collapse_key,
-    }
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+_CREATING = (NotificationAccepted, NotificationRejected, NotificationRateLimited, NotificationDuplicate)
+"""Events that create a notification row."""
 
 
 @dataclass(frozen=True, slots=True)

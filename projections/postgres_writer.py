@@ -11,7 +11,9 @@ fails loudly, where a cast to ``varchar(n)[]`` would cut it silently.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from psycopg import AsyncConnection as PgConnection
@@ -124,6 +126,17 @@ DELIVERY_COLUMNS = (
     ("at", "timestamptz"),
 )
 
+STAT_DELTAS = (
+    "CREATE TEMP TABLE IF NOT EXISTS herald_stat_deltas (scope text, metric text, key text, count bigint)"
+    " ON COMMIT DELETE ROWS"
+)
+"""Per-session staging table of a batch's counter deltas (emptied at each commit)."""
+ADD_STAT_DELTAS = (
+    "INSERT INTO stat_counters (scope, metric, key, count) SELECT scope, metric, key, count FROM herald_stat_deltas"
+    " ORDER BY scope, metric, key"
+    " ON CONFLICT (scope, metric, key) DO UPDATE SET count = stat_counters.count + excluded.count"
+)
+"""Counter deltas copied in binary (C-formatted rows) rather than dumped as Python-built arrays."""
 ADD_STATS = (
     "INSERT INTO stat_counters (scope, metric, key, count) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],"
     " %b::bigint[]) ON CONFLICT (scope, metric, key) DO UPDATE SET count = stat_counters.count + excluded.count"
@@ -141,6 +154,13 @@ async def driver(conn: AsyncConnection) -> PgConnection[Any]:
     if not isinstance(pg, PgConnection):
         raise TypeError("the Postgres writer needs the psycopg driver (postgresql+psycopg://)")
     return pg
+
+
+STAGE_STATS_FROM = 64
+"""Counter deltas from which staging them with COPY beats array parameters."""
+STAT_COLUMNS = (("scope", "text"), ("metric", "text"), ("key", "text"), ("count", "int8"))
+_STAGED: weakref.WeakSet[PgConnection[Any]] = weakref.WeakSet()
+"""Connections (sessions) whose staging table exists."""
 
 
 class PostgresWriter:
@@ -205,7 +225,7 @@ class PostgresWriter:
     async def insert_notifications(self, rows: Sequence[dict[str, Any]]) -> None:
         """New notification rows."""
         for row in rows:
-            row["channels"] = _json(row["channels"])
+            row["channels"] = _channels_json(row["channels"])
             row["data"] = _json(row["data"])
         await self._copy("notifications", NOTIFICATION_COLUMNS, rows)
 
@@ -231,7 +251,14 @@ class PostgresWriter:
         """Add ``(scope, metric, key, delta)`` to the counters (sorted: a stable lock order); drop zeros."""
         if not deltas:
             return
-        await self._pg.execute(ADD_STATS, [list(c) for c in zip(*deltas, strict=True)])
+        if len(deltas) < STAGE_STATS_FROM:
+            await self._pg.execute(ADD_STATS, [list(c) for c in zip(*deltas, strict=True)])
+        else:
+            if self._pg not in _STAGED:
+                await self._pg.execute(STAT_DELTAS)
+                _STAGED.add(self._pg)
+            await self._copy_tuples("herald_stat_deltas", STAT_COLUMNS, deltas)
+            await self._pg.execute(ADD_STAT_DELTAS)
         emptied = [d[:3] for d in deltas if d[3] < 0]
         if emptied:
             await self._pg.execute(DROP_EMPTY_STATS, [list(c) for c in zip(*emptied, strict=True)])
@@ -243,8 +270,8 @@ class PostgresWriter:
         rows: Sequence[dict[str, Any]],
         rename: dict[str, str] | None = None,
     ) -> None:
-        names = [name for name, _ in spec]
-        await self._copy_tuples(table, spec, [tuple(row[n] for n in names) for row in rows], rename=rename)
+        values = itemgetter(*(name for name, _ in spec))
+        await self._copy_tuples(table, spec, [values(row) for row in rows], rename=rename)
 
     async def _copy_tuples(
         self,
@@ -263,5 +290,16 @@ class PostgresWriter:
                 await copy.write_row(row)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_CHANNELS_JSON: dict[tuple[str, ...], str] = {}
+
+
+def _channels_json(channels: list[str]) -> str:
+    # A handful of distinct channel lists: serialise each once.
+    key = tuple(channels)
+    text = _CHANNELS_JSON.get(key)
+    if text is None:
+        text = _json(channels)
+        if len(_CHANNELS_JSON) < 64:  # bounded: channel lists are few, but keep it so
+            _CHANNELS_JSON[key] = text
+    return text

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 ANALYZE_EVERY = 20_000
 """Events applied between two refreshes of the planner statistics (Postgres)."""
+ANALYZE_FIRST = 2_000
+"""Events applied before the first refresh: a table the planner believes empty is scanned whole
+for each batch's lookups, and that grows with every batch until the refresh."""
 LINGER_THRESHOLD = 16
 """Records in one poll that count as a backlog worth lingering for (see ``Projector._gather``)."""
 READ_AHEAD = 2
@@ -41,7 +44,7 @@ READ_AHEAD = 2
 PREPARE_CHUNK = 100
 """Records prepared between two yields to the event loop."""
 CATCH_UP_BATCH = 2000
-"""Events per transaction at most when catching up (rebuilds)."""
+"""Events read per partition per poll when catching up (rebuilds): one transaction each, about."""
 RETRY_FIRST_DELAY = 0.2
 """Seconds before the first retry of a transaction that lost its database connection."""
 RETRY_MAX_DELAY = 5.0
@@ -74,6 +77,7 @@ class Projector:
         self.skipped = 0
         """Events skipped since start because they could not be applied (see ``projections.poison``)."""
         self._since_analyze = 0
+        self._analyze_at = ANALYZE_FIRST
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Project until ``stopping`` is set; any error that retries cannot cure propagates.
@@ -258,7 +262,8 @@ class Projector:
             self._positions[partition] = next_offset
             self._progress.notify_all()
         self._since_analyze += fresh
-        if self._since_analyze >= ANALYZE_EVERY and self._engine.dialect.name == "postgresql":
+        if self._since_analyze >= self._analyze_at and self._engine.dialect.name == "postgresql":
+            self._analyze_at = ANALYZE_EVERY
             await self._analyze()
 
     async def _analyze(self) -> None:
@@ -267,7 +272,9 @@ class Projector:
         # scans then make every batch slower than the last. Refresh them ourselves.
         self._since_analyze = 0
         async with self._engine.begin() as conn:
-            await conn.execute(text("ANALYZE notifications, notification_channels, projected_events, deliveries"))
+            await conn.execute(
+                text("ANALYZE notifications, notification_channels, projected_events, deliveries, stat_counters")
+            )
 
     async def catch_up(
         self,
@@ -321,7 +328,7 @@ class Projector:
                 while True:
                     behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
                     wait = idle_timeout if behind else 0.2
-                    polled = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=size)
+                    polled = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=size * len(tps))
                     if polled:
                         await ready.put(await self._prepare_polled({tp.partition: r for tp, r in polled.items()}))
                         continue

@@ -40,6 +40,7 @@ class _Field:
     required: bool
 
 
+_ABSENT = object()
 _PLANS: dict[str, tuple[type[Event], tuple[_Field, ...]]] = {}
 _OPTIONAL_ATTRS = ("subject", "userid", "priority", "correlationid")
 
@@ -57,7 +58,7 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
         # Postgres text cannot hold NUL; one producer's "\u0000" must not stop the projector.
         raw = raw.replace(b"\\u0000", b"\\ufffd")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw.decode())  # decoding first spares json its encoding detection
     except (ValueError, RecursionError) as exc:
         raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
     ce = {k[3:]: v for k, v in headers if k.startswith("ce_")}
@@ -99,11 +100,11 @@ def _event(event_type: str, data: dict[str, Any]) -> Event:
     cls, fields = plan
     kwargs: dict[str, Any] = {}
     for f in fields:
-        if f.name not in data:
+        value = data.get(f.name, _ABSENT)
+        if value is _ABSENT:
             if f.required:
                 raise Unreadable(f"{event_type}: missing {f.name}")
             continue
-        value = data[f.name]
         if value is None:
             if not f.nullable:
                 raise Unreadable(f"{event_type}: {f.name} must not be null")
