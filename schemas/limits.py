@@ -50,13 +50,7 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         except UnicodeDecodeError as exc:
             raise MalformedJSON(f"malformed JSON: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        value = json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            parse_float=_float,
-            parse_int=_int,
-            object_pairs_hook=_object,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise InvalidMessage(f"JSON nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
@@ -127,3 +121,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
         raise ValueError(f"JSON object has a duplicate key {dup[:40]!r}")
     return obj
+
+
+# Built once: json.loads(..., hooks) would build a decoder per call (a few µs on every record).
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_float, parse_int=_int, object_pairs_hook=_object
+)
