@@ -28,6 +28,7 @@ CLAIM_OFFSET = (
 )
 """Read a partition's checkpoint and lock its row until commit: a second projector briefly
 owning the same partition (a rebalance) waits here, then sees the advanced offset."""
+ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF"
 STORE_OFFSET = "UPDATE projector_offsets SET next_offset = %b WHERE topic = %b AND partition = %b"
 
 KNOWN_EVENTS = "SELECT event_id FROM projected_events WHERE event_id = ANY(%b::text[])"
@@ -178,7 +179,15 @@ class PostgresWriter:
         self._pg = pg
 
     async def claim_offset(self, topic: str, partition: int) -> int:
-        """The partition's stored next offset, its row locked until commit."""
+        """The partition's stored next offset, its row locked until commit.
+
+        Also makes this transaction's commit asynchronous: it is visible at once, only its
+        WAL flush is not awaited. A Postgres crash may then forget the last few projector
+        transactions, rows and offsets together, and the projector simply applies those
+        events again from the log: the read models stay consistent, commits stop waiting
+        for the disk.
+        """
+        await self._pg.execute(ASYNC_COMMIT)
         cur = await self._pg.execute(CLAIM_OFFSET, (topic, partition))
         row = await cur.fetchone()
         return int(row[0]) if row else 0
