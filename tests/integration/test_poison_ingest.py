@@ -9,6 +9,7 @@ agent crashed, the record was dropped with no dead letter.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -211,3 +212,30 @@ async def test_a_decoder_failure_of_any_kind_is_dead_lettered_and_the_agent_keep
         what="the record the decoder choked on, dead-lettered",
     )
     assert dict(letter.headers)["herald-error"].startswith(b"undecodable: RecursionError")
+
+
+async def test_80_records_nested_5000_deep_do_not_stall_high_priority_ingest(
+    stack: Stack, log: TopicTail, dead: TopicTail, settings: Settings
+) -> None:
+    # Issue 14, fault 3: each such record used to crash the agent (restarted ~5 s later):
+    # 80 of them held high-priority ingest for ~400 s.
+    assert stack.topics is not None
+    user = f"flood-{uuid.uuid4().hex[:6]}"
+    good = request(user, "behind the flood")
+    records = [(f"deep-{i}-{user}".encode(), _nested(5000).encode()) for i in range(80)]
+    records.append((user.encode(), json.dumps(good).encode()))
+    started = time.monotonic()
+    await publish(settings.kafka_bootstrap, stack.topics.names.request("high"), records)  # type: ignore[arg-type]
+    await log.wait_events(1, type="notification.accepted", subject=good["id"], within=30)
+    elapsed = time.monotonic() - started
+    letters = await dead.wait(
+        lambda: (
+            (found := [r for r in dead.records if (r.key or b"").endswith(user.encode())])  # type: ignore[attr-defined]
+            and len(found) >= 80
+            and found
+        ),
+        what="80 dead letters",
+    )
+    assert len(letters) == 80
+    assert all(b"nested deeper" in dict(r.headers)["herald-error"] for r in letters)  # type: ignore[attr-defined]
+    assert elapsed < 15, f"the good request behind 80 poison records took {elapsed:.1f}s"
