@@ -1,0 +1,364 @@
+"""Projector throughput: a backlog of the event log applied into Postgres, and a full rebuild.
+
+On one fresh Tansu broker, N synthetic but realistic events (``notification.accepted``
+over many users, then their outcomes: ``delivery.succeeded`` or ``delivery.deferred``,
+an email or APNs delivery for some, ``notification.read`` for a third, later in the log
+as in production) are produced once onto a 4-partition event log. Then, per round:
+
+(a) baseline: a raw aiokafka consumer reads the same N records (no decoding);
+(b) ``herald projector`` in its own OS process, started on a scratch database with a
+    fresh consumer group, timed from its first committed batch until its stored offsets
+    reach the end of the log (the group join is not projection work), and from process
+    start too; CPU seconds of the projector process and of its Postgres backends are
+    read from /proc, so the cost per event is reported besides the (shared-machine) rate;
+(c) ``herald rebuild`` of ``--rebuild-events`` events (a second log) as its own process,
+    timed from start to exit (drop, migrate, replay, checksum), and the replay alone
+    (until the line that reports it).
+
+    uv run python -m benchmarks.projector [--events 200000] [--rounds 3]
+        [--rebuild-events 1000000] [--rebuild-rounds 1] [--users 10000]
+
+Producing the events costs about 25 us each (encode + produce): ~5 s for 200,000 and
+~30 s for 1,000,000 on an idle 2-core machine. ``--rebuild-events 0`` skips (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import broker, scratch_database
+from engine.topics import TopicNames
+from schemas.codec import encode
+from schemas.envelope import Envelope
+from schemas.events import (
+    DeliveryDeferred,
+    DeliverySucceeded,
+    Event,
+    NotificationAccepted,
+    NotificationRead,
+)
+from schemas.ids import derived_id
+
+PARTITIONS = 4
+PRIORITIES = ("high", "medium", "low")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def events(seed: str, n: int, users: int) -> Iterator[tuple[bytes, bytes]]:
+    """``n`` encoded events, keyed by user: about 2.5 per notification, outcomes 40 events later."""
+    pending: list[tuple[int, Envelope]] = []  # (due index, envelope) of follow-up events
+    produced = 0
+    i = 0
+    while produced < n:
+        while pending and pending[0][0] <= produced and produced < n:
+            yield _record(pending.pop(0)[1])
+            produced += 1
+        if produced >= n:
+            break
+        user = f"user-{(i * 7919) % users}"
+        nid = derived_id(seed, "n", str(i))
+        now = T0 + timedelta(milliseconds=i)
+        channels = ("websocket", "email") if i % 7 == 0 else ("websocket", "apns") if i % 11 == 0 else ("websocket",)
+        accepted = NotificationAccepted(
+            notification_id=nid,
+            user_id=user,
+            title=f"Build {i} finished",
+            body="Your deployment to production finished in 3m12s; 214 tests passed, 0 failed.",
+            priority=PRIORITIES[i % 3],
+            channels=channels,
+            category="deploy",
+            data={"build": i, "url": f"https://ci.example.com/builds/{i}"},
+            requested_at=now,
+        )
+        yield _record(_env(seed, nid, 0, accepted, now))
+        produced += 1
+        follow: list[Event] = []
+        if i % 4:
+            follow.append(
+                DeliverySucceeded(
+                    notification_id=nid,
+                    user_id=user,
+                    channel="websocket",
+                    target="gateway-1",
+                    latency_ms=float(5 + i % 90),
+                )
+            )
+        else:
+            follow.append(DeliveryDeferred(notification_id=nid, user_id=user, channel="websocket", reason="offline"))
+        for extra in channels[1:]:
+            follow.append(
+                DeliverySucceeded(
+                    notification_id=nid,
+                    user_id=user,
+                    channel=extra,
+                    target="alice@example.com" if extra == "email" else "a" * 64,
+                    latency_ms=float(80 + i % 400),
+                    provider_id=f"p-{i}",
+                )
+            )
+        if i % 3 == 0:
+            follow.append(NotificationRead(notification_id=nid, user_id=user))
+        for k, event in enumerate(follow, start=1):
+            pending.append((produced + 40 * k, _env(seed, nid, k, event, now + timedelta(seconds=k))))
+        i += 1
+
+
+def _env(seed: str, nid: str, k: int, event: Event, when: datetime) -> Envelope:
+    user = getattr(event, "user_id", None)
+    return Envelope(id=derived_id(seed, nid, str(k)), source="bench", time=when, data=event, subject=nid, userid=user)
+
+
+def _record(env: Envelope) -> tuple[bytes, bytes]:
+    return (env.userid or "").encode(), encode(env)
+
+
+async def produce(bootstrap: str, topic: str, n: int, users: int, seed: str) -> float:
+    """Create ``topic`` and append ``n`` events; return the seconds it took."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    finally:
+        await admin.close()
+    started = time.perf_counter()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for key, value in events(seed, n, users):
+            futures.append(await producer.send(topic, key=key, value=value))
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    """Events/s of a bare aiokafka consumer reading the ``n`` records (no decoding)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < n:
+            polled = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            seen += sum(len(r) for r in polled.values())
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def herald_env(bootstrap: str, prefix: str, database_url: str, group: str) -> dict[str, str]:
+    """Environment of a ``herald`` subprocess: production settings, except the Tansu fetch wait."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(
+        HERALD_KAFKA_BOOTSTRAP=bootstrap,
+        HERALD_TOPIC_PREFIX=prefix,
+        HERALD_DATABASE_URL=database_url,
+        HERALD_PROJECTOR_GROUP=group,
+        HERALD_JWT_SECRET=secrets.token_hex(32),
+        HERALD_LOG_LEVEL="WARNING",
+        HERALD_KAFKA_FETCH_MAX_WAIT_MS="20",  # Tansu holds a fetch for its whole max wait
+        HERALD_KAFKA_SESSION_TIMEOUT="6",
+        HERALD_KAFKA_HEARTBEAT_INTERVAL="1",
+        HERALD_KAFKA_REBALANCE_TIMEOUT="6",
+    )
+    return env
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(dsn: str, database: str) -> float:
+    """CPU seconds of every Postgres backend connected to ``database`` (they live as long as the pool)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [database])]
+        own = conn.execute("SELECT pg_backend_pid()").fetchone()
+    return sum(cpu_seconds(pid) for pid in pids if own is None or pid != own[0])
+
+
+def stored(dsn: str, topic: str) -> int:
+    """Sum of the projector's stored next offsets for ``topic`` (0 before its first commit)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('projector_offsets')").fetchone()
+        if not exists or exists[0] is None:
+            return 0
+        row = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM projector_offsets WHERE topic = %s", [topic])
+        value = row.fetchone()
+        return int(value[0]) if value else 0
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def projector_round(bootstrap: str, prefix: str, topic: str, n: int, total: int) -> dict[str, float]:
+    """(b): ``herald projector`` as a process until its offsets reach ``total``."""
+    scratch: contextlib.AbstractContextManager[str] = scratch_database()
+    with scratch as url:
+        dsn = url.replace("+psycopg", "")
+        database = dsn.rsplit("/", 1)[1]
+        env = herald_env(bootstrap, prefix, url, f"bench-projector-{secrets.token_hex(4)}")
+        started = time.perf_counter()
+        with process([sys.executable, "-m", "herald.cli", "projector"], env) as proc:
+            first = None
+            while True:
+                if proc.poll() is not None:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    raise RuntimeError(f"herald projector exited {proc.returncode}: {out[-2000:]}")
+                done = stored(dsn, topic)
+                now = time.perf_counter()
+                if done and first is None:
+                    first = (now, done)
+                if done >= total:
+                    break
+                time.sleep(0.05)
+            cpu = cpu_seconds(proc.pid)
+            pg_cpu = backend_cpu(dsn, database)
+        assert first is not None
+        timed = n - first[1]
+        return {
+            "rate": timed / max(now - first[0], 1e-9),
+            "rate_with_start": n / (now - started),
+            "cpu_us": cpu / n * 1e6,
+            "pg_cpu_us": pg_cpu / n * 1e6,
+        }
+
+
+def rebuild_round(bootstrap: str, prefix: str, n: int) -> dict[str, float]:
+    """(c): ``herald rebuild`` as a process on a scratch database."""
+    scratch: contextlib.AbstractContextManager[str] = scratch_database()
+    with scratch as url:
+        env = herald_env(bootstrap, prefix, url, "unused")
+        started = time.perf_counter()
+        replayed = None
+        with process([sys.executable, "-m", "herald.cli", "rebuild"], env) as proc:
+            assert proc.stdout is not None
+            lines = []
+            for raw in proc.stdout:
+                line = raw.decode().rstrip()
+                lines.append(line)
+                if line.startswith("replaying the event log:"):
+                    print(f"    {line}", flush=True)
+                if line.startswith("replayed "):
+                    replayed = time.perf_counter() - started
+            code = proc.wait()
+        total = time.perf_counter() - started
+        if code != 0 or replayed is None:
+            raise RuntimeError(f"herald rebuild exited {code}: {lines[-20:]}")
+        return {"seconds": total, "replay_seconds": replayed, "rate": n / replayed}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000, help="backlog for (a) and (b)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--rebuild-events", type=int, default=1_000_000, help="log size for (c); 0 skips it")
+    parser.add_argument("--rebuild-rounds", type=int, default=1)
+    args = parser.parse_args()
+
+    async with broker() as bootstrap:
+        prefix = f"bench{secrets.token_hex(3)}."
+        topic = TopicNames(prefix).events
+        seconds = await produce(bootstrap, topic, args.events, args.users, "backlog")
+        ends = await end_offsets(bootstrap, topic)
+        total = sum(ends.values())
+        print(f"produced {total:,} events over {args.users:,} users in {seconds:.1f} s", flush=True)
+        raw: list[float] = []
+        projected: list[dict[str, float]] = []
+        for r in range(args.rounds):
+            raw.append(await raw_consume(bootstrap, topic, total))
+            projected.append(await asyncio.to_thread(projector_round, bootstrap, prefix, topic, total, total))
+            print(
+                f"  round {r + 1}: raw consume {raw[-1]:,.0f} events/s; herald projector {projected[-1]['rate']:,.0f}"
+                f" events/s ({projected[-1]['rate_with_start']:,.0f} with start-up); CPU per event:"
+                f" projector {projected[-1]['cpu_us']:.0f} us, Postgres {projected[-1]['pg_cpu_us']:.0f} us",
+                flush=True,
+            )
+        rebuilt: list[dict[str, float]] = []
+        if args.rebuild_events:
+            rprefix = f"rebuild{secrets.token_hex(3)}."
+            seconds = await produce(bootstrap, TopicNames(rprefix).events, args.rebuild_events, args.users, "rebuild")
+            print(f"produced {args.rebuild_events:,} events for the rebuild in {seconds:.1f} s", flush=True)
+            for r in range(args.rebuild_rounds):
+                rebuilt.append(await asyncio.to_thread(rebuild_round, bootstrap, rprefix, args.rebuild_events))
+                print(
+                    f"  rebuild round {r + 1}: {rebuilt[-1]['seconds']:.1f} s in all, replay"
+                    f" {rebuilt[-1]['replay_seconds']:.1f} s ({rebuilt[-1]['rate']:,.0f} events/s)",
+                    flush=True,
+                )
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    raw_rate = med(raw)
+    rate = med([p["rate"] for p in projected])
+    print(f"\n== Projector, {total:,}-event backlog, median of {args.rounds} rounds ==")
+    print(f"  (a) raw aiokafka consume       {raw_rate:12,.0f} events/s   1")
+    print(f"  (b) herald projector process   {rate:12,.0f} events/s   {rate / raw_rate:.3f} of raw  (target 20,000)")
+    print(f"      with process start-up      {med([p['rate_with_start'] for p in projected]):12,.0f} events/s")
+    print(
+        f"      CPU per event              projector {med([p['cpu_us'] for p in projected]):.0f} us,"
+        f" Postgres {med([p['pg_cpu_us'] for p in projected]):.0f} us"
+    )
+    if rebuilt:
+        print(f"  (c) herald rebuild of {args.rebuild_events:,} events (target 60 s)")
+        print(f"      whole command              {med([r['seconds'] for r in rebuilt]):10.1f} s")
+        print(
+            f"      replay only                {med([r['replay_seconds'] for r in rebuilt]):10.1f} s"
+            f"   {med([r['rate'] for r in rebuilt]):,.0f} events/s"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
