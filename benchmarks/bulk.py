@@ -1,0 +1,462 @@
+"""Bulk sends end to end (issue 9, target 5), with the roles as separate processes, next to a
+raw baseline measured on the same servers in the same run.
+
+Herald: ``herald worker`` (APNs sink configured), ``herald projector`` and ``herald api``
+each in its own process, real Postgres and Redis, a fresh Tansu broker, producers batching
+as in production. The APNs emulator runs in the benchmark's process, as in the tests (its
+records are read directly: serialising 10,000 of them per poll through the inspection API
+would cost a process competing for the same 2 cores). Two measures on the same processes:
+
+- **devices**: 10,000 device tokens of 10,000 distinct users are registered by appending
+  ``device.registered`` to the event log (as ``POST /api/devices`` does, without its
+  per-user write rate limit) and projected; then one ``POST /api/notifications/bulk`` with
+  the 10,000 ``device_tokens``. Time = POST sent -> the last push received by the emulator
+  (``received_at`` from its inspection API; every token once, status 200).
+  Baseline: a raw HTTP/2 client (``benchmarks.apns.RawH2``: one TLS connection, pre-built
+  headers, one JWT) pushing the same 10,000 tokens to the same emulator, 100 in flight.
+- **users**: one ``POST /api/notifications/bulk`` with 100,000 ``user_ids`` (channel
+  ``websocket``, nobody connected). Time = POST sent -> every ``notification.accepted`` of
+  the bulk on the event log and every notification a row in Postgres.
+  Baseline: the raw aiokafka consume->produce loop of ``benchmarks.throughput`` moving the
+  same number of records between two topics on the same broker.
+
+Both baselines run before the roles start, so nothing else competes with them. Where the
+time goes is printed per measure (POST answered = every request on the broker; accepted =
+the worker's ingest decisions on the log; pushes/rows = the sink or the projector), with the
+CPU seconds each role used.
+
+    uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+import jwt
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from api.auth import SCOPE_WRITE, mint_token
+from benchmarks.apns import TOPIC, RawH2
+from benchmarks.apns import measure as raw_rate
+from benchmarks.common import Row, bench_settings, broker, scratch_database
+from benchmarks.roles import Role, bench_secret, role, wait_ready
+from benchmarks.throughput import cpu_seconds, run_baseline
+from engine.settings import Settings
+from herald.apns_emulator import ApnsEmulator, generate_signing_key
+from herald.broker import free_port
+from schemas.codec import encode
+from schemas.envelope import Envelope
+from schemas.events import DeviceRegistered
+from schemas.ids import uuid7
+from streams.admin import ensure_topics
+
+REDIS = "redis://127.0.0.1:6379/14"
+KEY_ID, TEAM_ID = "KEY1234567", "TEAM123456"
+PRODUCER_LINGER_MS = 5
+WARM_DEVICES = 20
+"""Devices of the unmeasured warm-up bulk (group joins, the APNs connection, caches)."""
+
+
+# ---------------------------------------------------------------------------- emulator
+
+
+async def raw_pushes(emulator: ApnsEmulator, key_pem: str, tokens: list[str], concurrency: int) -> float:
+    """Seconds for a raw HTTP/2 client to push every token once (``concurrency`` in flight)."""
+    host, port = emulator.address
+    provider = jwt.encode(
+        {"iss": TEAM_ID, "iat": int(time.time())}, key_pem, algorithm="ES256", headers={"kid": KEY_ID}
+    )
+    raw = RawH2(host, port, emulator.client_ssl_context(), provider)
+    await raw.start()
+    body = json.dumps({"aps": {"alert": {"title": "Flash sale", "body": "Everything -20% for an hour"}}}).encode()
+    try:
+        assert await raw.push(tokens[0], body) == 200  # connected outside the clock
+        statuses: list[int] = []
+
+        async def push(i: int) -> None:
+            statuses.append(await raw.push(tokens[i], body))
+
+        rate = await raw_rate(len(tokens), concurrency, push)
+    finally:
+        await raw.close()
+    if set(statuses) != {200}:
+        raise SystemExit(f"raw h2 baseline: answers {sorted(set(statuses))}")
+    return len(tokens) / rate
+
+
+async def pushes_received(emulator: ApnsEmulator, tokens: list[str], within: float) -> tuple[float, float]:
+    """Wall-clock times of the first and last push to ``tokens`` once each has one (status 200)."""
+    wanted = set(tokens)
+    deadline = time.monotonic() + within
+    while True:
+        records = [r for r in emulator.received if r.token in wanted]
+        if len({r.token for r in records}) >= len(wanted):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{len({r.token for r in records})} of {len(wanted)} pushes after {within} s")
+        await asyncio.sleep(0.1)
+    bad = [r for r in records if r.status != 200]
+    if bad or len(records) != len(wanted):
+        raise SystemExit(f"{len(records)} pushes for {len(wanted)} tokens, {len(bad)} not 200")
+    times = [r.received_at for r in records]
+    return min(times), max(times)
+
+
+# ---------------------------------------------------------------------------- the log and the read model
+
+
+class Acceptances:
+    """Tails the event log from its end: the distinct notifications accepted per bulk, and when."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+        self.topic = topic
+        self.accepted: dict[str, set[str]] = {}
+        self.first_at: dict[str, float] = {}
+        self.last_at: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        while not partitions:
+            await self.consumer.topics()
+            await asyncio.sleep(0.1)
+            partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:  # resolved now, so nothing published after start() is skipped
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.monotonic()
+            for records in batch.values():
+                for r in records:
+                    value = r.value or b""
+                    if b'"type":"notification.accepted"' not in value:
+                        continue
+                    bulk = _field(value, b"correlationid")
+                    if bulk is None:
+                        continue
+                    self.accepted.setdefault(bulk, set()).add(_field(value, b"subject") or "")
+                    self.first_at.setdefault(bulk, now)
+                    self.last_at[bulk] = now
+
+    async def wait(self, bulk: str, count: int, within: float) -> float:
+        """Monotonic time the ``count``-th distinct acceptance of ``bulk`` was read."""
+        deadline = time.monotonic() + within
+        while len(self.accepted.get(bulk, ())) < count:
+            if self._task is not None and self._task.done():
+                self._task.result()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(self.accepted.get(bulk, ()))} of {count} accepted after {within} s")
+            await asyncio.sleep(0.05)
+        return self.last_at[bulk]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+def _field(value: bytes, name: bytes) -> str | None:
+    """A top-level string attribute of a compact CloudEvent (no full decode per record)."""
+    marker = b'"' + name + b'":"'
+    start = value.find(marker)
+    if start < 0:
+        return None
+    start += len(marker)
+    return value[start : value.index(b'"', start)].decode()
+
+
+async def rows_of_bulk(database_url: str, bulk: str, count: int, within: float) -> float:
+    """Monotonic time at which ``count`` notifications of ``bulk`` are rows in Postgres."""
+    dsn = database_url.replace("+psycopg", "")
+    deadline = time.monotonic() + within
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute("SELECT count(*) FROM notifications WHERE correlation_id = %s", (bulk,))
+            row = await cur.fetchone()
+            seen = row[0] if row is not None else 0
+            if seen >= count:
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {seen} of {count} rows of bulk {bulk} visible after {within} s")
+            await asyncio.sleep(0.1)
+
+
+async def devices_projected(database_url: str, prefix: str, count: int, within: float) -> None:
+    dsn = database_url.replace("+psycopg", "")
+    deadline = time.monotonic() + within
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute("SELECT count(*) FROM devices WHERE user_id LIKE %s", (prefix + "%",))
+            row = await cur.fetchone()
+            if row is not None and row[0] >= count:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {row[0] if row else 0} of {count} devices projected after {within} s")
+            await asyncio.sleep(0.2)
+
+
+async def register(settings: Settings, topic: str, devices: list[tuple[str, str]]) -> None:
+    """``device.registered`` for each (user, token), appended to the event log."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=PRODUCER_LINGER_MS, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        now = datetime.now(UTC)
+        futures = []
+        for user, token in devices:
+            env = Envelope(
+                id=uuid7(), source="bench", time=now, data=DeviceRegistered(user, token), subject=None, userid=user
+            )
+            futures.append(await producer.send(topic, key=user.encode(), value=encode(env)))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+# ---------------------------------------------------------------------------- herald
+
+
+@dataclass
+class Bulk:
+    """One measured bulk: monotonic times of its stages (``None``: not part of this measure)."""
+
+    targets: int
+    posted: float = 0.0
+    answered: float = 0.0
+    first_accepted: float = 0.0
+    accepted: float = 0.0
+    projected: float | None = None
+    first_push: float | None = None
+    last_push: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> float:
+        return max(t for t in (self.accepted, self.projected, self.last_push) if t is not None)
+
+    @property
+    def seconds(self) -> float:
+        return self.done - self.posted
+
+    def stages(self) -> str:
+        def at(t: float) -> str:
+            return f"{t - self.posted:6.2f} s"
+
+        parts = [f"POST answered (all on the broker) {at(self.answered)}"]
+        parts.append(f"first accepted {at(self.first_accepted)}, last accepted {at(self.accepted)}")
+        if self.first_push is not None and self.last_push is not None:
+            parts.append(f"first push {at(self.first_push)}, last push {at(self.last_push)}")
+        if self.projected is not None:
+            parts.append(f"all rows {at(self.projected)}")
+        cpu = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.cpu.items())
+        return "; ".join(parts) + f" | CPU s: {cpu}"
+
+
+async def post_bulk(http: aiohttp.ClientSession, base: str, body: dict[str, object], bulk: Bulk) -> str:
+    bulk.posted = time.monotonic()
+    async with http.post(f"{base}/api/notifications/bulk", json=body) as resp:
+        answer = await resp.json()
+        bulk.answered = time.monotonic()
+    if resp.status != 202 or answer["requested"] != bulk.targets:
+        raise SystemExit(f"bulk of {bulk.targets}: HTTP {resp.status} {str(answer)[:500]}")
+    return str(answer["bulk_id"])
+
+
+async def run_herald(
+    bootstrap: str,
+    database_url: str,
+    emulator: ApnsEmulator,
+    key_pem: str,
+    tokens: list[str],
+    args: argparse.Namespace,
+    say: Callable[[str], None],
+) -> tuple[Bulk, Bulk]:
+    """The devices measure, then the users measure, against the same three role processes."""
+    port = free_port()
+    settings = bench_settings(
+        bootstrap,
+        database_url,
+        redis_url=REDIS,
+        jwt_secret=bench_secret(),
+        http_port=port,
+        producer_linger_ms=PRODUCER_LINGER_MS,
+        apns_key=key_pem,
+        apns_key_id=KEY_ID,
+        apns_team_id=TEAM_ID,
+        apns_topic=TOPIC,
+        apns_sandbox=True,
+        apns_server=f"{emulator.address[0]}:{emulator.address[1]}",
+        apns_ca_path=str(emulator.ca_path),
+    )
+    await ensure_topics(settings)
+    base = f"http://127.0.0.1:{port}"
+    tag = uuid.uuid4().hex[:6]
+    warm = [(f"bulkw-{tag}-{i}", uuid.uuid4().hex + uuid.uuid4().hex) for i in range(WARM_DEVICES)]
+    devices = [(f"bulkd-{tag}-{i}", token) for i, token in enumerate(tokens)]
+    log = Acceptances(bootstrap, f"{settings.topic_prefix}events")
+    service = mint_token(settings, "bench-bulk", scopes=(SCOPE_WRITE,))
+    timeout = aiohttp.ClientTimeout(total=900)
+    async with (
+        role("projector", settings, tag="-bulk") as projector,
+        role("worker", settings, tag="-bulk") as worker,
+        role("api", settings, tag="-bulk") as api,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {service}"}, timeout=timeout) as http,
+    ):
+        roles = [worker, api, projector]
+        await wait_ready(base, api)
+        await log.start()
+        try:
+            await register(settings, f"{settings.topic_prefix}events", warm + devices)
+            await devices_projected(database_url, f"bulkw-{tag}-", len(warm), 300)
+            await devices_projected(database_url, f"bulkd-{tag}-", len(devices), 300)
+            # Warm-up, not measured: a small bulk through every stage.
+            warm_tokens = [t for _, t in warm]
+            warmup = Bulk(len(warm_tokens))
+            bulk_id = await post_bulk(http, base, {"device_tokens": warm_tokens, "title": "warm-up"}, warmup)
+            await log.wait(bulk_id, len(warm_tokens), 300)
+            await pushes_received(emulator, warm_tokens, 300)
+            await rows_of_bulk(database_url, bulk_id, len(warm_tokens), 300)
+            emulator.clear()
+
+            say(f"{len(devices):,} devices registered and projected; measuring the push bulk")
+            pushes = await _measure(roles, http, base, log, database_url, emulator, tokens, args)
+            say(f"devices, {len(tokens):,}: {pushes.seconds:.2f} s; {pushes.stages()}")
+            users = [f"bulku-{tag}-{i}" for i in range(args.users)]
+            campaign = await _measure(roles, http, base, log, database_url, None, users, args)
+            say(f"users, {len(users):,}: {campaign.seconds:.2f} s; {campaign.stages()}")
+        finally:
+            await log.stop()
+    return pushes, campaign
+
+
+async def _measure(
+    roles: list[Role],
+    http: aiohttp.ClientSession,
+    base: str,
+    log: Acceptances,
+    database_url: str,
+    emulator: ApnsEmulator | None,
+    targets: list[str],
+    args: argparse.Namespace,
+) -> Bulk:
+    """One bulk: to device tokens (pushes awaited at ``emulator``) or to offline users (rows awaited)."""
+    bulk = Bulk(len(targets))
+    body: dict[str, object] = {"title": "Flash sale", "body": "Everything -20% for an hour"}
+    if emulator is not None:
+        body["device_tokens"] = targets
+    else:
+        body |= {"user_ids": targets, "channels": ["websocket"]}
+    cpu_before = {r.name: cpu_seconds(r.pid) for r in roles}
+    wall, mono = time.time(), time.monotonic()
+    bulk_id = await post_bulk(http, base, body, bulk)
+    bulk.accepted = await log.wait(bulk_id, len(targets), args.within)
+    bulk.first_accepted = log.first_at[bulk_id]
+    if emulator is not None:
+        first, last = await pushes_received(emulator, targets, args.within)
+        bulk.first_push, bulk.last_push = mono + first - wall, mono + last - wall
+    else:
+        bulk.projected = await rows_of_bulk(database_url, bulk_id, len(targets), args.within)
+    bulk.cpu = {r.name: cpu_seconds(r.pid) - cpu_before[r.name] for r in roles}
+    return bulk
+
+
+# ---------------------------------------------------------------------------- report
+
+
+@dataclass
+class Result:
+    pushes: Bulk
+    campaign: Bulk
+    raw_push_seconds: float
+    raw_loop_seconds: float
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress shows up at once when the output goes to a file
+
+
+async def measure(args: argparse.Namespace, say: Callable[[str], None] = _say) -> Result:
+    """Baselines first (nothing else running), then Herald's two bulks, all on one broker."""
+    tokens = [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(args.devices)]
+    private_pem, public_pem = generate_signing_key()
+    emulator = ApnsEmulator(
+        keys={KEY_ID: (TEAM_ID, public_pem)}, topics=[TOPIC], inspect_port=None, max_records=2 * args.devices + 1000
+    )
+    async with broker() as bootstrap, emulator:
+        raw_push = await raw_pushes(emulator, private_pem, tokens, args.concurrency)
+        emulator.clear()
+        say(f"baseline: raw h2, {len(tokens):,} pushes in {raw_push:.2f} s")
+        loop_args = argparse.Namespace(users=1000, rate=100.0, seconds=1.0, burst=args.users)
+        _, loop_rate = await run_baseline(bootstrap, loop_args, partitions=Settings().topic_partitions)
+        say(f"baseline: raw aiokafka loop, {args.users:,} records in {args.users / loop_rate:.2f} s")
+        # scratch_database is annotated as an async iterator in common.py; it yields the URL.
+        with scratch_database() as db:  # type: ignore[var-annotated]
+            pushes, campaign = await run_herald(bootstrap, db, emulator, private_pem, tokens, args, say)
+    return Result(pushes, campaign, raw_push, args.users / loop_rate)
+
+
+def rows(result: Result, args: argparse.Namespace) -> list[Row]:
+    """Summary rows: measure, Herald, baseline, ratio (baseline time / Herald time), target."""
+    p, c = result.pushes, result.campaign
+    return [
+        (
+            f"bulk to {args.devices:,} APNs device tokens: POST -> every push at the emulator",
+            f"{p.seconds:.1f} s ({args.devices / p.seconds:,.0f}/s)",
+            f"{result.raw_push_seconds:.1f} s (raw h2, {args.concurrency} in flight)",
+            f"{result.raw_push_seconds / p.seconds:.2f}",
+            "<= 20 s",
+        ),
+        (
+            f"bulk to {args.users:,} user_ids: POST -> all accepted and projected",
+            f"{c.seconds:.1f} s ({args.users / c.seconds:,.0f}/s)",
+            f"{result.raw_loop_seconds:.1f} s (raw aiokafka loop)",
+            f"{result.raw_loop_seconds / c.seconds:.2f}",
+            "<= 60 s",
+        ),
+    ]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--devices", type=int, default=10_000, help="device tokens (one user each) in the push bulk")
+    p.add_argument("--users", type=int, default=100_000, help="user_ids in the websocket bulk")
+    p.add_argument("--concurrency", type=int, default=100, help="pushes in flight for the raw h2 baseline")
+    p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
+    return p
+
+
+async def summary(argv: Sequence[str] = ()) -> list[Row]:
+    """The summary rows of a run with ``argv`` (defaults: issue 9's sizes), for ``make bench``."""
+    args = parser().parse_args(list(argv))
+    return rows(await measure(args), args)
+
+
+async def main() -> None:
+    args = parser().parse_args()
+    result = await measure(args)
+    print()
+    for row in rows(result, args):
+        print(" | ".join(row))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
