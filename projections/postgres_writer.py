@@ -11,7 +11,6 @@ fails loudly, where a cast to ``varchar(n)[]`` would cut it silently.
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
@@ -160,8 +159,6 @@ async def driver(conn: AsyncConnection) -> PgConnection[Any]:
 STAGE_STATS_FROM = 64
 """Counter deltas from which staging them with COPY beats array parameters."""
 STAT_COLUMNS = (("scope", "text"), ("metric", "text"), ("key", "text"), ("count", "int8"))
-_STAGED: weakref.WeakSet[PgConnection[Any]] = weakref.WeakSet()
-"""Connections (sessions) whose staging table exists."""
 
 
 class PostgresWriter:
@@ -263,9 +260,9 @@ class PostgresWriter:
         if len(deltas) < STAGE_STATS_FROM:
             await self._pg.execute(ADD_STATS, [list(c) for c in zip(*deltas, strict=True)])
         else:
-            if self._pg not in _STAGED:
-                await self._pg.execute(STAT_DELTAS)
-                _STAGED.add(self._pg)
+            # Every time, not once per session: a first batch that rolls back takes the
+            # table's creation with it.
+            await self._pg.execute(STAT_DELTAS)
             await self._copy_tuples("herald_stat_deltas", STAT_COLUMNS, deltas)
             await self._pg.execute(ADD_STAT_DELTAS)
         emptied = [d[:3] for d in deltas if d[3] < 0]
