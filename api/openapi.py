@@ -346,6 +346,43 @@ LIST_PARAMS = [
 ]
 
 
+EXPLANATION = _obj(
+    ["notification_id", "user_id", "decision", "decision_text", "channels", "steps", "summary"],
+    {
+        "notification_id": {"type": "string"},
+        "user_id": _nullable("string"),
+        "decision": {
+            "type": "string",
+            "enum": ["accepted", "rate_limited", "duplicate", "rejected", "dead_lettered", "unknown"],
+        },
+        "decision_text": {"type": "string", "description": "The admission decision in plain words."},
+        "channels": {
+            "type": "object",
+            "description": "Per channel routed to: outcome, notes, and each target's attempts and outcome.",
+            "additionalProperties": {"type": "object"},
+        },
+        "read_at": _nullable("string"),
+        "deleted_at": _nullable("string"),
+        "dead_letter": _nullable("string"),
+        "steps": {
+            "type": "array",
+            "description": "Every record about it, in log order, with `topic/partition/offset`.",
+            "items": _obj(
+                ["time", "type", "text", "where"],
+                {
+                    "time": {"type": "string"},
+                    "type": {"type": "string"},
+                    "text": {"type": "string"},
+                    "where": {"type": "string"},
+                },
+            ),
+        },
+        "summary": {"type": "array", "items": {"type": "string"}, "description": "What `herald why` prints."},
+    },
+)
+"""``GET /api/notifications/{id}/explain`` (``engine.explain.Explanation.as_json``)."""
+
+
 def document() -> _S:
     """The OpenAPI 3.1 document."""
     n = "notifications"
@@ -467,6 +504,14 @@ def document() -> _S:
                 },
                 tag=n,
                 params=[_p("id", "Notification id.")],
+            ),
+        },
+        "/api/notifications/{id}/explain": {
+            "get": _op(
+                "Why it ended as it did: the decision chain, read from the event log (owner or admin)",
+                {"200": _json(EXPLANATION, "Explanation"), **_errors(401, 404, 503)},
+                tag=n,
+                params=[_p("id", "Notification id (also of a request that was refused or never parsed).")],
             ),
         },
         "/api/notifications/{id}/read": {

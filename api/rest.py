@@ -9,6 +9,7 @@ from api.auth import TokenVerifier
 from api.bulk import BulkRoutes
 from api.contacts import ContactRoutes
 from api.devices import DeviceRoutes
+from api.explain import ExplainRoutes
 from api.notifications import NotificationRoutes
 from api.publisher import Publisher
 from engine.settings import Settings
@@ -31,4 +32,5 @@ def register_rest(
     NotificationRoutes(verifier, queries, publisher, settings).register(app)
     DeviceRoutes(verifier, queries, publisher, settings).register(app)
     ContactRoutes(verifier, queries, publisher, settings).register(app)
+    ExplainRoutes(verifier, queries, settings).register(app)  # reads the log itself; the models say where
     openapi.register(app)

@@ -15,12 +15,12 @@ from herald.progress import Progress as LineProgress
 
 
 class Bar:
-    """``advance(n)`` as records are read; ``close()`` at the end. ``total`` may grow with ``expect``."""
+    """``advance(n)`` as records are read; ``close()`` at the end. ``total`` ``None``: not known in advance."""
 
-    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+    def __init__(self, label: str, total: int | None, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
         self._done = 0
-        self._total = total
+        self._total = total or 0
         self._rich: Progress | None = None
         self._lines: LineProgress | None = None
         if self._stream.isatty():

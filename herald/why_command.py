@@ -1,0 +1,58 @@
+"""``herald why NOTIFICATION_ID``: the decision chain of one notification, from the log.
+
+The read models (``HERALD_DATABASE_URL``) only say where in the log to look; without
+them the whole log is scanned. See ``api.explain`` and ``docs/audit.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from api.explain import LogUnreachable, explain_notification
+from engine.explain import Explanation
+from engine.settings import Settings
+from herald.audit_progress import Bar
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``herald why``."""
+    why = sub.add_parser("why", help="explain from the event log what happened to one notification")
+    why.add_argument("notification_id")
+    why.add_argument("--json", action="store_true", help="the explanation as JSON (as the REST endpoint)")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the explanation; one line on stderr and status 1 for an unknown id or an unreachable broker."""
+    nid = args.notification_id.strip()
+    if not nid:
+        sys.stderr.write("herald why: empty notification id\n")
+        return 2
+    try:
+        found = asyncio.run(_explain(settings, nid))
+    except LogUnreachable as exc:
+        sys.stderr.write(f"herald why: {exc}\n")
+        return 1
+    if found is None:
+        sys.stderr.write(f"herald why: unknown notification id {nid}: no record of the event log or dead letters\n")
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(found.as_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write("\n".join(found.lines()) + "\n")
+    return 0
+
+
+async def _explain(settings: Settings, nid: str) -> Explanation | None:
+    from projections.database import create_engine
+    from projections.queries import NotificationQueries
+
+    engine = create_engine(settings.database_url)
+    bar = Bar("reading the log", None)
+    try:
+        return await explain_notification(settings, nid, NotificationQueries(engine), progress=bar.advance)
+    finally:
+        bar.close()
+        await engine.dispose()
