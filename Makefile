@@ -33,5 +33,6 @@ format: sync
 system-deps:
 	@bash .ci/system-deps
 
+## Every throughput benchmark, then one summary table (measure, herald, baseline, ratio, target).
 bench: sync
-	$(UV) run python -m benchmarks.pipeline
+	$(UV) run python -m benchmarks.suite

@@ -1,8 +1,16 @@
-"""The API's way into Kafka: requests to the priority topics, facts to the event log."""
+"""The API's way into Kafka: requests to the priority topics, facts to the event log.
+
+A ``notification.read`` or ``notification.deleted`` goes out with the scheduler's
+``cancel`` command for the notification's pending work (email fallback, ``deliver_after``,
+retries), sent in flight together with the fact: the worker does not re-read the log to
+find them. If the API dies between the two, at worst a fallback is still sent for a
+notification that was read: never the other way round (nothing is lost).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +18,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from engine.priority import Priority
+from engine.schedule import CANCELLING_TYPES, cancel_command
 from engine.topics import TopicNames
-from schemas.codec import encode
+from schemas.codec import encode, envelope_to_dict
 from schemas.envelope import Envelope
 
 
@@ -37,7 +46,13 @@ class Publisher:
 
     async def append(self, envelopes: Iterable[Envelope]) -> list[Written]:
         """Append facts (``notification.read``, ``device.registered``, ...) to the event log."""
-        return [await self._send(self.names.events, env) for env in envelopes]
+        written = []
+        for env in envelopes:
+            cancel = await self._cancel_for(env)
+            written.append(await self._send(self.names.events, env))
+            if cancel is not None:
+                await cancel
+        return written
 
     async def enqueue(self, env: Envelope) -> asyncio.Future[Any]:
         """Start appending one fact to the event log; the future resolves on the broker's ack.
@@ -45,10 +60,13 @@ class Publisher:
         For hot paths (the gateway's delivery receipts): records queue up and leave in
         batches instead of one round trip each.
         """
+        cancel = await self._cancel_for(env)
         fut: asyncio.Future[Any] = await self._producer.send(
             self.names.events, key=(env.userid or "").encode(), value=encode(env)
         )
-        return fut
+        if cancel is None:
+            return fut
+        return asyncio.ensure_future(_both(fut, cancel))
 
     async def request_many(self, requests: Iterable[tuple[Envelope, Priority]]) -> list[Written]:
         """Publish many requests with the sends in flight together (bulk), then wait for all acks."""
@@ -61,13 +79,36 @@ class Publisher:
 
     async def append_many(self, envelopes: Iterable[Envelope]) -> list[Written]:
         """Append many facts with the sends in flight together, then wait for all acks."""
-        futures = [
-            await self._producer.send(self.names.events, key=(env.userid or "").encode(), value=encode(env))
-            for env in envelopes
-        ]
+        futures = []
+        cancels = []
+        for env in envelopes:
+            cancel = await self._cancel_for(env)
+            if cancel is not None:
+                cancels.append(cancel)
+            futures.append(
+                await self._producer.send(self.names.events, key=(env.userid or "").encode(), value=encode(env))
+            )
         metas = await asyncio.gather(*futures)
+        await asyncio.gather(*cancels)
         return [Written(topic=m.topic, partition=m.partition, offset=m.offset) for m in metas]
+
+    async def _cancel_for(self, env: Envelope) -> asyncio.Future[Any] | None:
+        """Start sending the scheduler's cancel if ``env`` is a read or a delete."""
+        reason = CANCELLING_TYPES.get(env.type)
+        if reason is None:
+            return None
+        command = cancel_command(envelope_to_dict(env), reason)
+        fut: asyncio.Future[Any] = await self._producer.send(
+            self.names.scheduled, key=(env.userid or "").encode(), value=json.dumps(command).encode()
+        )
+        return fut
 
     async def _send(self, topic: str, env: Envelope) -> Written:
         meta = await self._producer.send_and_wait(topic, key=(env.userid or "").encode(), value=encode(env))
         return Written(topic=meta.topic, partition=meta.partition, offset=meta.offset)
+
+
+async def _both(fact: asyncio.Future[Any], cancel: asyncio.Future[Any]) -> Any:
+    """The fact's record metadata once both the fact and its cancel are on the broker."""
+    meta, _ = await asyncio.gather(fact, cancel)
+    return meta

@@ -178,7 +178,7 @@ async def _measure(
     roles: list[Role],
 ) -> tuple[list[float], float, float]:
     current: list[Phase] = [Phase()]
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         sockets = []
         for user in users:
             ws = await http.ws_connect(
@@ -342,6 +342,13 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = print) 
                 f"p99 {result.base_p99[-1]:.1f} ms"
             )
     return result
+
+
+async def summary_rows(args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
+    """The ``make bench`` rows of this program."""
+    result = await measure(args)
+    cpu = ", ".join(f"{name} {statistics.median(v):.2f}" for name, v in CPU_PER_NOTIFICATION.items())
+    return [*rows(result, args), ("CPU ms per notification in the burst, by role", cpu, "", "", "")]
 
 
 def rows(result: Result, args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:

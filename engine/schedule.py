@@ -13,6 +13,15 @@ from typing import Any, Literal
 
 Kind = Literal["deliver", "fallback", "retry"]
 
+CANCELLING_TYPES: dict[str, str] = {"notification.read": "read", "notification.deleted": "deleted"}
+"""Event types that cancel a notification's pending work, and the reason each gives."""
+
+
+def cancel_command(cause: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The ``cancel`` command for the scheduler's topic, caused by ``cause`` (a structured
+    CloudEvent of a read or delete): drop the notification's pending work, now and later."""
+    return {"op": "cancel", "notification_id": cause.get("subject"), "reason": reason, "cause": cause}
+
 
 @dataclass(frozen=True, slots=True)
 class Due:

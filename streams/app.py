@@ -10,7 +10,7 @@ from typing import Any
 import faust
 
 from engine.settings import Settings
-from streams import delivery_attempt, ingest, router, scheduler, websocket_sink
+from streams import delivery_attempt, ingest, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
 from streams.live_dispatch import LiveDispatch
 from streams.topics import Topics, declare
@@ -49,7 +49,6 @@ def create_app(
     live = websocket_sink.live_dispatch(topics, dispatcher)
     _commit_after_live_frames(app, live)
     ingest.install(app, topics, settings, live)
-    router.install(app, topics, settings)
     scheduler.install(app, topics, settings)
     websocket_sink.install(app, topics, live)
     for sink in sinks:

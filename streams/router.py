@@ -7,10 +7,9 @@ frames go to the batched live dispatch (after the acceptance is on the log), ema
 APNs work to their sink topics as the acceptance's own bytes, and delayed work to the
 scheduler's topic.
 
-The router agent on the event log only turns ``notification.read`` and
-``notification.deleted`` (appended by the API and the gateways) into cancels of the
-notification's pending work. It reads the ``type`` of every other event without
-decoding it.
+No agent re-reads the event log: the cancels that a ``notification.read`` or
+``notification.deleted`` implies are sent to the scheduler by the API, which appends
+those facts (``api.publisher``), so the worker never consumes the log just to find them.
 """
 
 from __future__ import annotations
@@ -20,30 +19,20 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
-import orjson
-
 from engine.notification import accepted_event
 from engine.routing import plan_route
 from engine.settings import Settings
-from schemas.codec import decode
 from schemas.envelope import Envelope
-from schemas.errors import InvalidMessage
-from schemas.events import NotificationDeleted, NotificationExpired, NotificationRead
-from streams.dead_letters import dead_letter, header_items
+from schemas.events import NotificationExpired
 from streams.delivery_work import hand_off_raw
 from streams.live_dispatch import Live, LiveDispatch
 from streams.metrics import NOTIFICATIONS_EXPIRED
 from streams.publish import append
-from streams.scheduler import send_cancel, send_schedule
+from streams.scheduler import send_schedule
 from streams.topics import Topics
 from streams.websocket_frames import live_message
 
 log = logging.getLogger(__name__)
-
-CANCELLING_TYPES = frozenset({"notification.read", "notification.deleted"})
-UNREADABLE = "?"
-"""``event_type`` of a record it cannot read: the full decode then names the problem."""
 
 
 async def route_accepted(
@@ -74,37 +63,3 @@ async def route_accepted(
         if isinstance(decided.data, NotificationExpired):
             NOTIFICATIONS_EXPIRED.labels("all").inc()
             log.info("expired before routing", extra={"notification_id": decided.subject, "user_id": decided.userid})
-
-
-def install(app: faust.App, topics: Topics, settings: Settings) -> None:
-    """Register the router agent on the event log (cancels on read and delete)."""
-
-    async def router(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            kind = event_type(message.value)
-            if kind not in CANCELLING_TYPES and kind is not UNREADABLE:
-                continue
-            try:
-                env = decode(message.value, header_items(message.headers))
-            except InvalidMessage as exc:
-                # Only Herald writes the log, so this is a bug or a foreign writer: keep it visible.
-                await dead_letter(topics, message, exc.reason)
-                continue
-            if isinstance(env.data, NotificationRead | NotificationDeleted):
-                reason = "read" if isinstance(env.data, NotificationRead) else "deleted"
-                await send_cancel(topics, env, reason)
-
-    app.agent(topics.events, name="herald.router")(router)
-
-
-def event_type(raw: bytes | None) -> str | None:
-    """The CloudEvents ``type`` of a log record, without validating the rest (``None`` if unreadable)."""
-    if not raw:
-        return None
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return UNREADABLE
-    kind = body.get("type") if isinstance(body, dict) else None
-    return kind if isinstance(kind, str) else UNREADABLE

@@ -2,7 +2,8 @@
 
 Everything that must happen later (a retry, a ``deliver_after``, an email fallback)
 is sent as a ``schedule`` command to the ``scheduled`` topic, keyed by user; reads and
-deletes send a ``cancel``. One agent applies the commands to the user's agenda in the
+deletes send a ``cancel`` (the API, which appends those facts, sends it with them:
+``api.publisher``). One agent applies the commands to the user's agenda in the
 ``herald-scheduled`` table (changelog-backed, co-partitioned with the topic), so it is
 the only writer. Each worker's timer sends a ``tick`` to every partition of the topic
 it owns; on a tick the agent fires what is due on that partition: the work goes to the
@@ -47,7 +48,7 @@ async def send_schedule(topics: Topics, item: Due) -> None:
 
 async def send_cancel(topics: Topics, cause: Envelope, reason: str) -> None:
     """Ask the scheduler to drop the pending work of ``cause``'s notification (and later work for it)."""
-    command = {"op": "cancel", "notification_id": cause.subject, "reason": reason, "cause": envelope_to_dict(cause)}
+    command = schedule.cancel_command(envelope_to_dict(cause), reason)
     fut = await topics.scheduled.send(key=(cause.userid or "").encode(), value=json.dumps(command).encode())
     await fut
 

@@ -15,12 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from prometheus_client import REGISTRY
 
+from api.publisher import Publisher
 from engine.settings import Settings
+from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
-from schemas.codec import format_time
+from schemas.codec import decode, format_time
 from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
 from tests.support.kafka import publish, request
 
@@ -385,7 +388,8 @@ async def test_a_read_before_the_fallback_fires_cancels_the_email(
     )
     assert deferred["data"]["reason"].startswith("fallback")
 
-    # The user reads it (the API appends this fact to the log) before the fallback is due.
+    # The user reads it before the fallback is due: the API appends the fact to the log
+    # (and sends the scheduler its cancel with it), as a mark-read request does.
     read_event = {
         "specversion": "1.0",
         "type": "notification.read",
@@ -395,8 +399,7 @@ async def test_a_read_before_the_fallback_fires_cancels_the_email(
         "userid": reader,
         "data": {"notification_id": read_first["id"], "user_id": reader, "via": "websocket"},
     }
-    assert stack.topics is not None
-    await publish(settings.kafka_bootstrap, stack.topics.names.events, [(reader.encode(), _raw(read_event))])
+    await _publisher_append(settings, read_event)
     [cancelled] = await log.wait_events(1, type="delivery.cancelled", subject=read_first["id"])
     assert cancelled["data"] == {
         "notification_id": read_first["id"],
@@ -416,3 +419,13 @@ async def test_a_read_before_the_fallback_fires_cancels_the_email(
         e for e in log.events(type="delivery.succeeded", subject=read_first["id"]) if e["data"]["channel"] == "email"
     ]
     assert not emailed
+
+
+async def _publisher_append(settings: Settings, event: dict[str, Any]) -> None:
+    """Append ``event`` as the API does (``api.publisher.Publisher``)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await Publisher(producer, TopicNames(settings.topic_prefix)).append([decode(_raw(event))])
+    finally:
+        await producer.stop()

@@ -1,0 +1,164 @@
+"""Admission cost per request: a fresh user vs a user with K requests inside the dedupe window.
+
+Measures the worker's admission step as ingest runs it (``streams.admission_store``: read
+the request's key entries, ``decide_admission``, ``evolve``, write what changed) over a
+dict standing in for the Faust table, and the changelog bytes that step writes (what a
+table write sends to Kafka: the JSON of the changed entries). Baseline in the same run:
+the same user measured fresh. For contrast it also runs the previous design (one record
+per user holding every key of the window, decoded and re-encoded on each request).
+
+    uv run python -m benchmarks.admission [--keys 4000] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve, request_keys
+from engine.notification import decide_request
+from engine.priority import Priority
+from engine.rate_limit import default_limits
+from schemas.envelope import Envelope
+from schemas.events import NotificationAccepted, NotificationRequested
+from streams.admission_store import AdmissionStore
+
+POLICY = AdmissionPolicy(default_limits(100, 50, 20, 3600), dedupe_window_seconds=24 * 3600)
+START = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def accepted(rid: str, at: datetime) -> Envelope:
+    req = Envelope(
+        id=rid,
+        source="bench",
+        time=at,
+        data=NotificationRequested(user_id="alice", title="t", idempotency_key=f"k-{rid}"),
+    )
+    [env] = decide_request(req, topic_priority=Priority.HIGH, now=at)
+    return env
+
+
+class Recording(dict[str, object]):
+    """A dict table that counts the changelog bytes its writes would send."""
+
+    written = 0
+    writes = 0
+    """Acceptances: writes of a notification id's own entry (or of the user's record)."""
+
+    def __setitem__(self, key: str, value: object) -> None:
+        self.written += len(json.dumps(key)) + len(json.dumps(value))
+        if key == "alice" or (isinstance(value, list) and value[3]):
+            self.writes += 1
+        super().__setitem__(key, value)
+
+
+def store_step(store: AdmissionStore, env: Envelope, source: str) -> None:
+    data = env.data
+    assert isinstance(data, NotificationAccepted)
+    store.expire(0, now=env.time.timestamp())
+    state = store.view(data.user_id, request_keys(data), data.priority)
+    outcome = decide_admission(state, env, source=source, policy=POLICY, now=env.time)
+    after = evolve(state, outcome, source=source, policy=POLICY)
+    if after is not state:
+        store.save(data.user_id, state, after, partition=0)
+
+
+def record_step(table: Recording, env: Envelope, source: str) -> None:
+    """The previous design: the user's whole state is one record."""
+    state = Admission.from_json(table.get("alice"))  # type: ignore[arg-type]
+    outcome = decide_admission(state, env, source=source, policy=POLICY, now=env.time)
+    after = evolve(state, outcome, source=source, policy=POLICY)
+    if after != state:
+        table["alice"] = after.to_json()
+
+
+def measure(step: str, prior_keys: int, requests: int) -> tuple[float, float, float]:
+    """(us per request, changelog bytes per request, per acceptance) after ``prior_keys`` requests."""
+    table = Recording()
+    store = AdmissionStore(table, POLICY)
+    run = (
+        (lambda env, src: store_step(store, env, src))
+        if step == "store"
+        else (lambda env, src: record_step(table, env, src))
+    )
+    spacing = (20 * 3600) / max(1, prior_keys)  # the prior requests spread over 20 h of the 24 h window
+    for i in range(prior_keys):
+        run(accepted(f"p{i}", START + timedelta(seconds=i * spacing)), f"t/0/{i}")
+    now = START + timedelta(hours=20, seconds=1)
+    envs = [accepted(f"m{i}", now + timedelta(milliseconds=i)) for i in range(requests)]
+    table.written = 0
+    table.writes = 0
+    started = time.perf_counter()
+    for i, env in enumerate(envs):
+        run(env, f"t/0/{prior_keys + i}")
+    elapsed = time.perf_counter() - started
+    acceptances = max(1, table.writes)
+    return elapsed / requests * 1e6, table.written / requests, table.written / acceptances
+
+
+Row = tuple[str, str, str, str, str]
+
+
+def summary_rows(args: argparse.Namespace) -> list[Row]:
+    """The ``make bench`` rows: busy user vs fresh user, cost and changelog bytes per acceptance."""
+    med = run(args)
+    fresh, busy = med[("store", 0)], med[("store", args.keys)]
+    return [
+        (
+            f"admission, user with {args.keys:,} requests in the dedupe window",
+            f"{busy[0]:.1f} us/request",
+            f"{fresh[0]:.1f} us (fresh user)",
+            f"{busy[0] / fresh[0]:.2f}x",
+            "<= 2x",
+        ),
+        (
+            "admission, changelog bytes per acceptance",
+            f"{busy[2]:.0f} B",
+            f"{fresh[2]:.0f} B (fresh user)",
+            f"{busy[2] / fresh[2]:.2f}x",
+            "does not grow",
+        ),
+    ]
+
+
+def run(args: argparse.Namespace) -> dict[tuple[str, int], tuple[float, float, float]]:
+    """Median (us per request, bytes per request, bytes per acceptance) by (design, prior keys)."""
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    for _ in range(args.rounds):
+        for step in ("store", "record"):
+            for prior in (0, args.keys):
+                results.setdefault((step, prior), []).append(measure(step, prior, args.requests))
+    return {
+        k: (
+            statistics.median(u for u, _, _ in v),
+            statistics.median(b for _, b, _ in v),
+            statistics.median(a for _, _, a in v),
+        )
+        for k, v in results.items()
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--keys", type=int, default=4000, help="requests the busy user made inside the window")
+    p.add_argument("--requests", type=int, default=2000, help="requests measured")
+    p.add_argument("--rounds", type=int, default=5)
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    med = run(args)
+    for step, name in (("store", "herald (one entry per key)"), ("record", "previous (one record per user)")):
+        fresh, busy = med[(step, 0)], med[(step, args.keys)]
+        print(
+            f"{name:<34} fresh user {fresh[0]:7.1f} us {fresh[2]:6.0f} B/acceptance | {args.keys:,} keys in window "
+            f"{busy[0]:7.1f} us {busy[2]:6.0f} B/acceptance | cost ratio {busy[0] / fresh[0]:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Herald roles as real OS processes in tests (``python -m herald.cli ROLE``), as an operator runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.settings import Settings
+
+ROOT = Path(__file__).parents[2]
+
+
+def role_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a ``herald`` process read exactly ``settings`` (plus ``extra``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "extra" or value is None:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"HERALD_{f.name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+def start_role(role: str, settings: Settings, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    """Start ``herald ROLE``; its output goes to ``log`` (appended, so a restart keeps the first run's)."""
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "herald.cli", role],
+            cwd=ROOT,
+            env=role_env(settings, **extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_role(proc: subprocess.Popen[bytes], *, within: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it does not exit ``within`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(within)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
