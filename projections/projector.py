@@ -24,6 +24,7 @@ from engine.settings import Settings
 from engine.topics import TopicNames
 from projections import poison
 from projections.batch import Prepared, apply_prepared, prepare, writer_for
+from projections.contiguity import Contiguity
 from projections.models import ProjectorOffset
 from projections.poison import Skipped, describe
 from projections.reader import read_with_data
@@ -32,11 +33,13 @@ from schemas.errors import HeraldError
 log = logging.getLogger(__name__)
 
 
-ANALYZE_EVERY = 20_000
-"""Events applied between two refreshes of the planner statistics (Postgres)."""
 ANALYZE_FIRST = 2_000
-"""Events applied before the first refresh: a table the planner believes empty is scanned whole
-for each batch's lookups, and that grows with every batch until the refresh."""
+"""Events applied before the first refresh of the planner statistics (Postgres): a table the
+planner believes empty is scanned whole for each batch's lookups, and that grows with every
+batch until the refresh. Each later refresh waits for twice as many events (the tables have
+about doubled), up to ``ANALYZE_EVERY``."""
+ANALYZE_EVERY = 200_000
+"""Most events applied between two refreshes of the planner statistics."""
 LINGER_THRESHOLD = 16
 """Records in one poll that count as a backlog worth lingering for (see ``Projector._gather``)."""
 READ_AHEAD = 2
@@ -70,6 +73,7 @@ class Projector:
         self._engine = engine
         self._topic = TopicNames(settings.topic_prefix).events
         self._consumer: AIOKafkaConsumer | None = None
+        self._gaps = Contiguity()
         self._positions: dict[int, int] = {}
         self._progress = asyncio.Condition()
         self.applied = 0
@@ -105,7 +109,7 @@ class Projector:
 
         async def fetch() -> None:
             while True:
-                polled = await self._gather(consumer)
+                polled = self._contiguous(consumer, await self._gather(consumer))
                 if polled:
                     await ready.put(await self._prepare_polled(polled))
 
@@ -142,6 +146,19 @@ class Projector:
             if remaining <= 0 or max(len(r) for r in out.values()) >= s.projector_batch_size:
                 break
             batches = await consumer.getmany(timeout_ms=int(remaining * 1000), max_records=s.projector_batch_size)
+        return out
+
+    def _contiguous(
+        self, consumer: AIOKafkaConsumer, polled: dict[int, list[ConsumerRecord[bytes, bytes]]]
+    ) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+        """Only gap-free runs of each partition; a skipped offset is sought and read again."""
+        out = {}
+        for partition, records in polled.items():
+            kept, reread_from = self._gaps.admit(partition, records)
+            if reread_from is not None:
+                consumer.seek(TopicPartition(self._topic, partition), reread_from)
+            if kept:
+                out[partition] = kept
         return out
 
     async def stored_offsets(self) -> dict[int, int]:
@@ -263,7 +280,7 @@ class Projector:
             self._progress.notify_all()
         self._since_analyze += fresh
         if self._since_analyze >= self._analyze_at and self._engine.dialect.name == "postgresql":
-            self._analyze_at = ANALYZE_EVERY
+            self._analyze_at = min(self._analyze_at * 2, ANALYZE_EVERY)
             await self._analyze()
 
     async def _analyze(self) -> None:
@@ -429,3 +446,4 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
                 consumer.seek(tp, stored[tp.partition])
             else:
                 await consumer.seek_to_beginning(tp)
+            self._projector._gaps.reset(tp.partition, stored.get(tp.partition))
