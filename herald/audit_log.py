@@ -28,6 +28,10 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 """How long to try to reach the broker before saying it is unreachable."""
 POLL_RECORDS = 5000
 """Records per poll at most."""
+CLOCK_MARGIN_MS = 60_000
+"""Time lookups seek this much earlier (start) or later (end) than asked, then filter record by
+record: record timestamps are the producers' clocks, not strictly ordered within a partition,
+and some brokers index them loosely (Tansu answers a lookup with its own append time)."""
 IDLE_POLLS = 50
 """Empty polls in a row (200 ms each) after which a partition short of its end offset is an error."""
 
@@ -91,8 +95,13 @@ async def spans(consumer: AIOKafkaConsumer, topic: str, parts: list[int], select
     by_time: dict[TopicPartition, int | None] = {}
     start_ms = selection.start_ms()
     if start_ms is not None:
-        found = await consumer.offsets_for_times(dict.fromkeys(tps, start_ms))
-        by_time = {tp: (found[tp].offset if found.get(tp) is not None else None) for tp in tps}  # type: ignore[union-attr]
+        by_time = {tp: await offset_at(consumer, tp, start_ms - CLOCK_MARGIN_MS) for tp in tps}
+    end_ms = selection.end.time_ms
+    if end_ms is not None:
+        for tp in tps:
+            after = await offset_at(consumer, tp, end_ms + CLOCK_MARGIN_MS)
+            if after is not None:
+                ends[tp] = min(ends[tp], after)
     out = []
     for tp in tps:
         start, end = firsts[tp], ends[tp]
@@ -108,6 +117,15 @@ async def spans(consumer: AIOKafkaConsumer, topic: str, parts: list[int], select
         if start < end:
             out.append(Span(tp.partition, start, end))
     return out
+
+
+async def offset_at(consumer: AIOKafkaConsumer, tp: TopicPartition, timestamp_ms: int) -> int | None:
+    """First offset whose record timestamp is at or after ``timestamp_ms``; ``None`` when there is none."""
+    found = (await consumer.offsets_for_times({tp: max(0, timestamp_ms)})).get(tp)
+    # Kafka answers "none" with null; Tansu with offset 0 and timestamp -1.
+    if found is None or found.timestamp < 0:
+        return None
+    return int(found.offset)
 
 
 async def read(

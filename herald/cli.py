@@ -16,7 +16,7 @@ import uvloop
 
 from api.auth import mint_token, refuse_dev_defaults
 from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
-from herald import apns_emulator_command, audit_command, logs, why_command
+from herald import apns_emulator_command, audit_command, inbox_command, logs, why_command
 
 log = logging.getLogger("herald")
 
@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apns_emulator_command.add_parser(sub)
     audit_command.add_parser(sub)
     why_command.add_parser(sub)
+    inbox_command.add_parser(sub)
     token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
     token.add_argument("user")
     token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return audit_command.run(args, settings)
     if args.command == "why":
         return why_command.run(args, settings)
+    if args.command == "inbox":
+        return inbox_command.run(args, settings)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
         return _run_rebuild(settings)

@@ -4,6 +4,7 @@ every kind of tampering is named by line; bad input fails in one line and append
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -96,10 +97,18 @@ async def test_one_users_export_in_a_range_and_a_signed_manifest(settings: Setti
     )  # fmt: skip
     assert cut.status == 0, cut.stderr
     assert [r["value"]["type"] for r in _records(ranged)] == ["delivery.deferred", "delivery.succeeded"]  # type: ignore[index]
-    timed = await herald(
-        settings, "audit", "export", "--all", "--from", str(records[0]["timestamp"]), "-o", str(tmp_path / "t.jsonl")
-    )
-    assert timed.status == 0 and "exported" in timed.stdout
+    everything = tmp_path / "all.jsonl"
+    assert (await herald(settings, "audit", "export", "--all", "-o", str(everything))).status == 0
+    stamps = sorted(int(r["timestamp_ms"]) for r in _records(everything))  # type: ignore[call-overload]
+    low, high = stamps[3], stamps[8]
+    timed = tmp_path / "t.jsonl"
+    span = ("--from", _iso(low), "--to", _iso(high))
+    assert (await herald(settings, "audit", "export", "--all", *span, "-o", str(timed))).status == 0
+    assert sorted(int(r["timestamp_ms"]) for r in _records(timed)) == [s for s in stamps if low <= s <= high]  # type: ignore[call-overload]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def test_bad_input_fails_in_one_line_and_appends_nothing(settings: Settings, tmp_path: Path) -> None:
