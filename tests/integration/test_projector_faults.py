@@ -11,13 +11,17 @@ from typing import Any
 
 import psycopg
 import pytest
+from aiokafka.structs import ConsumerRecord
 from sqlalchemy import func, select
 
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import run_stack
-from projections.models import EventRow, NotificationRow, SkippedEventRow
+from projections.database import create_engine, migrate
+from projections.models import EventRow, NotificationRow, ProjectorOffset, SkippedEventRow
+from projections.projector import Projector
 from projections.queries import NotificationQueries
+from schemas.codec import encode
 from streams.admin import ensure_topics
 from tests.support.event_log import Log, append
 from tests.support.waiting import eventually
@@ -115,3 +119,33 @@ async def test_ids_sharing_their_first_200_characters_are_skipped_not_truncated(
     ]
     assert all("longer than its limit of 200" in r.reason for r in skipped)
     assert [r.offset for r in skipped] == [1, 2, 3]
+
+
+async def test_a_value_the_database_refuses_is_isolated_and_skipped_alone(settings: Settings) -> None:
+    log = Log(seed="refused")
+    before = log.accepted("alice", title="before")
+    log.accepted("alice", title="refused", category="c" * 150)  # the column holds 100 characters
+    after = log.accepted("alice", title="after")
+    log.succeeded("alice", before)
+    topic = TopicNames(settings.topic_prefix).events
+    records = [
+        ConsumerRecord(topic, 0, offset, 0, 0, b"alice", encode(env), None, 5, 100, ())
+        for offset, env in enumerate(log.envelopes)
+    ]
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        projector = Projector(settings, engine)
+        await projector.apply_records(0, records)  # one batch: the database refuses it whole
+        queries = NotificationQueries(engine)
+        assert (await queries.get("alice", before) or {}).get("status") == "delivered"
+        assert await queries.get("alice", after) is not None
+        async with engine.connect() as conn:
+            skipped = (await conn.execute(select(SkippedEventRow))).all()
+            offsets = (await conn.execute(select(ProjectorOffset.next_offset))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert [(r.offset, r.event_id) for r in skipped] == [(1, log.envelopes[1].id)]
+    assert "value too long" in skipped[0].reason
+    assert offsets == [4]
+    assert projector.applied == 3 and projector.skipped == 1
