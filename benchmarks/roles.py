@@ -21,21 +21,9 @@ LOGS = ROOT / "test-output" / "bench-logs"
 
 
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes a ``herald`` process read ``settings``."""
+    """The environment that makes a ``herald`` process read exactly ``settings`` (plus ``extra``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    for f in dataclasses.fields(settings):
-        if f.name == "extra":
-            continue
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"HERALD_{f.name.upper()}"] = str(value)
-    env.update(extra)
-    return env
+    return {**env, **settings.to_env(), **extra}
 
 
 def bench_secret() -> str:

@@ -205,6 +205,21 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
     """Unrecognised ``HERALD_*`` variables, kept for error messages."""
 
+    def to_env(self) -> dict[str, str]:
+        """The ``HERALD_*`` variables that make ``from_env`` build these settings again
+        (for starting a role as a process with exactly this configuration)."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[f"HERALD_{f.name.upper()}"] = str(value)
+        return out
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``env`` (default ``os.environ``), then ``overrides``."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -16,17 +15,7 @@ ROOT = Path(__file__).parents[2]
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a ``herald`` process read exactly ``settings`` (plus ``extra``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if f.name == "extra" or value is None:
-            continue
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"HERALD_{f.name.upper()}"] = str(value)
-    env.update(extra)
-    return env
+    return {**env, **settings.to_env(), **extra}
 
 
 def start_role(role: str, settings: Settings, log: Path, **extra: str) -> subprocess.Popen[bytes]:

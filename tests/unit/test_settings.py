@@ -30,3 +30,11 @@ def test_bad_values_fail_with_clear_message(env: dict[str, str], message: str) -
 
 def test_secret_is_not_in_repr() -> None:
     assert "super-secret" not in repr(Settings.from_env({"HERALD_JWT_SECRET": "super-secret" * 4}))
+
+
+def test_to_env_round_trips_through_from_env() -> None:
+    """A role started as a process with ``settings.to_env()`` reads exactly these settings."""
+    settings = Settings.from_env(
+        {}, jwt_secret="s" * 40, apns_sandbox=True, jwt_algorithms=("HS256", "RS256"), priority_isolation=False
+    )
+    assert Settings.from_env(settings.to_env()) == settings
