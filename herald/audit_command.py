@@ -20,8 +20,6 @@ from engine.audit_chain import AuditFileError, Verdict, Verifier, Writer, header
 from engine.audit_range import BadRange, parse_range
 from engine.settings import Settings
 from engine.topics import TopicNames
-from herald.audit_log import LogUnavailable, consumer_for, partitions_of, read, spans
-from herald.audit_progress import Bar
 
 READ_CHUNK = 1 << 20
 """Bytes verified between two progress updates."""
@@ -49,6 +47,9 @@ def add_range_options(cmd: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the chosen action; one line on stderr and a non-zero status on failure."""
+    # Kafka and terminal libraries load only for this command: `herald token` stays quick.
+    from herald.audit_log import LogUnavailable
+
     key = settings.audit_hmac_key.encode() or None
     try:
         if args.audit_command == "export":
@@ -74,16 +75,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class EmptyRange(LogUnavailable):
-    """The selection matched no event (nothing is written)."""
-
-    retriable = False
-
-
 async def export(
     settings: Settings, output: Path, user: str | None, start: str | None, end: str | None, key: bytes | None
 ) -> tuple[int, int]:
     """Write the export; return (events, partitions). Nothing is left behind on failure."""
+    from herald.audit_log import EmptySelection, consumer_for, partitions_of, read, spans
+    from herald.audit_progress import Bar
+
     selection = parse_range(start, end)
     topic = TopicNames(settings.topic_prefix).events
     wanted = user.encode() if user is not None else None
@@ -121,7 +119,7 @@ async def export(
                             out.write(b"\n".join(lines) + b"\n")
                     if writer.count == 0:
                         who = f" for user {user}" if user is not None else ""
-                        raise EmptyRange(f"no events{who} in the range: nothing exported")
+                        raise EmptySelection(f"no events{who} in the range: nothing exported")
                     out.write(writer.manifest(key) + b"\n")
                     out.flush()
                     os.fsync(out.fileno())
@@ -137,6 +135,8 @@ async def export(
 
 def verify_file(path: Path, key: bytes | None) -> Verdict:
     """Verify ``path``; ``AuditFileError`` names the first bad line."""
+    from herald.audit_progress import Bar
+
     verifier = Verifier(key)
     bar = Bar(f"verifying {path.name} (bytes)", path.stat().st_size)
     try:

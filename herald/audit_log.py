@@ -42,6 +42,12 @@ class LogUnavailable(HeraldError):
     retriable = True
 
 
+class EmptySelection(LogUnavailable):
+    """The selection matched no event (nothing is written)."""
+
+    retriable = False
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     """Offsets of one partition to read: ``start`` inclusive, ``end`` exclusive."""

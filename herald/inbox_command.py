@@ -12,22 +12,14 @@ import argparse
 import asyncio
 import json
 import sys
-
-from aiokafka import TopicPartition
-from aiokafka.partitioner import murmur2
+from typing import TYPE_CHECKING
 
 from engine.audit_range import BadRange, Bound, parse_bound
 from engine.settings import Settings
 from engine.topics import TopicNames
-from herald.audit_log import CLOCK_MARGIN_MS, LogUnavailable, Span, consumer_for, offset_at, partitions_of, read
-from herald.audit_progress import Bar
-from herald.inbox_history import History, LoggedRecord, inbox_at, lines, view
 
-
-class NoHistory(LogUnavailable):
-    """The user has no event at or before the instant asked."""
-
-    retriable = False
+if TYPE_CHECKING:
+    from herald.inbox_history import History
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +35,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the inbox; one line on stderr and a non-zero status on failure."""
+    # Kafka, SQLAlchemy models and the fold load only for this command: `herald token` stays quick.
+    from herald.audit_log import LogUnavailable
+    from herald.inbox_history import lines, view
+
     try:
         bound = parse_bound(args.as_of, "--as-of")
         history = asyncio.run(fold_inbox(settings, args.user, bound, args.as_of))
@@ -63,11 +59,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def partition_of(user: str, partitions: int) -> int:
     """The partition Herald's producers put ``user``'s records in (Kafka's default partitioner)."""
+    from aiokafka.partitioner import murmur2
+
     return int(murmur2(user.encode()) & 0x7FFFFFFF) % partitions
 
 
 async def fold_inbox(settings: Settings, user: str, bound: Bound, label: str = "") -> History:
     """The user's inbox after every event up to ``bound`` (``label``: the bound as the user wrote it)."""
+    from aiokafka import TopicPartition
+
+    from herald.audit_log import CLOCK_MARGIN_MS, EmptySelection, Span, consumer_for, offset_at, partitions_of, read
+    from herald.audit_progress import Bar
+    from herald.inbox_history import LoggedRecord, inbox_at
+
     topic = TopicNames(settings.topic_prefix).events
     async with consumer_for(settings) as consumer:
         parts = await partitions_of(consumer, topic)
@@ -98,7 +102,7 @@ async def fold_inbox(settings: Settings, user: str, bound: Bound, label: str = "
             bar.close()
     history = inbox_at(records, user, bound.time_ms, None)
     if history.applied == 0:
-        raise NoHistory(f"no events for user {user} at or before {label or _describe(bound)}")
+        raise EmptySelection(f"no events for user {user} at or before {label or _describe(bound)}")
     return history
 
 

@@ -10,11 +10,12 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from api.explain import LogUnreachable, explain_notification
-from engine.explain import Explanation
 from engine.settings import Settings
-from herald.audit_progress import Bar
+
+if TYPE_CHECKING:
+    from engine.explain import Explanation
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the explanation; one line on stderr and status 1 for an unknown id or an unreachable broker."""
+    # The log reader (Kafka, SQLAlchemy) loads only for this command: `herald token` stays quick.
+    from api.explain import LogUnreachable
+
     nid = args.notification_id.strip()
     if not nid:
         sys.stderr.write("herald why: empty notification id\n")
@@ -46,6 +50,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _explain(settings: Settings, nid: str) -> Explanation | None:
+    from api.explain import explain_notification
+    from herald.audit_progress import Bar
     from projections.database import create_engine
     from projections.queries import NotificationQueries
 
