@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -33,6 +32,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.common import Row, bench_settings, broker, percentile
+from benchmarks.roles import bench_secret, role
 from engine.settings import Settings
 from engine.topics import TopicNames
 from streams.admin import ensure_topics
@@ -52,36 +52,11 @@ def _request(user: str, title: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    for f in dataclasses.fields(settings):
-        if f.name == "extra":
-            continue
-        value = getattr(settings, f.name)
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"HERALD_{f.name.upper()}"] = str(value)
-    return env
-
-
 @contextlib.asynccontextmanager
 async def worker(settings: Settings) -> AsyncIterator[None]:
-    """``herald worker`` in its own process."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "herald.cli", "worker", env=_env(settings), cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
-    )
-    try:
+    """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``)."""
+    async with role("worker", settings, tag="-priority"):
         yield
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 class Log:
@@ -186,6 +161,7 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool) -> dict[str,
         bootstrap,
         "sqlite+aiosqlite:///:memory:",
         redis_url=REDIS,
+        jwt_secret=bench_secret(),
         priority_isolation=gate,
         producer_max_batch_size=args.producer_batch_bytes,
     )
