@@ -12,8 +12,8 @@ as in production) are produced once onto a 4-partition event log. Then, per roun
     start too; CPU seconds of the projector process and of its Postgres backends are
     read from /proc, so the cost per event is reported besides the (shared-machine) rate;
 (c) ``herald rebuild`` of ``--rebuild-events`` events (a second log) as its own process,
-    timed from start to exit (drop, migrate, replay, checksum), and the replay alone
-    (until the line that reports it).
+    timed from start to exit (drop, migrate, replay, fingerprint), and from start to the
+    end of the replay (its last progress line).
 
     uv run python -m benchmarks.projector [--events 200000] [--rounds 3]
         [--rebuild-events 1000000] [--rebuild-rounds 1] [--users 10000]
@@ -275,7 +275,11 @@ def projector_round(bootstrap: str, prefix: str, topic: str, n: int, total: int)
 
 
 def rebuild_round(bootstrap: str, prefix: str, n: int) -> dict[str, float]:
-    """(c): ``herald rebuild`` as a process on a scratch database."""
+    """(c): ``herald rebuild`` as a process on a scratch database.
+
+    The replay ends with the last progress line (printed as the replay returns); the
+    command then computes and prints the read models' fingerprint and exits.
+    """
     scratch: contextlib.AbstractContextManager[str] = scratch_database()
     with scratch as url:
         env = herald_env(bootstrap, prefix, url, "unused")
@@ -288,12 +292,11 @@ def rebuild_round(bootstrap: str, prefix: str, n: int) -> dict[str, float]:
                 line = raw.decode().rstrip()
                 lines.append(line)
                 if line.startswith("replaying the event log:"):
-                    print(f"    {line}", flush=True)
-                if line.startswith("replayed "):
                     replayed = time.perf_counter() - started
+                    print(f"    {line}", flush=True)
             code = proc.wait()
         total = time.perf_counter() - started
-        if code != 0 or replayed is None:
+        if code != 0 or replayed is None or not lines[-1].startswith("replayed "):
             raise RuntimeError(f"herald rebuild exited {code}: {lines[-20:]}")
         return {"seconds": total, "replay_seconds": replayed, "rate": n / replayed}
 
