@@ -46,6 +46,13 @@ class Bar:
         elif self._lines is not None:
             self._lines(self._done, self._total)
 
+    def update(self, done: int, total: int) -> None:
+        """Set the counts outright (for callers that report totals, like ``rebuild``)."""
+        self._total = total
+        if self._rich is not None:
+            self._rich.update(self._task, total=total)
+        self.advance(done - self._done)
+
     def close(self) -> None:
         """Show the final state."""
         if self._rich is not None:
