@@ -40,6 +40,8 @@ INVALIDATION_LOOKBACK = 500
 """Records before a failed APNs attempt searched for its ``device.invalidated`` (same partition)."""
 CONNECT_TIMEOUT_SECONDS = 10.0
 """How long to try to reach the broker before saying it is unreachable."""
+FETCH_BYTES = 8 * 1024 * 1024
+"""Bytes per partition per fetch: a scan is bound by round trips, so fewer, larger fetches."""
 IDLE_POLLS = 50
 """Empty polls in a row (200 ms each) before a range short of its end is an error."""
 
@@ -83,6 +85,7 @@ async def gather(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        max_partition_fetch_bytes=FETCH_BYTES,
         request_timeout_ms=int(CONNECT_TIMEOUT_SECONDS * 1000),
     )
     try:

@@ -154,8 +154,18 @@ def verify_file(path: Path, key: bytes | None) -> Verdict:
     return verifier.finish()
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def _iso(timestamp_ms: int) -> str:
-    return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 with milliseconds; the seconds part cached (records of one second share it)."""
+    second, millis = divmod(timestamp_ms, 1000)
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        prefix = _SECONDS[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{millis:03d}Z"
 
 
 def _out(line: str) -> None:
