@@ -16,7 +16,15 @@ import uvloop
 
 from api.auth import mint_token, refuse_dev_defaults
 from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
-from herald import apns_emulator_command, audit_command, inbox_command, logs, verify_command, why_command
+from herald import (
+    apns_emulator_command,
+    audit_command,
+    inbox_command,
+    logs,
+    simulate_command,
+    verify_command,
+    why_command,
+)
 
 log = logging.getLogger("herald")
 
@@ -41,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     why_command.add_parser(sub)
     inbox_command.add_parser(sub)
     verify_command.add_parser(sub)
+    simulate_command.add_parser(sub)
     token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
     token.add_argument("user")
     token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
@@ -66,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return inbox_command.run(args, settings)
     if args.command == "verify":
         return verify_command.run(args, settings)
+    if args.command == "simulate":
+        return simulate_command.run(args, settings)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
         return _run_rebuild(settings)
