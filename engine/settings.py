@@ -252,6 +252,10 @@ class Settings:
                 "HERALD_RETRY_MAX_ATTEMPTS, HERALD_DEDUPE_WINDOW_SECONDS and HERALD_SCHEDULER_TICK_SECONDS"
                 " must be positive"
             )
+        if self.rate_limit_window_seconds > self.dedupe_window_seconds:
+            # The rate windows are rebuilt from the dedupe entries after a restart
+            # (streams/admission_store.py): the dedupe window must cover the rate window.
+            raise ConfigError("HERALD_RATE_LIMIT_WINDOW_SECONDS must not exceed HERALD_DEDUPE_WINDOW_SECONDS")
         if not 0 <= self.retry_jitter < 1:
             raise ConfigError("HERALD_RETRY_JITTER must be in [0, 1)")
         if self.ws_send_queue_size < 1 or self.ws_replay_batch_size < 1:

@@ -38,3 +38,9 @@ def test_to_env_round_trips_through_from_env() -> None:
         {}, jwt_secret="s" * 40, apns_sandbox=True, jwt_algorithms=("HS256", "RS256"), priority_isolation=False
     )
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_the_rate_window_must_fit_in_the_dedupe_window() -> None:
+    """The rate windows are rebuilt from the dedupe entries after a restart: a longer one would lose admissions."""
+    with pytest.raises(ConfigError, match="HERALD_RATE_LIMIT_WINDOW_SECONDS"):
+        Settings.from_env({"HERALD_RATE_LIMIT_WINDOW_SECONDS": "7200", "HERALD_DEDUPE_WINDOW_SECONDS": "3600"})
