@@ -228,8 +228,8 @@ def stored(dsn: str, topic: str) -> int:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def process(args: list[str], env: dict[str, str], cwd: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -241,15 +241,20 @@ def process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[b
                 proc.kill()
 
 
-def projector_round(bootstrap: str, prefix: str, topic: str, n: int, total: int) -> dict[str, float]:
-    """(b): ``herald projector`` as a process until its offsets reach ``total``."""
+def projector_round(
+    bootstrap: str, prefix: str, topic: str, n: int, total: int, tree: str | None = None
+) -> dict[str, float]:
+    """(b): ``herald projector`` as a process until its offsets reach ``total``; ``tree``: run
+    the ``herald`` of another source tree (e.g. an older commit) instead of this one."""
     scratch: contextlib.AbstractContextManager[str] = scratch_database()
     with scratch as url:
         dsn = url.replace("+psycopg", "")
         database = dsn.rsplit("/", 1)[1]
         env = herald_env(bootstrap, prefix, url, f"bench-projector-{secrets.token_hex(4)}")
+        if tree:
+            env["PYTHONPATH"] = tree
         started = time.perf_counter()
-        with process([sys.executable, "-m", "herald.cli", "projector"], env) as proc:
+        with process([sys.executable, "-m", "herald.cli", "projector"], env, cwd=tree) as proc:
             first = None
             while True:
                 if proc.poll() is not None:
@@ -308,6 +313,10 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--rebuild-events", type=int, default=1_000_000, help="log size for (c); 0 skips it")
     parser.add_argument("--rebuild-rounds", type=int, default=1)
+    parser.add_argument(
+        "--compare-tree",
+        help="also run (b) with the herald of this source tree (e.g. `git archive <commit> | tar -x -C DIR`)",
+    )
     args = parser.parse_args()
 
     async with broker() as bootstrap:
@@ -319,6 +328,7 @@ async def main() -> None:
         print(f"produced {total:,} events over {args.users:,} users in {seconds:.1f} s", flush=True)
         raw: list[float] = []
         projected: list[dict[str, float]] = []
+        compared: list[dict[str, float]] = []
         for r in range(args.rounds):
             raw.append(await raw_consume(bootstrap, topic, total))
             projected.append(await asyncio.to_thread(projector_round, bootstrap, prefix, topic, total, total))
@@ -328,6 +338,15 @@ async def main() -> None:
                 f" projector {projected[-1]['cpu_us']:.0f} us, Postgres {projected[-1]['pg_cpu_us']:.0f} us",
                 flush=True,
             )
+            if args.compare_tree:
+                compared.append(
+                    await asyncio.to_thread(projector_round, bootstrap, prefix, topic, total, total, args.compare_tree)
+                )
+                print(
+                    f"  round {r + 1}: {args.compare_tree} projector {compared[-1]['rate']:,.0f} events/s; CPU per"
+                    f" event: projector {compared[-1]['cpu_us']:.0f} us, Postgres {compared[-1]['pg_cpu_us']:.0f} us",
+                    flush=True,
+                )
         rebuilt: list[dict[str, float]] = []
         if args.rebuild_events:
             rprefix = f"rebuild{secrets.token_hex(3)}."
@@ -354,6 +373,13 @@ async def main() -> None:
         f"      CPU per event              projector {med([p['cpu_us'] for p in projected]):.0f} us,"
         f" Postgres {med([p['pg_cpu_us'] for p in projected]):.0f} us"
     )
+    if compared:
+        other = med([p["rate"] for p in compared])
+        print(f"  (b) at {args.compare_tree:<21}{other:12,.0f} events/s   {other / raw_rate:.3f} of raw")
+        print(
+            f"      CPU per event              projector {med([p['cpu_us'] for p in compared]):.0f} us,"
+            f" Postgres {med([p['pg_cpu_us'] for p in compared]):.0f} us"
+        )
     if rebuilt:
         print(f"  (c) herald rebuild of {args.rebuild_events:,} events (target 60 s)")
         print(f"      whole command              {med([r['seconds'] for r in rebuilt]):10.1f} s")
