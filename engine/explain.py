@@ -334,6 +334,15 @@ def _delivery(story: ChannelStory, channel: str, fact: Fact, deferred: dict[str,
         return (
             f"{channel}: gave up on {_short(str(target))} after {data.get('attempts')} attempts ({data.get('error')})"
         )
+    if kind == "delivery.requeued":
+        if story.outcome != "delivered":
+            story.outcome = "requeued"
+        where = _short(str(target)) if target else "every target not delivered yet"
+        story.notes.append(f"requeued by {data.get('operator')} at {fact.when}: {data.get('reason')}")
+        return (
+            f"{channel}: requeued to {where} by {data.get('operator')} ({data.get('reason')});"
+            f" it was {data.get('previous_status')}"
+        )
     if kind == "delivery.cancelled":
         reason = str(data.get("reason"))
         if story.outcome != "delivered":

@@ -21,6 +21,7 @@ from herald import (
     audit_command,
     inbox_command,
     logs,
+    redeliver_command,
     simulate_command,
     verify_command,
     why_command,
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inbox_command.add_parser(sub)
     verify_command.add_parser(sub)
     simulate_command.add_parser(sub)
+    redeliver_command.add_parser(sub)
     token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
     token.add_argument("user")
     token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return verify_command.run(args, settings)
     if args.command == "simulate":
         return simulate_command.run(args, settings)
+    if args.command == "redeliver":
+        return redeliver_command.run(args, settings)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
         return _run_rebuild(settings)

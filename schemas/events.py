@@ -282,6 +282,21 @@ class ContactUpdated(Event):
     email_fallback_minutes: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryRequeued(Event):
+    """An operator put a failed, abandoned or deferred delivery back to work (``herald redeliver``)."""
+
+    TYPE: ClassVar[str] = "delivery.requeued"
+
+    notification_id: str
+    user_id: str
+    channel: str
+    operator: str
+    reason: str
+    previous_status: str
+    target: str | None = None
+
+
 EVENT_TYPES.update(
     {
         cls.TYPE: cls
@@ -299,6 +314,7 @@ EVENT_TYPES.update(
             DeviceUnregistered,
             DeviceInvalidated,
             ContactUpdated,
+            DeliveryRequeued,
         )
     }
 )
