@@ -36,7 +36,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -403,6 +403,8 @@ def _say(line: str) -> None:
 
 async def measure(args: argparse.Namespace, say: Callable[[str], None] = _say) -> Result:
     """Baselines first (nothing else running), then Herald's two bulks, all on one broker."""
+    if args.quick:
+        args.devices, args.users = min(args.devices, 500), min(args.users, 5_000)
     tokens = [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(args.devices)]
     private_pem, public_pem = generate_signing_key()
     emulator = ApnsEmulator(
@@ -448,12 +450,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=100_000, help="user_ids in the websocket bulk")
     p.add_argument("--concurrency", type=int, default=100, help="pushes in flight for the raw h2 baseline")
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
+    p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")
     return p
 
 
-async def summary(argv: Sequence[str] = ()) -> list[Row]:
-    """The summary rows of a run with ``argv`` (defaults: issue 9's sizes), for ``make bench``."""
-    args = parser().parse_args(list(argv))
+async def summary_rows(args: argparse.Namespace) -> list[Row]:
+    """The summary rows of a run with ``args`` (of ``parser()``), for ``make bench``."""
     return rows(await measure(args), args)
 
 

@@ -11,7 +11,7 @@ to the moment a consumer of the event log sees the request's acceptance.
 
 ``--without-gate`` repeats the loaded phase on a worker with ``HERALD_PRIORITY_ISOLATION=false``.
 ``--runs 5`` is issue 9's target 6: five runs, each on a fresh broker and a fresh worker, and
-how many of them kept the loaded p99 within 2x of the idle p99 (``summary()`` for ``make bench``).
+how many of them kept the loaded p99 within 2x of the idle p99 (``summary_rows()`` for ``make bench``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -299,9 +299,8 @@ def rows(runs: Runs) -> list[Row]:
     ]
 
 
-async def summary(argv: Sequence[str] = ()) -> list[Row]:
-    """The summary row of 5 runs with ``argv`` (defaults: issue 9's conditions), for ``make bench``."""
-    args = parser().parse_args(list(argv))
+async def summary_rows(args: argparse.Namespace) -> list[Row]:
+    """The summary row of ``--runs`` runs (5 without it) with ``args`` of ``parser()``, for ``make bench``."""
     return rows(await measure_runs(args, args.runs or 5))
 
 
