@@ -11,6 +11,10 @@ everything submitted since its last pass and
 4. hands the batch, each item with the nodes that took it, to ``on_result`` (which
    records ``delivery.deferred`` for those no gateway took: the user is offline).
 
+High-priority items have a lane of their own that is always served first, and other
+batches are smaller, so a backlog of low-priority frames delays a high one by at most
+one small batch.
+
 At-least-once holds because the worker's commits wait for this queue to drain
 (``drained``, wired into the producer flush that Faust performs before every offset
 commit): an input offset is never committed while its frame is still in the queue.
@@ -51,6 +55,8 @@ class Live:
     """What ``on_result`` needs to record the outcome (the ``notification.accepted`` envelope)."""
     after: Sequence[Awaitable[Any]] = ()
     """Broker acknowledgements this frame must follow (the acceptance appended to the log)."""
+    urgent: bool = False
+    """High priority: dispatched before anything else waiting, in batches of its own."""
     reached: list[str] = field(default_factory=list)
 
 
@@ -64,6 +70,18 @@ class BatchDispatcher:
 Results = Callable[[Sequence[Live]], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class _Lane:
+    """Items of one priority class, processed in submission order."""
+
+    pending: list[Live] = field(default_factory=list)
+    submitted: int = 0
+    completed: int = 0
+
+    def waiting(self) -> int:
+        return len(self.pending)
+
+
 class LiveDispatch:
     """The batching queue in front of a ``BatchDispatcher``."""
 
@@ -74,6 +92,7 @@ class LiveDispatch:
         *,
         max_pending: int = 5000,
         max_batch: int = 1000,
+        max_background_batch: int = 250,
         retry_base: float = 0.1,
         retry_max: float = 5.0,
     ) -> None:
@@ -81,17 +100,15 @@ class LiveDispatch:
         self._on_result = on_result
         self._max_pending = max_pending
         self._max_batch = max_batch
+        self._max_background_batch = max_background_batch
         self._retry_base = retry_base
         self._retry_max = retry_max
-        self._pending: list[Live] = []
+        self._urgent = _Lane()
+        self._background = _Lane()
         self._in_batch = 0
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
-        self._submitted = 0
-        """Items submitted so far (a running count)."""
-        self._completed = 0
-        """Items fully processed: batches complete in submission order."""
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -109,12 +126,13 @@ class LiveDispatch:
     async def submit(self, item: Live) -> None:
         """Queue ``item``; waits only while the queue is full (backpressure)."""
         self._check_alive()
-        while len(self._pending) >= self._max_pending:
+        while self._urgent.waiting() + self._background.waiting() >= self._max_pending:
             self._space.clear()
             await self._space.wait()
             self._check_alive()
-        self._pending.append(item)
-        self._submitted += 1
+        lane = self._urgent if item.urgent else self._background
+        lane.pending.append(item)
+        lane.submitted += 1
         self._wake.set()
 
     async def drained(self) -> None:
@@ -124,8 +142,8 @@ class LiveDispatch:
         for one batch or two, never for the load to stop.
         """
         self._check_alive()
-        target = self._submitted
-        while self._completed < target:
+        urgent, background = self._urgent.submitted, self._background.submitted
+        while self._urgent.completed < urgent or self._background.completed < background:
             waiter = asyncio.ensure_future(self._progress.wait())
             try:
                 await asyncio.wait({waiter, self._require_task()}, return_when=asyncio.FIRST_COMPLETED)
@@ -140,7 +158,8 @@ class LiveDispatch:
             try:
                 await asyncio.wait_for(self.drained(), within)
             except (TimeoutError, RuntimeError):
-                log.warning("live dispatch closed with frames pending", extra={"pending": len(self._pending)})
+                pending = self._urgent.waiting() + self._background.waiting()
+                log.warning("live dispatch closed with frames pending", extra={"pending": pending})
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
@@ -160,15 +179,19 @@ class LiveDispatch:
 
     async def _run(self) -> None:
         while True:
-            if not self._pending:
+            if self._urgent.pending:
+                lane, size = self._urgent, self._max_batch
+            elif self._background.pending:
+                lane, size = self._background, self._max_background_batch
+            else:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._pending[: self._max_batch]
-            del self._pending[: len(batch)]
+            batch = lane.pending[:size]
+            del lane.pending[: len(batch)]
             self._space.set()
             await self._dispatch_until_done(batch)
-            self._completed += len(batch)
+            lane.completed += len(batch)
             # Wake every waiter of ``drained``; each checks its own target.
             self._progress.set()
             self._progress = asyncio.Event()

@@ -54,7 +54,8 @@ async def route_accepted(
     for channel in plan.now:
         if channel == "websocket":
             message = live_message(accepted)
-            await live.submit(Live(accepted.user_id, message, env, after=(appended,)))
+            urgent = accepted.priority == "high"
+            await live.submit(Live(accepted.user_id, message, env, after=(appended,), urgent=urgent))
         else:
             await hand_off_raw(topics, channel, accepted.user_id, raw)
     for item in plan.later:

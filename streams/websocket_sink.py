@@ -82,6 +82,6 @@ def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:
             if not isinstance(accepted, NotificationAccepted):
                 await dead_letter(topics, message, f"expected notification.accepted, got {env.type}")
                 continue
-            await live.submit(Live(accepted.user_id, live_message(accepted), env))
+            await live.submit(Live(accepted.user_id, live_message(accepted), env, urgent=accepted.priority == "high"))
 
     app.agent(topics.deliveries["websocket"], name="herald.sink.websocket")(websocket_sink)
