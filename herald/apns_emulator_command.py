@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from herald.apns_emulator import generate_signing_key, serve
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare the command and its options."""
@@ -31,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
+    # Imported here: h2 and the TLS/JWT stack are the emulator's alone (every herald command loads this module).
+    from herald.apns_emulator import generate_signing_key, serve
+
     cert_dir: Path = args.cert_dir
     cert_dir.mkdir(parents=True, exist_ok=True)
     if args.public_key is not None:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import uvloop
 
-from api.auth import mint_token, refuse_dev_defaults
 from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
 from herald import (
     apns_emulator_command,
@@ -60,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.command in PRODUCTION_ROLES:
+            # Imported here: the API's libraries (aiohttp, pyjwt) cost the tools ~0.3 s of start-up.
+            from api.auth import refuse_dev_defaults
+
             refuse_dev_defaults(settings)
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
@@ -110,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_token(settings: Settings, user: str, scopes: tuple[str, ...], ttl: int | None) -> int:
+    from api.auth import mint_token
+
     try:
         token = mint_token(settings, user, scopes=scopes, ttl=ttl)
     except ValueError as exc:
