@@ -18,7 +18,7 @@ import pytest
 
 from api.auth import mint_token
 from engine.settings import Settings
-from herald.apns_emulator import ApnsEmulator, generate_signing_key
+from herald.apns_emulator import ApnsEmulator
 from herald.stack import Stack, run_stack
 from schemas.codec import format_time
 from schemas.envelope import Envelope
@@ -27,6 +27,7 @@ from schemas.ids import uuid7
 from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
 from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.support.apns import TOPIC, apns_settings
 from tests.support.event_log import append
 from tests.support.kafka import publish_json, request
 from tests.support.settings import reset_schema
@@ -34,36 +35,17 @@ from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
-TEAM_ID, KEY_ID, TOPIC = "TEAM123456", "KEY1234567", "com.example.herald"
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> tuple[str, str]:
-    return generate_signing_key()
-
-
-@pytest.fixture(scope="module")
-async def emulator(signing_key: tuple[str, str]) -> AsyncIterator[ApnsEmulator]:
-    async with ApnsEmulator(keys={KEY_ID: (TEAM_ID, signing_key[1])}, topics=[TOPIC], inspect_port=None) as emu:
-        yield emu
-
 
 @pytest.fixture(scope="module")
 def settings(
     kafka_bootstrap: str, database_url: str, redis_url: str, emulator: ApnsEmulator, signing_key: tuple[str, str]
 ) -> Settings:
-    host, port = emulator.address
     reset_schema(database_url)
     return core_settings(
         kafka_bootstrap,
         redis_url,
         database_url=database_url,
-        apns_key=signing_key[0],
-        apns_key_id=KEY_ID,
-        apns_team_id=TEAM_ID,
-        apns_topic=TOPIC,
-        apns_server=f"{host}:{port}",
-        apns_ca_path=emulator.ca_path,
+        **apns_settings(emulator, signing_key[0]),
         retry_base_delay_seconds=0.3,
         retry_max_attempts=4,
         retry_jitter=0.1,

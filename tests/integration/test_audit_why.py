@@ -14,7 +14,7 @@ import pytest
 
 from api.auth import SCOPE_ADMIN
 from engine.settings import Settings
-from herald.apns_emulator import ApnsEmulator, generate_signing_key
+from herald.apns_emulator import ApnsEmulator
 from herald.broker import free_port
 from herald.stack import Stack, run_stack
 from schemas.envelope import Envelope
@@ -25,6 +25,7 @@ from streams.device_registry import DeviceRegistry
 from tests.integration.audit_support import end_offsets, herald
 from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
 from tests.support.api import Api
+from tests.support.apns import apns_settings
 from tests.support.clients import missed_notifications
 from tests.support.event_log import append
 from tests.support.kafka import publish, publish_json, request
@@ -32,36 +33,18 @@ from tests.support.settings import reset_schema
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-TEAM_ID, KEY_ID, TOPIC = "TEAM123456", "KEY1234567", "com.example.herald"
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> tuple[str, str]:
-    return generate_signing_key()
-
-
-@pytest.fixture(scope="module")
-async def emulator(signing_key: tuple[str, str]) -> AsyncIterator[ApnsEmulator]:
-    async with ApnsEmulator(keys={KEY_ID: (TEAM_ID, signing_key[1])}, topics=[TOPIC], inspect_port=None) as emu:
-        yield emu
 
 
 @pytest.fixture(scope="module")
 def settings(
     kafka_bootstrap: str, database_url: str, redis_url: str, emulator: ApnsEmulator, signing_key: tuple[str, str]
 ) -> Settings:
-    host, port = emulator.address
     reset_schema(database_url)
     return core_settings(
         kafka_bootstrap,
         redis_url,
         database_url=database_url,
-        apns_key=signing_key[0],
-        apns_key_id=KEY_ID,
-        apns_team_id=TEAM_ID,
-        apns_topic=TOPIC,
-        apns_server=f"{host}:{port}",
-        apns_ca_path=emulator.ca_path,
+        **apns_settings(emulator, signing_key[0]),
         email_fallback_seconds=120.0,  # long: the test reads first
         rate_limit_low=1,
         scheduler_tick_seconds=0.2,
