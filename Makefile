@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PACKAGES := schemas engine streams projections api herald
 
-.PHONY: dev test check format sync uv system-deps bench
+.PHONY: dev test faults check format sync uv system-deps bench
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -18,6 +18,10 @@ dev: sync
 ## Install everything (Python env, Debian test tools) and run the test suite.
 test: sync system-deps
 	$(UV) run pytest
+
+## The fault-tolerance suite: several workers, projectors and gateways as processes, faults injected.
+faults: sync system-deps
+	$(UV) run pytest -m faults tests/faults
 
 ## Format check, lint, types.
 check: sync
