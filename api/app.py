@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[None]]
 STATIC = Path(__file__).parent / "static"
-"""The demo page (plain HTML, CSS and JS; no external resources)."""
+"""The demo page and the operator console (plain HTML, CSS and JS; no external resources)."""
 
 SECURITY_HEADERS = {
     # The demo page and /api/docs load only their own files: no inline script or style, no
@@ -80,7 +80,12 @@ def create_app(
     async def demo_page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    async def console_page(request: web.Request) -> web.FileResponse:
+        # The shell only: the page asks for an admin token and every action goes through /api/admin/.
+        return web.FileResponse(STATIC / "console" / "index.html")
+
     app.router.add_get("/", demo_page)
+    app.router.add_get("/console", console_page)
     app.router.add_static("/static/", STATIC)
 
     async def healthz(request: web.Request) -> web.Response:
