@@ -1,0 +1,60 @@
+"""The operator console's REST API (``/api/admin/...``, issue 12): one place where every admin
+module registers its routes, and the admin-scope check they share.
+
+Every route here reads any user's data, so each handler starts with ``require_admin``: no
+token is a 401, a token without the ``admin`` scope a 403 (both problem+json). Modules get
+what they need from one ``AdminContext``, so adding a module never changes a signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.auth import SCOPE_ADMIN, Principal, TokenVerifier
+from api.presence import Presence
+from api.problems import Problem
+from api.publisher import Publisher
+from engine.settings import Settings
+from projections.queries import NotificationQueries
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    """Everything an admin module may use (the caller owns the lifecycles)."""
+
+    verifier: TokenVerifier
+    queries: NotificationQueries
+    settings: Settings
+    engine: AsyncEngine | None = None
+    """The read models' engine (``None``: routes that need it answer 503)."""
+    publisher: Publisher | None = None
+    presence: Presence | None = None
+
+
+def require_admin(ctx: AdminContext, request: web.Request) -> Principal:
+    """The caller, if its token has the ``admin`` scope; ``Problem`` 401 (no/bad token) or 403 otherwise."""
+    principal = ctx.verifier.from_request(request)
+    if not principal.has(SCOPE_ADMIN):
+        raise Problem(403, "Forbidden", "the operator console's API needs a token with the admin scope")
+    return principal
+
+
+def _optional(name: str) -> object | None:
+    """Module ``api.admin.<name>`` if it exists (errors inside it are not hidden)."""
+    try:
+        return importlib.import_module(f"api.admin.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"api.admin.{name}":
+            raise
+        return None
+
+
+def register_admin(app: web.Application, ctx: AdminContext) -> None:
+    """Add every ``/api/admin/`` route to ``app``."""
+    deadletters = _optional("deadletters")
+    if deadletters is not None:
+        deadletters.register_deadletters(app, ctx)  # type: ignore[attr-defined]
