@@ -8,7 +8,9 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.admin import AdminContext, register_admin
 from api.auth import TokenVerifier
 from api.dev import DevRoutes
 from api.gateway import Hub
@@ -54,13 +56,16 @@ def create_app(
     checks: Mapping[str, Check],
     publisher: Publisher | None = None,
     settings: Settings | None = None,
+    engine: AsyncEngine | None = None,
 ) -> web.Application:
-    """The HTTP app; the caller owns the lifecycle of ``hub`` and the check targets."""
+    """The HTTP app; the caller owns the lifecycle of ``hub``, ``engine`` and the check targets."""
     settings = settings or hub.settings
     limit = WriteLimit(verifier, settings or hub.settings)  # per-user REST write rate limit (429)
     app = web.Application(middlewares=[problem_middleware, limit.middleware], client_max_size=1024 * 1024)
     app.on_response_prepare.append(_security_headers)
     register_rest(app, verifier=verifier, queries=queries, publisher=publisher, settings=settings)
+    admin = AdminContext(verifier, queries, settings, engine=engine, publisher=publisher, presence=hub.presence)
+    register_admin(app, admin)  # /api/admin/: the operator console's API (admin scope)
     app.router.add_get("/ws/notifications", hub.handle)
     PresenceRoutes(verifier, hub.presence).register(app)
     app.on_shutdown.append(hub.disconnect_all)

@@ -165,6 +165,7 @@ async def run_stack(
                 checks=checks,
                 publisher=stack.publisher,
                 settings=settings,
+                engine=engine,
             )
             stack.http_app = http
             runner = web.AppRunner(http, access_log=None)
