@@ -1,7 +1,8 @@
 """Dev-only conveniences, registered only when ``settings.dev_mode`` (``herald dev``).
 
 ``POST /api/dev/token`` mints a token for any user so the demo page can log in without
-a separate identity provider. Never enabled in production roles (they refuse
+a separate identity provider (``"scope": "admin"`` mints an operator's token for the
+console at ``/console``). Never enabled in production roles (they refuse
 ``HERALD_DEV_MODE``), and it answers loopback clients only: a dev stack bound to
 ``0.0.0.0`` does not hand out tokens to the network.
 """
@@ -13,7 +14,7 @@ import re
 
 from aiohttp import web
 
-from api.auth import SCOPE_WRITE, mint_token
+from api.auth import SCOPE_ADMIN, SCOPE_WRITE, mint_token
 from api.problems import Problem
 from engine.settings import Settings
 
@@ -31,7 +32,8 @@ class DevRoutes:
         app.router.add_post("/api/dev/token", self.token)
 
     async def token(self, request: web.Request) -> web.Response:
-        """``{"user_id": "alice"}`` -> ``{"user_id", "token", "expires_in"}`` (may also send notifications)."""
+        """``{"user_id": "alice"}`` -> ``{"user_id", "token", "expires_in"}`` (may also send notifications);
+        with ``"scope": "admin"`` the token has the admin scope (the console's dev login)."""
         if not _loopback(request.remote):
             raise Problem(403, "Forbidden", "the dev token endpoint answers loopback clients only")
         try:
@@ -41,8 +43,11 @@ class DevRoutes:
         user_id = body.get("user_id") if isinstance(body, dict) else None
         if not isinstance(user_id, str) or not USER_ID.match(user_id):
             raise Problem(400, "Bad Request", "user_id: 1-100 characters of letters, digits, '_', '.', '@', '-'")
+        scope = body.get("scope", SCOPE_WRITE)
+        if scope not in (SCOPE_WRITE, SCOPE_ADMIN):
+            raise Problem(400, "Bad Request", f"scope: {SCOPE_WRITE!r} (default) or {SCOPE_ADMIN!r}")
         ttl = self._settings.token_ttl_seconds
-        token = mint_token(self._settings, user_id, scopes=(SCOPE_WRITE,), ttl=ttl)
+        token = mint_token(self._settings, user_id, scopes=(scope,), ttl=ttl)
         return web.json_response({"user_id": user_id, "token": token, "expires_in": ttl})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from api.auth import mint_token
+from api.auth import SCOPE_ADMIN, mint_token
 from engine.settings import Settings
 from herald.broker import embedded_broker
 from herald.cli import _wait_for_signal
@@ -51,6 +51,7 @@ async def run_dev(settings: Settings) -> None:
     ):
         base = f"http://{settings.http_host}:{stack.http_port}"
         token = mint_token(settings, "alice")
+        admin = mint_token(settings, "ops", scopes=(SCOPE_ADMIN,))
         log.info("herald dev ready", extra={"api": base, "broker": settings.kafka_bootstrap})
         print(
             f"\nHerald dev stack is up.\n"
@@ -58,6 +59,7 @@ async def run_dev(settings: Settings) -> None:
             f"  Kafka broker:      {settings.kafka_bootstrap}\n"
             f"  WebSocket:         ws://{settings.http_host}:{stack.http_port}/ws/notifications?token=<JWT>\n"
             f"  Token for alice:   {token}\n"
+            f"  Operator console:  {base}/console  (admin token for ops: {admin})\n"
             f"  (more tokens: uv run herald token USER)\n" + "".join(f"{line}\n" for line in channels.lines),
             flush=True,
         )
