@@ -383,6 +383,91 @@ EXPLANATION = _obj(
 """``GET /api/notifications/{id}/explain`` (``engine.explain.Explanation.as_json``)."""
 
 
+DEADLETTER_PARAMS = [
+    _q("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."),
+    _q(
+        "before",
+        {"type": "string", "pattern": "^[0-9]+:[0-9]+$"},
+        "`partition:offset`: only older dead letters (the previous page's `next`).",
+    ),
+    _q("source_topic", {"type": "string", "maxLength": 250}, "Only dead letters read from this topic."),
+    _q(
+        "reason",
+        {"type": "string", "maxLength": 200},
+        "Only dead letters whose reason contains this text (case-insensitive).",
+    ),
+]
+_COORDS = {"partition": {"type": "integer", "minimum": 0}, "offset": {"type": "integer", "minimum": 0}}
+DEADLETTER_PAGE = _obj(
+    ["items", "next"],
+    {
+        "items": {
+            "type": "array",
+            "items": _obj(
+                [
+                    "partition",
+                    "offset",
+                    "timestamp",
+                    "reason",
+                    "source_topic",
+                    "source_partition",
+                    "source_offset",
+                    "key",
+                    "value_preview",
+                    "size",
+                    "redriven",
+                ],
+                {
+                    **_COORDS,
+                    "timestamp": _TIME,
+                    "reason": {"type": "string", "description": "The `herald-error` header."},
+                    "source_topic": _nullable("string"),
+                    "source_partition": _nullable("integer"),
+                    "source_offset": _nullable("integer"),
+                    "key": _nullable("string", description="The record key as text (invalid UTF-8 replaced)."),
+                    "value_preview": {"type": "string", "description": "The first 2 KiB of the value as text."},
+                    "size": {"type": "integer", "minimum": 0, "description": "Bytes of the value."},
+                    "redriven": {
+                        "type": "boolean",
+                        "description": "Re-driven before (a deadletter.redriven names it).",
+                    },
+                    "redriven_from": _nullable(
+                        "string",
+                        description="`topic/partition/offset` of the dead letter this record is a re-driven copy of.",
+                    ),
+                    "channel": _nullable("string", description="Channel of an abandoned delivery (`herald-channel`)."),
+                },
+            ),
+        },
+        "next": _nullable("string", description="`partition:offset` to pass as `before` for the next page."),
+    },
+)
+REDRIVE_RESULT = _obj(
+    ["redriven", "skipped"],
+    {
+        "redriven": {"type": "integer", "minimum": 0},
+        "skipped": {
+            "type": "array",
+            "items": _obj(["partition", "offset", "why"], {**_COORDS, "why": {"type": "string"}}),
+        },
+    },
+)
+SCHEMAS["DeadLetterRedrive"] = _obj(
+    [],
+    {
+        "records": {"type": "array", "maxItems": 500, "items": _obj(["partition", "offset"], _COORDS)},
+        "filter": _obj(
+            [],
+            {"source_topic": {"type": "string", "maxLength": 250}, "reason": {"type": "string", "maxLength": 200}},
+            description="Dead letters matching every criterion given (at least one), newest first.",
+        ),
+        "max": {"type": "integer", "minimum": 1, "maximum": 500, "default": 500, "description": "With `filter`."},
+        "force": {"type": "boolean", "default": False, "description": "Re-drive records re-driven before too."},
+    },
+    description="Exactly one of `records` (up to 500) or `filter`.",
+)
+
+
 def document() -> _S:
     """The OpenAPI 3.1 document."""
     n = "notifications"
@@ -576,6 +661,22 @@ def document() -> _S:
                 {"200": _json({"type": "object"}, "Presence"), **_errors(401, 403, 404)},
                 tag="realtime",
                 params=[_p("user_id", "User id.")],
+            ),
+        },
+        "/api/admin/deadletters": {
+            "get": _op(
+                "Dead letters, newest first, with why and where each came from (admin scope)",
+                {"200": _json(DEADLETTER_PAGE, "A page"), **_errors(400, 401, 403, 422, 503)},
+                tag="admin",
+                params=DEADLETTER_PARAMS,
+            ),
+        },
+        "/api/admin/deadletters/redrive": {
+            "post": _op(
+                "Produce dead letters to their source topic again (emits deadletter.redriven; admin scope)",
+                {"202": _json(REDRIVE_RESULT, "Re-driven"), **_errors(400, 401, 403, 413, 422, 503)},
+                tag="admin",
+                body="DeadLetterRedrive",
             ),
         },
         "/api/dev/token": {
