@@ -35,6 +35,7 @@ from schemas.events import DeviceInvalidated, NotificationAccepted
 from schemas.ids import derived_id
 from streams.apns_client import close_apns_client, make_apns_client
 from streams.device_registry import ACTIVE, DeviceRegistry
+from streams.metrics import APNS_TOKENS_INVALIDATED
 from streams.publish import append
 from streams.topics import Topics
 
@@ -170,8 +171,9 @@ class ApnsSink:
             data=event,
             subject=None,
             userid=accepted.user_id,
-            correlationid=accepted.notification_id,
+            correlationid=accepted.notification_id,  # herald why finds it by the notification id
         )
+        APNS_TOKENS_INVALIDATED.labels(reason if reason in INVALID_TOKEN_REASONS else "other").inc()
         if self.topics is None:
             log.error("APNs sink not bound: device.invalidated not recorded", extra={"user_id": accepted.user_id})
             return

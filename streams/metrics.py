@@ -1,4 +1,4 @@
-"""Prometheus metrics of the stream agents."""
+"""Prometheus metrics of the stream agents (catalogue and tests: ``docs/observability.md``)."""
 
 from __future__ import annotations
 
@@ -58,4 +58,9 @@ SENT_TARGETS_EXPIRED = Counter(
     "notifications_sent_targets_expired_total",
     "Sent (notification, target) pairs forgotten after the retry horizon (streams.sent_targets)",
     ["channel"],
+)
+APNS_TOKENS_INVALIDATED = Counter(
+    "apns_tokens_invalidated_total",
+    "Device tokens APNs refused for good and Herald stopped targeting, by APNs reason (Unregistered, ...)",
+    ["reason"],
 )
