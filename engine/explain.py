@@ -242,6 +242,13 @@ def _step(out: Explanation, fact: Fact, deferred: dict[str, str]) -> str | None:
     if kind == "device.invalidated":
         token = str(data.get("device_token"))
         return f"device token {_short(token)} invalidated ({data.get('reason')}): no longer targeted"
+    if kind == "deadletter.redriven":
+        forced = ", forced" if data.get("forced") else ""
+        return (
+            f"dead letter {data.get('deadletter_topic')}/{data.get('deadletter_partition')}/"
+            f"{data.get('deadletter_offset')} re-driven by {data.get('operator')}{forced} to"
+            f" {data.get('source_topic')}/{data.get('redriven_partition')}/{data.get('redriven_offset')}"
+        )
     channel = data.get("channel")
     if not isinstance(channel, str):
         return f"{kind}"

@@ -297,6 +297,26 @@ class DeliveryRequeued(Event):
     target: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeadletterRedriven(Event):
+    """An operator produced a dead-lettered record to its source topic again (console re-drive)."""
+
+    TYPE: ClassVar[str] = "deadletter.redriven"
+
+    operator: str
+    deadletter_topic: str
+    deadletter_partition: int
+    deadletter_offset: int
+    source_topic: str
+    reason: str
+    redriven_partition: int
+    redriven_offset: int
+    source_partition: int | None = None
+    source_offset: int | None = None
+    request_id: str | None = None
+    forced: bool = False
+
+
 EVENT_TYPES.update(
     {
         cls.TYPE: cls
@@ -315,6 +335,7 @@ EVENT_TYPES.update(
             DeviceInvalidated,
             ContactUpdated,
             DeliveryRequeued,
+            DeadletterRedriven,
         )
     }
 )
