@@ -33,6 +33,18 @@ class Written:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record to produce as it is: the console re-drives a dead letter with it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: int | None = None
+    """``None``: the partitioner chooses by key."""
+
+
 class Publisher:
     """Appends envelopes keyed by user and waits for the broker's acknowledgement."""
 
@@ -90,6 +102,17 @@ class Publisher:
             )
         metas = await asyncio.gather(*futures)
         await asyncio.gather(*cancels)
+        return [Written(topic=m.topic, partition=m.partition, offset=m.offset) for m in metas]
+
+    async def forward(self, records: Iterable[RawRecord]) -> list[Written]:
+        """Produce records byte for byte (key, value, headers), in flight together; wait for every ack."""
+        futures = [
+            await self._producer.send(
+                r.topic, value=r.value, key=r.key, partition=r.partition, headers=r.headers or None
+            )
+            for r in records
+        ]
+        metas = await asyncio.gather(*futures)
         return [Written(topic=m.topic, partition=m.partition, offset=m.offset) for m in metas]
 
     async def _cancel_for(self, env: Envelope) -> asyncio.Future[Any] | None:
