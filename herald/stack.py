@@ -31,6 +31,7 @@ from api.receipts import Receipts
 from api.replay import LogPosition, Replay
 from engine.settings import Settings
 from engine.topics import TopicNames
+from herald.startup import redacted, until_reachable
 from herald.supervisor import Supervisor
 from projections.database import create_engine, migrate
 from projections.inbox import Inbox
@@ -118,12 +119,17 @@ async def run_stack(
             exits.push_async_callback(stack.redis.aclose)
         elif worker != api:
             raise RuntimeError("HERALD_REDIS_URL is required when the worker and the API run in separate processes")
-        if worker or api:
-            await ensure_topics(settings)
+        # Dependencies may come up after the role: each start-up step that needs one waits
+        # for it with backoff, one log line per attempt (herald.startup), instead of exiting.
+        await until_reachable("broker", settings.kafka_bootstrap, lambda: ensure_topics(settings))
+        if stack.redis is not None and (worker or api):
+            redis_client = stack.redis
+            await until_reachable("redis", redacted(settings.redis_url), lambda: _redis_check(redis_client))
         if projector or api:
             stack.engine = create_engine(settings.database_url)
             exits.push_async_callback(stack.engine.dispose)
-            await migrate(stack.engine)
+            engine_ = stack.engine
+            await until_reachable("database", redacted(settings.database_url), lambda: migrate(engine_))
         if api:
             verifier = TokenVerifier(settings)
             presence: Presence = (
