@@ -7,13 +7,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.admin import AdminContext, register_admin
 from api.auth import TokenVerifier
 from api.dev import DevRoutes
 from api.gateway import Hub
+from api.http_metrics import install as install_http_metrics
 from api.presence_routes import PresenceRoutes
 from api.problems import problem_middleware, problem_response
 from api.publisher import Publisher
@@ -109,11 +109,8 @@ def create_app(
             return problem_response(503, "Service Unavailable", "not ready", failed=failed)
         return web.json_response({"status": "ready", "checks": sorted(checks)})
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    if not settings.metrics_port:  # otherwise `herald api` serves /metrics on that internal port only
-        app.router.add_get("/metrics", metrics)
+    # Request ids, durations by route, and /metrics here unless `herald api` has an internal metrics port.
+    install_http_metrics(app, settings=settings, engine=engine)
     return app
