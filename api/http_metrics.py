@@ -50,7 +50,7 @@ REFRESH_SECONDS = 5.0
 REFRESH_TIMEOUT = 2.0
 """A scrape waits this long for the read model; past it the last value is served."""
 
-_REQUEST_ID = "herald_request_id"
+_REQUEST_ID = web.RequestKey("herald_request_id", str)
 _TASK = web.AppKey("herald_metrics_refresh", asyncio.Task[None])
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -107,7 +107,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
     rid = request.get(_REQUEST_ID)
-    if isinstance(rid, str):
+    if rid is not None:
         response.headers[REQUEST_ID_HEADER] = rid
 
 
