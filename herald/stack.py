@@ -34,6 +34,7 @@ from engine.topics import TopicNames
 from herald.startup import redacted, until_reachable
 from herald.supervisor import Supervisor
 from projections.database import create_engine, migrate
+from projections.gauges import watch_pool
 from projections.inbox import Inbox
 from projections.projector import Projector
 from projections.queries import NotificationQueries
@@ -41,6 +42,8 @@ from streams.admin import ensure_topics
 from streams.app import check_ready
 from streams.app import create_app as create_faust_app
 from streams.channels import configured_sinks
+from streams.consumer_lag import faust_client
+from streams.consumer_lag import watch as watch_lag
 from streams.delivery_attempt import Sink
 from streams.topics import Topics
 from streams.websocket_dispatch import Dispatcher, RedisDispatcher
@@ -128,6 +131,7 @@ async def run_stack(
         if projector or api:
             stack.engine = create_engine(settings.database_url)
             exits.push_async_callback(stack.engine.dispose)
+            watch_pool(stack.engine, "read-model")  # db_pool_* on /metrics
             engine_ = stack.engine
             await until_reachable("database", redacted(settings.database_url), lambda: migrate(engine_))
         if api:
@@ -183,6 +187,10 @@ async def run_stack(
             log.info("api listening", extra={"url": f"http://{settings.http_host}:{stack.http_port}"})
         if projector:
             stack.projector = Projector(settings, _required(stack.engine, "database engine"))
+            running = stack.projector  # kafka_consumer_lag{role="projector"} on /metrics
+            exits.callback(
+                watch_lag("projector", settings.projector_group, lambda: getattr(running, "_consumer", None))
+            )
             task = asyncio.create_task(stack.projector.run(stopping), name="projector")
             stack.supervisor.watch(task, "projector")
             stack.tasks.append(task)
@@ -200,6 +208,7 @@ async def run_stack(
                     exits.push_async_callback(closer)
             stack.faust_app, stack.topics = create_faust_app(settings, dispatcher=dispatcher, sinks=sinks)
             await stack.faust_app.start()
+            exits.callback(watch_lag("worker", settings.app_id, faust_client(stack.faust_app)))
             exits.push_async_callback(stack.faust_app.stop)
             stack.supervisor.watch_faust(stack.faust_app)
         try:
