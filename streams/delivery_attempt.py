@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import faust
 
+from engine import correlation
 from engine.notification import accepted_event, follow
 from engine.retry import DeliveryError, RetryPolicy, attempt_outcome
 from engine.routing import due, expired_event
@@ -129,6 +130,7 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
     async def deliver(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            correlation.bind(None)  # this record's id once it is read; none for unreadable bytes
             try:
                 cause = decode(message.value, header_items(message.headers))
             except InvalidMessage as exc:
@@ -137,6 +139,7 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
             if not isinstance(cause.data, NotificationAccepted):
                 await dead_letter(topics, message, f"expected notification.accepted, got {cause.type}")
                 continue
+            correlation.bind(cause.correlationid or cause.id)  # on every log line of this delivery
             number, target = work_of(header_items(message.headers))
             await _deliver(topics, settings, sink, policy, message, cause, number, target, sent)
             expired = sent.expire(message.partition)

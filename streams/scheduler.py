@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from engine import schedule
+from engine import correlation, schedule
 from engine.notification import follow
 from engine.routing import accepted_of, fire
 from engine.schedule import Agenda, Due
@@ -68,6 +68,7 @@ def install(app: faust.App, topics: Topics, settings: Settings) -> None:
     async def scheduler(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            correlation.bind(None)
             try:
                 command = json.loads(message.value)
                 op = command["op"]
@@ -153,6 +154,7 @@ async def _tick(topics: Topics, table: Any, partition: int, now: datetime, memor
 
 async def _fire(topics: Topics, item: Due, now: datetime) -> None:
     cause, expired = fire(item, now=now)
+    correlation.bind(cause.correlationid or cause.id)  # this item's log lines; the next item rebinds
     if expired is not None:
         await append(topics.events, [expired])
         NOTIFICATIONS_EXPIRED.labels(item.channel).inc()

@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from engine import correlation
 from engine.delivery import websocket_outcome
 from schemas.codec import decode
 from schemas.errors import InvalidMessage
@@ -38,6 +39,7 @@ def live_dispatch(topics: Topics, dispatcher: Any) -> LiveDispatch:
         for item in batch:
             env = item.cause
             accepted = env.data
+            correlation.bind(env.correlationid or env.id)  # on this item's log lines (logs.py)
             if item.reached:
                 # Handed off to the gateways holding the user. Each records delivery.succeeded
                 # itself once the frame is on a socket (or delivery.deferred if the user just
@@ -64,6 +66,8 @@ def live_dispatch(topics: Topics, dispatcher: Any) -> LiveDispatch:
                 },
             )
 
+        correlation.bind(None)
+
     return LiveDispatch(dispatcher, recorded)
 
 
@@ -73,6 +77,7 @@ def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:
     async def websocket_sink(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            correlation.bind(None)
             try:
                 env = decode(message.value, header_items(message.headers))
             except InvalidMessage as exc:
@@ -82,6 +87,7 @@ def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:
             if not isinstance(accepted, NotificationAccepted):
                 await dead_letter(topics, message, f"expected notification.accepted, got {env.type}")
                 continue
+            correlation.bind(env.correlationid or env.id)
             await live.submit(Live(accepted.user_id, live_message(accepted), env, urgent=accepted.priority == "high"))
 
     app.agent(topics.deliveries["websocket"], name="herald.sink.websocket")(websocket_sink)
