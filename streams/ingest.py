@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 
+from engine import correlation
 from engine.admission import AdmissionPolicy, decide_admission, evolve, request_keys
 from engine.notification import cmd_user, decide_request, decide_unreadable
 from engine.priority import Priority
@@ -137,6 +138,7 @@ class Ingest:
     async def handle(self, message: faust.types.Message, priority: Priority) -> None:
         """Decide and route one request record; never raises for the record's content."""
         topics = self._topics
+        correlation.bind(None)  # the request's correlation id once read (herald.logs adds it to each line)
         try:
             request = decode(message.value, header_items(message.headers), max_bytes=self._settings.max_request_bytes)
         except InvalidMessage as exc:
@@ -146,6 +148,7 @@ class Ingest:
             log.exception("undecodable record", extra={"topic": message.topic, "offset": message.offset})
             await _reject(topics, message, InvalidMessage(f"undecodable: {type(exc).__name__}: {exc}"), priority)
             return
+        correlation.bind(request.correlationid or request.id)
         try:
             outcome = self._admit(request, message, priority)
             raw = encode(outcome)
