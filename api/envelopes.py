@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.problems import Problem
+from engine import correlation
 from engine.priority import Priority
 from schemas.codec import encode, event_from_data
 from schemas.envelope import Envelope
@@ -73,7 +74,8 @@ def build_request(
         subject=notification_id,
         userid=data["user_id"],
         priority=priority.value,
-        correlationid=correlation_id,
+        # A single request's correlation id is the HTTP request id (api.http_metrics): its log lines follow it.
+        correlationid=correlation_id or correlation.current(),
     )
     if max_bytes is not None and (size := len(encode(env))) > max_bytes:
         raise Problem(
