@@ -1,0 +1,295 @@
+"""Dependency faults, with the roles as real processes (issue 14): the broker, Postgres, Redis,
+SMTP and APNs missing at start-up or going away under load.
+
+Each test starts one ``herald worker``, one ``herald projector`` and one ``herald api``
+(``dependency_support.topology``) and checks what an operator and a user would see:
+nothing accepted is lost (one decision in the log, one row in Postgres), nothing is sent
+twice (counted at the SMTP and APNs servers and per WebSocket connection), ``/readyz``
+reports the outage and recovers, no process exits (no crash loop), and no role spins:
+its CPU time over the outage stays a small fraction of the wall time.
+The figures of a run are in docs/reliability.md, "Dependencies".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from api.auth import mint_token
+from herald.broker import free_port, tansu_process
+from tests.faults.dependency_support import (
+    LiveClient,
+    Load,
+    RedisServer,
+    Topology,
+    close_database,
+    decisions,
+    open_database,
+    own_database,
+    readyz,
+    rows,
+    settings_for,
+    terminate_sessions,
+    topology,
+)
+from tests.support.settings import isolated_settings
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.timeout(600)
+
+OUTAGE = 8.0
+"""Seconds each dependency stays away in the start-up test."""
+OUTAGE_DATABASE = 30.0
+"""Seconds the projector's database stays closed (the issue's figure)."""
+CPU_SHARE = 0.10
+"""Most CPU time a waiting role may use, as a share of the outage's wall time (a spinning
+role uses ~1.0)."""
+FIGURES: dict[str, object] = {}
+
+
+def report(name: str, value: object) -> None:
+    """Keep a figure for the summary printed at the end of the test (``-s`` shows it)."""
+    FIGURES[name] = value
+    print(f"[deps] {name}: {value}")
+
+
+def top_alive(top: Topology) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        top.assert_alive()
+
+    return check
+
+
+async def hold(seconds: float, check: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Let an outage last ``seconds`` (the fault's duration, not a wait for a condition), checking as it goes."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if check is not None:
+            await check()
+        await asyncio.sleep(0.5)
+
+
+async def test_roles_started_before_broker_redis_and_postgres_wait_with_backoff_and_become_ready(
+    output_dir: Path,
+) -> None:
+    kafka_port = free_port()
+    redis = RedisServer(output_dir / "deps-startup-redis.log")
+    with own_database(open_=False) as db:
+        base = isolated_settings(f"127.0.0.1:{kafka_port}", redis.url, database_url=db)
+        settings = settings_for(base)
+        async with (
+            topology(settings, output_dir, "startup") as top,
+            aiohttp.ClientSession() as http,
+            contextlib.AsyncExitStack() as deps,
+        ):
+            deps.push_async_callback(redis.stop)
+
+            def waiting(role: str, dependency: str) -> list[dict[str, object]]:
+                return top.roles[role].messages(f"{dependency} unreachable at start-up")
+
+            async def not_ready() -> None:
+                top.assert_alive()
+                status, _ = await readyz(http, top.base)
+                assert status is None, "the API answered before its dependencies were there"
+
+            async def measure_outage(stage: str, expected: dict[str, str]) -> None:
+                """Every role of ``expected`` waits on its dependency; hold the outage; bound the CPU."""
+
+                async def all_waiting() -> bool:
+                    top.assert_alive()
+                    return all(waiting(role, dep) for role, dep in expected.items())
+
+                await eventually(all_waiting, timeout=240, interval=0.5, what=f"every role waiting ({stage})")
+                before = {role: waiting(role, dep) for role, dep in expected.items()}
+                cpu, started = top.cpu(), time.monotonic()
+                await hold(OUTAGE, not_ready)
+                wall = time.monotonic() - started
+                used = {role: round(top.roles[role].cpu_seconds() - cpu[role], 3) for role in expected}
+                report(f"{stage}: CPU seconds over {wall:.1f} s", used)
+                for role, dep in expected.items():
+                    assert used[role] < CPU_SHARE * wall, f"{role} spins while {dep} is away: {used[role]} s CPU"
+                    lines = waiting(role, dep)
+                    assert len(lines) > len(before[role]), f"{role} stopped retrying {dep}"
+                    delays = [float(str(line["retry_in_seconds"])) for line in lines]
+                    assert delays == sorted(delays), f"{role}: the retry delay never shrinks ({delays})"
+                    assert len(lines) <= 2 + (wall + 8) / 0.5, f"{role}: too many attempts for a backoff"
+                    attempts = [line["attempt"] for line in lines]
+                    assert attempts == list(range(1, len(lines) + 1)), "one line per attempt"
+                report(f"{stage}: attempts logged", {r: len(waiting(r, d)) for r, d in expected.items()})
+
+            # 1. Nothing there: every role waits for the broker.
+            await measure_outage("no broker", {"worker": "broker", "projector": "broker", "api": "broker"})
+            await deps.enter_async_context(tansu_process("127.0.0.1", kafka_port))
+            # 2. The broker is up: the worker and API wait for Redis, the projector for Postgres.
+            await measure_outage("no redis, no database", {"worker": "redis", "projector": "database", "api": "redis"})
+            await redis.start()
+            # 3. Redis is up: the API now waits for Postgres too; then it opens.
+            await eventually(
+                lambda: _async(waiting("api", "database")), timeout=30, what="the API waiting for Postgres"
+            )
+            opened = time.monotonic()
+            open_database(db)
+
+            async def ready() -> bool:
+                top.assert_alive()
+                status, body = await readyz(http, top.base)
+                return status == 200 and body["status"] == "ready"
+
+            await eventually(ready, timeout=60, interval=0.1, what="/readyz green once every dependency is up")
+            report("start-up: database open -> API ready (s)", round(time.monotonic() - opened, 2))
+
+            # Every role works: a notification goes through worker, gateway and projector.
+            client = LiveClient(http, top.base, settings, "early-bird")
+            client.start()
+            try:
+                await eventually(lambda: _async(client.connections > 0), timeout=30, what="the client connected")
+                load = Load(settings, ["early-bird"])
+                await load.run(10, rate=20)
+
+                async def delivered() -> bool:
+                    top.assert_alive()
+                    return set(load.all_ids) <= set(client.got)
+
+                await eventually(delivered, timeout=60, interval=0.2, what="live delivery after start-up")
+                await eventually(
+                    lambda: _async(rows(db, load.all_ids) == (10, 10)), timeout=60, what="every notification projected"
+                )
+                assert client.per_connection_duplicates == 0
+                counts = await decisions(settings)
+                assert [counts[nid] for nid in load.all_ids] == [1] * 10, "one decision per notification"
+            finally:
+                await client.stop()
+            for role in top.roles.values():
+                text = role.log.read_text(errors="replace")
+                assert "Traceback" not in text, f"{role.name} logged a traceback while waiting; see {role.log}"
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+async def _ready(http: aiohttp.ClientSession, top: Topology) -> bool:
+    top.assert_alive()
+    status, body = await readyz(http, top.base)
+    return status == 200 and body["status"] == "ready"
+
+
+async def _failing(http: aiohttp.ClientSession, top: Topology, check: str) -> bool:
+    top.assert_alive()
+    status, body = await readyz(http, top.base)
+    return status == 503 and check in body.get("failed", [])
+
+
+async def _connected(clients: list[LiveClient]) -> bool:
+    return all(c.replays > 0 for c in clients)
+
+
+async def _stats_total(http: aiohttp.ClientSession, top: Topology) -> int:
+    admin = {"Authorization": f"Bearer {mint_token(top.settings, 'ops', scopes=('admin',))}"}
+    async with http.get(f"{top.base}/api/notifications/stats?global=true", headers=admin) as resp:
+        assert resp.status == 200
+        return int((await resp.json())["total"])
+
+
+async def _check_exactly_once(
+    http: aiohttp.ClientSession, top: Topology, db: str, load: Load, clients: list[LiveClient], offline: list[str]
+) -> None:
+    """Every accepted notification: one decision, one row, once in the stats; every client got
+    all of its own with no duplicate on a connection; each offline user's backlog replayed once."""
+    ids = load.all_ids
+    counts = await decisions(top.settings)
+    assert sorted(counts[nid] for nid in ids) == [1] * len(ids), "one decision per notification in the log"
+
+    async def projected() -> bool:
+        top.assert_alive()
+        got, distinct = rows(db, ids)
+        assert got == distinct, "a notification projected as two rows"
+        return got == len(ids)
+
+    await eventually(projected, timeout=180, interval=0.5, what="every notification projected")
+    assert await _stats_total(http, top) == len(ids), "each notification counted once in the stats"
+
+    async def delivered() -> bool:
+        top.assert_alive()
+        return all(set(load.ids[c.user]) <= set(c.got) for c in clients)
+
+    await eventually(delivered, timeout=120, interval=0.2, what="every online client got its notifications")
+    for c in clients:
+        assert c.per_connection_duplicates == 0, f"{c.user} got a notification twice on one connection"
+        assert set(c.got) == set(load.ids[c.user]), "nobody gets another user's notification"
+    late = [LiveClient(http, top.base, top.settings, user) for user in offline]
+    for c in late:
+        c.start()
+    try:
+        await eventually(lambda: _connected(late), timeout=60, what="the offline users' replays")
+        for c in late:
+            assert c.got == load.ids[c.user], f"{c.user}: the backlog replayed once, in order"
+            assert c.per_connection_duplicates == 0
+    finally:
+        for c in late:
+            await c.stop()
+
+
+async def test_projector_sessions_cut_then_its_database_away_for_30_s_catches_up_exactly_once(
+    kafka_bootstrap: str, redis_url: str, output_dir: Path
+) -> None:
+    online = [f"pg-on-{i}" for i in range(4)]
+    offline = [f"pg-off-{i}" for i in range(2)]
+    with own_database() as db:
+        settings = settings_for(isolated_settings(kafka_bootstrap, redis_url, database_url=db))
+        async with topology(settings, output_dir, "postgres") as top, aiohttp.ClientSession() as http:
+            await eventually(lambda: _ready(http, top), timeout=240, interval=0.5, what="the topology ready")
+            clients = [LiveClient(http, top.base, settings, user) for user in online]
+            for c in clients:
+                c.start()
+            try:
+                await eventually(lambda: _connected(clients), timeout=30, what="the clients live")
+                load = Load(settings, online + offline)
+                sending = asyncio.create_task(load.run(1500, rate=30))
+                await eventually(lambda: _async(load.sent >= 120), timeout=30, what="the load under way")
+                cut = terminate_sessions(db)
+                report("postgres: sessions cut by pg_terminate_backend", cut)
+                await eventually(lambda: _async(load.sent >= 300), timeout=30, what="the load going on")
+                projector = top.roles["projector"]
+                retries_before = len(projector.messages("database unreachable; retrying"))
+                close_database(db)
+                closed = time.monotonic()
+                cpu = top.cpu()
+                await eventually(lambda: _failing(http, top, "database"), timeout=20, what="/readyz failing")
+                report("postgres: outage -> /readyz 503 (s)", round(time.monotonic() - closed, 2))
+                await hold(OUTAGE_DATABASE - (time.monotonic() - closed), top_alive(top))
+                wall = time.monotonic() - closed
+                used = {name: round(top.roles[name].cpu_seconds() - cpu[name], 2) for name in top.roles}
+                report(f"postgres: CPU seconds over the {wall:.0f} s outage (load going on)", used)
+                backlog = load.all_ids
+                open_database(db)
+                reopened = time.monotonic()
+                await eventually(lambda: _ready(http, top), timeout=30, interval=0.1, what="/readyz green again")
+                report("postgres: database back -> /readyz 200 (s)", round(time.monotonic() - reopened, 2))
+
+                async def caught_up() -> bool:
+                    return rows(db, backlog)[0] == len(backlog)
+
+                await eventually(caught_up, timeout=120, interval=0.2, what="the outage's backlog projected")
+                report(
+                    f"postgres: database back -> the {len(backlog)} notifications sent before it projected (s)",
+                    round(time.monotonic() - reopened, 2),
+                )
+                await sending
+                retries = projector.messages("database unreachable; retrying")[retries_before:]
+                delays = [float(r["retry_in_seconds"]) for r in retries]
+                report("postgres: projector retries during the outage (delays, s)", delays)
+                assert retries, "the projector retried"
+                assert max(delays) <= 5.0 and len(retries) <= 20, "backoff, not a tight loop"
+                assert used["projector"] < CPU_SHARE * wall, "the projector spins while its database is away"
+                await _check_exactly_once(http, top, db, load, clients, offline)
+                report("postgres: notifications", len(load.all_ids))
+            finally:
+                for c in clients:
+                    await c.stop()
