@@ -3,10 +3,13 @@
 - ``expires_at`` passed -> ``notification.expired``, nothing is delivered (never late).
 - ``deliver_after`` in the future -> every channel is scheduled for then
   (``delivery.deferred`` with reason ``deliver_after``).
+- The user's contact preferences (``contact.updated``, folded by the worker): a
+  requested channel the contact leaves out of ``channels`` is not delivered
+  (``delivery.cancelled``, reason ``turned off in the user's contact preferences``).
 - Email fallback: when the request names both ``websocket`` and ``email`` and a
-  fallback delay is configured, the WebSocket goes first and the email is scheduled
-  for the delay later (``delivery.deferred`` with reason ``fallback``); a read before
-  then cancels it.
+  fallback delay applies (the contact's ``email_fallback_minutes``, else the global
+  setting), the WebSocket goes first and the email is scheduled for the delay later
+  (``delivery.deferred`` with reason ``fallback``); a read before then cancels it.
 Pure: the agents in ``streams/router.py`` and ``streams/scheduler.py`` carry it out.
 """
 
@@ -21,9 +24,25 @@ from engine.priority import Channel
 from engine.schedule import Due, Kind
 from schemas.codec import decode, envelope_to_dict
 from schemas.envelope import Envelope
-from schemas.events import DeliveryDeferred, NotificationAccepted, NotificationExpired
+from schemas.events import DeliveryCancelled, DeliveryDeferred, NotificationAccepted, NotificationExpired
 
 SOURCE = "herald/router"
+TURNED_OFF = "turned off in the user's contact preferences"
+"""Reason of the ``delivery.cancelled`` of a channel the user's contact leaves out."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPreferences:
+    """What routing needs of a user's latest ``contact.updated``."""
+
+    channels: frozenset[str]
+    """Channels the user accepts."""
+    email_fallback_minutes: int | None = None
+    """The user's email fallback delay; ``None``: the deployment's default applies."""
+
+    def fallback_seconds(self, default: float) -> float:
+        """The fallback delay for this user (0: no fallback, the email goes at once)."""
+        return default if self.email_fallback_minutes is None else self.email_fallback_minutes * 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +71,28 @@ def expired_event(cause: Envelope, *, channel: str | None, now: datetime, source
     return follow(cause, expired, now=now, source=source)
 
 
-def plan_route(cause: Envelope, *, now: datetime, fallback_seconds: float) -> RoutePlan:
-    """Route ``cause`` (a ``notification.accepted``) at ``now``."""
+def plan_route(
+    cause: Envelope, *, now: datetime, fallback_seconds: float, contact: ContactPreferences | None = None
+) -> RoutePlan:
+    """Route ``cause`` (a ``notification.accepted``) at ``now``.
+
+    ``fallback_seconds`` is the deployment's email fallback delay; ``contact`` the
+    recipient's preferences, if the user has any (they win over the default).
+    """
     accepted = accepted_event(cause)
     expired = expired_event(cause, channel=None, now=now)
     if expired is not None:
         return RoutePlan((), (), (expired,))
     start = accepted.deliver_after if accepted.deliver_after and accepted.deliver_after > now else now
     channels = accepted.channels
+    events: list[Envelope] = []
+    if contact is not None:
+        events += [_cancelled(cause, c, TURNED_OFF, now) for c in channels if c not in contact.channels]
+        channels = tuple(c for c in channels if c in contact.channels)
+        fallback_seconds = contact.fallback_seconds(fallback_seconds)
     fallback = fallback_seconds > 0 and Channel.WEBSOCKET in channels and Channel.EMAIL in channels
     first = tuple(c for c in channels if not (fallback and c == Channel.EMAIL))
     later: list[Due] = []
-    events: list[Envelope] = []
     if start > now:
         later += [due("deliver", cause, c, start) for c in first]
         events += [_deferred(cause, c, f"deliver_after {start.isoformat()}", now) for c in first]
@@ -95,4 +124,10 @@ def due(kind: Kind, cause: Envelope, channel: str, at: datetime, *, attempt: int
 def _deferred(cause: Envelope, channel: str, reason: str, now: datetime) -> Envelope:
     accepted = accepted_event(cause)
     event = DeliveryDeferred(accepted.notification_id, accepted.user_id, channel, reason)
+    return follow(cause, event, now=now, source=SOURCE)
+
+
+def _cancelled(cause: Envelope, channel: str, reason: str, now: datetime) -> Envelope:
+    accepted = accepted_event(cause)
+    event = DeliveryCancelled(accepted.notification_id, accepted.user_id, channel, reason)
     return follow(cause, event, now=now, source=SOURCE)

@@ -12,6 +12,7 @@ import faust
 from engine.settings import Settings
 from streams import delivery_attempt, ingest, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
+from streams.device_registry import DeviceRegistry
 from streams.live_dispatch import LiveDispatch
 from streams.topics import Topics, declare
 from streams.websocket_dispatch import Dispatcher
@@ -48,13 +49,26 @@ def create_app(
     topics = declare(app, settings)
     live = websocket_sink.live_dispatch(topics, dispatcher)
     _commit_after_live_frames(app, live)
-    ingest.install(app, topics, settings, live)
+    # Routing honours each user's contact preferences: the worker folds contact.updated
+    # (in the registry the sinks share, or its own when it runs no sink).
+    registry = _registry(sinks)
+    registry.bind(app, topics, settings.topic_partitions)
+    ingest.install(app, topics, settings, live, registry.preferences)
     scheduler.install(app, topics, settings)
     websocket_sink.install(app, topics, live)
     for sink in sinks:
         delivery_attempt.install(app, topics, settings, sink)
     app.finalize()
     return app, topics
+
+
+def _registry(sinks: Sequence[delivery_attempt.Sink]) -> DeviceRegistry:
+    """The device registry the sinks share, or a new one."""
+    for sink in sinks:
+        registry = getattr(sink, "registry", None)
+        if isinstance(registry, DeviceRegistry):
+            return registry
+    return DeviceRegistry()
 
 
 def _commit_after_live_frames(app: faust.App, live: LiveDispatch) -> None:

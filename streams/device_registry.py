@@ -15,6 +15,11 @@ changelog entry, must stay under the producer's 1 MB limit):
   appends ``device.unregistered`` for it (the API does the same before it registers, so
   this only happens when two registrations race), which the read model applies too.
 
+Contacts: ``herald-contacts`` keeps each user's latest ``contact.updated`` (address,
+channels, email fallback delay), one small entry per user whatever the user does. The
+email sink reads the address; ingest's routing reads the preferences
+(``preferences``), so a worker always binds a registry, with or without sinks.
+
 Revival rule: ``device.invalidated`` (APNs 410 / BadDeviceToken) turns a token off only
 if it was registered before the invalidation (APNs' ``invalid_since`` when given, else
 the event time); a ``device.registered`` that comes later turns it back on.
@@ -30,6 +35,7 @@ from typing import Any
 
 import faust
 
+from engine.routing import ContactPreferences
 from schemas.codec import decode, format_time, parse_time
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
@@ -128,7 +134,10 @@ class DeviceRegistry:
             help="user id -> active device tokens, oldest first (at most max_devices)",
         )
         self.contacts = app.Table(
-            "herald-contacts", default=None, partitions=partitions, help="user id -> latest contact.updated"
+            "herald-contacts",
+            default=None,
+            partitions=partitions,
+            help="user id -> latest contact.updated (email, channels, email_fallback_minutes)",
         )
 
         async def registry(stream: faust.StreamT[bytes]) -> None:
@@ -165,6 +174,7 @@ class DeviceRegistry:
             self.contacts[event.user_id] = {
                 "email": event.email,
                 "channels": list(event.channels),
+                "email_fallback_minutes": event.email_fallback_minutes,
                 "updated_at": format_time(env.time),
             }
         return []
@@ -252,6 +262,14 @@ class DeviceRegistry:
         self._turn_off(user_id, token, lambda e: invalidated(e, at, reason))
 
     def contact(self, user_id: str) -> dict[str, Any] | None:
-        """The user's latest ``contact.updated`` (``email``, ``channels``), if any."""
+        """The user's latest ``contact.updated`` (``email``, ``channels``, ``email_fallback_minutes``), if any."""
         raw = self.contacts.get(user_id) if self.contacts is not None else None
         return dict(raw) if raw else None
+
+    def preferences(self, user_id: str) -> ContactPreferences | None:
+        """The routing preferences of the user's latest contact, ``None`` if the user has none."""
+        contact = self.contact(user_id)
+        if contact is None:
+            return None
+        minutes = contact.get("email_fallback_minutes")
+        return ContactPreferences(frozenset(contact.get("channels", ())), minutes if isinstance(minutes, int) else None)

@@ -42,7 +42,7 @@ from streams.metrics import (
 from streams.priority_gate import PriorityGate
 from streams.priority_poll import LagProbe, install_priority_polls
 from streams.publish import append
-from streams.router import route_accepted
+from streams.router import Contacts, no_contacts, route_accepted
 from streams.topics import Topics
 
 __all__ = ["Ingest", "admission_policy", "dead_letter", "header_items", "install", "record_source"]
@@ -61,8 +61,12 @@ def admission_policy(settings: Settings) -> AdmissionPolicy:
     return AdmissionPolicy(limits, settings.dedupe_window_seconds)
 
 
-def install(app: faust.App, topics: Topics, settings: Settings, live: LiveDispatch) -> PriorityGate:
+def install(
+    app: faust.App, topics: Topics, settings: Settings, live: LiveDispatch, contacts: Contacts = no_contacts
+) -> PriorityGate:
     """Register one ingest agent per priority, sharing one admission table and priority gate.
+
+    ``contacts`` gives a user's contact preferences for routing (``streams.router``).
 
     Also makes the app's consumer poll request partitions by agent backlog and priority
     (``streams.priority_poll``); call it before the app starts.
@@ -84,7 +88,7 @@ def install(app: faust.App, topics: Topics, settings: Settings, live: LiveDispat
 
     gate = PriorityGate(enabled=settings.priority_isolation)
     probe = LagProbe()
-    ingest = Ingest(topics, settings, store, policy, live)
+    ingest = Ingest(topics, settings, store, policy, live, contacts)
     for priority in Priority:
         gate.track_lag(priority, _lag_probe(app, topics.names.request(priority), probe))
         _install_one(app, topics, priority, gate, ingest)
@@ -127,9 +131,16 @@ class Ingest:
     """What one request record becomes: a decision on the log and, if accepted, its deliveries."""
 
     def __init__(
-        self, topics: Topics, settings: Settings, store: AdmissionStore, policy: AdmissionPolicy, live: LiveDispatch
+        self,
+        topics: Topics,
+        settings: Settings,
+        store: AdmissionStore,
+        policy: AdmissionPolicy,
+        live: LiveDispatch,
+        contacts: Contacts = no_contacts,
     ) -> None:
         self._topics = topics
+        self._contacts = contacts
         self._settings = settings
         self._store = store
         self._policy = policy
@@ -154,7 +165,7 @@ class Ingest:
             raw = encode(outcome)
             appended = await topics.events.send(key=(outcome.userid or "").encode(), value=raw)
             if isinstance(outcome.data, NotificationAccepted):
-                await route_accepted(topics, self._settings, self._live, outcome, raw, appended)
+                await route_accepted(topics, self._settings, self._live, outcome, raw, appended, self._contacts)
             elif isinstance(outcome.data, NotificationRejected):
                 # Valid bytes, invalid request (e.g. priority does not match the topic): the raw
                 # record goes to the dead letters too, so every refused input is in one place.

@@ -2,10 +2,13 @@
 
 Ingest routes each notification the moment it accepts it (``route_accepted``), in the
 same pass over the request, so no second hop re-reads the log to do it: the plan comes
-from ``engine.routing.plan_route`` (expiry, ``deliver_after``, email fallback); WebSocket
+from ``engine.routing.plan_route`` (expiry, ``deliver_after``, the recipient's contact
+preferences, email fallback); WebSocket
 frames go to the batched live dispatch (after the acceptance is on the log), email and
 APNs work to their sink topics as the acceptance's own bytes, and delayed work to the
-scheduler's topic.
+scheduler's topic. The contact preferences come from the worker's fold of
+``contact.updated`` (``streams.device_registry``, the ``herald-contacts`` table,
+co-partitioned with the request topics), so a producer's request needs no lookup of its own.
 
 No agent re-reads the event log: the cancels that a ``notification.read`` or
 ``notification.deleted`` implies are sent to the scheduler by the API, which appends
@@ -15,12 +18,12 @@ those facts (``api.publisher``), so the worker never consumes the log just to fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.notification import accepted_event
-from engine.routing import plan_route
+from engine.routing import ContactPreferences, plan_route
 from engine.settings import Settings
 from schemas.envelope import Envelope
 from schemas.events import NotificationExpired
@@ -34,6 +37,14 @@ from streams.websocket_frames import live_message
 
 log = logging.getLogger(__name__)
 
+Contacts = Callable[[str], ContactPreferences | None]
+"""User id -> the user's contact preferences, if any."""
+
+
+def no_contacts(user_id: str) -> ContactPreferences | None:
+    """``Contacts`` of a worker that knows no contact (every user gets the defaults)."""
+    return None
+
 
 async def route_accepted(
     topics: Topics,
@@ -42,13 +53,19 @@ async def route_accepted(
     env: Envelope,
     raw: bytes,
     appended: Awaitable[Any],
+    contacts: Contacts = no_contacts,
 ) -> None:
     """Carry out the routing plan of ``env`` (a ``notification.accepted`` whose encoding is ``raw``).
 
     ``appended`` is the broker's acknowledgement of ``env`` on the log: live frames wait
     for it, so a gateway's receipt never precedes the acceptance in the log.
     """
-    plan = plan_route(env, now=datetime.now(UTC), fallback_seconds=settings.email_fallback_seconds)
+    plan = plan_route(
+        env,
+        now=datetime.now(UTC),
+        fallback_seconds=settings.email_fallback_seconds,
+        contact=contacts(env.userid or ""),
+    )
     await append(topics.events, plan.events)
     accepted = accepted_event(env)
     for channel in plan.now:
