@@ -145,6 +145,7 @@ async def apply_prepared(
         if isinstance(env.data, devices.DEVICE_EVENTS):
             await devices.apply_device(conn, env)
     await devices.apply_contacts(conn, envelopes)
+    await devices.apply_last_notifications(conn, envelopes)
     await writer.insert_notifications([_row(s) for nid, s in states.items() if nid not in prior])
     await writer.update_notifications(
         [

@@ -2,20 +2,22 @@
 
 A device token can change hands (a phone is sold), and its events then come from
 two users, i.e. two partitions with no order between them. So every write is
-guarded by event time: a row only ever moves forward in time.
+guarded by event time: a row only ever moves forward in time. A device's
+``last_notification_at`` is the time of the latest APNs ``delivery.succeeded`` to its
+token on behalf of its owner (a push to the previous owner does not count).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections.models import ContactRow, DeviceRow
 from schemas.envelope import Envelope
-from schemas.events import ContactUpdated, DeviceInvalidated, DeviceRegistered, DeviceUnregistered
+from schemas.events import ContactUpdated, DeliverySucceeded, DeviceInvalidated, DeviceRegistered, DeviceUnregistered
 
 DEVICE_EVENTS = (DeviceRegistered, DeviceUnregistered, DeviceInvalidated)
 """Event classes this module applies to ``devices``."""
@@ -116,3 +118,28 @@ async def apply_contacts(conn: AsyncConnection, envelopes: list[Envelope]) -> No
         ),
         rows,
     )
+
+
+_LAST_NOTIFICATION = (
+    update(DeviceRow)
+    .where(
+        DeviceRow.device_token == bindparam("token"),
+        DeviceRow.user_id == bindparam("owner"),
+        or_(DeviceRow.last_notification_at.is_(None), DeviceRow.last_notification_at < bindparam("at")),
+    )
+    .values(last_notification_at=bindparam("at"))
+)
+
+
+async def apply_last_notifications(conn: AsyncConnection, envelopes: list[Envelope]) -> None:
+    """Move ``last_notification_at`` of the devices a batch pushed to (one statement, one row per device)."""
+    latest: dict[tuple[str, str], Any] = {}
+    for env in envelopes:
+        event = env.data
+        if isinstance(event, DeliverySucceeded) and event.channel == "apns" and event.target:
+            key = (event.target, event.user_id)
+            if key not in latest or latest[key] < env.time:
+                latest[key] = env.time
+    if latest:
+        params = [{"token": token, "owner": owner, "at": at} for (token, owner), at in sorted(latest.items())]
+        await conn.execute(_LAST_NOTIFICATION, params)

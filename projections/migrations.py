@@ -55,9 +55,14 @@ def _skipped_events(conn: Connection) -> None:
     Base.metadata.tables[SkippedEventRow.__tablename__].create(conn, checkfirst=True)
 
 
+def _device_last_notification(conn: Connection) -> None:
+    add_column_if_missing(conn, "devices", "last_notification_at", "TIMESTAMP WITH TIME ZONE")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline read models", _baseline),
     Migration(2, "skipped (poison) events", _skipped_events),
+    Migration(3, "devices.last_notification_at", _device_last_notification),
 )
 """Every migration, in order."""
 

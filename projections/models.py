@@ -150,6 +150,8 @@ class DeviceRow(Base):
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     """Time of the event that last changed the row: a later event wins, an older one is ignored."""
+    last_notification_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """Time of the latest push APNs accepted for this token on behalf of its owner (``delivery.succeeded``)."""
 
     __table_args__ = (Index("ix_devices_user", "user_id", "device_token"),)
 

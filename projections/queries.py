@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, tuple_
@@ -122,14 +123,40 @@ def delivery_view(row: DeliveryRow | Any) -> dict[str, Any]:
 _INVALID_TOKEN_REASONS = ("BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic")
 
 
-def target_statuses(deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+TARGET_STATUSES = ("pending", "queued", "sending", "sent", "failed", "invalid_token", "cancelled", "expired")
+"""Every per-target status, in the order the API documents them."""
+HANDED_OFF_CHANNELS = ("email", "apns")
+"""Channels whose first attempt per target is recorded only with its outcome (the sinks')."""
+
+
+def target_statuses(
+    deliveries: list[dict[str, Any]],
+    *,
+    due: dict[str, datetime] | None = None,
+    now: datetime | None = None,
+    in_flight: Sequence[tuple[str, str | None, str]] = (),
+) -> list[dict[str, Any]]:
     """Per channel and target, where delivery stands, from its delivery events in log order.
 
     The vocabulary is the push service's: ``pending`` (deferred, waiting), ``queued`` (a
-    retry is scheduled), ``sent``, ``failed``, ``invalid_token`` (APNs refused the device
-    token), plus ``cancelled`` and ``expired``.
+    retry is scheduled), ``sending`` (an attempt is in flight: its time has come and its
+    outcome is not on the log yet), ``sent``, ``failed``, ``invalid_token`` (APNs refused
+    the device token), plus ``cancelled`` and ``expired``. ``due`` maps the event id of a
+    ``retry_scheduled`` delivery to its due time: a retry due by ``now`` is ``sending``.
+    ``in_flight``: (channel, target, since) of first attempts handed to a sink, not answered yet.
     """
     latest: dict[tuple[str, str], dict[str, Any]] = {}
+    retry_due: dict[tuple[str, str], datetime] = {}
+    for channel, target, since in in_flight:
+        latest[(channel, target or "")] = {
+            "channel": channel,
+            "target": target,
+            "attempts": 0,
+            "status": "sending",
+            "provider_id": None,
+            "error": None,
+            "at": since,
+        }
     for d in deliveries:
         if d["target"] is None and d["outcome"] not in ("deferred", "cancelled", "expired"):
             continue
@@ -147,12 +174,34 @@ def target_statuses(deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }.get(d["outcome"], "queued" if d["retriable"] else "failed")
         if status == "failed" and any(reason in error for reason in _INVALID_TOKEN_REASONS):
             status = "invalid_token"
+        if (at := (due or {}).get(d["id"])) is not None:
+            retry_due[key] = at  # a retry's failure and schedule share a time: either may come last
         if entry.get("status") == "sent" and status != "sent":
             continue  # a late event never un-sends a target
         entry.update(
             status=status, provider_id=d["provider_id"] or entry.get("provider_id"), error=d["error"], at=d["at"]
         )
+    for key, at in retry_due.items():
+        if latest[key]["status"] == "queued" and now is not None and at <= now:
+            latest[key]["status"] = "sending"  # the retry is due: handed to the sink, its outcome not recorded yet
     return list(latest.values())
+
+
+def _first_attempts_in_flight(
+    item: dict[str, Any], deliveries: list[dict[str, Any]]
+) -> list[tuple[str, str | None, str]]:
+    """(channel, target, since) of sink channels still ``pending`` with no delivery event yet.
+
+    Routing handed such a channel to its sink at acceptance (a deferral or a cancellation
+    would have been recorded), so its first attempt is under way. The target is the
+    request's device token for APNs when it named one, else not known until the outcome.
+    """
+    seen = {d["channel"] for d in deliveries}
+    out: list[tuple[str, str | None, str]] = []
+    for channel, state in sorted(item["channel_states"].items()):
+        if channel in HANDED_OFF_CHANNELS and state == "pending" and channel not in seen:
+            out.append((channel, item["device_token"] if channel == "apns" else None, item["created_at"]))
+    return out
 
 
 def device_view(row: DeviceRow | Any) -> dict[str, Any]:
@@ -167,6 +216,7 @@ def device_view(row: DeviceRow | Any) -> dict[str, Any]:
         "reason": row.reason,
         "registered_at": format_time(row.registered_at),
         "updated_at": format_time(row.updated_at),
+        "last_notification_at": _time(row.last_notification_at),
     }
 
 
@@ -260,8 +310,23 @@ class NotificationQueries:
                 stmt = select(DeliveryRow).where(DeliveryRow.notification_id == notification_id)
                 rows = (await conn.execute(stmt.order_by(DeliveryRow.at, DeliveryRow.event_id))).all()
                 item["deliveries"] = [delivery_view(d) for d in rows]
-                item["targets"] = target_statuses(item["deliveries"])
+                due = await self._retries_due(conn, notification_id)
+                in_flight = _first_attempts_in_flight(item, item["deliveries"])
+                item["targets"] = target_statuses(
+                    item["deliveries"], due=due, now=datetime.now(UTC), in_flight=in_flight
+                )
         return item
+
+    async def _retries_due(self, conn: Any, notification_id: str) -> dict[str, datetime]:
+        """Due time of each ``delivery.retry_scheduled`` of a notification, by event id (from the ledger)."""
+        e = EventRow
+        stmt = select(e.event_id, e.data).where(e.subject == notification_id, e.type == "delivery.retry_scheduled")
+        out: dict[str, datetime] = {}
+        for event_id, data in await conn.execute(stmt):
+            value = data.get("due_at") if isinstance(data, dict) else None
+            if isinstance(value, str):
+                out[str(event_id)] = parse_time(value)
+        return out
 
     async def events(self, notification_id: str) -> list[dict[str, Any]]:
         """The event trail of a notification, in log order (check access with ``get`` first)."""
