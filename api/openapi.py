@@ -14,6 +14,8 @@ from aiohttp import web
 
 from engine.priority import ALL_CHANNELS
 from projections.notifications import CHANNEL_STATES, STATUSES
+from projections.queries import TARGET_STATUSES
+from schemas.codec import schema
 
 STATIC = Path(__file__).parent / "static"
 
@@ -29,6 +31,16 @@ _TIME_OR_NULL = _nullable("string", format="date-time")
 _PRIORITY = {"type": "string", "enum": ["high", "medium", "low"]}
 _CHANNEL = {"type": "string", "enum": list(ALL_CHANNELS)}
 _DEVICE_TOKEN = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+
+
+def _request_properties() -> _S:
+    """The request schema's properties (the REST body accepts exactly these: ``api.envelopes``)."""
+    props = {name: dict(spec) for name, spec in schema("notification.requested")["properties"].items()}
+    props["user_id"]["description"] = "Recipient (default: the caller)."
+    return props
+
+
+_REQUEST_PROPERTIES = _request_properties()
 
 
 def _obj(required: list[str], props: _S, **extra: Any) -> _S:
@@ -85,8 +97,9 @@ SCHEMAS: dict[str, _S] = {
             "target": {"type": ["string", "null"], "description": "Device token, email address or gateway node."},
             "status": {
                 "type": "string",
-                "enum": ["pending", "queued", "sent", "failed", "invalid_token", "cancelled", "expired"],
-                "description": "Where delivery to this target stands (latest delivery event).",
+                "enum": list(TARGET_STATUSES),
+                "description": "Where delivery to this target stands (latest delivery event; sending: an"
+                " attempt is under way and its outcome not recorded yet).",
             },
             "attempts": {"type": "integer", "minimum": 0},
             "provider_id": {"type": ["string", "null"], "description": "apns-id or SMTP Message-ID once sent."},
@@ -134,30 +147,9 @@ SCHEMAS: dict[str, _S] = {
     ),
     "NewNotification": _obj(
         ["title"],
-        {
-            "user_id": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 200,
-                "description": "Recipient (default: the caller).",
-            },
-            "title": {"type": "string", "minLength": 1, "maxLength": 500},
-            "body": {"type": "string", "maxLength": 8000},
-            "priority": _PRIORITY,
-            "channels": {
-                "type": "array",
-                "items": {"enum": [*ALL_CHANNELS, "all"]},
-                "minItems": 1,
-                "uniqueItems": True,
-            },
-            "category": {"type": "string", "maxLength": 100},
-            "data": {"type": "object"},
-            "collapse_key": _nullable("string", maxLength=64),
-            "expires_at": _TIME_OR_NULL,
-            "deliver_after": _TIME_OR_NULL,
-            "device_token": {"type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$"},
-        },
+        _REQUEST_PROPERTIES,
         additionalProperties=False,
+        description="Every field of the notification.requested schema (email: notifications:write scope only).",
     ),
     "Accepted": _obj(
         ["id", "projected"],
@@ -176,12 +168,7 @@ SCHEMAS: dict[str, _S] = {
                 "maxItems": 100000,
             },
             "device_tokens": {"type": "array", "items": _DEVICE_TOKEN, "minItems": 1, "maxItems": 100000},
-            "title": {"type": "string", "minLength": 1, "maxLength": 500},
-            "body": {"type": "string"},
-            "priority": _PRIORITY,
-            "channels": {"type": "array", "items": {"enum": [*ALL_CHANNELS, "all"]}},
-            "category": {"type": "string"},
-            "data": {"type": "object"},
+            **{k: v for k, v in _REQUEST_PROPERTIES.items() if k not in ("user_id", "device_token", "idempotency_key")},
         },
         "required": ["title"],
     },
@@ -240,6 +227,7 @@ SCHEMAS: dict[str, _S] = {
             "reason": _nullable("string"),
             "registered_at": _TIME,
             "updated_at": _TIME,
+            "last_notification_at": {**_TIME_OR_NULL, "description": "Latest push APNs accepted for it."},
             "projected": {"type": "boolean"},
         },
     ),
@@ -331,7 +319,11 @@ def _op(
 
 
 LIST_PARAMS = [
-    _q("status", {"type": "string", "enum": list(STATUSES)}, "Only this status (repeatable, or comma-separated)."),
+    _q(
+        "status",
+        {"type": "string", "enum": [*STATUSES, "sent"]},
+        "Only this status (repeatable, or comma-separated); sent is delivered.",
+    ),
     _q("priority", _PRIORITY, "Only this priority (repeatable, or comma-separated)."),
     _q("channel", _CHANNEL, "Only notifications requested on this channel."),
     _q("unread", {"type": "boolean"}, "true: unread only; false: read only."),
