@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
-from api.envelopes import REQUEST_FIELDS, build_request
+from api.envelopes import REQUEST_FIELDS, build_request, check_address
 from api.params import json_body, path_id
 from api.problems import Problem
 from api.publisher import Publisher
@@ -60,6 +60,7 @@ class BulkRoutes:
         unknown = sorted(set(body) - _CONTENT_FIELDS)
         if unknown:
             raise Problem(422, "Unprocessable Content", f"unknown field(s): {', '.join(unknown)}")
+        check_address(body, may_write=principal.has(SCOPE_WRITE))
         if (users is None) == (tokens is None):
             raise Problem(422, "Unprocessable Content", "give exactly one of user_ids or device_tokens")
         targets = users if users is not None else tokens

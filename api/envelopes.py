@@ -11,8 +11,9 @@ from typing import Any
 
 from api.problems import Problem
 from engine import correlation
+from engine.email_address import InvalidAddress, single_address
 from engine.priority import Priority
-from schemas.codec import encode, event_from_data
+from schemas.codec import encode, event_from_data, schema
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
 from schemas.events import Event
@@ -20,23 +21,11 @@ from schemas.ids import derived_id, uuid7
 
 SOURCE = "herald/api"
 
-REQUEST_FIELDS = frozenset(
-    {
-        "user_id",
-        "title",
-        "body",
-        "priority",
-        "channels",
-        "category",
-        "data",
-        "idempotency_key",
-        "collapse_key",
-        "expires_at",
-        "deliver_after",
-        "device_token",
-    }
-)
-"""Fields a client may put in a ``POST /api/notifications`` body (the request schema's)."""
+REQUEST_FIELDS: frozenset[str] = frozenset(schema("notification.requested")["properties"])
+"""Fields a client may put in a ``POST /api/notifications`` body: exactly the request schema's
+(``schemas/notification.requested``), so REST and Kafka producers can never drift apart."""
+CALLER_CHOSEN_ADDRESS = "email"
+"""The field that sends mail to an address of the caller's choice (services only: no open relay)."""
 
 
 def request_id(caller: str, user_id: str, idempotency_key: str | None) -> str:
@@ -99,3 +88,22 @@ def fact(event: Event, *, user_id: str, subject: str | None, unique: str | None 
         userid=user_id,
         correlationid=subject,
     )
+
+
+def check_address(body: dict[str, Any], *, may_write: bool) -> None:
+    """Validate a request body's ``email`` in place: one plain address, from a service.
+
+    403 for a user token (mail to any address would make Herald an open relay); 422
+    for anything but exactly one plain address (a list in a ``To`` header mails them all).
+    """
+    email = body.get(CALLER_CHOSEN_ADDRESS)
+    if email is None:
+        return
+    if not may_write:
+        raise Problem(403, "Forbidden", "email (an address of your choice) needs the notifications:write scope")
+    if not isinstance(email, str):
+        raise Problem(422, "Unprocessable Content", "email must be an address or null")
+    try:
+        body[CALLER_CHOSEN_ADDRESS] = single_address(email)
+    except InvalidAddress as exc:
+        raise Problem(422, "Unprocessable Content", str(exc)) from None

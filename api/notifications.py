@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, Principal, TokenVerifier
-from api.envelopes import REQUEST_FIELDS, build_request, fact, request_id
+from api.envelopes import REQUEST_FIELDS, build_request, check_address, fact, request_id
 from api.params import bool_param, enum_params, int_param, json_body, path_id, str_param, time_param, whose
 from api.problems import Problem
 from api.publisher import Publisher
@@ -26,6 +26,8 @@ from schemas.events import NotificationDeleted, NotificationRead
 MAX_PAGE = 200
 READ_ALL_LIMIT = 10_000
 """Notifications ``read-all`` marks per call (the answer says if more remain)."""
+STATUS_ALIASES = {"sent": "delivered"}
+"""Status filter names of the push service Herald replaces: ``sent`` is a notification delivered."""
 
 
 def retry_later(body: dict[str, Any], location: str | None = None) -> web.Response:
@@ -77,8 +79,9 @@ class NotificationRoutes:
         channel = enum_params(request, "channel", ALL_CHANNELS)
         if len(channel) > 1:
             raise Problem(400, "Bad Request", "channel takes one value")
+        statuses = enum_params(request, "status", (*STATUSES, *STATUS_ALIASES))
         filters = ListFilter(
-            statuses=enum_params(request, "status", STATUSES),
+            statuses=tuple(dict.fromkeys(STATUS_ALIASES.get(s, s) for s in statuses)),
             priorities=enum_params(request, "priority", ("high", "medium", "low")),
             channel=channel[0] if channel else None,
             unread=bool_param(request, "unread"),
@@ -131,6 +134,7 @@ class NotificationRoutes:
             raise Problem(422, "Unprocessable Content", "user_id must be a string")
         if body["user_id"] != principal.subject and not principal.has(SCOPE_WRITE):
             raise Problem(403, "Forbidden", "sending to another user needs the notifications:write scope")
+        check_address(body, may_write=principal.has(SCOPE_WRITE))
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 200:
             raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 characters")
