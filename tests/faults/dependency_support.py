@@ -218,6 +218,8 @@ class Load:
         self.settings = settings
         self.users = users
         self.data = data
+        self.data_for: dict[str, dict[str, Any]] = {}
+        """Fields added to one user's requests (e.g. its ``email``)."""
         self.ids: dict[str, list[str]] = {u: [] for u in users}
         self.sent = 0
 
@@ -232,7 +234,7 @@ class Load:
             started = time.monotonic()
             for i in range(count):
                 user = self.users[self.sent % len(self.users)]
-                body = request(user, f"load {self.sent}", **self.data)
+                body = request(user, f"load {self.sent}", **{**self.data, **self.data_for.get(user, {})})
                 self.ids[user].append(str(body["id"]))
                 await producer.send_and_wait(
                     f"{self.settings.topic_prefix}requests.high", orjson.dumps(body), key=user.encode()

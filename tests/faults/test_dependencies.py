@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,7 +24,9 @@ import aiohttp
 import pytest
 
 from api.auth import mint_token
+from herald.apns_emulator import ReceivedNotification, generate_signing_key
 from herald.broker import free_port, tansu_process
+from herald.smtp_capture import SmtpCapture
 from tests.faults.dependency_support import (
     LiveClient,
     Load,
@@ -38,6 +42,9 @@ from tests.faults.dependency_support import (
     terminate_sessions,
     topology,
 )
+from tests.support.apns import apns_settings, emulator_for
+from tests.support.clients import UserClient
+from tests.support.events import log_records, of_type
 from tests.support.settings import isolated_settings
 from tests.support.waiting import eventually
 
@@ -50,6 +57,8 @@ OUTAGE_DATABASE = 30.0
 CPU_SHARE = 0.10
 """Most CPU time a waiting role may use, as a share of the outage's wall time (a spinning
 role uses ~1.0)."""
+BUSY_SHARE = 0.5
+"""Most CPU time a role that keeps working through an outage (ingesting load, retrying) may use."""
 FIGURES: dict[str, object] = {}
 
 
@@ -198,10 +207,18 @@ async def _stats_total(http: aiohttp.ClientSession, top: Topology) -> int:
 
 
 async def _check_exactly_once(
-    http: aiohttp.ClientSession, top: Topology, db: str, load: Load, clients: list[LiveClient], offline: list[str]
+    http: aiohttp.ClientSession,
+    top: Topology,
+    db: str,
+    load: Load,
+    clients: list[LiveClient],
+    offline: list[str],
+    *,
+    earlier: int = 0,
 ) -> None:
     """Every accepted notification: one decision, one row, once in the stats; every client got
-    all of its own with no duplicate on a connection; each offline user's backlog replayed once."""
+    all of its own with no duplicate on a connection; each offline user's backlog replayed once.
+    ``earlier``: notifications accepted before ``load`` (in the stats too)."""
     ids = load.all_ids
     counts = await decisions(top.settings)
     assert sorted(counts[nid] for nid in ids) == [1] * len(ids), "one decision per notification in the log"
@@ -213,7 +230,7 @@ async def _check_exactly_once(
         return got == len(ids)
 
     await eventually(projected, timeout=180, interval=0.5, what="every notification projected")
-    assert await _stats_total(http, top) == len(ids), "each notification counted once in the stats"
+    assert await _stats_total(http, top) == len(ids) + earlier, "each notification counted once in the stats"
 
     async def delivered() -> bool:
         top.assert_alive()
@@ -293,3 +310,136 @@ async def test_projector_sessions_cut_then_its_database_away_for_30_s_catches_up
             finally:
                 for c in clients:
                     await c.stop()
+
+
+FAULT_PHASE = 8.0
+"""Seconds of each phase of the SMTP/APNs test: refusing (451/503), then down."""
+
+
+async def test_smtp_451_then_down_and_apns_503_then_unreachable_retry_with_backoff_and_send_each_once(
+    kafka_bootstrap: str, redis_url: str, output_dir: Path, tmp_path: Path
+) -> None:
+    private_pem, public_pem = generate_signing_key()
+    refusing = SmtpCapture(port=free_port())
+    await refusing.start()
+    back = SmtpCapture(port=refusing.port)
+    emulator = emulator_for(public_pem, port=free_port(), cert_dir=tmp_path / "apns")
+    await emulator.start()
+    users = [f"ch-{i}" for i in range(5)]
+    tokens = {user: secrets.token_hex(32) for user in users}
+    with own_database() as db:
+        settings = settings_for(
+            isolated_settings(
+                kafka_bootstrap,
+                redis_url,
+                database_url=db,
+                smtp_host="127.0.0.1",
+                smtp_port=refusing.port,
+                smtp_tls="none",
+                retry_base_delay_seconds=1.0,
+                retry_max_delay_seconds=4.0,
+                retry_max_attempts=30,
+                **apns_settings(emulator, private_pem),
+            )
+        )
+        pushes_before: list[ReceivedNotification] = []
+        try:
+            async with topology(settings, output_dir, "channels") as top, aiohttp.ClientSession() as http:
+                await eventually(lambda: _ready(http, top), timeout=240, interval=0.5, what="the topology ready")
+                for user in users:
+                    client = UserClient(http, top.base, settings, user)
+                    async with http.post(
+                        f"{top.base}/api/devices", json={"device_token": tokens[user]}, headers=client.headers
+                    ) as resp:
+                        assert resp.status in (201, 202), await resp.text()  # 202: not projected yet
+                channel_data = {"channels": ["email", "apns"]}
+                # Warm-up: both channels deliver (and the worker knows the devices) before the faults.
+                warm = Load(settings, users, **channel_data)
+                warm.data_for = {user: {"email": f"{user}@example.com"} for user in users}
+                await warm.run(len(users), rate=20)
+
+                async def warmed() -> bool:
+                    top.assert_alive()
+                    pushed = {r.payload.get("notification_id") for r in emulator.received if r.payload}
+                    mailed = {m.message["X-Herald-Notification-Id"] for m in refusing.received}
+                    return set(warm.all_ids) <= pushed and set(warm.all_ids) <= mailed
+
+                await eventually(warmed, timeout=120, interval=0.2, what="the warm-up emailed and pushed")
+
+                # 1. Refusing: SMTP 451 and APNs 503 for every attempt.
+                refusing.fail_next("451 4.3.0 try again later", count=10**6)
+                emulator.fail_next(503, count=10**6)
+                load = Load(settings, users, **channel_data)
+                load.data_for = warm.data_for  # the request names the address: no contact needed
+                cpu, started = top.cpu(), time.monotonic()
+                await load.run(50, rate=10)
+                await hold(max(0.0, FAULT_PHASE - (time.monotonic() - started)), top_alive(top))
+                assert (await readyz(http, top.base))[0] == 200, "a provider's trouble is not the role's"
+                refused = (len(refusing.refused), sum(r.status == 503 for r in emulator.received))
+                report("channels: attempts refused while refusing (SMTP 451, APNs 503)", refused)
+                assert refused[0] >= 50 and refused[1] >= 50, "every notification was attempted and refused"
+
+                # 2. Down: nothing listens on either port.
+                await refusing.stop()
+                pushes_before = list(emulator.received)
+                emulator.reset()
+                await emulator.stop()
+                await hold(FAULT_PHASE, top_alive(top))
+                wall = time.monotonic() - started
+                used = {name: round(top.roles[name].cpu_seconds() - cpu[name], 2) for name in top.roles}
+                report(f"channels: CPU seconds over the {wall:.0f} s of refusals and downtime", used)
+                # The worker ingests the load and retries every delivery meanwhile: busy, not spinning.
+                assert used["worker"] < BUSY_SHARE * wall, "the worker spins while SMTP and APNs are away"
+
+                # 3. Back: each email and each push arrives, once.
+                await back.start()
+                await emulator.start()
+                restored = time.monotonic()
+                pushes = [*pushes_before, *emulator.received]
+
+                def pushed_ok() -> Counter[str]:
+                    return Counter(
+                        str(r.payload.get("notification_id"))
+                        for r in [*pushes_before, *emulator.received]
+                        if r.status == 200 and r.payload
+                    )
+
+                def mailed() -> Counter[str]:
+                    return Counter(
+                        str(m.message["X-Herald-Notification-Id"]) for m in [*refusing.received, *back.received]
+                    )
+
+                async def all_sent() -> bool:
+                    top.assert_alive()
+                    return set(load.all_ids) <= set(pushed_ok()) and set(load.all_ids) <= set(mailed())
+
+                await eventually(all_sent, timeout=120, interval=0.2, what="every email and push after the outage")
+                report("channels: back -> every email and push sent (s)", round(time.monotonic() - restored, 2))
+                await _check_exactly_once(http, top, db, load, [], [], earlier=len(warm.all_ids))
+                pushes = [*pushes_before, *emulator.received]
+                assert all(pushed_ok()[nid] == 1 for nid in load.all_ids), "a push sent twice"
+                assert all(mailed()[nid] == 1 for nid in load.all_ids), "an email sent twice"
+                records = await log_records(settings.kafka_bootstrap, f"{settings.topic_prefix}events", settle_ms=500)
+                retries = of_type(records, "delivery.retry_scheduled")
+                by_target: dict[tuple[str, str], list[float]] = {}
+                for r in retries:
+                    key = (str(r["data"]["notification_id"]), str(r["data"]["channel"]))
+                    by_target.setdefault(key, []).append(float(r["data"]["delay_seconds"]))
+                delays = [sorted(v) for v in by_target.values()]
+                report(
+                    "channels: retries per delivery (min/max), longest delay (s)",
+                    (min(map(len, delays)), max(map(len, delays)), max(max(d) for d in delays)),
+                )
+                assert max(max(d) for d in delays) <= 4.0 * 1.2, "delays capped by the policy"
+                assert all(d[-1] > d[0] for d in delays if len(d) > 2), "the delay grows between attempts"
+                succeeded = Counter(
+                    (str(r["data"]["notification_id"]), str(r["data"]["channel"]))
+                    for r in of_type(records, "delivery.succeeded")
+                    if r["data"]["channel"] in ("email", "apns")
+                )
+                assert all(succeeded[(nid, ch)] == 1 for nid in load.all_ids for ch in ("email", "apns"))
+                report("channels: notifications, pushes seen by the emulator", (len(load.all_ids), len(pushes)))
+        finally:
+            await refusing.stop()
+            await back.stop()
+            await emulator.stop()
