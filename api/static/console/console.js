@@ -271,6 +271,7 @@ function drawChart(id, series, data, opts = {}) {
       width: chartWidth(id),
       height: 190,
       legend: { live: false },
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"), // axes in UTC, like every time on the page
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max * 1.1, opts.minMax ?? 1)] } },
       axes: [{}, { size: 56 }],
@@ -450,7 +451,7 @@ async function showDetail(id) {
   field(fields, "body", n.body);
   // The correlation id is the bulk id of a bulk send; a single request's is its own id.
   const bulk = n.bulk_id && n.bulk_id !== n.id ? el("a", { href: `#bulks/${encodeURIComponent(n.bulk_id)}` }, n.bulk_id) : null;
-  field(fields, "bulk id", bulk);
+  field(fields, "bulk / correlation id", bulk);
   field(fields, "created", shortTime(n.created_at));
   field(fields, "delivered", shortTime(n.delivered_at));
   field(fields, "read", shortTime(n.read_at));
@@ -482,7 +483,9 @@ async function showDetail(id) {
       ),
     ),
   );
-  $("explanation").replaceChildren(...(body.explanation || []).map((line) => el("li", {}, line)));
+  const lines = (body.explanation || []).map((line) => el("li", {}, line));
+  if (body.explanation_error) lines.push(el("li", { class: "error" }, `explanation unavailable: ${body.explanation_error}`));
+  $("explanation").replaceChildren(...lines);
 }
 
 // ---------- users ----------
@@ -534,7 +537,8 @@ async function showUser(userId) {
   if (!body.contact) field(contact, "contact", "none stored");
   else
     for (const [key, value] of Object.entries(body.contact)) {
-      field(contact, key, typeof value === "object" && value !== null ? JSON.stringify(value) : value);
+      const text = Array.isArray(value) ? value.join(", ") : value;
+      field(contact, key, typeof text === "object" && text !== null ? JSON.stringify(text) : text);
     }
   $("inbox-rows").replaceChildren(
     ...body.inbox.items.map((n) =>
@@ -588,7 +592,7 @@ async function loadDeadLetters(params, before) {
       td(`${d.source_topic ?? "?"} ${d.source_partition ?? "?"}:${d.source_offset ?? "?"}`, "mono"),
       td(d.key, "mono ellipsis"),
       td(fmtNumber(d.size), "num"),
-      td(d.redriven ? "yes" : "no"),
+      td(d.redriven ? "yes" : d.redriven_from ? `no (a copy of ${d.redriven_from})` : "no"),
       el("td", {}, preview),
     );
   });
@@ -723,13 +727,18 @@ function wire() {
       }
     }
   });
-  $("dl-redrive-selected").addEventListener("click", () => redrive({ records: [...state.dl.selected.values()] }));
+  $("dl-redrive-selected").addEventListener("click", () =>
+    redrive({ records: [...state.dl.selected.values()], force: $("dl-force").checked }),
+  );
   $("dl-redrive-filter").addEventListener("click", () => {
     const params = formParams($("dl-form"));
     const filter = {};
     if (params.source_topic) filter.source_topic = params.source_topic;
     if (params.reason) filter.reason = params.reason;
-    redrive({ filter, max: Number($("dl-max").value) || 100 });
+    const max = Number($("dl-max").value) || 100;
+    const what = Object.entries(filter).map(([k, v]) => `${k} "${v}"`).join(" and ") || "no filter";
+    if (!window.confirm(`Re-drive up to ${max} dead letters matching ${what} to their source topics?`)) return;
+    redrive({ filter, max, force: $("dl-force").checked });
   });
 
   $("bulks-refresh").addEventListener("click", () => loadBulks().catch(showError));
