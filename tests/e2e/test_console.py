@@ -221,6 +221,11 @@ async def test_admin_finds_a_notification_and_reads_its_targets_and_trail(
     # The detail is a link: reloading keeps the session (sessionStorage) and the view.
     await page.reload()
     await expect(page.get_by_test_id("detail")).to_have_attribute("data-id", nid)
+
+    # An unknown id: the API's problem+json is shown as it is, and the operator stays logged in.
+    await page.goto(f"{console.base}/console#notifications/no-such-{uuid.uuid4().hex[:6]}")
+    await expect(page.get_by_test_id("error")).to_contain_text("404 Not Found")
+    await expect(page.get_by_test_id("operator")).to_have_text("operator: ops")
     console.assert_clean()
 
 
@@ -284,6 +289,12 @@ async def test_dead_letter_is_listed_and_redriven(console: Console, settings: Se
     await console.open()
     await console.paste_token(_admin(settings))
     await page.click("[data-tab=deadletters]")
+    # Re-drive by filter without a filter: the API's 422 detail is shown, nothing is sent.
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("#dl-redrive-filter")
+    await expect(page.get_by_test_id("dl-result")).to_contain_text("422")
+    await expect(page.get_by_test_id("dl-result")).to_contain_text("filter needs source_topic or reason")
+
     await page.fill("#dl-form [name=source_topic]", source)
     row = page.locator("#dl-rows tr", has_text=f"dl-{marker}")
 

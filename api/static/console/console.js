@@ -162,15 +162,29 @@ function formParams(form) {
 
 // ---------- session ----------
 
-function login(token, message) {
+// The token is tried on a small admin call first: one the API refuses is never stored.
+async function login(token) {
   state.token = token;
+  $("login-error").textContent = "";
+  $("login-submit").disabled = true;
+  try {
+    await api("/api/admin/bulks?limit=1");
+  } catch (err) {
+    if (err.status !== 401 && err.status !== 403) {
+      state.token = null;
+      $("login-error").textContent = `Could not check the token: ${err.message}`;
+    }
+    return;
+  } finally {
+    $("login-submit").disabled = false;
+  }
   sessionStorage.setItem(TOKEN_KEY, token);
   const claims = jwtClaims(token);
   $("operator").textContent = claims && claims.sub ? `operator: ${claims.sub}` : "";
   $("logout").hidden = false;
   $("login-panel").hidden = true;
   $("console").hidden = false;
-  $("login-error").textContent = message || "";
+  $("token").value = "";
   route();
 }
 
@@ -225,7 +239,12 @@ function route() {
   state.tab = name;
   if (name === "overview") startRefresh();
   else stopRefresh();
-  if (name === "notifications") (arg ? showDetail(arg) : showResults()).catch(showError);
+  if (name === "notifications") {
+    (arg ? showDetail(arg) : showResults()).catch((err) => {
+      showError(err);
+      if (arg) showResultsView(); // the search stays usable below the error
+    });
+  }
   if (name === "users") {
     if (arg) {
       $("user-id").value = arg;
@@ -418,13 +437,17 @@ async function search(event) {
     showError(err);
   }
   if (location.hash !== "#notifications") history.replaceState(null, "", "#notifications");
-  showResults();
+  showResultsView();
 }
 
-async function showResults() {
+function showResultsView() {
   $("detail").hidden = true;
   $("search-form").hidden = false;
   $("search-results").hidden = false;
+}
+
+async function showResults() {
+  showResultsView();
   if (!state.search.params) await search(null);
 }
 
