@@ -229,6 +229,39 @@ async def test_admin_finds_a_notification_and_reads_its_targets_and_trail(
     console.assert_clean()
 
 
+async def test_search_results_are_paginated(console: Console, settings: Settings) -> None:
+    page = console.page
+    user = f"pg-{uuid.uuid4().hex[:6]}"
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (user.encode(), json.dumps(request(user, f"Item {i:02d}", priority="medium")).encode()) for i in range(12)
+    ]
+    await publish(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).request("medium"), records)
+
+    await console.open()
+    await console.paste_token(_admin(settings))
+    await page.click("[data-tab=notifications]")
+    await page.fill("#search-form [name=user]", user)
+    await page.select_option("#search-form [name=limit]", "10")
+    rows = page.locator("#search-rows tr")
+
+    async def all_projected() -> bool:
+        await page.click("#search")
+        await expect(page.locator("#search-page")).to_contain_text("page 1")
+        return await rows.count() == 10 and await page.locator("#search-next").is_enabled()
+
+    await eventually(all_projected, timeout=30, interval=0.5, what="a full first page and a next one")
+    first = await rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
+    await page.click("#search-next")
+    await expect(page.locator("#search-page")).to_have_text("page 2 · 2 shown")
+    second = await rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert len(set(first) | set(second)) == 12, "the two pages hold all twelve, none twice"
+    await expect(page.locator("#search-next")).to_be_disabled()
+    await page.click("#search-first")
+    await expect(page.locator("#search-page")).to_have_text("page 1 · 10 shown")
+    assert await rows.evaluate_all("rows => rows.map(r => r.dataset.id)") == first
+    console.assert_clean()
+
+
 async def test_overview_charts_draw_and_refresh(
     console: Console, stack: Stack, settings: Settings, output_dir: Path
 ) -> None:
