@@ -41,10 +41,13 @@ def websocket_outcome(cause: Envelope, reached: list[str], *, now: datetime) -> 
     return follow(cause, event, now=now, source=SINK_SOURCE)
 
 
-def notification_view(accepted: NotificationAccepted, *, status: str = "pending") -> dict[str, Any]:
+def notification_view(
+    accepted: NotificationAccepted, *, status: str = "pending", correlation_id: str | None = None
+) -> dict[str, Any]:
     """The client-facing JSON of a notification, as a live WebSocket frame carries it.
 
-    Same keys as an item of ``GET /api/notifications``.
+    Same keys as an item of ``GET /api/notifications``; ``bulk_id`` is the acceptance's
+    CloudEvents ``correlationid``, as in the read model, so the gateway's receipts keep it.
     """
     return {
         "id": accepted.notification_id,
@@ -58,6 +61,7 @@ def notification_view(accepted: NotificationAccepted, *, status: str = "pending"
         "status": status,
         "created_at": format_time(accepted.requested_at),
         "read_at": None,
+        "bulk_id": correlation_id,
     }
 
 
@@ -81,7 +85,7 @@ def websocket_delivered(
         latency_ms=round(max(0.0, (now - created_at).total_seconds() * 1000), 3),
         provider_id=via,
     )
-    return _gateway_fact(event, notification["id"], notification.get("priority"), now, node, connection)
+    return _gateway_fact(event, notification, now, node, connection)
 
 
 def websocket_dropped(notification: dict[str, Any], *, node: str, now: datetime) -> Envelope:
@@ -95,7 +99,7 @@ def websocket_dropped(notification: dict[str, Any], *, node: str, now: datetime)
         channel="websocket",
         reason="disconnected",
     )
-    return _gateway_fact(event, notification["id"], notification.get("priority"), now, node)
+    return _gateway_fact(event, notification, now, node)
 
 
 def read_over_websocket(notification_id: str, user_id: str, *, now: datetime) -> Envelope:
@@ -112,7 +116,10 @@ def read_over_websocket(notification_id: str, user_id: str, *, now: datetime) ->
     )
 
 
-def _gateway_fact(event: Event, notification_id: str, priority: Any, now: datetime, *parts: str) -> Envelope:
+def _gateway_fact(event: Event, notification: dict[str, Any], now: datetime, *parts: str) -> Envelope:
+    notification_id = notification["id"]
+    priority = notification.get("priority")
+    correlation = notification.get("bulk_id")  # the request's correlation id (client views carry it)
     return Envelope(
         id=derived_id(notification_id, event.TYPE, "websocket", *parts),
         source=GATEWAY_SOURCE,
@@ -121,5 +128,5 @@ def _gateway_fact(event: Event, notification_id: str, priority: Any, now: dateti
         subject=notification_id,
         userid=getattr(event, "user_id", None),
         priority=priority if isinstance(priority, str) else None,
-        correlationid=notification_id,
+        correlationid=correlation if isinstance(correlation, str) and correlation else notification_id,
     )

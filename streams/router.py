@@ -70,7 +70,7 @@ async def route_accepted(
     accepted = accepted_event(env)
     for channel in plan.now:
         if channel == "websocket":
-            message = live_message(accepted)
+            message = live_message(accepted, env.correlationid)  # the gateway's receipt keeps it
             urgent = accepted.priority == "high"
             await live.submit(Live(accepted.user_id, message, env, after=(appended,), urgent=urgent))
         else:

@@ -9,11 +9,16 @@ from schemas.events import NotificationAccepted
 from streams.websocket_dispatch import render_message
 
 
-def notification_frame(accepted: NotificationAccepted) -> bytes:
-    """``{"type":"notification","notification":{...}}`` for a live delivery."""
-    return orjson.dumps({"type": "notification", "notification": notification_view(accepted, status="delivered")})
+def notification_frame(accepted: NotificationAccepted, correlation_id: str | None = None) -> bytes:
+    """``{"type":"notification","notification":{...}}`` for a live delivery (``bulk_id``: ``correlation_id``)."""
+    view = notification_view(accepted, status="delivered", correlation_id=correlation_id)
+    return orjson.dumps({"type": "notification", "notification": view})
 
 
-def live_message(accepted: NotificationAccepted) -> bytes:
-    """The pub/sub message carrying ``accepted``'s live frame to the gateways of its user."""
-    return render_message(accepted.user_id, notification_frame(accepted))
+def live_message(accepted: NotificationAccepted, correlation_id: str | None = None) -> bytes:
+    """The pub/sub message carrying ``accepted``'s live frame to the gateways of its user.
+
+    ``correlation_id``: the acceptance's CloudEvents ``correlationid``; the gateway's
+    delivery receipt carries it on (``engine.delivery.websocket_delivered``).
+    """
+    return render_message(accepted.user_id, notification_frame(accepted, correlation_id))

@@ -88,6 +88,10 @@ def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:
                 await dead_letter(topics, message, f"expected notification.accepted, got {env.type}")
                 continue
             correlation.bind(env.correlationid or env.id)
-            await live.submit(Live(accepted.user_id, live_message(accepted), env, urgent=accepted.priority == "high"))
+            await live.submit(
+                Live(
+                    accepted.user_id, live_message(accepted, env.correlationid), env, urgent=accepted.priority == "high"
+                )
+            )
 
     app.agent(topics.deliveries["websocket"], name="herald.sink.websocket")(websocket_sink)
