@@ -18,6 +18,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   token: null,
+  open: false, // the token passed the check and the console is shown
   tab: null,
   timer: null,
   inFlight: false,
@@ -179,6 +180,7 @@ async function login(token) {
     $("login-submit").disabled = false;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
+  state.open = true;
   const claims = jwtClaims(token);
   $("operator").textContent = claims && claims.sub ? `operator: ${claims.sub}` : "";
   $("logout").hidden = false;
@@ -190,6 +192,7 @@ async function login(token) {
 
 function logout(message) {
   state.token = null;
+  state.open = false;
   sessionStorage.removeItem(TOKEN_KEY);
   stopRefresh();
   $("operator").textContent = "";
@@ -225,8 +228,14 @@ async function devLogin() {
 // ---------- tabs and routing (#tab or #tab/id) ----------
 
 function route() {
-  if (!state.token) return;
-  const [tab, ...rest] = decodeURIComponent(location.hash.slice(1)).split("/");
+  if (!state.open) return;
+  let hash = "";
+  try {
+    hash = decodeURIComponent(location.hash.slice(1));
+  } catch (err) {
+    hash = "";
+  }
+  const [tab, ...rest] = hash.split("/");
   const name = ["overview", "notifications", "users", "deadletters", "bulks"].includes(tab) ? tab : "overview";
   const arg = rest.join("/") || null;
   showError(null);
@@ -252,7 +261,12 @@ function route() {
     }
   }
   if (name === "deadletters" && !state.dl.params) loadDeadLetters(formParams($("dl-form")), null).catch(showError);
-  if (name === "bulks") (arg ? showBulk(arg) : Promise.resolve()).then(loadBulks).catch(showError);
+  if (name === "bulks") {
+    if (!arg) $("bulk-detail").hidden = true;
+    loadBulks()
+      .then(() => (arg ? showBulk(arg) : null))
+      .catch(showError);
+  }
 }
 
 function go(hash) {
@@ -384,7 +398,7 @@ function renderOverview(ov) {
 }
 
 async function refreshOverview() {
-  if (state.inFlight || !state.token || state.tab !== "overview") return;
+  if (state.inFlight || !state.open || state.tab !== "overview" || document.hidden) return;
   state.inFlight = true;
   try {
     const ov = await api(`/api/admin/overview${query({ minutes: $("ov-minutes").value })}`);
@@ -409,7 +423,7 @@ async function runSearch(params, cursor) {
   const rows = body.items.map((n) =>
     el(
       "tr",
-      { class: "clickable", data: { id: n.id }, onclick: () => go(`notifications/${n.id}`) },
+      { class: "clickable", data: { id: n.id }, onclick: () => go(`notifications/${encodeURIComponent(n.id)}`) },
       td(shortTime(n.created_at), "nowrap"),
       td(n.user_id, "mono"),
       td(n.title),
@@ -567,7 +581,7 @@ async function showUser(userId) {
     ...body.inbox.items.map((n) =>
       el(
         "tr",
-        { class: `clickable${n.read_at ? " read" : ""}`, onclick: () => go(`notifications/${n.id}`) },
+        { class: `clickable${n.read_at ? " read" : ""}`, onclick: () => go(`notifications/${encodeURIComponent(n.id)}`) },
         td(shortTime(n.created_at), "nowrap"),
         td(n.title),
         el("td", {}, badge(n.priority)),
@@ -674,7 +688,7 @@ async function loadBulks() {
   const rows = body.items.map((b) =>
     el(
       "tr",
-      { class: "clickable", data: { bulk: b.bulk_id }, onclick: () => go(`bulks/${b.bulk_id}`) },
+      { class: "clickable", data: { bulk: b.bulk_id }, onclick: () => go(`bulks/${encodeURIComponent(b.bulk_id)}`) },
       td(b.bulk_id, "mono"),
       td(shortTime(b.created_at), "nowrap"),
       td(fmtNumber(b.total), "num"),
@@ -733,7 +747,7 @@ function wire() {
   $("user-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const user = $("user-id").value.trim();
-    if (user) go(`users/${user}`);
+    if (user) go(`users/${encodeURIComponent(user)}`);
   });
 
   $("dl-form").addEventListener("submit", (event) => {
