@@ -57,6 +57,7 @@ from tests.support.api import Api, own_database
 from tests.support.apns import apns_settings
 from tests.support.clients import UserClient, missed_notifications, next_frame
 from tests.support.kafka import publish, request
+from tests.support.processes import start_role, stop_role
 from tests.support.settings import isolated_settings
 from tests.support.waiting import eventually
 
@@ -285,8 +286,8 @@ async def live_websocket_delivery(ctx: Ctx) -> None:
 
 @moves("notifications_deferred_total", "pending_notifications_count")
 async def offline_user(ctx: Ctx) -> None:
-    # Deferred: nobody holds the user. Pending: a delayed notification waits in the read model
-    # until deleted (deferred ones are terminal for the read model's count only once delivered).
+    # Deferred: nobody holds the user. Pending: a delayed notification is counted until it is
+    # deleted (or delivered).
     user = ctx.user("bea")
     deferred = await ctx.value("notifications_deferred_total", channel="websocket")
     await ctx.publish(user, "medium", title="While away", channels=["websocket"])
@@ -671,3 +672,56 @@ async def test_every_served_metric_is_documented(ctx: Ctx) -> None:
     # prometheus_client's creation timestamps of counters and histograms (``*_created``).
     stamps = {n for n in ours if n.endswith("_created") and {n[:-8], n[:-8] + "_total"} & documented}
     assert sorted(ours - stamps - documented) == []
+
+
+async def test_herald_api_with_an_internal_metrics_port_keeps_the_gauges_fresh(ctx: Ctx, output_dir: Path) -> None:
+    # A real `herald api` process on the stack's database: its internal port cannot await a
+    # query per scrape, so a task refreshes pending_notifications_count; the durations, pool
+    # and pending figures are all there.
+    port, metrics_port = free_port(), free_port()
+    settings = ctx.settings.replace(http_port=port, metrics_port=metrics_port, node_id=f"api-{port}", log_level="INFO")
+    proc = start_role("api", settings, output_dir / "metrics-catalogue-api.log")
+    try:
+        api, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
+
+        async def ready() -> bool:
+            try:
+                async with ctx.http.get(api + "/readyz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await eventually(ready, timeout=60, interval=0.2, what="herald api ready")
+
+        async def served() -> Samples:
+            async with ctx.http.get(metrics + "/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            out: Samples = {}
+            for family in text_string_to_metric_families(text):
+                for s in family.samples:
+                    out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+            return out
+
+        def total(samples: Samples, name: str, **labels: str) -> float:
+            return sum(v for lbl, v in samples.get(name, []) if labels.items() <= lbl.items())
+
+        user = ctx.user("uma")
+        async with ctx.http.get(api + "/api/notifications/nope", headers={"X-Request-ID": "probe-1"}) as resp:
+            assert resp.status == 401 and resp.headers["X-Request-ID"] == "probe-1"
+        first = await served()
+        assert total(first, "http_request_duration_seconds_count", route="/api/notifications/{id}", status="401") == 1
+        assert total(first, "db_pool_size", pool="read-model") >= 1
+        pending = total(first, "pending_notifications_count")
+
+        later = format_time(datetime.now(UTC) + timedelta(hours=1))
+        nid = await ctx.publish(user, "medium", title="Later", channels=["websocket"], deliver_after=later)
+        await ctx.projected(user, nid, "pending")
+
+        async def refreshed() -> float | None:
+            value = total(await served(), "pending_notifications_count")
+            return value if value >= pending + 1 else None
+
+        await eventually(refreshed, timeout=20, what="the internal port's pending count refreshed")
+    finally:
+        stop_role(proc)
