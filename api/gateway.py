@@ -76,7 +76,25 @@ class Hub:
 
     async def start(self) -> None:
         """Start receiving frames addressed to this node."""
-        await self._presence.start(self.deliver_remote, self._held)
+        await self._presence.start(self.deliver_remote, self._held, self._resync)
+
+    async def _resync(self) -> None:
+        """The node's frame channel was lost and is back: every client resumes.
+
+        Frames published meanwhile reached nobody (those notifications were recorded as
+        deferred) and a restarted Redis forgot this node's presence, so the open sockets
+        would silently miss what was sent in the gap. Closed with 1013, clients reconnect
+        with ``since`` and the replay sends exactly what they missed.
+        """
+        count = self.connection_count()
+        log.warning("live feed interrupted: asking every client to resume", extra={"connections": count})
+
+        async def resume(conn: Connection) -> None:
+            await conn.stop()
+            await conn.ws.close(code=CLOSE_UNAVAILABLE, message=b"live feed interrupted; reconnect with since")
+
+        conns = [conn for by_id in list(self._connections.values()) for conn in list(by_id.values())]
+        await asyncio.gather(*(resume(conn) for conn in conns), return_exceptions=True)
 
     async def close(self) -> None:
         """Close every connection, leave presence, and get the last receipts to the broker."""

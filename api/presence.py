@@ -32,6 +32,8 @@ REFRESH_CHUNK = 2000
 Deliver = Callable[[str, dict[str, Any]], Awaitable[int]]
 Held = Callable[[], Collection[tuple[str, str]]]
 """``(user, connection)`` pairs this node holds now."""
+Resync = Callable[[], Awaitable[None]]
+"""Called when this node's frame channel was lost and is back: frames may have been missed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,9 @@ class Presence(Protocol):
 
     node_id: str
 
-    async def start(self, deliver: Deliver, held: Held) -> None:
-        """Begin receiving frames for this node (``deliver(user, frame)``) and refreshing ``held()``."""
+    async def start(self, deliver: Deliver, held: Held, resync: Resync | None = None) -> None:
+        """Begin receiving frames for this node (``deliver(user, frame)``) and refreshing ``held()``;
+        ``resync()`` once the frame channel is back after a loss (Redis restarted or cut off)."""
         ...
 
     async def join(self, user_id: str, connection: str, limit: int) -> bool:
@@ -82,7 +85,7 @@ class LocalPresence:
         self._ttl = ttl
         self._connections: dict[str, set[str]] = {}
 
-    async def start(self, deliver: Deliver, held: Held) -> None:
+    async def start(self, deliver: Deliver, held: Held, resync: Resync | None = None) -> None:
         return None
 
     async def join(self, user_id: str, connection: str, limit: int) -> bool:
@@ -133,12 +136,12 @@ class RedisPresence:
         self._tasks: list[asyncio.Task[None]] = []
         self._join = redis.register_script(_JOIN)
 
-    async def start(self, deliver: Deliver, held: Held) -> None:
+    async def start(self, deliver: Deliver, held: Held, resync: Resync | None = None) -> None:
         pubsub = self._redis.pubsub()
         # Subscribed before start() returns: a frame published right after is not missed.
         await pubsub.subscribe(gateway_channel(self._prefix, self.node_id))
         self._tasks = [
-            asyncio.create_task(self._listen_forever(pubsub, deliver), name="presence-listen"),
+            asyncio.create_task(self._listen_forever(pubsub, deliver, resync), name="presence-listen"),
             asyncio.create_task(self._refresh_forever(held), name="presence-refresh"),
         ]
 
@@ -209,7 +212,7 @@ class RedisPresence:
             except Exception:
                 log.exception("presence refresh failed", extra={"node_id": self.node_id})
 
-    async def _listen_forever(self, pubsub: Any, deliver: Deliver) -> None:
+    async def _listen_forever(self, pubsub: Any, deliver: Deliver, resync: Resync | None) -> None:
         channel = gateway_channel(self._prefix, self.node_id)
         current: Any = pubsub
         try:
@@ -218,6 +221,12 @@ class RedisPresence:
                     if current is None:
                         current = self._redis.pubsub()
                         await current.subscribe(channel)
+                        # While unsubscribed, frames for this node found no receiver (the sink
+                        # then records the users offline) and a restarted Redis forgot who is
+                        # where: the node's clients must resume to get what they missed.
+                        log.warning("gateway subscription restored", extra={"node_id": self.node_id})
+                        if resync is not None:
+                            await resync()
                     await self._listen(current, deliver)
                     raise ConnectionError("gateway subscription ended")
                 except Exception:
