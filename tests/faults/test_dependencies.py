@@ -443,3 +443,65 @@ async def test_smtp_451_then_down_and_apns_503_then_unreachable_retry_with_backo
             await refusing.stop()
             await back.stop()
             await emulator.stop()
+
+
+OUTAGE_REDIS = 10.0
+"""Seconds Redis stays down before it is started again, empty (no persistence)."""
+
+
+async def test_redis_restarted_presence_and_live_delivery_recover_and_what_was_missed_is_replayed(
+    kafka_bootstrap: str, output_dir: Path
+) -> None:
+    online = [f"rd-on-{i}" for i in range(4)]
+    offline = [f"rd-off-{i}" for i in range(2)]
+    redis = RedisServer(output_dir / "deps-redis-server.log")
+    await redis.start()
+    with own_database() as db:
+        settings = settings_for(isolated_settings(kafka_bootstrap, redis.url, database_url=db))
+        async with (
+            topology(settings, output_dir, "redis") as top,
+            aiohttp.ClientSession() as http,
+            contextlib.AsyncExitStack() as deps,
+        ):
+            deps.push_async_callback(redis.stop)
+            await eventually(lambda: _ready(http, top), timeout=240, interval=0.5, what="the topology ready")
+            clients = [LiveClient(http, top.base, settings, user) for user in online]
+            for c in clients:
+                c.start()
+            try:
+                await eventually(lambda: _connected(clients), timeout=30, what="the clients live")
+                load = Load(settings, online + offline)
+                sending = asyncio.create_task(load.run(900, rate=30))
+                await eventually(lambda: _async(load.sent >= 150), timeout=30, what="the load under way")
+                await redis.stop()
+                down, cpu = time.monotonic(), top.cpu()
+                await eventually(lambda: _failing(http, top, "redis"), timeout=20, what="/readyz failing")
+                report("redis: killed -> /readyz 503 (s)", round(time.monotonic() - down, 2))
+                await hold(OUTAGE_REDIS - (time.monotonic() - down), top_alive(top))
+                wall = time.monotonic() - down
+                used = {name: round(top.roles[name].cpu_seconds() - cpu[name], 2) for name in top.roles}
+                report(f"redis: CPU seconds over the {wall:.0f} s outage (load going on)", used)
+                await redis.start()
+                back = time.monotonic()
+                await eventually(lambda: _ready(http, top), timeout=30, interval=0.1, what="/readyz green again")
+                report("redis: restarted -> /readyz 200 (s)", round(time.monotonic() - back, 2))
+                # Live delivery again (the load still going): probes until one arrives.
+                first = clients[0]
+                probes = Load(settings, [first.user])
+
+                async def probe_arrived() -> bool:
+                    await probes.run(1, rate=10)
+                    return bool(set(probes.all_ids) & set(first.got))
+
+                await eventually(probe_arrived, timeout=60, interval=0.5, what="live delivery after the restart")
+                report("redis: restarted -> live delivery again (s)", round(time.monotonic() - back, 2))
+                await sending
+                report("redis: reconnects of the live clients", [c.connections - 1 for c in clients])
+                for user in online:
+                    load.ids[user] += probes.ids.get(user, [])
+                for role in ("worker", "api"):
+                    assert used[role] < BUSY_SHARE * wall, f"the {role} spins while Redis is away"
+                await _check_exactly_once(http, top, db, load, clients, offline)
+            finally:
+                for c in clients:
+                    await c.stop()
