@@ -23,6 +23,7 @@ from api.auth import SCOPE_ADMIN
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
+from tests.integration.audit_support import herald
 from tests.integration.stream_core_support import TopicTail
 from tests.support.api import Api, isolated_settings, own_database, unique
 from tests.support.clients import UserClient, next_frame
@@ -297,3 +298,36 @@ async def test_a_request_over_the_old_size_limit_is_delivered_once_redriven_afte
         )
 
     await eventually(explained, timeout=30, what="the explanation with the re-drive")
+
+
+async def test_the_cli_lists_and_redrives_through_the_api_as_the_operator(world: World) -> None:
+    topic = world.names.request("low")
+    tag = unique("cli")
+    await publish(world.settings.kafka_bootstrap, topic, [(tag.encode(), b"{cli poison")])
+    [letter] = await _mine(world, 1, tag)
+    where = f"{letter['partition']}:{letter['offset']}"
+    api = ("--api", world.admin.base, "--operator", "ops-cli")
+
+    listed = await herald(world.settings, "deadletters", "list", "--source-topic", topic, "--limit", "200", *api)
+    assert listed.status == 0, listed.stderr
+    [line] = [x for x in listed.stdout.splitlines() if x.startswith(where + " ")]
+    assert f"{topic}/{letter['source_partition']}/{letter['source_offset']}" in line and letter["reason"] in line
+
+    done = await herald(world.settings, "deadletters", "redrive", where, *api)
+    assert (done.status, done.stdout) == (0, "re-drove 1\n"), done.stderr
+    mine = await world.events.wait(
+        lambda: [
+            f["data"]["operator"]
+            for f in world.events.events(type="deadletter.redriven")
+            if (f["data"]["deadletter_partition"], f["data"]["deadletter_offset"])
+            == (letter["partition"], letter["offset"])
+        ],
+        what="the CLI's re-drive in the log",
+    )
+    assert mine == ["ops-cli"]
+    again = await herald(world.settings, "deadletters", "redrive", where, *api)
+    assert again.stdout == f"skipped {where}: already re-driven (set force to re-drive it again)\nre-drove 0\n"
+
+    user_token = world.user.token
+    refused = await herald(world.settings, "deadletters", "list", "--api", world.admin.base, "--token", user_token)
+    assert refused.status == 1 and "403" in refused.stderr
