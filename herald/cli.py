@@ -19,6 +19,7 @@ from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
 from herald import (
     apns_emulator_command,
     audit_command,
+    deadletters_command,
     inbox_command,
     logs,
     redeliver_command,
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify_command.add_parser(sub)
     simulate_command.add_parser(sub)
     redeliver_command.add_parser(sub)
+    deadletters_command.add_parser(sub)
     token = sub.add_parser("token", help="print a JWT for USER signed with the configured secret")
     token.add_argument("user")
     token.add_argument("--scope", action="append", default=[], help="scope to grant (repeatable)")
@@ -84,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate_command.run(args, settings)
     if args.command == "redeliver":
         return redeliver_command.run(args, settings)
+    if args.command == "deadletters":
+        return deadletters_command.run(args, settings)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
         return _run_rebuild(settings)
