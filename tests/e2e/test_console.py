@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,15 +194,25 @@ async def test_admin_finds_a_notification_and_reads_its_targets_and_trail(
 
     await eventually(searched, timeout=30, interval=0.5, what="the notification in the search results")
     assert await page.locator("#search-rows tr").count() == 1
+    await page.screenshot(path=str(output_dir / "console-search.png"), full_page=True)
     await expect(row).to_contain_text(title)
     await expect(row).to_contain_text(user)
 
-    # A filter that excludes it: another priority.
+    # Filters that exclude it: another priority; a time range after it (the form's times are UTC).
     await page.select_option("#search-form [name=priority]", "low")
     await page.click("#search")
     await expect(page.locator("#search-empty")).to_be_visible()
     await page.select_option("#search-form [name=priority]", "high")
+    later = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    await page.fill("#search-form [name=since]", later)
     await page.click("#search")
+    await expect(page.locator("#search-empty")).to_be_visible()
+    await page.fill("#search-form [name=until]", later)
+    await page.fill(
+        "#search-form [name=since]", (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    )
+    await page.click("#search")
+    await expect(row).to_be_visible()
     await row.click()
 
     detail = page.get_by_test_id("detail")

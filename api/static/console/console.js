@@ -565,6 +565,7 @@ async function showUser(userId) {
         td(d.reason),
         td(shortTime(d.registered_at), "nowrap"),
         td(shortTime(d.updated_at), "nowrap"),
+        td(shortTime(d.last_notification_at), "nowrap"),
       ),
     ),
   );
