@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka.errors import KafkaError
@@ -34,6 +34,10 @@ appears is used within this many seconds."""
 UNREACHABLE: tuple[type[BaseException], ...] = (OSError, TimeoutError, KafkaError, RedisError, OperationalError)
 """What a dependency that is down, starting or cut off raises (refused or reset
 connections, timeouts, a database not accepting connections yet)."""
+
+REPEATERS = ("aiokafka",)
+"""Library loggers that log each failed connection at ERROR themselves: while a start-up
+step waits, what they log from its task is dropped, so each attempt is one line, ours."""
 
 T = TypeVar("T")
 
@@ -63,6 +67,17 @@ async def until_reachable(
     its dependency is not ready (``/readyz`` does not answer yet), and an orchestrator
     restarting it would only start the wait again.
     """
+    quiet = _TaskQuiet(asyncio.current_task())
+    for name in REPEATERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        return await _retry(what, address, step, first_delay, max_delay)
+    finally:
+        for name in REPEATERS:
+            logging.getLogger(name).removeFilter(quiet)
+
+
+async def _retry(what: str, address: str, step: Callable[[], Awaitable[T]], first_delay: float, max_delay: float) -> T:
     delay = first_delay
     attempt = 0
     while True:
@@ -90,3 +105,17 @@ async def until_reachable(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
+
+
+class _TaskQuiet(logging.Filter):
+    """Drops the records logged from one task (the waiting start-up step's); others pass."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        super().__init__()
+        self._task = task
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return self._task is None or asyncio.current_task() is not self._task
+        except RuntimeError:  # logged from a thread without a running loop
+            return True

@@ -6,7 +6,10 @@ import logging
 
 import pytest
 
+from engine.settings import Settings
+from herald.broker import free_port
 from herald.startup import redacted, until_reachable
+from streams.admin import ensure_topics
 
 
 def test_the_logged_address_never_carries_a_password() -> None:
@@ -49,3 +52,25 @@ async def test_an_error_that_is_not_an_outage_is_not_retried() -> None:
     with pytest.raises(ValueError, match="bad topic configuration"):
         await until_reachable("broker", "127.0.0.1:1", step, first_delay=0.01)
     assert calls == 1
+
+
+async def test_each_attempt_at_an_absent_broker_is_one_line_not_the_client_library_s_errors_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    calls = 0
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            await ensure_topics(settings)  # nothing listens: aiokafka logs its own ERROR, then raises
+
+    with caplog.at_level(logging.INFO):
+        await until_reachable("broker", settings.kafka_bootstrap, step, first_delay=0.01)
+        logging.getLogger("aiokafka").error("after the wait: still logged")
+    assert [r.name for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "herald.startup",
+        "herald.startup",
+        "aiokafka",
+    ]
