@@ -17,6 +17,7 @@ import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from engine.settings import Settings
 from herald.apns_emulator import ApnsEmulator
 from herald.logs import json_handler
 from herald.stack import Stack, run_stack
+from schemas.codec import format_time
 from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
 from tests.integration.stream_core_support import TopicTail
@@ -162,6 +164,33 @@ async def test_a_request_id_follows_the_notification_through_every_log_line(
     ]
     assert (http_line["route"], http_line["status"], http_line["level"]) == ("/api/notifications", 202, "INFO")
     assert loggers >= expected
+
+
+async def test_delayed_work_keeps_the_request_id_when_the_scheduler_fires_it(
+    stack: Stack, settings: Settings, events: TopicTail, json_log: io.StringIO, http: aiohttp.ClientSession
+) -> None:
+    base = f"http://127.0.0.1:{stack.http_port}"
+    user = f"tess-{uuid.uuid4().hex[:6]}"
+    rid = f"later-{uuid.uuid4().hex}"
+    soon = format_time(datetime.now(UTC) + timedelta(seconds=2))
+    reply = await Api.for_user(http, base, settings, user).post(
+        "/api/notifications",
+        json={"title": "In two seconds", "channels": ["websocket"], "deliver_after": soon},
+        headers={"X-Request-ID": rid},
+    )
+    assert reply.status == 202, reply.body
+    nid = reply.body["id"]
+    [deferred] = await events.wait_events(1, type="delivery.deferred", subject=nid, within=30)  # user offline
+    assert deferred["correlationid"] == rid
+
+    stages = {"streams.ingest", "streams.scheduler", "streams.websocket_sink"}
+
+    async def fired() -> list[dict[str, Any]] | None:
+        about = [line for line in lines(json_log) if line.get("notification_id") == nid]
+        return about if {line["logger"] for line in about} >= stages else None
+
+    about = await eventually(fired, what=f"lines of {sorted(stages)} about the delayed notification")
+    assert {line.get("correlation_id") for line in about} == {rid}
 
 
 async def test_a_kafka_request_is_followed_by_its_own_id(
