@@ -282,6 +282,13 @@ async def test_overview_charts_draw_and_refresh(
     await console.open()
     await page.click("#dev-login")  # `herald dev` mints the operator's token (loopback only)
     await expect(page.get_by_test_id("operator")).to_have_text("operator: ops")
+    dev_token = f"http://127.0.0.1:{stack.http_port}/api/dev/token"
+    async with (  # and no scope but those two
+        aiohttp.ClientSession() as http,
+        http.post(dev_token, json={"user_id": "ops", "scope": "root"}) as resp,
+    ):
+        assert resp.status == 400
+        assert "scope" in (await resp.json())["detail"]
     overview = page.get_by_test_id("overview")
     await expect(overview).to_be_visible()
     for chart in ("accepted", "delivered", "failed", "latency", "lag", "dead"):
