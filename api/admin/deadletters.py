@@ -70,7 +70,7 @@ RECENT = 10_000
 REDRIVEN_FROM = "herald-redriven-from"
 """Header of a re-driven copy: ``topic/partition/offset`` of the dead letter it came from."""
 REASON = "herald-error"
-_CURSOR = re.compile(r"^(\d{1,9}):(\d{1,19})$")
+_CURSOR = re.compile(r"^([0-9]{1,9}):([0-9]{1,19})$")
 
 Key = tuple[int, int, int]
 """Order of dead letters: (timestamp ms, partition, offset); newest first is descending."""
@@ -104,7 +104,7 @@ class Letter:
 
     def int_header(self, name: str) -> int | None:
         raw = self.header(name)
-        return int(raw) if raw is not None and raw.isdigit() and len(raw) < 19 else None
+        return int(raw) if raw is not None and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
     @property
     def reason(self) -> str:
@@ -180,6 +180,8 @@ class DeadLetterRoutes:
     async def redrive(self, request: web.Request) -> web.Response:
         """Produce the named (or matching) dead letters to their source topics again."""
         principal = require_admin(self._ctx, request)
+        if not _usable(principal.subject):  # it names the operator in the log
+            raise _bad("Authorization", f"the token's subject must be 1 to {MAX_ID_LENGTH} characters to be recorded")
         body = await json_body(request, max_bytes=BODY_BYTES)
         coords, query, most, force = _redrive_body(body)
         publisher = self._ctx.publisher
@@ -586,7 +588,7 @@ def _int_query(request: web.Request, name: str, default: int, *, low: int, high:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 9 or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not low <= int(raw) <= high:
         raise _bad(name, f"{name} must be an integer from {low} to {high}")
     return int(raw)
 

@@ -18,11 +18,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from api.auth import SCOPE_ADMIN
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
+from projections.models import EventRow, SkippedEventRow
 from tests.integration.audit_support import herald
 from tests.integration.stream_core_support import TopicTail
 from tests.support.api import Api, isolated_settings, own_database, unique
@@ -110,6 +112,7 @@ async def test_admin_scope_only_and_bad_input_is_a_422_naming_the_parameter(worl
         ({"limit": "0"}, "limit"),
         ({"limit": "201"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        ({"limit": "\u00b2"}, "limit"),
         ({"before": "abc"}, "before"),
         ({"before": "0:99999999"}, "before"),
         ({"reason": "r" * 201}, "reason"),
@@ -234,6 +237,13 @@ async def test_a_record_still_bad_comes_back_with_its_reason_and_a_second_redriv
     data = mine[0]["data"]
     assert data["operator"] == OPERATOR and data["source_topic"] == topic and data["forced"] is False
     assert data["reason"] == original["reason"] and data["source_offset"] == original["source_offset"]
+
+    # The projector keeps the fact in its ledger (that is where `redriven` comes from), not as poison.
+    assert world.stack.engine is not None
+    async with world.stack.engine.connect() as conn:
+        ledger = (await conn.execute(select(EventRow.type).where(EventRow.event_id == mine[0]["id"]))).all()
+        poison = (await conn.execute(select(SkippedEventRow.event_id))).all()
+    assert [r.type for r in ledger] == ["deadletter.redriven"] and poison == []
 
     reply = await world.admin.post(PATH + "/redrive", json={"records": [coords]})
     assert reply.body == {
