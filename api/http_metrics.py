@@ -19,9 +19,12 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.problems import Handler
@@ -41,10 +44,29 @@ REQUEST_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-PENDING = Gauge(
+
+
+class _ReadModelGauge(Collector):
+    """A gauge served only once an API process has read it: a worker or projector shows no stale 0."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value: float | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation)
+        if self.value is not None:
+            family.add_metric([], self.value)
+        yield family
+
+
+PENDING = _ReadModelGauge(
     "pending_notifications_count",
     "Notifications accepted and not yet in a terminal state (read model; refreshed on scrape)",
 )
+REGISTRY.register(PENDING)
+
 REFRESH_SECONDS = 5.0
 """How often the read-model gauges are refreshed when an internal metrics port serves them."""
 REFRESH_TIMEOUT = 2.0
@@ -116,7 +138,7 @@ async def refresh(engine: AsyncEngine | None) -> None:
     if engine is None:
         return
     try:
-        PENDING.set(await asyncio.wait_for(pending_count(engine), REFRESH_TIMEOUT))
+        PENDING.value = float(await asyncio.wait_for(pending_count(engine), REFRESH_TIMEOUT))
     except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
         log.warning("read-model gauges not refreshed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
