@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, or_, update
+from sqlalchemy import bindparam, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -130,6 +130,13 @@ _LAST_NOTIFICATION = (
     .values(last_notification_at=bindparam("at"))
 )
 
+_LAST_NOTIFICATION_PG = text(
+    "UPDATE devices AS d SET last_notification_at = v.at"
+    " FROM unnest(CAST(:tokens AS text[]), CAST(:owners AS text[]), CAST(:ats AS timestamptz[])) AS v(token, owner, at)"
+    " WHERE d.device_token = v.token AND d.user_id = v.owner"
+    " AND (d.last_notification_at IS NULL OR d.last_notification_at < v.at)"
+)
+
 
 async def apply_last_notifications(conn: AsyncConnection, envelopes: list[Envelope]) -> None:
     """Move ``last_notification_at`` of the devices a batch pushed to (one statement, one row per device)."""
@@ -140,6 +147,14 @@ async def apply_last_notifications(conn: AsyncConnection, envelopes: list[Envelo
             key = (event.target, event.user_id)
             if key not in latest or latest[key] < env.time:
                 latest[key] = env.time
-    if latest:
-        params = [{"token": token, "owner": owner, "at": at} for (token, owner), at in sorted(latest.items())]
-        await conn.execute(_LAST_NOTIFICATION, params)
+    if not latest:
+        return
+    keys = sorted(latest)
+    if conn.dialect.name == "postgresql":
+        # One statement whatever the batch (a bulk push moves thousands of devices).
+        await conn.execute(
+            _LAST_NOTIFICATION_PG,
+            {"tokens": [k[0] for k in keys], "owners": [k[1] for k in keys], "ats": [latest[k] for k in keys]},
+        )
+        return
+    await conn.execute(_LAST_NOTIFICATION, [{"token": t, "owner": o, "at": latest[(t, o)]} for t, o in keys])
