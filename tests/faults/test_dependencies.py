@@ -131,6 +131,9 @@ async def test_roles_started_before_broker_redis_and_postgres_wait_with_backoff_
                     attempts = [line["attempt"] for line in lines]
                     assert attempts == list(range(1, len(lines) + 1)), "one line per attempt"
                 report(f"{stage}: attempts logged", {r: len(waiting(r, d)) for r, d in expected.items()})
+                for role in expected:
+                    errors = [line for line in top.roles[role].lines() if line.get("level") == "ERROR"]
+                    assert not errors, f"{role}: waiting is not an error ({errors[:2]})"
 
             # 1. Nothing there: every role waits for the broker.
             await measure_outage("no broker", {"worker": "broker", "projector": "broker", "api": "broker"})
