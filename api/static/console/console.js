@@ -291,6 +291,12 @@ function chartWidth(id) {
   return Math.max(280, $(id).clientWidth || 420);
 }
 
+// Time ticks as 24-hour UTC clock times (seconds only when the ticks need them).
+function utcTicks(u, splits) {
+  const seconds = splits.some((ts) => ts % 60 !== 0);
+  return splits.map((ts) => new Date(ts * 1000).toISOString().slice(11, seconds ? 19 : 16));
+}
+
 function drawChart(id, series, data, opts = {}) {
   const existing = state.charts[id];
   const labels = series.map((s) => s.label).join("|");
@@ -307,7 +313,7 @@ function drawChart(id, series, data, opts = {}) {
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"), // axes in UTC, like every time on the page
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max * 1.1, opts.minMax ?? 1)] } },
-      axes: [{}, { size: 56 }],
+      axes: [{ values: utcTicks, space: 60 }, { size: 56 }],
       series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false } }))],
     },
     data,
