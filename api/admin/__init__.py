@@ -19,6 +19,7 @@ from api.presence import Presence
 from api.problems import Problem
 from api.publisher import Publisher
 from engine.settings import Settings
+from projections.admin_queries import AdminQueries
 from projections.queries import NotificationQueries
 
 
@@ -43,6 +44,13 @@ def require_admin(ctx: AdminContext, request: web.Request) -> Principal:
     return principal
 
 
+def read_models(ctx: AdminContext) -> AdminQueries:
+    """The console's queries of the read models; 503 on an API instance without a database."""
+    if ctx.engine is None:
+        raise Problem(503, "Service Unavailable", "this API instance has no read models")
+    return AdminQueries(ctx.engine)
+
+
 def _optional(name: str) -> object | None:
     """Module ``api.admin.<name>`` if it exists (errors inside it are not hidden)."""
     try:
@@ -55,6 +63,10 @@ def _optional(name: str) -> object | None:
 
 def register_admin(app: web.Application, ctx: AdminContext) -> None:
     """Add every ``/api/admin/`` route to ``app``."""
+    from api.admin import bulks, overview, search, users  # they import this module's context
+
+    for module in (overview, search, users, bulks):
+        module.register(app, ctx)
     deadletters = _optional("deadletters")
     if deadletters is not None:
         deadletters.register_deadletters(app, ctx)  # type: ignore[attr-defined]
