@@ -692,6 +692,9 @@ def document() -> _S:
             ),
         },
     }
+    from api.admin.openapi import admin_paths  # the console's routes, documented next to their handlers
+
+    paths.update(admin_paths())
     return {
         "openapi": "3.1.0",
         "info": {
