@@ -594,7 +594,7 @@ async function showUser(userId) {
         el("td", {}, badge(n.priority)),
         el("td", {}, statusBadge(n.status)),
         td(n.read_at ? "read" : "unread"),
-        td(n.id, "mono"),
+        el("td", { class: "mono" }, el("a", { href: `#notifications/${encodeURIComponent(n.id)}` }, n.id)),
       ),
     ),
   );
@@ -696,7 +696,7 @@ async function loadBulks() {
     el(
       "tr",
       { class: "clickable", data: { bulk: b.bulk_id }, onclick: () => go(`bulks/${encodeURIComponent(b.bulk_id)}`) },
-      td(b.bulk_id, "mono"),
+      el("td", { class: "mono" }, el("a", { href: `#bulks/${encodeURIComponent(b.bulk_id)}` }, b.bulk_id)),
       td(shortTime(b.created_at), "nowrap"),
       td(fmtNumber(b.total), "num"),
       el("td", { class: "progress" }, statusBar(b.by_status, b.total), el("ul", { class: "legend small" }, ...legend(b.by_status))),
