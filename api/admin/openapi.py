@@ -196,7 +196,11 @@ BULK = _obj(
 SEARCH_PARAMS = [
     _q("user", {"type": "string", "maxLength": 200}, "Only this user's notifications."),
     _q("q", {"type": "string", "minLength": 1, "maxLength": 200}, "Text in the title or body (any case)."),
-    _q("status", {"type": "string", "enum": list(STATUSES)}, "Only these statuses (repeat or comma-separate)."),
+    _q(
+        "status",
+        {"type": "string", "enum": [*STATUSES, "sent"]},
+        "Only these statuses (repeat or comma-separate; `sent` is `delivered`).",
+    ),
     _q("priority", _PRIORITY, "Only these priorities (repeat or comma-separate)."),
     _q("channel", _CHANNEL, "Only notifications requested on this channel."),
     _q("category", {"type": "string", "maxLength": 100}, "Only this category."),

@@ -19,6 +19,7 @@ from aiohttp import web
 from api.admin import AdminContext, read_models, require_admin
 from api.admin.params import enum_param, enum_params, int_param, invalid, str_param, time_param
 from api.explain import LogUnreachable, explain_notification
+from api.notifications import STATUS_ALIASES
 from api.params import path_id
 from api.problems import Problem
 from engine.priority import ALL_CHANNELS
@@ -73,8 +74,9 @@ class SearchRoutes:
     async def search(self, request: web.Request) -> web.Response:
         """Any user's notifications matching every given filter, newest first, paginated."""
         require_admin(self._ctx, request)
+        statuses = enum_params(request, "status", (*STATUSES, *STATUS_ALIASES))
         filters = ListFilter(
-            statuses=enum_params(request, "status", STATUSES),
+            statuses=tuple(dict.fromkeys(STATUS_ALIASES.get(s, s) for s in statuses)),
             priorities=enum_params(request, "priority", PRIORITIES),
             channel=enum_param(request, "channel", ALL_CHANNELS),
             since=time_param(request, "since"),

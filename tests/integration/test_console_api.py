@@ -151,7 +151,7 @@ async def test_search_finds_any_users_notifications_by_text_and_filters(console_
 
     assert [i["id"] for i in (await search(ops, q=tag, user=ana))["items"]] == [ids["ana-low"], ids["ana-high"]]
     assert [i["id"] for i in (await search(ops, q=tag, priority="high"))["items"]] == [ids["ana-high"]]
-    billing = await search(ops, q=tag, category="billing", status="pending,delivered")
+    billing = await search(ops, q=tag, category="billing", status="pending,sent")
     assert {i["id"] for i in billing["items"]} == {ids["ana-high"], ids["ben"]}
     assert (await search(ops, q=tag, channel="apns"))["items"] == []
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -189,6 +189,8 @@ async def test_notification_detail_shows_targets_trail_and_explanation(console_s
 
         detail = await eventually(delivered, what="the websocket delivery in the detail")
     assert detail["notification"]["id"] == nid
+    # `sent` is the push service's name for delivered, as in the user API.
+    assert [i["id"] for i in (await search(ops, user=cara.user, status="sent"))["items"]] == [nid]
     assert detail["notification"]["user_id"] == cara.user
     [target] = detail["targets"]
     assert target["attempts"] >= 1
