@@ -116,6 +116,9 @@ class _Reader:
     async def gather(self, names: TopicNames, locator: Locator | None) -> list[Fact]:
         await self._consumer.topics()
         events = sorted(self._consumer.partitions_for_topic(names.events) or ())
+        # Read now: once partitions are assigned, the consumer's metadata covers only those
+        # topics, and the dead-letter topic would look absent (its records silently left out).
+        letters = sorted(self._consumer.partitions_for_topic(names.deadletter) or ())
         if not events:
             raise LogUnreachable(f"topic {names.events} does not exist (wrong HERALD_TOPIC_PREFIX?)")
         tps = [TopicPartition(names.events, p) for p in events]
@@ -132,7 +135,6 @@ class _Reader:
             if fact.kind == "delivery.failed" and ("410" in error or "invalidated" in error):
                 tp = TopicPartition(fact.topic, fact.partition)
                 await self._read(tp, max(0, fact.offset - INVALIDATION_LOOKBACK), fact.offset)
-        letters = sorted(self._consumer.partitions_for_topic(names.deadletter) or ())
         dtps = [TopicPartition(names.deadletter, p) for p in letters]
         if dtps:
             firsts, dends = await self._consumer.beginning_offsets(dtps), await self._consumer.end_offsets(dtps)
