@@ -308,7 +308,8 @@ async def test_a_request_over_the_old_size_limit_is_delivered_once_redriven_afte
             texts if any("re-driven by ops-ana" in t for t in texts) and any("delivered" in t for t in texts) else None
         )
 
-    await eventually(explained, timeout=30, what="the explanation with the re-drive")
+    steps = await eventually(explained, timeout=30, what="the explanation with the re-drive")
+    assert any(f"exceeds the {SMALL_LIMIT}-byte limit" in t for t in steps), "and the dead letter it came from"
 
 
 async def test_the_cli_lists_and_redrives_through_the_api_as_the_operator(world: World) -> None:
