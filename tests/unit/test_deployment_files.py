@@ -139,6 +139,8 @@ def test_scaled_roles_have_no_fixed_ports_or_container_names() -> None:
         assert "ports" not in service, f"{name} publishes a host port: it cannot be scaled"
         assert "container_name" not in service and "hostname" not in service, name
         assert service["deploy"]["replicas"] == TOPOLOGY[name]
+    # Each WebSocket is a descriptor: the capacity model's 25,000 connections per replica must fit.
+    assert services()["api"]["ulimits"]["nofile"]["soft"] >= 2 * 25_000
     published = {name: s["ports"] for name, s in services().items() if "ports" in s}
     assert published.pop("lb") == ["8000:8000"], "the load balancer is the entry point"
     for name, ports in published.items():
