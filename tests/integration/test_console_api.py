@@ -19,11 +19,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from api.admin.log_probe import CACHE_SECONDS, LogProbe
+from api.admin.log_probe import CACHE_SECONDS, TIMEOUT_SECONDS, LogProbe
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE
 from api.envelopes import fact
 from engine.settings import Settings
 from engine.topics import TopicNames
+from herald.broker import free_port
 from herald.stack import Stack, run_stack
 from projections.admin_queries import AdminQueries
 from schemas.events import DeviceInvalidated
@@ -471,3 +472,18 @@ async def test_worker_lag_is_what_its_group_has_not_committed(console_stack, kaf
 def _partition_of(key: bytes, partitions: int) -> int:
     """The partition Herald's producers (Kafka's default partitioner) put ``key`` in."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def test_an_unreachable_broker_leaves_the_broker_figures_out_with_the_reason(console_stack) -> None:  # type: ignore[no-untyped-def]
+    stack, settings = console_stack
+    assert stack.engine is not None
+    nobody = dataclasses.replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    probe = LogProbe(nobody, AdminQueries(stack.engine).projected_positions)
+    try:
+        began = time.monotonic()
+        found = await probe.figures(datetime.now(UTC).replace(second=0, microsecond=0), 15)
+        assert time.monotonic() - began < TIMEOUT_SECONDS + 2
+    finally:
+        await probe.close()
+    assert (found.lag, found.dead_letters) == ([], [])
+    assert found.error is not None and "broker did not answer" in found.error
