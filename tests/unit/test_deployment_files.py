@@ -63,14 +63,14 @@ def code_metrics() -> set[str]:
     """Sample names of every metric the code declares with prometheus_client, plus the
     process and platform collectors prometheus_client registers by default."""
     names: set[str] = set()
+    # By the kind in the callee's name: prometheus_client's classes, its custom-collector
+    # families (figures computed on scrape) and the code's own wrappers (``_ReadModelGauge``).
     kinds = {
+        "CounterMetricFamily": ("_total",),
         "Counter": ("_total",),
         "Gauge": ("",),
         "Histogram": ("_bucket", "_sum", "_count"),
         "Summary": ("_sum", "_count"),
-        # custom collectors (figures computed on scrape)
-        "GaugeMetricFamily": ("",),
-        "CounterMetricFamily": ("_total",),
     }
     for package in ("schemas", "engine", "streams", "projections", "api", "herald"):
         for path in (ROOT / package).rglob("*.py"):
@@ -78,12 +78,16 @@ def code_metrics() -> set[str]:
             if "prometheus_client" not in source:
                 continue
             for node in ast.walk(ast.parse(source)):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in kinds):
+                if not isinstance(node, ast.Call):
                     continue
-                if not (node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                callee = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+                kind = next((k for k in kinds if k in callee), None)
+                if kind is None or not (node.args and isinstance(node.args[0], ast.Constant)):
+                    continue
+                if not isinstance(node.args[0].value, str):
                     continue
                 base = node.args[0].value.removesuffix("_total")
-                names.update(base + suffix for suffix in kinds[node.func.id])
+                names.update(base + suffix for suffix in kinds[kind])
     for family in REGISTRY.collect():
         names.update(sample.name for sample in family.samples if family.name.startswith(("process_", "python_")))
     return names
