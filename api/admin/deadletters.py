@@ -347,7 +347,8 @@ class DeadLetterRoutes:
             await consumer.stop()
             raise Problem(503, "Service Unavailable", f"cannot reach the Kafka broker ({type(exc).__name__})") from None
         try:
-            reader = _Reader(consumer, self.topic)
+            inputs = (*self._names.requests, *self._names.deliveries, self._names.scheduled)
+            reader = _Reader(consumer, self.topic, inputs)
             await reader.start()
             yield reader
         except (KafkaError, Unreachable) as exc:
@@ -359,9 +360,11 @@ class DeadLetterRoutes:
 class _Reader:
     """Bounded reads of the dead-letter topic with one started consumer."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, inputs: tuple[str, ...]) -> None:
         self._consumer = consumer
         self._topic = topic
+        self._inputs = inputs
+        self._partitions: dict[str, frozenset[int]] = {}
         self.firsts: dict[int, int] = {}
         self.ends: dict[int, int] = {}
         self.scanned = 0
@@ -369,6 +372,8 @@ class _Reader:
 
     async def start(self) -> None:
         await self._consumer.topics()  # refresh metadata
+        # Read now: once partitions are assigned, the consumer's metadata covers only those topics.
+        self._partitions = {t: frozenset(self._consumer.partitions_for_topic(t) or ()) for t in self._inputs}
         parts = sorted(self._consumer.partitions_for_topic(self._topic) or ())
         if not parts:
             return  # nothing dead-lettered yet (the topic is created at start-up)
@@ -382,7 +387,7 @@ class _Reader:
         """``partition`` if ``topic`` has it (the copy goes where the original was), else ``None`` (by key)."""
         if partition is None:
             return None
-        return partition if partition in (self._consumer.partitions_for_topic(topic) or ()) else None
+        return partition if partition in self._partitions.get(topic, ()) else None
 
     async def key_at(self, partition: int, offset: int) -> Key:
         """The sort key of the dead letter at ``partition:offset``; ``Problem`` 422 if there is none."""

@@ -18,6 +18,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import select
 
 from api.admin import deadletters
@@ -206,8 +208,19 @@ async def test_browse_newest_first_with_reason_source_and_preview_page_by_page(w
 async def test_a_record_still_bad_comes_back_with_its_reason_and_a_second_redrive_needs_force(world: World) -> None:
     topic = world.names.request("low")
     tag = unique("again")
-    await publish(world.settings.kafka_bootstrap, topic, [(tag.encode(), b'{"specversion": "1.0", "id": 7}')])
+    # Produced to a partition other than its key's: the copy goes back to the same partition.
+    parts = list(range(world.settings.topic_partitions))
+    by_key = DefaultPartitioner()(tag.encode(), parts, parts)
+    producer = AIOKafkaProducer(bootstrap_servers=world.settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, b'{"specversion": "1.0", "id": 7}', key=tag.encode(), partition=(by_key + 1) % len(parts)
+        )
+    finally:
+        await producer.stop()
     [original] = await _mine(world, 1, tag)
+    assert original["source_partition"] == (by_key + 1) % len(parts)
     coords = {"partition": original["partition"], "offset": original["offset"]}
 
     reply = await world.admin.post(PATH + "/redrive", json={"records": [coords]})
@@ -224,6 +237,7 @@ async def test_a_record_still_bad_comes_back_with_its_reason_and_a_second_redriv
         "partition"
     ]
     assert copy["redriven"] is False
+    assert copy["source_partition"] == original["source_partition"]
     [again] = [i for i in items if (i["partition"], i["offset"]) == (coords["partition"], coords["offset"])]
     assert again["redriven"] is True
 
