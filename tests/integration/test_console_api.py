@@ -27,7 +27,7 @@ from engine.topics import TopicNames
 from herald.broker import free_port
 from herald.stack import Stack, run_stack
 from projections.admin_queries import AdminQueries
-from schemas.events import DeviceInvalidated
+from schemas.events import DeliveryFailed, DeviceInvalidated
 from tests.support.api import Api, isolated_settings, own_database, unique
 from tests.support.clients import UserClient, next_frame
 from tests.support.kafka import publish
@@ -241,14 +241,14 @@ async def test_user_page_shows_inbox_devices_contact_presence_and_rate_window(co
     assert contact.status in (200, 202), contact.body
     sent = [await send(svc, dan.user, title=f"high {i}", priority="high") for i in range(2)]
     sent.append(await send(svc, dan.user, title="low", priority="low"))
-    refused = [await send(svc, dan.user, title=f"low {i}", priority="low") for i in range(LOW_LIMIT)]
+    more_low = [await send(svc, dan.user, title=f"low {i}", priority="low") for i in range(LOW_LIMIT)]
     ops_path = f"/api/admin/users/{dan.user}"
 
     async def complete() -> dict[str, Any] | None:
         body = (await ops.get(ops_path)).body
         devices = {d["device_token"]: d for d in body["devices"]}
         ready = (
-            body["inbox"]["total"] == len(sent) + len(refused)
+            body["inbox"]["total"] == len(sent) + len(more_low)
             and devices.get(bad, {}).get("status") == "invalid"
             and body["contact"] is not None
         )
@@ -257,7 +257,7 @@ async def test_user_page_shows_inbox_devices_contact_presence_and_rate_window(co
     body = await eventually(complete, timeout=60, what="the user's notifications, devices and contact projected")
     assert body["user_id"] == dan.user
     assert [i["id"] for i in body["inbox"]["items"]][-len(sent) :] == list(reversed(sent))
-    assert body["inbox"]["unread"] == len(sent) + len(refused)
+    assert body["inbox"]["unread"] == len(sent) + len(more_low)
     devices = {d["device_token"]: d for d in body["devices"]}
     assert (devices[good]["active"], devices[good]["status"]) == (True, "active")
     assert (devices[bad]["active"], devices[bad]["status"], devices[bad]["reason"]) == (
@@ -345,8 +345,20 @@ async def test_overview_counts_what_the_engine_did(console_stack, http, kafka_bo
     async with await fred.websocket() as ws:
         await next_frame(ws, "missed_notifications")
         for priority in ("high", "high", "medium", "low"):
-            await send(svc, fred.user, title=f"{priority} news", priority=priority)
+            sent = await send(svc, fred.user, title=f"{priority} news", priority=priority)
             await next_frame(ws, "notification")
+    # An APNs attempt that failed, as the sink records it.
+    assert stack.publisher is not None
+    failure = DeliveryFailed(
+        notification_id=sent,
+        user_id=fred.user,
+        channel="apns",
+        target="c3" * 32,
+        attempt=1,
+        retriable=True,
+        error="503",
+    )
+    await stack.publisher.append([fact(failure, user_id=fred.user, subject=sent)])
     names = TopicNames(settings.topic_prefix)
     await publish(kafka_bootstrap, names.request("high"), [(fred.user.encode(), b"{not json")])
 
@@ -354,6 +366,7 @@ async def test_overview_counts_what_the_engine_did(console_stack, http, kafka_bo
         body = (await ops.get("/api/admin/overview", params={"minutes": "5"})).body
         done = (
             body["totals"]["delivered"] - before["totals"]["delivered"] >= 4
+            and sum(body["throughput"]["failed"]["apns"]) - sum(before["throughput"]["failed"]["apns"]) >= 1
             and body["totals"]["dead_letters"] - (before["totals"]["dead_letters"] or 0) >= 1
             and [lag["lag"] for lag in body["consumer_lag"] if lag["role"] == "projector"] == [0]
             and [lag["lag"] is None for lag in body["consumer_lag"] if lag["role"] == "worker"] == [False]
