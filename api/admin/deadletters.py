@@ -220,18 +220,26 @@ class DeadLetterRoutes:
             ]
             try:
                 copies = await publisher.forward(records)
-                facts = [
-                    self._fact(letter, again, principal.subject, copy.partition, copy.offset)
-                    for (letter, again), copy in zip(todo, copies, strict=True)
-                ]
-                written = await publisher.append_many(facts)
             except KafkaError as exc:
-                log.error("re-drive failed", extra={"error": f"{type(exc).__name__}: {exc}", "records": len(todo)})
                 raise Problem(
                     503, "Service Unavailable", f"the broker refused the re-drive: {type(exc).__name__}"
                 ) from None
-            for letter, _ in todo:
+            for letter, _ in todo:  # out: never again without force, even if recording it fails
                 self._remember((letter.partition, letter.offset))
+            facts = [
+                self._fact(letter, again, principal.subject, copy.partition, copy.offset)
+                for (letter, again), copy in zip(todo, copies, strict=True)
+            ]
+            try:
+                written = await publisher.append_many(facts)
+            except KafkaError as exc:
+                where = [f"{x.partition}:{x.offset}" for x, _ in todo]
+                log.error("re-driven but not recorded", extra={"error": type(exc).__name__, "records": where})
+                raise Problem(
+                    503,
+                    "Service Unavailable",
+                    f"re-driven, but the event log refused the record of it: {type(exc).__name__}",
+                ) from None
         for letter, again in todo:
             log.info(
                 "dead letter re-driven",
