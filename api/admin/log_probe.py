@@ -99,10 +99,10 @@ class LogProbe:
                 return cached[1]
             try:
                 found = await asyncio.wait_for(self._probe(key[0] * 1000, minutes), TIMEOUT_SECONDS)
-            except (KafkaError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - an odd answer too: the page says why, the rest is served
                 log.warning("broker figures unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
                 await self._reset()
-                found = BrokerFigures([], [], error=f"the broker did not answer ({type(exc).__name__})")
+                found = BrokerFigures([], [], error=f"the broker did not answer as expected ({type(exc).__name__})")
             if len(self._cache) >= MAX_CACHED:
                 self._cache.clear()
             self._cache[key] = (time.monotonic(), found)
