@@ -264,6 +264,8 @@ class LiveClient:
         self.replays = 0
         """``missed_notifications`` frames that ended a replay (``more: false``): one per live connection."""
         self.per_connection_duplicates = 0
+        self.resumed: list[str] = []
+        """Ids first received in a replay of a reconnection (what the client had missed)."""
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
@@ -289,9 +291,10 @@ class LiveClient:
                         break
                     frame = orjson.loads(msg.data)
                     ids = []
+                    replayed = frame.get("type") == "missed_notifications"
                     if frame.get("type") == "notification":
                         ids = [frame["notification"]["id"]]
-                    elif frame.get("type") == "missed_notifications":
+                    elif replayed:
                         ids = [n["id"] for n in frame["notifications"]]
                         self.replays += 0 if frame.get("more") else 1
                     for nid in ids:
@@ -300,6 +303,8 @@ class LiveClient:
                         seen.add(nid)
                         if nid not in self.got:
                             self.got.append(nid)
+                            if replayed and self.connections > 1:
+                                self.resumed.append(nid)
             except (aiohttp.ClientError, OSError):
                 pass
             finally:

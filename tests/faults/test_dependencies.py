@@ -388,6 +388,7 @@ async def test_smtp_451_then_down_and_apns_503_then_unreachable_retry_with_backo
                 emulator.reset()
                 await emulator.stop()
                 await hold(FAULT_PHASE, top_alive(top))
+                assert (await readyz(http, top.base))[0] == 200, "a provider's outage is not the role's"
                 wall = time.monotonic() - started
                 used = {name: round(top.roles[name].cpu_seconds() - cpu[name], 2) for name in top.roles}
                 report(f"channels: CPU seconds over the {wall:.0f} s of refusals and downtime", used)
@@ -441,6 +442,8 @@ async def test_smtp_451_then_down_and_apns_503_then_unreachable_retry_with_backo
                     if r["data"]["channel"] in ("email", "apns")
                 )
                 assert all(succeeded[(nid, ch)] == 1 for nid in load.all_ids for ch in ("email", "apns"))
+                abandoned = of_type(records, "delivery.abandoned")
+                assert not abandoned, f"a delivery given up during a short outage: {abandoned[:1]}"
                 report("channels: notifications, pushes seen by the emulator", (len(load.all_ids), len(pushes)))
         finally:
             await refusing.stop()
@@ -498,8 +501,14 @@ async def test_redis_restarted_presence_and_live_delivery_recover_and_what_was_m
 
                 await eventually(probe_arrived, timeout=60, interval=0.5, what="live delivery after the restart")
                 report("redis: restarted -> live delivery again (s)", round(time.monotonic() - back, 2))
-                await sending
                 report("redis: reconnects of the live clients", [c.connections - 1 for c in clients])
+                await sending
+                await eventually(
+                    lambda: _async(all(set(load.ids[c.user]) <= set(c.got) for c in clients)),
+                    timeout=120,
+                    what="every online client got its notifications",
+                )
+                report("redis: missed by the live clients, replayed on resume", [len(c.resumed) for c in clients])
                 for user in online:
                     load.ids[user] += probes.ids.get(user, [])
                 for role in ("worker", "api"):
