@@ -10,12 +10,15 @@ see: the API checks the admin scope before calling.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, and_, cast, func, select, tuple_
+from sqlalchemy import BigInteger, ColumnElement, Integer, and_, cast, func, select, text, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.priority import ALL_CHANNELS
@@ -23,6 +26,7 @@ from projections.models import ChannelStateRow, DeliveryRow, NotificationRow, Pr
 from projections.notifications import REFUSED
 from projections.queries import ListFilter, Page, _conditions, decode_cursor, encode_cursor, view
 from schemas.codec import format_time
+from schemas.errors import HeraldError
 from schemas.ids import derived_id
 
 PRIORITIES = ("high", "medium", "low")
@@ -30,8 +34,16 @@ SQLITE_LATENCY_ROWS = 100_000
 """SQLite (``herald dev``) has no percentile function: latencies are read, at most this many."""
 REFUSED_LISTED = 200
 """Refused targets one bulk's detail lists at most (the count is always exact)."""
+STATEMENT_TIMEOUT_MS = 10_000
+"""Longest one console query may run on Postgres (a search without a selective filter scans)."""
 BULK_SCAN_ROUNDS = 5
 """Pages of correlation ids examined to fill one page of bulks (single sends share none)."""
+
+
+class QueryTooSlow(HeraldError):
+    """A console query ran past ``STATEMENT_TIMEOUT_MS`` and was cancelled by the database."""
+
+    retriable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +83,22 @@ def is_bulk_member(notification_id: str, bulk_id: str, user_id: str, device_toke
 class AdminQueries:
     """Queries of the read models for the operator console (any user)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
         self._engine = engine
+        self._timeout_ms = statement_timeout_ms
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose statements Postgres cancels past the timeout (``QueryTooSlow``)."""
+        async with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text(f"SET LOCAL statement_timeout = {int(self._timeout_ms)}"))
+            try:
+                yield conn
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "57014":  # query_canceled
+                    raise
+                raise QueryTooSlow(f"the query ran over {self._timeout_ms / 1000:g} s and was cancelled") from None
 
     async def throughput(self, start: datetime, end: datetime, bucket_seconds: int) -> Throughput:
         """Per ``bucket_seconds`` in [start, end): notifications accepted (by their ``created_at``),
@@ -82,7 +108,7 @@ class AdminQueries:
         delivered = {c: [0] * count for c in ALL_CHANNELS}
         failed = {c: [0] * count for c in ALL_CHANNELS}
         n, d = NotificationRow, DeliveryRow
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             bucket = _bucket(conn, n.created_at, start, bucket_seconds).label("bucket")
             stmt = (
                 select(bucket, n.priority, func.count())
@@ -108,7 +134,7 @@ class AdminQueries:
         """Milliseconds from request to first delivery of notifications created in [start, end)."""
         n = NotificationRow
         window = and_(n.created_at >= start, n.created_at < end, n.delivered_at.is_not(None))
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             if conn.dialect.name == "postgresql":
                 ms = func.extract("epoch", n.delivered_at - n.created_at) * 1000
                 stmt = select(
@@ -129,7 +155,7 @@ class AdminQueries:
     async def projected_positions(self, topic: str) -> dict[int, int]:
         """Next offset the projector will apply, per partition of ``topic`` (committed with its rows)."""
         o = ProjectorOffset
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = await conn.execute(select(o.partition, o.next_offset).where(o.topic == topic))
             return {int(p): int(x) for p, x in rows}
 
@@ -149,7 +175,7 @@ class AdminQueries:
             created_at, nid = decode_cursor(cursor)
             where.append(tuple_(n.created_at, n.id) < tuple_(created_at, nid))
         stmt = select(n).where(and_(*where)).order_by(n.created_at.desc(), n.id.desc()).limit(limit + 1)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(stmt)).all()
             page = rows[:limit]
             states = await _channel_states(conn, [r.id for r in page])
@@ -161,7 +187,7 @@ class AdminQueries:
     async def targets(self, notification_id: str) -> list[dict[str, Any]]:
         """Where the notification stands on each of its channels (``notification_channels``)."""
         c = ChannelStateRow
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(select(c).where(c.notification_id == notification_id).order_by(c.channel))).all()
         return [
             {
@@ -191,7 +217,7 @@ class AdminQueries:
             .group_by(n.priority)
         )
         out = dict.fromkeys(PRIORITIES, 0)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             for priority, number in await conn.execute(stmt):
                 out[str(priority)] = out.get(str(priority), 0) + int(number)
         return out
@@ -212,7 +238,7 @@ class AdminQueries:
             .order_by(first.desc(), n.correlation_id.desc())
         )
         found: list[tuple[str, datetime, int]] = []
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             for round_ in range(BULK_SCAN_ROUNDS):
                 rows = (await conn.execute(groups.limit(limit * 4).offset(round_ * limit * 4))).all()
                 for bulk_id, created, total, nid, user, token in rows:
@@ -247,7 +273,7 @@ class AdminQueries:
             .order_by(n.created_at, n.id)
             .limit(REFUSED_LISTED)
         )
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             by_status = (await _statuses(conn, [bulk_id])).get(bulk_id)
             if not by_status:
                 return None
@@ -297,4 +323,4 @@ def _time(value: datetime | None) -> str | None:
     return format_time(value) if value is not None else None
 
 
-__all__ = ["AdminQueries", "Throughput"]
+__all__ = ["AdminQueries", "QueryTooSlow", "Throughput"]

@@ -9,6 +9,7 @@ what they need from one ``AdminContext``, so adding a module never changes a sig
 from __future__ import annotations
 
 import importlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from api.presence import Presence
 from api.problems import Problem
 from api.publisher import Publisher
 from engine.settings import Settings
-from projections.admin_queries import AdminQueries
+from projections.admin_queries import AdminQueries, QueryTooSlow
 from projections.queries import NotificationQueries
 
 
@@ -51,6 +52,17 @@ def read_models(ctx: AdminContext) -> AdminQueries:
     return AdminQueries(ctx.engine)
 
 
+@web.middleware
+async def _too_slow(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A console query the database cancelled (``QueryTooSlow``) is a 503 that says how to narrow it."""
+    try:
+        return await handler(request)
+    except QueryTooSlow as exc:
+        raise Problem(503, "Service Unavailable", f"{exc}: narrow it (user, since, until, a shorter window)") from None
+
+
 def _optional(name: str) -> object | None:
     """Module ``api.admin.<name>`` if it exists (errors inside it are not hidden)."""
     try:
@@ -65,6 +77,7 @@ def register_admin(app: web.Application, ctx: AdminContext) -> None:
     """Add every ``/api/admin/`` route to ``app``."""
     from api.admin import bulks, overview, search, users  # they import this module's context
 
+    app.middlewares.append(_too_slow)
     for module in (overview, search, users, bulks):
         module.register(app, ctx)
     deadletters = _optional("deadletters")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
@@ -26,7 +27,7 @@ from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.broker import free_port
 from herald.stack import Stack, run_stack
-from projections.admin_queries import AdminQueries
+from projections.admin_queries import STATEMENT_TIMEOUT_MS, AdminQueries
 from schemas.events import DeliveryFailed, DeviceInvalidated
 from tests.support.api import Api, isolated_settings, own_database, unique
 from tests.support.clients import UserClient, next_frame
@@ -500,3 +501,22 @@ async def test_an_unreachable_broker_leaves_the_broker_figures_out_with_the_reas
         await probe.close()
     assert (found.lag, found.dead_letters) == ([], [])
     assert found.error is not None and "broker did not answer" in found.error
+
+
+async def test_a_search_the_database_cannot_finish_in_time_is_a_503_that_says_how_to_narrow_it(
+    console_stack, http
+) -> None:  # type: ignore[no-untyped-def]
+    _, settings = console_stack
+    ops = operator(console_stack, http)
+    # Another session holds the table (a migration, a vacuum full): the search waits, then is cancelled.
+    async with await psycopg.AsyncConnection.connect(settings.database_url.replace("+psycopg", "")) as blocker:
+        await blocker.execute("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE")
+        began = time.monotonic()
+        reply = await ops.get("/api/admin/notifications", params={"q": "anything"})
+        waited = time.monotonic() - began
+        await blocker.rollback()
+    assert reply.status == 503, reply.body
+    assert reply.content_type == "application/problem+json"
+    assert "narrow it" in reply.body["detail"]
+    assert STATEMENT_TIMEOUT_MS / 1000 <= waited < STATEMENT_TIMEOUT_MS / 1000 + 5
+    assert (await ops.get("/api/admin/notifications", params={"q": "anything"})).status == 200
