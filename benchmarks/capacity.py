@@ -11,6 +11,8 @@ what the model also needs is what a connection and a notification occupy:
   N in ``--connections``: the per-connection slope, and whether it stays constant as N grows.
   Then the CPU time of the gateway and of Redis over ``--idle-seconds`` with nothing sent:
   what holding a connection costs (presence refreshes every 10 s, a ping every 30 s).
+  Finally every client closes at once (a mass disconnect) and the presence ``leave`` calls
+  the gateway logged as failed are counted.
 - **admission state**: ``--acceptances`` requests (a fresh UUID id and an idempotency key
   each, over ``--users`` users) admitted through the worker's real ``AdmissionStore`` over a
   plain dict standing in for the in-memory Faust table: bytes of worker memory per accepted
@@ -134,6 +136,11 @@ async def gateway(n: int, procs: int, bootstrap: str, database_url: str, idle_se
                 await asyncio.sleep(idle_seconds)
                 gateway_cpu = projector_bench.cpu_seconds(srv.pid) - cpu_before[0]
                 redis_cpu = projector_bench.cpu_seconds(redis_pid) - cpu_before[1]
+            # Leaving the block closes every client at once: a mass disconnect. Each close is
+            # a presence `leave` through the gateway's Redis pool; count the ones that failed.
+            await asyncio.sleep(15)
+    server_log = ws_bench.ROOT / "test-output" / "bench-ws-herald.log"
+    leave_failures = server_log.read_text(errors="replace").count("leaving presence failed")
     per = max(connected, 1)
     return {
         "n": n,
@@ -147,6 +154,7 @@ async def gateway(n: int, procs: int, bootstrap: str, database_url: str, idle_se
         "redis_bytes_per_conn": (redis_after - redis_idle) / per,
         "idle_gateway_cpu_us_per_conn_s": gateway_cpu / idle_seconds / per * 1e6,
         "idle_redis_cpu_us_per_conn_s": redis_cpu / idle_seconds / per * 1e6,
+        "leave_failures": leave_failures,
     }
 
 
@@ -268,7 +276,7 @@ async def main(args: argparse.Namespace) -> None:
                 print(
                     f"{'connections':>11} {'failed':>6} {'conn/s':>7} {'RSS before':>11} {'RSS after':>10}"
                     f" {'RSS KiB/conn':>12} {'Redis B/conn':>12}"
-                    f" {'idle CPU us/conn/s: gateway':>28} {'Redis':>6}"
+                    f" {'idle CPU us/conn/s: gateway':>28} {'Redis':>6} {'failed leaves':>13}"
                 )
                 for n in sizes:
                     r = await gateway(n, args.procs, bootstrap, database_url, args.idle_seconds)
@@ -277,6 +285,7 @@ async def main(args: argparse.Namespace) -> None:
                         f" {r['rss_before_mib']:>7.1f} MiB {r['rss_after_mib']:>6.1f} MiB"
                         f" {r['rss_kib_per_conn']:>12.1f} {r['redis_bytes_per_conn']:>12.0f}"
                         f" {r['idle_gateway_cpu_us_per_conn_s']:>28.2f} {r['idle_redis_cpu_us_per_conn_s']:>6.2f}"
+                        f" {r['leave_failures']:>13}"
                     )
         if args.acceptances:
             print(f"\n## Admission state: {args.acceptances} acceptances over {args.users} users in the dedupe window")
