@@ -633,7 +633,11 @@ async function loadDeadLetters(params, before) {
       td(at, "mono nowrap"),
       td(shortTime(d.timestamp), "nowrap"),
       td(d.reason, "reason"),
-      td(`${d.source_topic ?? "?"} ${d.source_partition ?? "?"}:${d.source_offset ?? "?"}`, "mono"),
+      td(
+        `${d.source_topic ?? "?"} ${d.source_partition ?? "?"}:${d.source_offset ?? "?"}` +
+          (d.channel ? ` (${d.channel})` : ""),
+        "mono",
+      ),
       td(d.key, "mono ellipsis"),
       td(fmtNumber(d.size), "num"),
       td(d.redriven ? "yes" : d.redriven_from ? `no (a copy of ${d.redriven_from})` : "no"),
