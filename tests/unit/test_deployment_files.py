@@ -250,6 +250,14 @@ def test_dockerfile_ships_every_package() -> None:
         assert f"COPY {package} {package}" in dockerfile
 
 
+def test_build_context_leaves_the_dev_environment_out() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".git", "test-output"} <= ignored
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {part for line in dockerfile.splitlines() if line.startswith("COPY ") for part in line.split()[1:-1]}
+    assert not copied & ignored, "the Dockerfile copies something the build context leaves out"
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     first_section = readme.split("\n## ")[1]
