@@ -93,5 +93,6 @@ async def tansu_process(host: str, port: int, *, advertised: int | None = None) 
             try:
                 await asyncio.wait_for(proc.wait(), 5)
             except TimeoutError:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):  # it exited after all, just late
+                    proc.kill()
                 await proc.wait()
