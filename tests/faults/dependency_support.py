@@ -1,8 +1,8 @@
 """A small process topology and the dependency switches of the dependency-fault tests.
 
 One ``herald worker``, one ``herald projector`` and one ``herald api``, each a real OS
-process started with the CLI (``tests/support/processes.py``), on a database of their own
-that the test can close to connections, optionally a private ``redis-server`` the test can
+process started with the CLI (``tests/support/processes.py``), sharing a database the test
+creates and can close to connections, optionally a private ``redis-server`` the test can
 restart, and the session's Tansu (or one the test starts late on a reserved port). What
 the tests read back: each role's CPU time (``/proc``) over an outage, its JSON log
 lines, ``/readyz`` of the API, every accepted notification's decision in the log and its
@@ -59,6 +59,7 @@ def own_database(*, open_: bool = True) -> Iterator[str]:
 
 
 def database_name(url: str) -> str:
+    """The database part of a connection URL."""
     return url.rsplit("/", 1)[1]
 
 
