@@ -59,10 +59,15 @@ def _device_last_notification(conn: Connection) -> None:
     add_column_if_missing(conn, "devices", "last_notification_at", "TIMESTAMP WITH TIME ZONE")
 
 
+def _deliveries_at_index(conn: Connection) -> None:
+    conn.execute(text('CREATE INDEX IF NOT EXISTS "ix_deliveries_at" ON "deliveries" ("at")'))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline read models", _baseline),
     Migration(2, "skipped (poison) events", _skipped_events),
     Migration(3, "devices.last_notification_at", _device_last_notification),
+    Migration(4, "deliveries by time (console overview)", _deliveries_at_index),
 )
 """Every migration, in order."""
 

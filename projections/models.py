@@ -131,6 +131,7 @@ class DeliveryRow(Base):
     __table_args__ = (
         Index("ix_deliveries_notification", "notification_id", "at"),
         Index("ix_deliveries_target", "target", "notification_id"),
+        Index("ix_deliveries_at", "at"),  # the console overview counts deliveries by time
     )
 
 
