@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 from collections.abc import Iterable
@@ -99,7 +100,11 @@ class Receipts:
         self._in_flight.setdefault(user, set()).add(settled)
         settled.add_done_callback(lambda done: self._settled(user, env, done))
         if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(self._publisher), name="receipts-drain")
+            # A fresh context: the drain outlives the request that started it, and must not
+            # log that request's correlation id on every later receipt.
+            self._drainer = asyncio.create_task(
+                self._drain(self._publisher), name="receipts-drain", context=contextvars.Context()
+            )
         await self._queue.put((env, settled))
 
     async def _drain(self, publisher: Publisher) -> None:

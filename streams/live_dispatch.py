@@ -25,6 +25,7 @@ bounded, so a long outage slows the agents instead of growing memory.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,7 +117,8 @@ class LiveDispatch:
     def start(self) -> None:
         """Start the dispatch task (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="websocket-live-dispatch")
+            # A fresh context: started while one record is handled, it serves every later one.
+            self._task = asyncio.create_task(self._run(), name="websocket-live-dispatch", context=contextvars.Context())
 
     @property
     def task(self) -> asyncio.Task[None] | None:
