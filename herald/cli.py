@@ -92,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rebuild":
         return _run_rebuild(settings)
     if args.command == "dev":
+        from herald.dev_parts import missing_message
+
+        refusal = missing_message()
+        if refusal is not None:
+            print(refusal, file=sys.stderr)
+            return 2
         from herald.dev import run_dev
 
         return _run(run_dev(settings))
