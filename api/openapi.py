@@ -444,6 +444,23 @@ REDRIVE_RESULT = _obj(
         },
     },
 )
+SCHEMAS["DevTokenRequest"] = _obj(
+    ["user_id"],
+    {
+        "user_id": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_.@-]{1,100}$",
+            "description": "Who the token is for (its `sub`).",
+        },
+        "scope": {
+            "type": "string",
+            "enum": ["notifications:write", "admin"],
+            "default": "notifications:write",
+            "description": "admin: an operator's token for the console (/console).",
+        },
+    },
+    description="Only under `herald dev`, from a loopback client: production roles never serve it.",
+)
 SCHEMAS["DeadLetterRedrive"] = _obj(
     [],
     {
@@ -686,10 +703,12 @@ def document() -> _S:
                         ),
                         "Token",
                     ),
-                    **_errors(400),
+                    **_errors(400, 403),
                 },
                 tag="dev",
-            ),
+                body="DevTokenRequest",
+            )
+            | {"security": []},  # no token needed: it mints them
         },
     }
     from api.admin.openapi import admin_paths  # the console's routes, documented next to their handlers
