@@ -40,7 +40,8 @@ TUNING: dict[str, dict[str, Any]] = {
     # 3.7-4.6 s with 1.5 s (docs/reliability.md). Tansu accepts 1.5 s; Apache Kafka refuses sessions shorter
     # than its group.min.session.timeout.ms (6 s by default), hence test configuration, not a default.
     "worker": {"kafka_session_timeout": 1.5, "kafka_heartbeat_interval": 0.25, "kafka_rebalance_timeout": 3.0},
-    "projector": {},
+    # The surviving projector takes a dead one's partitions after its session timeout (8.8 s with 6 s).
+    "projector": {"kafka_session_timeout": 2.0, "kafka_heartbeat_interval": 0.3, "kafka_rebalance_timeout": 4.0},
 }
 """Per-role settings on top of the shared test configuration (``tests/support/settings.py``)."""
 

@@ -23,9 +23,10 @@ RECOVER_TARGET = float(os.environ.get("HERALD_FAULTS_RECOVER_TARGET", "5"))
 P99_TARGET = float(os.environ.get("HERALD_FAULTS_P99_TARGET", "6"))
 """p99 latency, in seconds, of the notifications sent during a run with one worker kill (issue 14)."""
 RESTART_GUARD = float(os.environ.get("HERALD_FAULTS_RESTART_GUARD", "12"))
-"""Kill and restart: the returning worker costs a second rebalance (measured 6.1 s; a regression guard at 2x)."""
-ALL_THREE_GUARD = float(os.environ.get("HERALD_FAULTS_ALL_THREE_GUARD", "20"))
-"""All three killed and restarted: three processes start and join (measured 8.8 s; a regression guard at 2x)."""
+"""Kill and restart: the returning worker costs a second rebalance (measured 3.6-6.1 s; a regression guard at 2x)."""
+ALL_THREE_GUARD = float(os.environ.get("HERALD_FAULTS_ALL_THREE_GUARD", "45"))
+"""All three killed and restarted: three processes start and join (measured 8.8-20.4 s, most of it the processes'
+start on the loaded machine; a regression guard at about 2x the worst)."""
 BEFORE = 4.0
 """Seconds of load before a fault."""
 AFTER = 8.0
