@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.webhook import InvalidWebhook, signing_key
 from schemas.errors import HeraldError
 
 DEV_JWT_SECRET = "herald-dev-secret-change-me-in-production-0123456789"  # noqa: S105 - dev default, refused in production
@@ -194,6 +195,12 @@ class Settings:
     """Longest one APNs send may take; the client is recreated after a timeout."""
     apns_max_connections: int = 10
     """HTTP/2 connections aioapns may open to APNs."""
+    webhook_secret: str = field(default="", repr=False)
+    """Signing secret of the webhook channel (``whsec_`` + base64, or text of 24+ bytes); empty: no webhook sink."""
+    webhook_timeout_seconds: float = 5.0
+    """Longest one webhook POST may take (connection and answer)."""
+    webhook_allow_loopback_http: bool = False
+    """Accept ``http://`` webhook URLs to a loopback host (``herald dev``, tests); otherwise https only."""
     dev_smtp_port: int = 0
     """Port of ``herald dev``'s SMTP capture server (0: a free port, printed at start-up)."""
     dev_apns_port: int = 0
@@ -289,6 +296,13 @@ class Settings:
             )
         if self.apns_server and not self.apns_server.rpartition(":")[2].isdigit():
             raise ConfigError("HERALD_APNS_SERVER must be host:port")
+        if self.webhook_secret:
+            try:
+                signing_key(self.webhook_secret)
+            except InvalidWebhook as exc:
+                raise ConfigError(f"HERALD_WEBHOOK_SECRET: {exc}") from None
+        if self.webhook_timeout_seconds <= 0:
+            raise ConfigError("HERALD_WEBHOOK_TIMEOUT_SECONDS must be positive")
         if self.presence_ttl_seconds < 1:
             raise ConfigError("HERALD_PRESENCE_TTL_SECONDS must be at least 1")
         bad = [a for a in self.jwt_algorithms if a not in {"HS256", "HS384", "HS512", "RS256", "ES256"}]

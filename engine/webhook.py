@@ -1,0 +1,117 @@
+"""The webhook channel's rules, pure: which URLs may be called, and how a POST is signed.
+
+A receiver must be able to tell Herald's POSTs from anyone else's and refuse a replayed
+one, so every POST is signed the Standard Webhooks way: headers ``webhook-id`` (stable
+per notification and URL, so a retry is recognisably the same message),
+``webhook-timestamp`` (Unix seconds) and ``webhook-signature: v1,<base64 HMAC-SHA256>``
+over ``id.timestamp.body``. The secret is ``whsec_`` + base64 (the format of the
+Standard Webhooks libraries) or any other text of at least ``MIN_SECRET_BYTES``, used
+as is. URLs are https only (a notification is personal data), ``http://`` only to a
+loopback host where the deployment allows it (``herald dev``, tests), bounded length.
+The I/O is ``streams/webhook_sink.py``; ``verify`` is what a receiver (and the tests) do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+from urllib.parse import urlsplit
+
+from schemas.ids import derived_id
+
+MAX_URL_LENGTH = 2048
+"""Longest webhook URL accepted (as ``contact.updated`` allows)."""
+MIN_SECRET_BYTES = 24
+"""Shortest signing key accepted."""
+TOLERANCE_SECONDS = 300
+"""How far a receiver lets ``webhook-timestamp`` be from its clock (Standard Webhooks' 5 minutes)."""
+
+
+class InvalidWebhook(ValueError):
+    """A webhook URL or secret Herald will not use; the message says why."""
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of ``secret`` (``whsec_`` + base64, or raw text); ``InvalidWebhook`` if unusable."""
+    if secret.startswith("whsec_"):
+        try:
+            key = base64.b64decode(secret[len("whsec_") :], validate=True)
+        except binascii.Error:
+            raise InvalidWebhook("a whsec_ secret must be followed by base64") from None
+    else:
+        key = secret.encode()
+    if len(key) < MIN_SECRET_BYTES:
+        raise InvalidWebhook(f"the webhook secret must be at least {MIN_SECRET_BYTES} bytes")
+    return key
+
+
+def check_url(url: str, *, allow_loopback_http: bool) -> str:
+    """``url`` if Herald may POST to it, else ``InvalidWebhook`` saying why."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidWebhook(f"a webhook URL has at most {MAX_URL_LENGTH} characters")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise InvalidWebhook("a webhook URL has no spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        _ = parts.port  # a malformed port raises here
+    except ValueError as exc:
+        raise InvalidWebhook(f"not a URL: {exc}") from None
+    if not host:
+        raise InvalidWebhook("a webhook URL needs a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidWebhook("a webhook URL carries no credentials (the signature authenticates Herald)")
+    if parts.scheme == "https":
+        return url
+    if parts.scheme == "http" and allow_loopback_http and _loopback(host):
+        return url
+    raise InvalidWebhook(
+        "a webhook URL must be https://" + (" (http:// only to a loopback host)" if allow_loopback_http else "")
+    )
+
+
+def message_id(notification_id: str, url: str) -> str:
+    """``webhook-id`` of one notification to one URL: the same on every retry."""
+    return "msg_" + derived_id(notification_id, "webhook", url)
+
+
+def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def headers(key: bytes, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The signing headers of one POST."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(key, msg_id, timestamp, body),
+    }
+
+
+def verify(key: bytes, received: dict[str, str], body: bytes, *, now: float) -> str | None:
+    """What a receiver checks: ``None`` if ``received`` headers sign ``body`` freshly, else why not."""
+    msg_id = received.get("webhook-id", "")
+    stamp = received.get("webhook-timestamp", "")
+    if not msg_id or not stamp.isdigit():
+        return "missing webhook-id or webhook-timestamp"
+    if abs(now - int(stamp)) > TOLERANCE_SECONDS:
+        return "stale or future webhook-timestamp"
+    expected = signature(key, msg_id, int(stamp), body).encode()
+    offered = received.get("webhook-signature", "").split()
+    if not any(hmac.compare_digest(expected, s.encode()) for s in offered):
+        return "no matching v1 signature"
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
