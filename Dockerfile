@@ -9,6 +9,7 @@ COPY streams streams
 COPY projections projections
 COPY api api
 COPY herald herald
+# Locked production set only: the dev group (herald dev's broker and SMTP capture, test tools) stays out.
 RUN uv sync --frozen --no-dev
 ENV PATH="/app/.venv/bin:$PATH"
 USER nobody
