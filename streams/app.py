@@ -13,6 +13,7 @@ from engine.settings import Settings
 from streams import delivery_attempt, ingest, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
 from streams.device_registry import DeviceRegistry
+from streams.internals import check_internals, flush_first
 from streams.live_dispatch import LiveDispatch
 from streams.topics import Topics, declare
 from streams.websocket_dispatch import Dispatcher
@@ -45,6 +46,7 @@ def create_app(
         # Herald configures logging itself (JSON); Faust must not replace the handlers.
         loghandlers=[],
     )
+    check_internals()  # fails loudly, naming the attribute, if a Faust/aiokafka upgrade dropped one we use
     install_fetch_wait(app, settings.kafka_fetch_max_wait_ms)
     topics = declare(app, settings)
     live = websocket_sink.live_dispatch(topics, dispatcher)
@@ -78,14 +80,7 @@ def _commit_after_live_frames(app: faust.App, live: LiveDispatch) -> None:
     ``live`` are output of those inputs too, so the flush waits for them first. Without
     this a crash could commit a request whose frame never left the worker.
     """
-    producer = app.producer
-    flush_producer = producer.flush
-
-    async def flush() -> None:
-        await live.drained()
-        await flush_producer()
-
-    producer.flush = flush  # type: ignore[method-assign]
+    flush_first(app.producer, live.drained)
 
     async def close_live(sender: Any, *args: Any, **_: Any) -> None:
         await live.close()

@@ -8,24 +8,11 @@ every hop of the pipeline. ``Settings.kafka_fetch_max_wait_ms`` sets it instead.
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.internals import consumer_with_fetch_wait
 
 
 def install_fetch_wait(app: faust.App, fetch_max_wait_ms: int) -> None:
-    """Make ``app``'s Kafka consumer use ``fetch_max_wait_ms``."""
-
-    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-        def _create_worker_consumer(self, transport: Any) -> Any:
-            consumer = super()._create_worker_consumer(transport)
-            # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
-            consumer._fetch_max_wait_ms = fetch_max_wait_ms
-            return consumer
-
-    class Consumer(faust_aiokafka.Consumer):
-        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    app.transport.Consumer = Consumer  # type: ignore[misc]  # per-app override of the class default
+    """Make ``app``'s Kafka consumer use ``fetch_max_wait_ms`` (the private hook: ``streams.internals``)."""
+    app.transport.Consumer = consumer_with_fetch_wait(fetch_max_wait_ms)  # type: ignore[misc]  # per-app override

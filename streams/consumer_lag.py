@@ -21,6 +21,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streams.internals import fetched_position, kafka_client
+
 log = logging.getLogger(__name__)
 
 ClientOf = Callable[[], Any]
@@ -30,12 +32,11 @@ ClientOf = Callable[[], Any]
 def partition_lags(client: Any) -> list[tuple[str, int, int]]:
     """``(topic, partition, lag)`` of every assigned partition with a known high watermark and position."""
     out = []
-    assignment = client._subscription.subscription.assignment  # aiokafka keeps no public position accessor
     for tp in sorted(client.assignment(), key=lambda tp: (tp.topic, tp.partition)):
-        state = assignment.state_value(tp)
-        if state is None or state.highwater is None or not state.has_valid_position:
-            continue
-        out.append((tp.topic, tp.partition, max(0, int(state.highwater) - int(state.position))))
+        fetched = fetched_position(client, tp)
+        if fetched is not None:
+            highwater, position = fetched
+            out.append((tp.topic, tp.partition, max(0, highwater - position)))
     return out
 
 
@@ -87,10 +88,4 @@ def watch(role: str, group: str, client_of: ClientOf) -> Callable[[], None]:
 
 def faust_client(app: Any) -> ClientOf:
     """The aiokafka consumer of a Faust app (created when the app starts)."""
-
-    def client() -> Any:
-        consumer = app.consumer
-        thread = getattr(consumer, "_thread", None)
-        return getattr(thread, "_consumer", None) if thread is not None else None
-
-    return client
+    return lambda: kafka_client(app.consumer)

@@ -31,6 +31,7 @@ from schemas.errors import InvalidMessage
 from schemas.events import NotificationAccepted, NotificationRejected
 from streams.admission_store import AdmissionStore
 from streams.dead_letters import dead_letter, header_items, record_source
+from streams.internals import kafka_client
 from streams.live_dispatch import LiveDispatch
 from streams.metrics import (
     NOTIFICATIONS_CREATED,
@@ -106,7 +107,7 @@ def install(
 def _lag_probe(app: faust.App, topic: str, probe: LagProbe) -> Callable[[], bool]:
     def lagging() -> bool:
         consumer = app.consumer
-        client = consumer._thread._ensure_consumer() if hasattr(consumer, "_thread") else None
+        client = kafka_client(consumer)
         if client is None:
             return False
         return any(probe(client, tp) for tp in consumer.assignment() if tp.topic == topic)

@@ -19,7 +19,6 @@ Left-out records stay buffered in the client and come with a later poll.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Set
@@ -29,6 +28,7 @@ import faust
 
 from engine.priority import Priority
 from engine.topics import TopicNames
+from streams.internals import consumer_with_poll_choice, fetched_position
 from streams.priority_gate import PriorityGate
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,10 @@ class LagProbe:
         self._seen: dict[Any, tuple[int, int, float]] = {}
 
     def __call__(self, client: Any, tp: Any) -> bool:
-        try:
-            state = client._subscription.subscription.assignment.state_value(tp)
-        except AttributeError:  # not assigned (yet): nothing to wait for
+        fetched = fetched_position(client, tp)
+        if fetched is None:  # not assigned (yet) or not fetched from: nothing to wait for
             return False
-        if state is None or state.highwater is None or not state.has_valid_position:
-            return False
-        highwater, position = int(state.highwater), int(state.position)
+        highwater, position = fetched
         if highwater <= position:
             self._seen.pop(tp, None)
             return False
@@ -101,29 +98,21 @@ def install_priority_polls(
     """Make ``app``'s consumer poll request partitions by agent backlog and (``by_priority``) priority."""
     topics = {names.request(p): p for p in Priority}
     probe = lag or LagProbe()
-    base: Any = app.transport.Consumer
 
-    class PriorityConsumer(base):  # type: ignore[misc, valid-type]
-        # Faust's signature, hence ``timeout``.
-        async def _getmany(self, active_partitions: Set[Any] | None, timeout: float) -> Any:  # noqa: ASYNC109
-            if active_partitions:
-                try:
-                    client = self._thread._ensure_consumer()
-                    active_partitions = prioritized(
-                        active_partitions,
-                        topics,
-                        backlog=gate.pending,
-                        max_backlog=max_backlog,
-                        is_lagging=lambda tp: probe(client, tp),
-                        by_priority=by_priority,
-                    )
-                except Exception:
-                    # An error here would silently stop the worker's consumer: poll everything instead.
-                    log.exception("priority poll failed; polling every partition")
-                if not active_partitions:
-                    # No partitions would mean "all of them" to the client: sit this poll out.
-                    await asyncio.sleep(min(timeout, 0.01))
-                    return {}
-            return await super()._getmany(active_partitions, timeout)
+    def choose(client: Any, active: Set[Any]) -> Set[Any]:
+        try:
+            return prioritized(
+                active,
+                topics,
+                backlog=gate.pending,
+                max_backlog=max_backlog,
+                is_lagging=lambda tp: probe(client, tp),
+                by_priority=by_priority,
+            )
+        except Exception:
+            # An error here would silently stop the worker's consumer: poll everything instead.
+            log.exception("priority poll failed; polling every partition")
+            return active
 
-    app.transport.Consumer = PriorityConsumer  # type: ignore[misc]
+    # The poll hook is private to Faust: streams.internals.
+    app.transport.Consumer = consumer_with_poll_choice(app.transport.Consumer, choose)  # type: ignore[misc]

@@ -1,0 +1,222 @@
+"""Every place Herald reaches into Faust's or aiokafka's private attributes, and a check of them.
+
+Neither library has a public way to set the consumer's fetch wait, to choose the
+partitions of one poll, to read a partition's fetched high watermark and position, or
+to run something before the offset commit's producer flush. Herald needs all four
+(``streams.consumer``, ``streams.priority_poll``, ``streams.consumer_lag``,
+``streams.app``), so the private names they use live here and nowhere else in
+``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
+fetch wait ignored, a commit that no longer waits for live frames); instead
+``check_internals()``, called when a worker's app is built, raises
+``LibraryInternalsChanged`` naming the attribute, its owner and the installed library
+version. pyproject.toml bounds both libraries to the minor versions checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable, Set
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import aiokafka
+from aiokafka.consumer.subscription_state import Assignment, Subscription, SubscriptionState, TopicPartitionState
+from faust.agents.agent import Agent
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+FAUST = "faust-streaming"
+AIOKAFKA = "aiokafka"
+
+
+class LibraryInternalsChanged(RuntimeError):
+    """An installed Faust or aiokafka lacks a private attribute Herald relies on."""
+
+
+@dataclass(frozen=True)
+class Internal:
+    """One private attribute Herald relies on.
+
+    ``owner`` is the class that must have it: as a class attribute (method, property),
+    or, with ``assigned``, as an instance attribute its code assigns (``self.name =``).
+    ``calls``, when set, is code the attribute (a method) must contain.
+    """
+
+    library: str
+    owner: type[Any]
+    name: str
+    used_by: str
+    assigned: bool = False
+    calls: str | None = None
+
+    def missing(self) -> str | None:
+        """Why the installed library does not meet this requirement, or ``None`` if it does."""
+        if self.assigned:
+            if not _assigned_in(self.owner, self.name):
+                return f"{_qualified(self.owner)} no longer assigns self.{self.name}"
+            return None
+        if not hasattr(self.owner, self.name):
+            return f"{_qualified(self.owner)} has no attribute {self.name!r}"
+        if self.calls is not None and self.calls not in _source(getattr(self.owner, self.name)):
+            return f"{_qualified(self.owner)}.{self.name} no longer calls {self.calls}"
+        return None
+
+
+REQUIRED: tuple[Internal, ...] = (
+    # streams.consumer: the configurable fetch wait.
+    Internal(FAUST, faust_aiokafka.Consumer, "_new_consumer_thread", "the consumer fetch wait"),
+    Internal(FAUST, faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", "the consumer fetch wait"),
+    Internal(AIOKAFKA, aiokafka.AIOKafkaConsumer, "_fetch_max_wait_ms", "the consumer fetch wait", assigned=True),
+    # streams.priority_poll: which partitions take part in a poll.
+    Internal(FAUST, faust_aiokafka.Consumer, "_getmany", "the priority poll"),
+    # The aiokafka client behind a Faust consumer (priority poll, lag probe, consumer lag).
+    Internal(FAUST, faust_aiokafka.Consumer, "_thread", "the Kafka client of the worker", assigned=True),
+    Internal(
+        FAUST, faust_aiokafka.AIOKafkaConsumerThread, "_consumer", "the Kafka client of the worker", assigned=True
+    ),
+    # A partition's fetched high watermark and position (priority poll, consumer lag).
+    Internal(AIOKAFKA, aiokafka.AIOKafkaConsumer, "_subscription", "partition lag", assigned=True),
+    Internal(AIOKAFKA, SubscriptionState, "subscription", "partition lag"),
+    Internal(AIOKAFKA, Subscription, "assignment", "partition lag"),
+    Internal(AIOKAFKA, Assignment, "state_value", "partition lag"),
+    Internal(AIOKAFKA, TopicPartitionState, "highwater", "partition lag", assigned=True),
+    Internal(AIOKAFKA, TopicPartitionState, "has_valid_position", "partition lag"),
+    Internal(AIOKAFKA, TopicPartitionState, "position", "partition lag"),
+    # streams.app: offset commits wait for the live frames (the producer flush before a commit).
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "_commit_offsets",
+        "commits waiting for live frames",
+        calls="producer.flush()",
+    ),
+    # herald.supervisor: an agent's error is reported at once.
+    Internal(FAUST, Agent, "_on_error", "agent crash supervision", assigned=True),
+)
+
+
+def check_internals(required: Iterable[Internal] = REQUIRED) -> None:
+    """Raise ``LibraryInternalsChanged`` listing every requirement the installed libraries miss."""
+    problems = []
+    for item in required:
+        why = item.missing()
+        if why is not None:
+            problems.append(f"{item.library} {_version(item.library)}: {why} (used for {item.used_by})")
+    if problems:
+        raise LibraryInternalsChanged(
+            "Herald relies on private parts of Faust/aiokafka that the installed versions lack: "
+            + "; ".join(problems)
+            + ". Install the versions pyproject.toml allows, or adapt streams/internals.py."
+        )
+
+
+def kafka_client(consumer: Any) -> aiokafka.AIOKafkaConsumer | None:
+    """The aiokafka consumer behind a Faust consumer; ``None`` until the consumer has started."""
+    thread = getattr(consumer, "_thread", None)
+    return getattr(thread, "_consumer", None) if thread is not None else None
+
+
+def fetched_position(client: aiokafka.AIOKafkaConsumer, tp: Any) -> tuple[int, int] | None:
+    """``(last fetched high watermark, position)`` of ``tp``; ``None`` if unassigned or not fetched yet."""
+    subscription = client._subscription.subscription  # aiokafka keeps no public position accessor
+    assignment = subscription.assignment if subscription is not None else None
+    state = assignment.state_value(tp) if assignment is not None else None
+    if state is None or state.highwater is None or not state.has_valid_position:
+        return None
+    return int(state.highwater), int(state.position)
+
+
+def consumer_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
+    """Faust's aiokafka consumer class, its client built with ``fetch_max_wait_ms`` (Faust hard-codes 1500)."""
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            return consumer
+
+    class Consumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    return Consumer
+
+
+PollChoice = Callable[[aiokafka.AIOKafkaConsumer, Set[Any]], Set[Any]]
+"""Given the client and a poll's active partitions, the partitions to poll."""
+
+
+def consumer_with_poll_choice(base: type[Any], choose: PollChoice) -> type[Any]:
+    """``base`` (a Faust consumer class) polling only the partitions ``choose`` picks each time.
+
+    When ``choose`` picks none, the poll is sat out (an empty set would mean "every
+    partition" to the client).
+    """
+
+    class ChoosingConsumer(base):  # type: ignore[misc]
+        # Faust's signature, hence ``timeout``.
+        async def _getmany(self, active_partitions: Set[Any] | None, timeout: float) -> Any:  # noqa: ASYNC109
+            if active_partitions:
+                client = kafka_client(self)
+                if client is not None:
+                    active_partitions = choose(client, active_partitions)
+                if not active_partitions:
+                    await asyncio.sleep(min(timeout, 0.01))
+                    return {}
+            return await super()._getmany(active_partitions, timeout)
+
+    return ChoosingConsumer
+
+
+def flush_first(producer: Any, before: Callable[[], Awaitable[None]]) -> None:
+    """Make ``producer.flush()`` (which Faust awaits before every offset commit) await ``before()`` first."""
+    flush_producer = producer.flush
+
+    async def flush() -> None:
+        await before()
+        await flush_producer()
+
+    producer.flush = flush
+
+
+def _qualified(owner: type[Any]) -> str:
+    return f"{owner.__module__}.{owner.__qualname__}"
+
+
+def _version(library: str) -> str:
+    try:
+        return version(library)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _assigned_in(owner: type[Any], name: str) -> bool:
+    """Whether ``owner`` has ``name`` on the class or some method of it or its bases assigns ``self.name``."""
+    if name in getattr(owner, "__dict__", {}) or any(name in vars(cls) for cls in owner.__mro__):
+        return True
+    pattern = re.compile(rf"\bself\.{re.escape(name)}\s*(?::[^=\n]+)?=(?!=)")
+    return any(pattern.search(_source(cls)) for cls in owner.__mro__ if cls is not object)
+
+
+__all__ = [
+    "REQUIRED",
+    "Internal",
+    "LibraryInternalsChanged",
+    "check_internals",
+    "consumer_with_fetch_wait",
+    "consumer_with_poll_choice",
+    "fetched_position",
+    "flush_first",
+    "kafka_client",
+]
