@@ -33,7 +33,7 @@ format: sync
 	$(UV) run ruff format $(PACKAGES) tests benchmarks
 	$(UV) run ruff check --fix $(PACKAGES) tests benchmarks
 
-## Debian tools the tests drive as a user would (kcat, chromium).
+## What the suite needs from the machine: PostgreSQL and Redis (installed when missing, started when down), kcat, chromium, docker-compose.
 system-deps:
 	@bash .ci/system-deps
 
