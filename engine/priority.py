@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from engine.channels import REGISTRY
+
 
 class Priority(StrEnum):
     """How urgent a notification is; each has its own request topic and rate limit."""
@@ -13,18 +15,14 @@ class Priority(StrEnum):
     LOW = "low"
 
 
-class Channel(StrEnum):
-    """Where a notification can be delivered."""
-
-    WEBSOCKET = "websocket"
-    EMAIL = "email"
-    APNS = "apns"
-
-
-ALL_CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
+ALL_CHANNELS: tuple[str, ...] = REGISTRY.names
+"""Where a notification can be delivered, in canonical order (declared in ``engine.channels``)."""
 
 
 def resolve_channels(requested: tuple[str, ...]) -> tuple[str, ...]:
-    """Expand ``all`` and drop repeats, keeping the order of the canonical channel list."""
-    wanted = set(ALL_CHANNELS) if "all" in requested else set(requested)
+    """Expand ``all`` and drop repeats, keeping the order of the canonical channel list.
+
+    ``all`` is every channel declared ``in_all`` (not webhook: it is named to be used).
+    """
+    wanted = set(requested) - {"all"} | (set(REGISTRY.all) if "all" in requested else set())
     return tuple(c for c in ALL_CHANNELS if c in wanted)

@@ -6,7 +6,8 @@
 - The user's contact preferences (``contact.updated``, folded by the worker): a
   requested channel the contact leaves out of ``channels`` is not delivered
   (``delivery.cancelled``, reason ``turned off in the user's contact preferences``).
-- Email fallback: when the request names both ``websocket`` and ``email`` and a
+- Email fallback (the chain declared in ``engine.channels``: a channel with
+  ``fallback_after``): when the request names both ``websocket`` and ``email`` and a
   fallback delay applies (the contact's ``email_fallback_minutes``, else the global
   setting), the WebSocket goes first and the email is scheduled for the delay later
   (``delivery.deferred`` with reason ``fallback``); a read before then cancels it.
@@ -19,8 +20,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from engine.channels import REGISTRY
 from engine.notification import accepted_event, follow
-from engine.priority import Channel
 from engine.schedule import Due, Kind
 from schemas.codec import decode, envelope_to_dict
 from schemas.envelope import Envelope
@@ -90,18 +91,25 @@ def plan_route(
         events += [_cancelled(cause, c, TURNED_OFF, now) for c in channels if c not in contact.channels]
         channels = tuple(c for c in channels if c in contact.channels)
         fallback_seconds = contact.fallback_seconds(fallback_seconds)
-    fallback = fallback_seconds > 0 and Channel.WEBSOCKET in channels and Channel.EMAIL in channels
-    first = tuple(c for c in channels if not (fallback and c == Channel.EMAIL))
+    fallbacks = fallback_channels(channels) if fallback_seconds > 0 else ()
+    first = tuple(c for c in channels if c not in fallbacks)
     later: list[Due] = []
     if start > now:
         later += [due("deliver", cause, c, start) for c in first]
         events += [_deferred(cause, c, f"deliver_after {start.isoformat()}", now) for c in first]
         first = ()
-    if fallback:
-        at = start + timedelta(seconds=fallback_seconds)
-        later.append(due("fallback", cause, Channel.EMAIL.value, at))
-        events.append(_deferred(cause, Channel.EMAIL.value, f"fallback: email if unread at {at.isoformat()}", now))
+    at = start + timedelta(seconds=fallback_seconds)
+    for channel in fallbacks:
+        later.append(due("fallback", cause, channel, at))
+        events.append(_deferred(cause, channel, f"fallback: {channel} if unread at {at.isoformat()}", now))
     return RoutePlan(first, tuple(later), tuple(events))
+
+
+def fallback_channels(channels: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``channels`` that wait for the fallback delay: their ``fallback_after`` channel
+    (``engine.channels``: email after websocket) is requested too."""
+    chain = REGISTRY.fallbacks
+    return tuple(c for c in channels if chain.get(c) in channels)
 
 
 def fire(item: Due, *, now: datetime) -> tuple[Envelope, Envelope | None]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from engine.priority import ALL_CHANNELS
+from engine.channels import REGISTRY
 from schemas.envelope import Envelope
 from schemas.events import (
     DeliveryAbandoned,
@@ -42,8 +42,8 @@ STATUSES = ("pending", "delivered", "failed", "expired", "cancelled", "rejected"
 """Every notification status, in the order the API documents them."""
 CHANNEL_STATES = ("pending", "deferred", "retrying", "delivered", "failed", "abandoned", "cancelled", "expired")
 """Every per-channel delivery state."""
-CHANNEL_BITS = {name: 1 << i for i, name in enumerate(ALL_CHANNELS)}
-"""Bit of each channel in ``notifications.channel_mask``."""
+CHANNEL_BITS = dict(REGISTRY.bits)
+"""Bit of each channel in ``notifications.channel_mask``: the explicit storage ids of ``engine.channels``."""
 
 
 @dataclass(slots=True)

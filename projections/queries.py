@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.channels import REGISTRY
 from projections import stats
 from projections.models import (
     ChannelStateRow,
@@ -125,8 +126,9 @@ _INVALID_TOKEN_REASONS = ("BadDeviceToken", "Unregistered", "DeviceTokenNotForTo
 
 TARGET_STATUSES = ("pending", "queued", "sending", "sent", "failed", "invalid_token", "cancelled", "expired")
 """Every per-target status, in the order the API documents them."""
-HANDED_OFF_CHANNELS = ("email", "apns")
-"""Channels whose first attempt per target is recorded only with its outcome (the sinks')."""
+HANDED_OFF_CHANNELS = tuple(s.name for s in REGISTRY.specs if s.target != "connection")
+"""Channels whose first attempt per target is recorded only with its outcome (the sinks': every
+channel of ``engine.channels`` but the live WebSocket)."""
 
 
 def target_statuses(

@@ -280,6 +280,7 @@ class ContactUpdated(Event):
     email: str | None = None
     channels: tuple[str, ...] = ("websocket", "email", "apns")
     email_fallback_minutes: int | None = None
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

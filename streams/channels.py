@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from engine.channels import REGISTRY
 from engine.settings import Settings
-from streams.apns_sink import ApnsSink
+from streams.channel_registry import SINKS
 from streams.delivery_attempt import Sink
 from streams.device_registry import DeviceRegistry
-from streams.email_sink import EmailSink
 
 
 def configured_sinks(settings: Settings) -> list[Sink]:
-    """Email when ``HERALD_SMTP_HOST`` is set, APNs when an APNs key is; one registry shared by both."""
+    """A sink for each channel whose settings configure it (``streams.channel_registry``), in
+    canonical order: email when ``HERALD_SMTP_HOST`` is set, APNs when an APNs key is, webhook
+    when ``HERALD_WEBHOOK_SECRET`` is; one device registry shared by all."""
     registry = DeviceRegistry()
     sinks: list[Sink] = []
-    if settings.smtp_host:
-        sinks.append(EmailSink(settings, registry))
-    if settings.apns_key or settings.apns_key_path:
-        sinks.append(ApnsSink(settings, registry))
+    for name in REGISTRY.names:
+        entry = SINKS[name]
+        if entry.factory is not None and entry.configured(settings):
+            sinks.append(entry.factory(settings, registry))
     return sinks

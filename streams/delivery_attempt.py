@@ -58,10 +58,10 @@ SOURCE = "herald/delivery"
 
 
 class Sink(Protocol):
-    """Port of one delivery channel (email, APNs)."""
+    """Port of one delivery channel (email, APNs, webhook; declared in ``engine.channels``)."""
 
     channel: str
-    """The channel it serves: ``email`` or ``apns``."""
+    """The channel it serves: ``email``, ``apns`` or ``webhook``."""
 
     async def targets(self, accepted: NotificationAccepted) -> Sequence[str]:
         """Where ``accepted`` goes for its user (may be empty: nothing to do)."""
@@ -69,6 +69,14 @@ class Sink(Protocol):
 
     async def send(self, accepted: NotificationAccepted, target: str) -> str | None:
         """Deliver to ``target``; return the provider's id. Raise ``DeliveryError`` on failure."""
+        ...
+
+    def bind(self, app: faust.App, topics: Topics, settings: Settings) -> None:
+        """Declare what the sink needs on the worker's app (tables, agents); called before its agent."""
+        ...
+
+    async def close(self) -> None:
+        """Release the sink's connections when the worker stops (idempotent)."""
         ...
 
 
