@@ -137,7 +137,7 @@ class DeviceRegistry:
             "herald-contacts",
             default=None,
             partitions=partitions,
-            help="user id -> latest contact.updated (email, channels, email_fallback_minutes)",
+            help="user id -> latest contact.updated (email, channels, email_fallback_minutes, webhook_url)",
         )
 
         async def registry(stream: faust.StreamT[bytes]) -> None:
@@ -175,6 +175,7 @@ class DeviceRegistry:
                 "email": event.email,
                 "channels": list(event.channels),
                 "email_fallback_minutes": event.email_fallback_minutes,
+                "webhook_url": event.webhook_url,
                 "updated_at": format_time(env.time),
             }
         return []
