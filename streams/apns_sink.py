@@ -9,7 +9,8 @@ a retry is recognisably the same push.
 
 Outcomes: 200 -> the ``apns-id`` is the provider id. 410 or ``BadDeviceToken`` ->
 ``device.invalidated`` is appended and the token is no longer targeted; the delivery
-fails for good. 429, 5xx, an expired provider token, a timeout -> retriable. Other
+fails for good. 429, 5xx, an expired provider token, a timeout, a refused or lost
+connection (aioapns giving up connecting, a GOAWAY under a send) -> retriable. Other
 4xx -> permanent. Payloads over Apple's limit are refused before sending.
 """
 
@@ -27,6 +28,8 @@ from typing import Any
 import faust
 from aioapns import APNs, NotificationRequest, PushType
 from aioapns.common import NotificationResult
+from aioapns.exceptions import ConnectionClosed, MaxAttemptsExceeded
+from h2.exceptions import ProtocolError
 
 from engine.retry import DeliveryError
 from engine.settings import ConfigError, Settings
@@ -149,9 +152,12 @@ class ApnsSink:
         except asyncio.CancelledError:
             self._reset()
             raise
-        except ConnectionError as exc:
+        except (ConnectionError, ConnectionClosed, MaxAttemptsExceeded, ProtocolError) as exc:
+            # Transport trouble, not the push's: aioapns gives up connecting after a few tries
+            # (MaxAttemptsExceeded), or the server closed the connection under this send
+            # (ProtocolError after a GOAWAY as it shuts down).
             self._reset()
-            raise DeliveryError(f"APNs connection: {exc}", retriable=True) from exc
+            raise DeliveryError(f"APNs connection: {type(exc).__name__}: {exc}", retriable=True) from exc
         if result.is_successful:
             return str(result.notification_id)
         if result.description in INVALID_TOKEN_REASONS or str(result.status) == "410":
