@@ -225,6 +225,13 @@ def _step(out: Explanation, fact: Fact, deferred: dict[str, str]) -> str | None:
     if kind == "notification.rejected":
         reasons = "; ".join(str(r) for r in data.get("reasons") or ()) or "no reason given"
         return _refused(out, "rejected", f"rejected: {reasons}")
+    if kind == "bulk.target_refused":
+        target = _short(str(data.get("target")))
+        text = (
+            f"refused by the API before publishing: {data.get('reason')} ({data.get('target_kind')} {target},"
+            f" bulk {data.get('bulk_id')} sent by {data.get('requested_by')}); no request was published for it"
+        )
+        return _refused(out, "rejected", text)
     if kind == "notification.read":
         out.read_at = out.read_at or fact.when
         via = data.get("via")

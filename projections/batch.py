@@ -42,6 +42,7 @@ from projections.postgres_writer import PostgresWriter, driver
 from schemas.codec import event_to_data
 from schemas.envelope import Envelope
 from schemas.events import (
+    BulkTargetRefused,
     ContactUpdated,
     DeliverySucceeded,
     NotificationAccepted,
@@ -193,7 +194,13 @@ def prepare(partition: int, offset: int, env: Envelope, data: dict[str, Any] | N
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-_CREATING = (NotificationAccepted, NotificationRejected, NotificationRateLimited, NotificationDuplicate)
+_CREATING = (
+    NotificationAccepted,
+    NotificationRejected,
+    NotificationRateLimited,
+    NotificationDuplicate,
+    BulkTargetRefused,
+)
 """Events that create a notification row."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from engine.channels import REGISTRY
 from schemas.envelope import Envelope
 from schemas.events import (
+    BulkTargetRefused,
     DeliveryAbandoned,
     DeliveryCancelled,
     DeliveryDeferred,
@@ -103,7 +104,7 @@ def fold(states: States, env: Envelope) -> None:
     if isinstance(event, NotificationAccepted):
         _accepted(states, env, event)
         return
-    if isinstance(event, NotificationRejected | NotificationRateLimited | NotificationDuplicate):
+    if isinstance(event, NotificationRejected | NotificationRateLimited | NotificationDuplicate | BulkTargetRefused):
         _refused(states, env)
         return
     nid = notification_id_of(env)
@@ -160,7 +161,10 @@ def _refused(states: States, env: Envelope) -> None:
     if nid is None or nid in states:
         return  # e.g. a retried request with the same id: the original stands
     status, error, priority = "rejected", None, env.priority or "medium"
-    if isinstance(event, NotificationRejected):
+    token = None
+    if isinstance(event, BulkTargetRefused):  # refused by the API's bulk send, never published
+        error, token = event.reason, event.target if event.target_kind == "device_token" else None
+    elif isinstance(event, NotificationRejected):
         error = "; ".join(event.reasons)
     elif isinstance(event, NotificationRateLimited):
         status, priority = "rate_limited", event.priority
@@ -169,11 +173,12 @@ def _refused(states: States, env: Envelope) -> None:
         status, error = "duplicate", f"duplicate of {event.original_id}"
     states[nid] = NotificationState(
         id=nid,
-        user_id=getattr(event, "user_id", ""),
+        user_id=getattr(event, "user_id", None) or "",
         status=status,
         created_at=env.time,
         priority=priority if priority in ("high", "medium", "low") else "medium",
         error=error,
+        device_token=token,
         correlation_id=env.correlationid,
     )
 

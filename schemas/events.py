@@ -318,6 +318,21 @@ class DeadletterRedriven(Event):
     forced: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class BulkTargetRefused(Event):
+    """The REST bulk send refused one target before publishing (e.g. an unknown device token)."""
+
+    TYPE: ClassVar[str] = "bulk.target_refused"
+
+    notification_id: str
+    bulk_id: str
+    target: str
+    target_kind: str
+    reason: str
+    requested_by: str
+    user_id: str | None = None
+
+
 EVENT_TYPES.update(
     {
         cls.TYPE: cls
@@ -337,6 +352,7 @@ EVENT_TYPES.update(
             ContactUpdated,
             DeliveryRequeued,
             DeadletterRedriven,
+            BulkTargetRefused,
         )
     }
 )
