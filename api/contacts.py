@@ -1,4 +1,4 @@
-"""REST: a user's email address and channel preferences (``contact.updated``)."""
+"""REST: a user's email address, webhook URL and channel preferences (``contact.updated``)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from api.publisher import Publisher
 from api.read_your_writes import ReadYourWrites
 from engine.email_address import InvalidAddress, single_address
 from engine.settings import Settings
+from engine.webhook import InvalidWebhook, check_url
 from projections.queries import NotificationQueries
 from schemas.codec import event_from_data
 from schemas.errors import InvalidMessage
 
-_FIELDS = frozenset({"email", "channels", "email_fallback_minutes"})
+_FIELDS = frozenset({"email", "channels", "email_fallback_minutes", "webhook_url"})
 
 
 class ContactRoutes:
@@ -29,6 +30,7 @@ class ContactRoutes:
         self._queries = queries
         self._publisher = publisher
         self._ryw = ReadYourWrites(queries, settings.read_your_writes_timeout)
+        self._allow_loopback_http = settings.webhook_allow_loopback_http
 
     def register(self, app: web.Application) -> None:
         """Add the routes to ``app``."""
@@ -58,6 +60,14 @@ class ContactRoutes:
                 body["email"] = single_address(email)
             except InvalidAddress as exc:
                 raise Problem(422, "Unprocessable Content", str(exc)) from None
+        url = body.get("webhook_url")
+        if url is not None:
+            if not isinstance(url, str):
+                raise Problem(422, "Unprocessable Content", "webhook_url must be a URL or null")
+            try:
+                check_url(url, allow_loopback_http=self._allow_loopback_http)
+            except InvalidWebhook as exc:
+                raise Problem(422, "Unprocessable Content", f"webhook_url: {exc}") from None
         try:
             event = event_from_data("contact.updated", {**body, "user_id": user_id})
         except InvalidMessage as exc:

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.priority import ALL_CHANNELS
+from engine.webhook import MAX_URL_LENGTH
 from projections.notifications import CHANNEL_STATES, STATUSES
 from projections.queries import TARGET_STATUSES
 from schemas.codec import schema
@@ -93,8 +94,11 @@ SCHEMAS: dict[str, _S] = {
     "TargetStatus": _obj(
         ["channel", "target", "status", "attempts", "at"],
         {
-            "channel": {"type": "string", "enum": ["websocket", "email", "apns", "all"]},
-            "target": {"type": ["string", "null"], "description": "Device token, email address or gateway node."},
+            "channel": {"type": "string", "enum": [*ALL_CHANNELS, "all"]},
+            "target": {
+                "type": ["string", "null"],
+                "description": "Device token, email address, webhook URL or gateway node.",
+            },
             "status": {
                 "type": "string",
                 "enum": list(TARGET_STATUSES),
@@ -258,6 +262,11 @@ SCHEMAS: dict[str, _S] = {
             "email": _nullable("string", maxLength=320),
             "channels": {"type": "array", "items": _CHANNEL, "uniqueItems": True},
             "email_fallback_minutes": _nullable("integer", minimum=0),
+            "webhook_url": _nullable(
+                "string",
+                maxLength=MAX_URL_LENGTH,
+                description="URL the webhook channel POSTs notifications to (https://), null to remove.",
+            ),
         },
         additionalProperties=False,
     ),
