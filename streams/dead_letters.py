@@ -1,20 +1,29 @@
 """The dead-letter topic: raw records that could not be used, with why and where they came from.
 
-Every agent that decodes input sends what it cannot use here; nothing is dropped silently.
+Every agent that decodes input (ingest, the scheduler, the sinks) reads it through
+``read_or_dead_letter`` / ``decode_or_dead_letter``: a record it cannot use comes here
+with the reason, whatever the decoder raised, and the agent moves on to the next one;
+nothing is dropped silently and no record stops an agent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import faust
 
+from schemas.codec import decode
+from schemas.envelope import Envelope
+from schemas.errors import InvalidMessage
+from schemas.events import Event
 from streams.metrics import DEAD_LETTERED
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def header_items(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
@@ -60,6 +69,47 @@ async def dead_letter(
             "offset": message.offset,
         },
     )
+
+
+async def read_or_dead_letter(
+    topics: Topics,
+    message: faust.types.Message,
+    read: Callable[[faust.types.Message], T],
+    *,
+    on_invalid: Callable[[InvalidMessage], Awaitable[None]] | None = None,
+) -> T | None:
+    """``read(message)``, or ``None`` once the record is on the dead-letter topic with why.
+
+    ``InvalidMessage`` gives the reason. Any other exception (a decoder bug, a
+    ``RecursionError``) is the record's fault too: logged with its traceback and
+    dead-lettered as ``undecodable: <type>: <message>``. ``on_invalid`` then gets the
+    error (ingest records the rejection in the user's history).
+    """
+    try:
+        return read(message)
+    except InvalidMessage as exc:
+        problem = exc
+    except Exception as exc:
+        log.exception("undecodable record", extra={"topic": message.topic, "offset": message.offset})
+        problem = InvalidMessage(f"undecodable: {type(exc).__name__}: {exc}")
+    await dead_letter(topics, message, problem.reason)
+    if on_invalid is not None:
+        await on_invalid(problem)
+    return None
+
+
+async def decode_or_dead_letter(
+    topics: Topics, message: faust.types.Message, *, expect: type[Event] | None = None, max_bytes: int | None = None
+) -> Envelope | None:
+    """The record as an envelope (of an ``expect`` event, when given), or ``None`` once it is dead-lettered."""
+
+    def read(record: faust.types.Message) -> Envelope:
+        env = decode(record.value, header_items(record.headers), max_bytes=max_bytes)
+        if expect is not None and not isinstance(env.data, expect):
+            raise InvalidMessage(f"expected {expect.TYPE}, got {env.type}")
+        return env
+
+    return await read_or_dead_letter(topics, message, read)
 
 
 def _utf8(text: str) -> bytes:

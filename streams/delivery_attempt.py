@@ -25,9 +25,8 @@ from engine.notification import accepted_event, follow
 from engine.retry import DeliveryError, RetryPolicy, attempt_outcome
 from engine.routing import due, expired_event
 from engine.settings import Settings
-from schemas.codec import decode
 from schemas.envelope import Envelope
-from schemas.errors import HeraldError, InvalidMessage
+from schemas.errors import HeraldError
 from schemas.events import (
     DeliveryAbandoned,
     DeliveryCancelled,
@@ -35,7 +34,7 @@ from schemas.events import (
     DeliverySucceeded,
     NotificationAccepted,
 )
-from streams.dead_letters import dead_letter, header_items
+from streams.dead_letters import dead_letter, decode_or_dead_letter, header_items
 from streams.delivery_work import work_of
 from streams.metrics import (
     DELIVERIES_ABANDONED,
@@ -139,13 +138,8 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
         async for event in stream.events():
             message = event.message
             correlation.bind(None)  # this record's id once it is read; none for unreadable bytes
-            try:
-                cause = decode(message.value, header_items(message.headers))
-            except InvalidMessage as exc:
-                await dead_letter(topics, message, exc.reason)
-                continue
-            if not isinstance(cause.data, NotificationAccepted):
-                await dead_letter(topics, message, f"expected notification.accepted, got {cause.type}")
+            cause = await decode_or_dead_letter(topics, message, expect=NotificationAccepted)
+            if cause is None:
                 continue
             correlation.bind(cause.correlationid or cause.id)  # on every log line of this delivery
             number, target = work_of(header_items(message.headers))

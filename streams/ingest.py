@@ -30,7 +30,7 @@ from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
 from schemas.events import NotificationAccepted, NotificationRejected
 from streams.admission_store import AdmissionStore
-from streams.dead_letters import dead_letter, header_items, record_source
+from streams.dead_letters import dead_letter, header_items, read_or_dead_letter, record_source
 from streams.internals import kafka_client
 from streams.live_dispatch import LiveDispatch
 from streams.metrics import (
@@ -151,14 +151,12 @@ class Ingest:
         """Decide and route one request record; never raises for the record's content."""
         topics = self._topics
         correlation.bind(None)  # the request's correlation id once read (herald.logs adds it to each line)
-        try:
-            request = decode(message.value, header_items(message.headers), max_bytes=self._settings.max_request_bytes)
-        except InvalidMessage as exc:
-            await _reject(topics, message, exc, priority)
-            return
-        except Exception as exc:  # RecursionError, MemoryError...: a decoder failure is this record's fault
-            log.exception("undecodable record", extra={"topic": message.topic, "offset": message.offset})
-            await _reject(topics, message, InvalidMessage(f"undecodable: {type(exc).__name__}: {exc}"), priority)
+
+        async def rejected(exc: InvalidMessage) -> None:
+            await _rejected(topics, message, exc, priority)
+
+        request = await read_or_dead_letter(topics, message, self._decode, on_invalid=rejected)
+        if request is None:  # dead-lettered with the reason, whatever the decoder raised
             return
         correlation.bind(request.correlationid or request.id)
         try:
@@ -177,6 +175,9 @@ class Ingest:
             return
         _count(outcome, priority)
 
+    def _decode(self, message: faust.types.Message) -> Envelope:
+        return decode(message.value, header_items(message.headers), max_bytes=self._settings.max_request_bytes)
+
     def _admit(self, request: Envelope, message: faust.types.Message, priority: Priority) -> Envelope:
         now = datetime.now(UTC)
         decided = decide_request(request, topic_priority=priority, now=now)[0]
@@ -194,8 +195,8 @@ class Ingest:
         return outcome
 
 
-async def _reject(topics: Topics, message: faust.types.Message, exc: InvalidMessage, priority: Priority) -> None:
-    await dead_letter(topics, message, exc.reason)
+async def _rejected(topics: Topics, message: faust.types.Message, exc: InvalidMessage, priority: Priority) -> None:
+    """Count an undecodable request (already dead-lettered) and, if its user and id were read, tell its history."""
     NOTIFICATIONS_REJECTED.labels(priority.value).inc()
     if exc.user_id and exc.event_id:
         # The user's history says a request was refused, even though its bytes were unusable.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +27,9 @@ from engine.schedule import Agenda, Due
 from engine.settings import Settings
 from schemas.codec import decode, envelope_to_dict
 from schemas.envelope import Envelope
+from schemas.errors import InvalidMessage
 from schemas.events import DeliveryCancelled
-from streams.dead_letters import dead_letter
+from streams.dead_letters import dead_letter, read_or_dead_letter
 from streams.delivery_work import hand_off
 from streams.metrics import DELIVERIES_CANCELLED, NOTIFICATIONS_EXPIRED, SCHEDULED_PENDING
 from streams.publish import append
@@ -53,6 +55,52 @@ async def send_cancel(topics: Topics, cause: Envelope, reason: str) -> None:
     await fut
 
 
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Fire what is due on the record's partition."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Add ``item`` to its user's agenda."""
+
+    item: Due
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Drop the pending work of ``notification_id`` (and work for it arriving later)."""
+
+    cause: Envelope
+    notification_id: str
+    reason: str
+
+
+Command = Tick | Schedule | Cancel
+
+
+def read_command(message: faust.types.Message) -> Command:
+    """The command a ``scheduled`` record carries; ``InvalidMessage`` saying why for anything else."""
+    try:
+        raw = json.loads(message.value or b"")
+    except ValueError as exc:
+        raise InvalidMessage(f"scheduler: not JSON: {exc}") from exc
+    op = raw.get("op") if isinstance(raw, dict) else None
+    try:
+        if op == "tick":
+            return Tick()
+        if op == "schedule":
+            return Schedule(Due.from_json(raw["item"]))
+        if op == "cancel":
+            cause = decode(json.dumps(raw["cause"]).encode())
+            return Cancel(cause, str(raw["notification_id"]), str(raw["reason"]))
+    except InvalidMessage as exc:
+        raise InvalidMessage(f"scheduler: {op} command: {exc.reason}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidMessage(f"scheduler: malformed {op} command: {type(exc).__name__}: {exc}") from exc
+    raise InvalidMessage(f"scheduler: unknown command {op!r}")
+
+
 def install(app: faust.App, topics: Topics, settings: Settings) -> None:
     """Register the scheduler agent, its table and its tick timer."""
     table = app.Table(
@@ -69,19 +117,18 @@ def install(app: faust.App, topics: Topics, settings: Settings) -> None:
         async for event in stream.events():
             message = event.message
             correlation.bind(None)
+            command = await read_or_dead_letter(topics, message, read_command)
+            if command is None:
+                continue  # dead-lettered with the reason
             try:
-                command = json.loads(message.value)
-                op = command["op"]
                 now = datetime.now(UTC)
-                if op == "tick":
+                if isinstance(command, Tick):
                     pending[message.partition] = await _tick(topics, table, message.partition, now, memory)
                     SCHEDULED_PENDING.set(sum(pending.values()))
-                elif op == "schedule":
-                    await _schedule(topics, table, message.partition, Due.from_json(command["item"]), now, memory)
-                elif op == "cancel":
-                    await _cancel(topics, table, message, command, now, memory)
+                elif isinstance(command, Schedule):
+                    await _schedule(topics, table, message.partition, command.item, now, memory)
                 else:
-                    log.error("unknown scheduler command", extra={"op": op})
+                    await _cancel(topics, table, message, command, now, memory)
             except Exception as exc:  # one bad command must not stop delayed delivery for everyone
                 log.exception(
                     "scheduler command failed", extra={"offset": message.offset, "partition": message.partition}
@@ -109,16 +156,15 @@ async def _schedule(topics: Topics, table: Any, partition: int, item: Due, now: 
 
 
 async def _cancel(
-    topics: Topics, table: Any, message: faust.types.Message, command: dict[str, Any], now: datetime, memory: float
+    topics: Topics, table: Any, message: faust.types.Message, command: Cancel, now: datetime, memory: float
 ) -> None:
     user = (message.key or b"").decode()
-    cause = decode(json.dumps(command["cause"]).encode())
     agenda = Agenda.from_json(table.get(user))
     after, removed = schedule.cancel(
-        agenda, command["notification_id"], command["reason"], now=now.timestamp(), memory_seconds=memory
+        agenda, command.notification_id, command.reason, now=now.timestamp(), memory_seconds=memory
     )
     table[user] = {**after.to_json(), "partition": message.partition}
-    await _cancelled(topics, cause, removed, command["reason"], now)
+    await _cancelled(topics, command.cause, removed, command.reason, now)
 
 
 async def _cancelled(topics: Topics, cause: Envelope, items: tuple[Due, ...], reason: str, now: datetime) -> None:

@@ -18,10 +18,9 @@ import faust
 
 from engine import correlation
 from engine.delivery import websocket_outcome
-from schemas.codec import decode
-from schemas.errors import InvalidMessage
+from engine.notification import accepted_event
 from schemas.events import NotificationAccepted
-from streams.dead_letters import dead_letter, header_items
+from streams.dead_letters import decode_or_dead_letter
 from streams.live_dispatch import Live, LiveDispatch
 from streams.metrics import DELIVERY_LATENCY, NOTIFICATIONS_DEFERRED, NOTIFICATIONS_DELIVERED
 from streams.publish import append
@@ -78,15 +77,10 @@ def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:
         async for event in stream.events():
             message = event.message
             correlation.bind(None)
-            try:
-                env = decode(message.value, header_items(message.headers))
-            except InvalidMessage as exc:
-                await dead_letter(topics, message, exc.reason)
+            env = await decode_or_dead_letter(topics, message, expect=NotificationAccepted)
+            if env is None:
                 continue
-            accepted = env.data
-            if not isinstance(accepted, NotificationAccepted):
-                await dead_letter(topics, message, f"expected notification.accepted, got {env.type}")
-                continue
+            accepted = accepted_event(env)
             correlation.bind(env.correlationid or env.id)
             await live.submit(
                 Live(
