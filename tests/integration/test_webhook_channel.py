@@ -20,16 +20,20 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
 
+from engine.retry import DeliveryError
 from engine.settings import Settings
+from herald.dev_channels import dev_channels
 from herald.stack import Stack, run_stack
 from schemas.envelope import Envelope
-from schemas.events import ContactUpdated
+from schemas.events import ContactUpdated, NotificationAccepted
 from schemas.ids import uuid7
+from streams.channels import configured_sinks
 from streams.device_registry import DeviceRegistry
 from streams.webhook_sink import WebhookSink
 from tests.integration.stream_core_support import TopicTail, core_settings
@@ -284,3 +288,29 @@ async def test_the_receiver_refuses_a_replayed_stale_or_tampered_post(
                 assert answer.status == 401
     assert [why for p, _, why in receiver.refused if p == path] == ["stale timestamp", "bad signature"]
     assert len(receiver.at(path)) == 1
+
+
+async def test_herald_dev_stands_in_for_every_unconfigured_channel_with_a_signature_checking_receiver(
+    tmp_path: Path,
+) -> None:
+    async with dev_channels(Settings(), tmp_path) as dev:
+        sinks = configured_sinks(dev.settings)
+        assert [s.channel for s in sinks] == ["email", "apns", "webhook"]
+        assert dev.webhook is not None
+        assert any(dev.webhook.url in line for line in dev.lines)
+        [webhook] = [s for s in sinks if isinstance(s, WebhookSink)]
+        accepted = NotificationAccepted(
+            "n-dev-1", "dana", "Hello from dev", "", "low", ("webhook",), "", {}, datetime.now(UTC)
+        )
+        try:
+            msg_id = await webhook.send(accepted, dev.webhook.url + "/dana")
+            [entry] = dev.webhook.received
+            assert (entry["webhook_id"], entry["payload"]["data"]["title"]) == (msg_id, "Hello from dev")
+            stranger = WebhookSink(dev.settings.replace(webhook_secret=SECRET), DeviceRegistry())
+            with pytest.raises(DeliveryError, match="HTTP 401: no matching v1 signature") as refused:
+                await stranger.send(accepted, dev.webhook.url + "/dana")
+            assert refused.value.retriable is False
+            await stranger.close()
+        finally:
+            for sink in sinks:
+                await sink.close()
