@@ -5,6 +5,12 @@ which is how ``GET /api/notifications/bulk/{bulk_id}`` and ``?bulk_id=`` find th
 A bulk answers once every request is on the broker, without waiting for projection:
 its status endpoint shows progress.
 
+A target refused before publishing (an unknown or inactive device token, a user id no
+request can carry) gets no request, so the API appends a ``bulk.target_refused`` fact for
+it to the event log, with the id its request would have had: the projector lists it with
+the bulk (``rejected``, with the reason), and ``herald why`` explains it. At most one fact
+per target, each bounded by its schema.
+
 Amplification is bounded before anything is published: at most ``HERALD_BULK_MAX_TARGETS``
 targets; the request for the longest target is encoded once, and a bulk whose requests
 would each exceed ``HERALD_MAX_REQUEST_BYTES`` (ingest would dead-letter every copy) or
@@ -14,24 +20,80 @@ together exceed ``HERALD_BULK_MAX_ENCODED_BYTES`` is refused with 413.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
-from api.envelopes import REQUEST_FIELDS, build_request, check_address
+from api.envelopes import REQUEST_FIELDS, SOURCE, build_request, check_address
 from api.params import json_body, path_id
 from api.problems import Problem
 from api.publisher import Publisher
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 from schemas.codec import encode
+from schemas.envelope import Envelope
+from schemas.events import BulkTargetRefused
 from schemas.ids import derived_id, uuid7
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """Largest bulk body (its targets are bounded by the settings, its content by the request limit)."""
 DEVICE_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 _CONTENT_FIELDS = REQUEST_FIELDS - {"user_id", "device_token", "idempotency_key"}
+FIELD_LIMIT = 200
+"""Longest id, target or user a ``bulk.target_refused`` carries (its schema's limit)."""
+CONTENT_PROBE_USER = "bulk-content-check"
+"""A valid user id the content is checked with, once per bulk."""
+REASON_LIMIT = 1000
+"""Longest reason a ``bulk.target_refused`` carries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A target refused before publishing."""
+
+    target: str
+    reason: str
+    device: bool
+    """Whether ``target`` is a device token (else a user id)."""
+    user_id: str | None = None
+    """The recipient, when the caller may know it (the owner of an inactive token)."""
+
+    def notification_id(self, bulk_id: str) -> str:
+        """The id the target's request would have had (as ``create`` derives it)."""
+        if self.device:
+            return derived_id(bulk_id, self.user_id or "", self.target)
+        return derived_id(bulk_id, self.target, "")
+
+    def answer(self, bulk_id: str) -> dict[str, str]:
+        """The refusal as the 202 answer lists it."""
+        return {"target": self.target, "reason": self.reason, "notification_id": self.notification_id(bulk_id)}
+
+    def fact(self, bulk_id: str, requested_by: str, priority: str) -> Envelope:
+        """The ``bulk.target_refused`` that records it (same id for the same bulk and target)."""
+        nid = self.notification_id(bulk_id)
+        user = self.user_id if self.user_id is None or len(self.user_id) <= FIELD_LIMIT else None
+        event = BulkTargetRefused(
+            notification_id=nid,
+            bulk_id=bulk_id,
+            target=self.target[:FIELD_LIMIT],
+            target_kind="device_token" if self.device else "user_id",
+            reason=self.reason[:REASON_LIMIT],
+            requested_by=requested_by[:FIELD_LIMIT],
+            user_id=user,
+        )
+        return Envelope(
+            id=derived_id(nid, event.TYPE),
+            source=SOURCE,
+            time=datetime.now(UTC),
+            data=event,
+            subject=nid,
+            userid=user,
+            priority=priority,
+            correlationid=bulk_id,
+        )
 
 
 class BulkRoutes:
@@ -76,7 +138,7 @@ class BulkRoutes:
         if key is not None and not 1 <= len(key) <= 200:
             raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 characters")
         bulk_id = derived_id("api-bulk", principal.subject, key) if key is not None else uuid7()
-        refused: list[dict[str, str]] = []
+        refused: list[Refusal] = []
         recipients: list[tuple[str, str | None]]  # (user, device token)
         if users is not None:
             if not principal.has(SCOPE_WRITE) and any(u != principal.subject for u in targets):
@@ -85,6 +147,8 @@ class BulkRoutes:
         else:
             recipients = await self._resolve_tokens(principal.subject, principal.has(SCOPE_WRITE), targets, refused)
             body["channels"] = ["apns"]
+        # The content is checked once, whoever the targets: bad content is a 422, never a refusal per target.
+        build_request({**body, "user_id": CONTENT_PROBE_USER}, notification_id=bulk_id, correlation_id=bulk_id)
         self._check_size(body, bulk_id, recipients)
         requests = []
         for user_id, token in recipients:
@@ -92,14 +156,17 @@ class BulkRoutes:
             nid = derived_id(bulk_id, user_id, token or "")
             try:
                 requests.append(build_request(data, notification_id=nid, correlation_id=bulk_id))
-            except Problem as exc:
-                if not requests and not refused:
-                    raise  # the content itself is invalid: say so once, not per target
-                refused.append({"target": token or user_id, "reason": exc.detail})
+            except Problem as exc:  # this target's own fault (e.g. an overlong user id)
+                refused.append(Refusal(token or user_id, exc.detail, device=token is not None, user_id=user_id))
+        # The refusals first: a bulk whose answer is lost and is retried (same Idempotency-Key)
+        # records them once (derived ids), and never publishes requests whose refusals are missing.
+        priority = str(body.get("priority") or "medium")
+        await self._publisher.append_many(r.fact(bulk_id, principal.subject, priority) for r in refused)
         await self._publisher.request_many(requests)
         location = f"/api/notifications/bulk/{bulk_id}"
+        answer = [r.answer(bulk_id) for r in refused]
         return web.json_response(
-            {"bulk_id": bulk_id, "requested": len(requests), "refused": refused, "status_url": location},
+            {"bulk_id": bulk_id, "requested": len(requests), "refused": answer, "status_url": location},
             status=202,
             headers={"Location": location},
         )
@@ -138,7 +205,7 @@ class BulkRoutes:
             )
 
     async def _resolve_tokens(
-        self, caller: str, may_write: bool, tokens: list[str], refused: list[dict[str, str]]
+        self, caller: str, may_write: bool, tokens: list[str], refused: list[Refusal]
     ) -> list[tuple[str, str | None]]:
         bad = [t for t in tokens if not DEVICE_TOKEN.match(t)]
         if bad:
@@ -151,9 +218,9 @@ class BulkRoutes:
             owner = owners.get(token)
             # A caller without the write scope learns nothing about other users' tokens.
             if owner is None or (not may_write and owner[0] != caller):
-                refused.append({"target": token, "reason": "unknown device token"})
+                refused.append(Refusal(token, "unknown device token", device=True))
             elif not owner[1]:
-                refused.append({"target": token, "reason": "device token is not active"})
+                refused.append(Refusal(token, "device token is not active", device=True, user_id=owner[0]))
             else:
                 out.append((owner[0], token))
         return out

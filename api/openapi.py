@@ -183,7 +183,17 @@ SCHEMAS: dict[str, _S] = {
             "requested": {"type": "integer"},
             "refused": {
                 "type": "array",
-                "items": _obj(["target", "reason"], {"target": {"type": "string"}, "reason": {"type": "string"}}),
+                "items": _obj(
+                    ["target", "reason", "notification_id"],
+                    {
+                        "target": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "notification_id": {
+                            "type": "string",
+                            "description": "The id its request would have had: `herald why` explains the refusal.",
+                        },
+                    },
+                ),
             },
             "status_url": {"type": "string"},
         },

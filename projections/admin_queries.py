@@ -263,12 +263,13 @@ class AdminQueries:
         """One bulk: notifications by status and its refused targets (``None`` if none is projected).
 
         Refused targets are the bulk's requests ingest refused (rejected, rate limited,
-        duplicate), with the reason recorded in the log; the target is the device token for
-        a bulk by device, the user otherwise.
+        duplicate) and the targets the API refused before publishing (``bulk.target_refused``:
+        rejected, with no user for an unknown device token), each with the reason recorded in
+        the log; the target is the device token for a bulk by device, the user otherwise.
         """
         n = NotificationRow
         refused = (
-            select(n.user_id, n.device_token, n.status, n.error)
+            select(n.id, n.user_id, n.device_token, n.status, n.error)
             .where(n.correlation_id == bulk_id, n.status.in_(REFUSED))
             .order_by(n.created_at, n.id)
             .limit(REFUSED_LISTED)
@@ -279,8 +280,14 @@ class AdminQueries:
                 return None
             created = (await conn.execute(select(func.min(n.created_at)).where(n.correlation_id == bulk_id))).scalar()
             listed = [
-                {"target": token or user, "user_id": user, "status": status, "reason": error or status}
-                for user, token, status, error in await conn.execute(refused)
+                {
+                    "notification_id": nid,
+                    "target": token or user,
+                    "user_id": user or None,
+                    "status": status,
+                    "reason": error or status,
+                }
+                for nid, user, token, status, error in await conn.execute(refused)
             ]
         return {
             "bulk_id": bulk_id,

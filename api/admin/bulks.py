@@ -2,9 +2,11 @@
 
 A bulk's id is the correlation id of its notifications (``api/bulk.py``). The list shows
 the latest bulks with their notifications by status; the detail adds the refused
-targets: the requests ingest refused (rejected, rate limited, duplicate) with the reason
-recorded in the log. Targets the API refused before publishing (unknown or inactive
-device tokens) were never published: they are in the 202 answer of the bulk request only.
+targets, each with the reason recorded in the log and its notification id (for
+``herald why``): the requests ingest refused (rejected, rate limited, duplicate) and the
+targets the API refused before publishing (unknown or inactive device tokens, recorded
+as ``bulk.target_refused`` and projected as rejected), at most 200
+(``projections.admin_queries.REFUSED_LISTED``).
 """
 
 from __future__ import annotations

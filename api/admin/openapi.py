@@ -184,8 +184,15 @@ BULK = _obj(
             "items": _obj(
                 ["target", "reason"],
                 {
+                    "notification_id": {
+                        "type": "string",
+                        "description": "For `herald why` and the notification's page.",
+                    },
                     "target": {"type": "string"},
-                    "user_id": {"type": "string"},
+                    "user_id": {
+                        "type": ["string", "null"],
+                        "description": "null: no user known (an unknown device token).",
+                    },
                     "status": {"type": "string", "enum": ["rejected", "rate_limited", "duplicate"]},
                     "reason": {"type": "string"},
                 },

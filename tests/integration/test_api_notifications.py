@@ -16,6 +16,7 @@ import pytest
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE
 from engine.settings import Settings
 from herald.stack import Stack, run_stack
+from schemas.ids import derived_id
 from tests.support.api import Api, isolated_settings, own_database, unique
 from tests.support.clients import next_frame
 from tests.support.waiting import eventually
@@ -288,8 +289,10 @@ async def test_bulk_to_device_tokens(api_stack, http) -> None:  # type: ignore[n
     )
     assert reply.status == 202, reply.body
     assert reply.body["requested"] == 3
-    assert reply.body["refused"] == [{"target": unknown, "reason": "unknown device token"}]
     bulk_id = reply.body["bulk_id"]
+    # The id its request would have had (no user: nobody owns the token), for `herald why`.
+    refusal = {"target": unknown, "reason": "unknown device token", "notification_id": derived_id(bulk_id, "", unknown)}
+    assert reply.body["refused"] == [refusal]
 
     async def projected() -> list[dict[str, Any]] | None:
         page = await service.get(f"/api/notifications?bulk_id={bulk_id}&user_id={owners[0]}")
@@ -303,6 +306,7 @@ async def test_bulk_to_device_tokens(api_stack, http) -> None:  # type: ignore[n
         headers={"Idempotency-Key": "sale-1"},
     )
     assert retried.body["bulk_id"] == bulk_id  # same key, same bulk and notification ids
+    assert retried.body["refused"] == [refusal]
 
 
 # Last in the module: its 10,000 notifications keep the sinks busy for a while after it.
