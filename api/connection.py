@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter
 
+from engine import websocket_frames as frames
 from engine.token_bucket import Bucket, BucketPolicy, take
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,10 @@ class Connection:
         queue_size: int,
         on_written: Written,
         frame_policy: BucketPolicy | None = None,
+        request: web.BaseRequest | None = None,
     ) -> None:
         self.ws = ws
+        self._request = request  # its transport is aborted if a slow client will not take the close
         self.user_id = user_id
         self.id = connection_id
         self.closing = False
@@ -127,7 +129,7 @@ class Connection:
     def control(self, frame: dict[str, Any]) -> None:
         """Queue a frame that is not a notification (pong, error, read confirmation)."""
         if not self.closing:
-            self._put(Outgoing("control", text=json.dumps(frame, separators=(",", ":"))))
+            self._put(Outgoing("control", text=frames.render(frame)))
 
     async def replayed(self, notifications: list[dict[str, Any]], *, more: bool) -> None:
         """Queue one ``missed_notifications`` batch, waiting for room (replay is paced by the client)."""
@@ -191,7 +193,7 @@ class Connection:
                 "slow client did not take the close frame; aborting",
                 extra={"user_id": self.user_id, "error": repr(exc)},
             )
-        transport = self.ws._req.transport if self.ws._req is not None else None
+        transport = self._request.transport if self._request is not None else None
         if transport is not None and not transport.is_closing():
             transport.abort()
 
@@ -222,10 +224,7 @@ class Connection:
             return (frame.text, fresh, "live") if fresh else (None, [], "")
         if not fresh and frame.more:
             return None, [], ""  # a batch fully sent live already; the final one always goes (it ends the replay)
-        text = json.dumps(
-            {"type": "missed_notifications", "notifications": fresh, "more": frame.more}, separators=(",", ":")
-        )
-        return text, fresh, "replay"
+        return frames.render(frames.missed_notifications(fresh, more=frame.more)), fresh, "replay"
 
     def _first_time(self, notification_id: str) -> bool:
         if notification_id in self._seen:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -34,6 +33,7 @@ from api.connection import (
 from api.presence import Presence
 from api.receipts import Receipts
 from api.replay import Replay
+from engine import websocket_frames as frames
 from engine.delivery import read_over_websocket
 from engine.settings import Settings
 from engine.token_bucket import BucketPolicy
@@ -120,18 +120,19 @@ class Hub:
         by_id = self._connections.get(user_id)
         if not by_id:
             return 0
-        text = json.dumps(frame, separators=(",", ":"))
-        if frame.get("type") == "notification":
-            out = Outgoing("live", text=text, notifications=[frame["notification"]])
-        else:
-            out = Outgoing("control", text=text)
+        text = frames.render(frame)
+        carried = frames.notification_of(frame)
+        out = (
+            Outgoing("control", text=text) if carried is None else Outgoing("live", text=text, notifications=[carried])
+        )
         return sum(conn.offer(out) for conn in list(by_id.values()))
 
     async def deliver_remote(self, user_id: str, frame: dict[str, Any]) -> int:
         """A frame from the sink via Redis: deliver, or record that the user had just left."""
         taken = await self.deliver_local(user_id, frame)
-        if not taken and frame.get("type") == "notification":
-            await self._receipts.dropped(frame["notification"])
+        carried = frames.notification_of(frame)
+        if not taken and carried is not None:
+            await self._receipts.dropped(carried)
         return taken
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -164,6 +165,7 @@ class Hub:
             queue_size=self._settings.ws_send_queue_size,
             on_written=self._written,
             frame_policy=self._frame_policy,
+            request=request,
         )
         self._connections.setdefault(user_id, {})[conn_id] = conn
         ACTIVE_CONNECTIONS.inc()
@@ -178,7 +180,7 @@ class Hub:
                 elif msg.type == WSMsgType.ERROR:
                     break
                 else:
-                    conn.control({"type": "error", "error": "text frames only"})
+                    conn.control(frames.error("text frames only"))
         finally:
             for task in (replaying, expiring):
                 task.cancel()
@@ -208,7 +210,7 @@ class Hub:
                 await self._replay.catch_up(conn.user_id)
                 after = await self._replay.cursor(conn.user_id, since) if since else None
                 if since and after is None:
-                    conn.control({"type": "error", "error": "unknown 'since' id; replaying undelivered notifications"})
+                    conn.control(frames.error("unknown 'since' id; replaying undelivered notifications"))
                 async for items, more in self._replay.pages(conn.user_id, after):
                     await conn.replayed(items, more=more)
             else:
@@ -241,36 +243,36 @@ class Hub:
         wait = conn.take_frame()
         if wait > 0:
             # Dropped unparsed: a flood costs one small error frame each, never an event-log record.
-            conn.control({"type": "error", "error": "rate limited: frame ignored", "retry_after": wait})
+            conn.control(frames.error("rate limited: frame ignored", retry_after=wait))
             return
         try:
             frame = parse_json(data)  # bounded: depth, numbers, duplicate keys, lone surrogates
         except MalformedJSON:
-            conn.control({"type": "error", "error": "malformed JSON"})
+            conn.control(frames.error("malformed JSON"))
             return
         except InvalidMessage as exc:
-            conn.control({"type": "error", "error": exc.reason})
+            conn.control(frames.error(exc.reason))
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
-            conn.control({"type": "pong"})
+            conn.control(frames.pong())
         elif kind in ("ack", "read"):
             notification_id = frame.get("id")
             if not isinstance(notification_id, str) or not notification_id or len(notification_id) > MAX_ID_LENGTH:
-                conn.control({"type": "error", "error": f"{kind} needs a notification 'id'"})
+                conn.control(frames.error(f"{kind} needs a notification 'id'"))
             elif kind == "read":
                 await self._read(conn, notification_id)
             # ack: delivery is recorded when the frame is written; nothing more to do.
         else:
-            conn.control({"type": "error", "error": f"unsupported frame type {kind!r}"})
+            conn.control(frames.error(f"unsupported frame type {kind!r}"))
 
     async def _read(self, conn: Connection, notification_id: str) -> None:
         if self._inbox is None or self._replay is None:
-            conn.control({"type": "error", "error": "read is not available on this gateway", "id": notification_id})
+            conn.control(frames.error("read is not available on this gateway", id=notification_id))
             return
         already = conn.read_at(notification_id)
         if already is not None:  # read on this connection before: nothing more to record
-            conn.control({"type": "read", "id": notification_id, "read_at": already})
+            conn.control(frames.read(notification_id, already))
             return
         known, read_at = await self._inbox.read_state(conn.user_id, notification_id)
         if not known:
@@ -278,17 +280,17 @@ class Hub:
             await self._replay.catch_up(conn.user_id)
             known, read_at = await self._inbox.read_state(conn.user_id, notification_id)
             if not known:
-                conn.control({"type": "error", "error": "no such notification", "id": notification_id})
+                conn.control(frames.error("no such notification", id=notification_id))
                 return
         if read_at is not None:  # already read (REST, another socket): the log has that fact once
             stamp = _stamp(read_at)
             conn.remember_read(notification_id, stamp)
-            conn.control({"type": "read", "id": notification_id, "read_at": stamp})
+            conn.control(frames.read(notification_id, stamp))
             return
         now = datetime.now(UTC)
         await self._receipts.append(read_over_websocket(notification_id, conn.user_id, now=now))
         stamp = _stamp(now)
-        confirmation = {"type": "read", "id": notification_id, "read_at": stamp}
+        confirmation = frames.read(notification_id, stamp)
         for other in list(self._connections.get(conn.user_id, {}).values()):
             other.remember_read(notification_id, stamp)
             other.control(confirmation)

@@ -1,18 +1,22 @@
-"""WebSocket frames as the sinks send them: rendered once, forwarded as bytes."""
+"""WebSocket frames as the sinks send them: rendered once, forwarded as bytes.
+
+The frame's shape comes from ``engine.websocket_frames``, which the gateway uses too;
+this module adds the worker's side: the bytes (orjson, once per notification) and the
+pub/sub message that carries them to the gateways.
+"""
 
 from __future__ import annotations
 
 import orjson
 
-from engine.delivery import notification_view
+from engine import websocket_frames
 from schemas.events import NotificationAccepted
 from streams.websocket_dispatch import render_message
 
 
 def notification_frame(accepted: NotificationAccepted, correlation_id: str | None = None) -> bytes:
     """``{"type":"notification","notification":{...}}`` for a live delivery (``bulk_id``: ``correlation_id``)."""
-    view = notification_view(accepted, status="delivered", correlation_id=correlation_id)
-    return orjson.dumps({"type": "notification", "notification": view})
+    return orjson.dumps(websocket_frames.notification(accepted, correlation_id))
 
 
 def live_message(accepted: NotificationAccepted, correlation_id: str | None = None) -> bytes:
