@@ -15,7 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-CHANNELS = ("email", "apns")
+from engine.channels import REGISTRY
+
+CHANNELS = REGISTRY.handed_off
 """Channels ``herald redeliver`` can requeue."""
 STATUSES = ("failed", "abandoned", "deferred")
 """Statuses ``--status`` accepts."""

@@ -97,6 +97,12 @@ class ChannelRegistry:
         return tuple(s.name for s in self.specs if s.in_all)
 
     @property
+    def handed_off(self) -> tuple[str, ...]:
+        """Channels on the generic delivery path (a sink per target, retries, ``herald redeliver``):
+        every channel but the live WebSocket."""
+        return tuple(s.name for s in self.specs if s.target != "connection")
+
+    @property
     def bits(self) -> Mapping[str, int]:
         """Mask bit of each channel in ``notifications.channel_mask``."""
         return {s.name: 1 << s.bit for s in self.specs}

@@ -126,7 +126,7 @@ _INVALID_TOKEN_REASONS = ("BadDeviceToken", "Unregistered", "DeviceTokenNotForTo
 
 TARGET_STATUSES = ("pending", "queued", "sending", "sent", "failed", "invalid_token", "cancelled", "expired")
 """Every per-target status, in the order the API documents them."""
-HANDED_OFF_CHANNELS = tuple(s.name for s in REGISTRY.specs if s.target != "connection")
+HANDED_OFF_CHANNELS = REGISTRY.handed_off
 """Channels whose first attempt per target is recorded only with its outcome (the sinks': every
 channel of ``engine.channels`` but the live WebSocket)."""
 

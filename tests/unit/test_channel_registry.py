@@ -10,12 +10,14 @@ import random
 
 import pytest
 
+from engine.audit_redelivery import CHANNELS as REDELIVERABLE
 from engine.channels import CHANNELS, REGISTRY, ChannelRegistry, ChannelRegistryError, ChannelSpec
 from engine.priority import ALL_CHANNELS, resolve_channels
 from engine.routing import fallback_channels
 from engine.settings import Settings
 from engine.topics import TopicNames
 from projections.notifications import CHANNEL_BITS, channel_mask
+from projections.queries import HANDED_OFF_CHANNELS
 from streams.channel_registry import SINKS
 from streams.channels import configured_sinks
 
@@ -53,6 +55,10 @@ def test_all_keeps_meaning_the_first_three_channels_and_webhook_is_named_to_be_u
     assert resolve_channels(("all",)) == ("websocket", "email", "apns")
     assert resolve_channels(("webhook", "all")) == ("websocket", "email", "apns", "webhook")
     assert resolve_channels(("webhook",)) == ("webhook",)
+
+
+def test_redelivery_and_target_status_cover_every_channel_on_the_retry_path() -> None:
+    assert REDELIVERABLE == HANDED_OFF_CHANNELS == ("email", "apns", "webhook")
 
 
 def test_the_fallback_chain_comes_from_the_declarations() -> None:
