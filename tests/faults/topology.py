@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -697,7 +696,3 @@ class Topology:
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 300)
         return subprocess.CompletedProcess(["herald", "verify"], proc.returncode or 0, out, None)
-
-
-def new_tag() -> str:
-    return uuid.uuid4().hex[:8]
