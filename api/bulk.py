@@ -11,7 +11,8 @@ it to the event log, with the id its request would have had: the projector lists
 the bulk (``rejected``, with the reason), and ``herald why`` explains it. At most one fact
 per target, each bounded by its schema.
 
-Amplification is bounded before anything is published: at most ``HERALD_BULK_MAX_TARGETS``
+Amplification is bounded before anything is published (a user token, which reaches only
+its own devices, names at most ``HERALD_MAX_DEVICES_PER_USER`` device tokens): at most ``HERALD_BULK_MAX_TARGETS``
 targets; the request for the longest target is encoded once, and a bulk whose requests
 would each exceed ``HERALD_MAX_REQUEST_BYTES`` (ingest would dead-letter every copy) or
 together exceed ``HERALD_BULK_MAX_ENCODED_BYTES`` is refused with 413.
@@ -30,7 +31,7 @@ from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
 from api.envelopes import REQUEST_FIELDS, SOURCE, build_request, check_address
 from api.params import json_body, path_id
 from api.problems import Problem
-from api.publisher import Publisher
+from api.publisher import Publisher, RawRecord
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 from schemas.codec import encode
@@ -134,6 +135,13 @@ class BulkRoutes:
                 413, "Payload Too Large", f"{len(targets)} targets; at most {limit} per bulk request: split it"
             )
         targets = list(dict.fromkeys(targets))
+        devices = self._settings.max_devices_per_user
+        if tokens is not None and not principal.has(SCOPE_WRITE) and len(targets) > devices:
+            # A user reaches only their own devices: more tokens than anyone may own would only
+            # record refusals (one fact each), so a user token cannot flood the log with them.
+            raise Problem(
+                413, "Payload Too Large", f"{len(targets)} device tokens; a user token may name at most {devices}"
+            )
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 200:
             raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 characters")
@@ -149,7 +157,7 @@ class BulkRoutes:
             body["channels"] = ["apns"]
         # The content is checked once, whoever the targets: bad content is a 422, never a refusal per target.
         build_request({**body, "user_id": CONTENT_PROBE_USER}, notification_id=bulk_id, correlation_id=bulk_id)
-        self._check_size(body, bulk_id, recipients)
+        size = self._check_size(body, bulk_id, recipients)
         requests = []
         for user_id, token in recipients:
             data: dict[str, Any] = {**body, "user_id": user_id, "device_token": token}
@@ -158,10 +166,13 @@ class BulkRoutes:
                 requests.append(build_request(data, notification_id=nid, correlation_id=bulk_id))
             except Problem as exc:  # this target's own fault (e.g. an overlong user id)
                 refused.append(Refusal(token or user_id, exc.detail, device=token is not None, user_id=user_id))
+        priority = str(body.get("priority") or "medium")
+        facts = [r.fact(bulk_id, principal.subject, priority) for r in refused]
+        records = [RawRecord(self._publisher.names.events, (f.userid or "").encode(), encode(f), []) for f in facts]
+        self._check_budget(size, len(requests), sum(len(r.value or b"") for r in records))
         # The refusals first: a bulk whose answer is lost and is retried (same Idempotency-Key)
         # records them once (derived ids), and never publishes requests whose refusals are missing.
-        priority = str(body.get("priority") or "medium")
-        await self._publisher.append_many(r.fact(bulk_id, principal.subject, priority) for r in refused)
+        await self._publisher.forward(records)
         await self._publisher.request_many(requests)
         location = f"/api/notifications/bulk/{bulk_id}"
         answer = [r.answer(bulk_id) for r in refused]
@@ -171,10 +182,11 @@ class BulkRoutes:
             headers={"Location": location},
         )
 
-    def _check_size(self, body: dict[str, Any], bulk_id: str, recipients: list[tuple[str, str | None]]) -> None:
-        """413 unless every request fits ingest's limit and all of them the bulk budget (one encode)."""
+    def _check_size(self, body: dict[str, Any], bulk_id: str, recipients: list[tuple[str, str | None]]) -> int:
+        """413 unless every request fits ingest's limit and all of them the bulk budget (one encode);
+        the encoded size of the largest request."""
         if not recipients:
-            return
+            return 0
         longest = max(recipients, key=_target_length)
         size = 0
         for user_id, token in (longest, recipients[0]):
@@ -202,6 +214,18 @@ class BulkRoutes:
                 "Payload Too Large",
                 f"{len(recipients)} notifications of {size} bytes make {total} bytes; at most {budget} per bulk:"
                 " split it or shorten the content",
+            )
+        return size
+
+    def _check_budget(self, size: int, requests: int, refusals: int) -> None:
+        """413 unless the requests and the refusals' facts (``refusals`` bytes) fit the bulk budget together."""
+        total, budget = size * requests + refusals, self._settings.bulk_max_encoded_bytes
+        if total > budget:
+            raise Problem(
+                413,
+                "Payload Too Large",
+                f"{requests} notifications of {size} bytes and {refusals} bytes of refused targets make {total}"
+                f" bytes; at most {budget} per bulk: split it",
             )
 
     async def _resolve_tokens(

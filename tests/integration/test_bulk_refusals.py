@@ -130,3 +130,11 @@ async def test_a_retried_bulk_records_its_refusals_once(
     # Bad content is refused once as a whole (422), never recorded target by target.
     bad = await svc.post("/api/notifications/bulk", json={"device_tokens": tokens, "title": ""})
     assert bad.status == 422, bad.body
+    # A user token reaches only its own devices: it cannot make the log record a flood of refusals.
+    user = Api.for_user(http, base, settings, unique("amy"))
+    flood = [secrets.token_hex(32) for _ in range(settings.max_devices_per_user + 1)]
+    too_many = await user.post("/api/notifications/bulk", json={"device_tokens": flood, "title": "spam"})
+    assert too_many.status == 413, too_many.body
+    assert "at most" in too_many.body["detail"]
+    few = await user.post("/api/notifications/bulk", json={"device_tokens": flood[:2], "title": "mine?"})
+    assert few.status == 202 and [r["reason"] for r in few.body["refused"]] == ["unknown device token"] * 2
