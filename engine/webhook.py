@@ -7,7 +7,8 @@ per notification and URL, so a retry is recognisably the same message),
 over ``id.timestamp.body``. The secret is ``whsec_`` + base64 (the format of the
 Standard Webhooks libraries) or any other text of at least ``MIN_SECRET_BYTES``, used
 as is. URLs are https only (a notification is personal data), ``http://`` only to a
-loopback host where the deployment allows it (``herald dev``, tests), bounded length.
+loopback host where the deployment allows it (``herald dev``, tests), bounded length, and
+never an internal IP literal or ``localhost`` (loopback only where allowed).
 The I/O is ``streams/webhook_sink.py``; ``verify`` is what a receiver (and the tests) do.
 """
 
@@ -64,6 +65,9 @@ def check_url(url: str, *, allow_loopback_http: bool) -> str:
         raise InvalidWebhook("a webhook URL needs a host")
     if parts.username is not None or parts.password is not None:
         raise InvalidWebhook("a webhook URL carries no credentials (the signature authenticates Herald)")
+    if _internal(host) and not (allow_loopback_http and _loopback(host)):
+        # Not a user's server: a URL must not turn Herald into a client of its own network.
+        raise InvalidWebhook(f"a webhook URL may not name an internal address ({host})")
     if parts.scheme == "https":
         return url
     if parts.scheme == "http" and allow_loopback_http and _loopback(host):
@@ -106,6 +110,18 @@ def verify(key: bytes, received: dict[str, str], body: bytes, *, now: float) -> 
     if not any(hmac.compare_digest(expected, s.encode()) for s in offered):
         return "no matching v1 signature"
     return None
+
+
+def _internal(host: str) -> bool:
+    """``localhost`` or an IP literal that is not a public unicast address (loopback, private,
+    link-local such as cloud metadata at 169.254.169.254, unspecified, multicast, reserved)."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: where it resolves is not checked here
+    return not address.is_global or address.is_multicast
 
 
 def _loopback(host: str) -> bool:
