@@ -201,22 +201,24 @@ def _source(obj: Any) -> str:
         return ""
 
 
+_ASSIGNED: dict[tuple[type[Any], str], bool] = {}
+
+
 def _assigned_in(owner: type[Any], name: str) -> bool:
-    """Whether ``owner`` has ``name`` on the class or some method of it or its bases assigns ``self.name``."""
-    if name in getattr(owner, "__dict__", {}) or any(name in vars(cls) for cls in owner.__mro__):
+    """Whether ``owner`` has ``name`` on the class or a method of it or its bases assigns ``self.name``."""
+    known = _ASSIGNED.get((owner, name))
+    if known is None:
+        known = _ASSIGNED[(owner, name)] = _find_assignment(owner, name)
+    return known
+
+
+def _find_assignment(owner: type[Any], name: str) -> bool:
+    if any(name in vars(cls) for cls in owner.__mro__):
         return True
     pattern = re.compile(rf"\bself\.{re.escape(name)}\s*(?::[^=\n]+)?=(?!=)")
-    return any(pattern.search(_source(cls)) for cls in owner.__mro__ if cls is not object)
-
-
-__all__ = [
-    "REQUIRED",
-    "Internal",
-    "LibraryInternalsChanged",
-    "check_internals",
-    "consumer_with_fetch_wait",
-    "consumer_with_poll_choice",
-    "fetched_position",
-    "flush_first",
-    "kafka_client",
-]
+    for cls in owner.__mro__:
+        for member in vars(cls).values():
+            function = member.fget if isinstance(member, property) else member
+            if inspect.isfunction(function) and pattern.search(_source(function)):
+                return True
+    return False
