@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.priority import ALL_CHANNELS
-from projections.models import ChannelStateRow, DeliveryRow, NotificationRow, ProjectorOffset
+from projections.models import ChannelStateRow, DeliveryRow, EventRow, NotificationRow, ProjectorOffset
 from projections.notifications import REFUSED
 from projections.queries import ListFilter, Page, _conditions, decode_cursor, encode_cursor, view
 from schemas.codec import format_time
@@ -289,6 +289,8 @@ class AdminQueries:
                 }
                 for nid, user, token, status, error in await conn.execute(refused)
             ]
+            # A user id too long for any request has no row column to keep it: its fact has it.
+            await _refused_targets(conn, [item for item in listed if not item["target"]])
         return {
             "bulk_id": bulk_id,
             "created_at": _time(created),
@@ -297,6 +299,21 @@ class AdminQueries:
             "refused_total": sum(v for k, v in by_status.items() if k in REFUSED),
             "refused": listed,
         }
+
+
+async def _refused_targets(conn: AsyncConnection, items: list[dict[str, Any]]) -> None:
+    """Fill in ``target`` of listed refusals from their ``bulk.target_refused`` (the ledger, by subject)."""
+    if not items:
+        return
+    e = EventRow
+    stmt = select(e.subject, e.data).where(
+        e.subject.in_([item["notification_id"] for item in items]), e.type == "bulk.target_refused"
+    )
+    targets = {str(subject): data.get("target") for subject, data in await conn.execute(stmt) if isinstance(data, dict)}
+    for item in items:
+        target = targets.get(item["notification_id"])
+        if isinstance(target, str):
+            item["target"] = target
 
 
 async def _statuses(conn: AsyncConnection, bulk_ids: list[str]) -> dict[str, dict[str, int]]:

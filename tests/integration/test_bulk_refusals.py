@@ -127,6 +127,19 @@ async def test_a_retried_bulk_records_its_refusals_once(
     detail = await eventually(projected, timeout=60, what="the refusals projected")
     assert detail["by_status"] == {"rejected": 2}
     assert sorted(r["target"] for r in detail["refused"]) == sorted(tokens)
+    # A user id no request can carry is refused by itself, and listed with (the start of) its id.
+    named = [unique("kim"), "x" * 300]
+    users = await svc.post("/api/notifications/bulk", json={"user_ids": named, "title": "Hi"})
+    assert users.status == 202 and users.body["requested"] == 1
+    [overlong] = users.body["refused"]
+    assert overlong["target"] == named[1] and "200 characters" in overlong["reason"]
+
+    async def users_projected() -> dict[str, Any] | None:
+        found = await ops.get(f"/api/admin/bulks/{users.body['bulk_id']}")
+        return found.body if found.status == 200 and found.body["total"] == 2 else None
+
+    listed = (await eventually(users_projected, timeout=60, what="the user bulk projected"))["refused"]
+    assert [(r["target"], r["user_id"], r["reason"]) for r in listed] == [("x" * 200, None, overlong["reason"])]
     # Bad content is refused once as a whole (422), never recorded target by target.
     bad = await svc.post("/api/notifications/bulk", json={"device_tokens": tokens, "title": ""})
     assert bad.status == 422, bad.body
