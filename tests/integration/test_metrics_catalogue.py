@@ -418,10 +418,11 @@ async def backlog_under_load(ctx: Ctx) -> None:
     await producer.start()
     try:
         seen_lag = 0.0
-        for _ in range(3):
-            for n in range(400):
+        # Interleaved, so both agents hold records at once however the machine schedules them
+        # (low first, then high, let a quiet worker finish the low burst before high arrived).
+        for _ in range(8):
+            for n in range(1000):
                 await producer.send(ctx.names.request("low"), key=f"u{n % 7}".encode(), value=b"{low")
-            for n in range(400):
                 await producer.send(ctx.names.request("high"), key=f"u{n % 7}".encode(), value=b"{high")
             await producer.flush()
             deadline = time.monotonic() + 20
