@@ -262,6 +262,7 @@ SCHEMAS: dict[str, _S] = {
             "email": _nullable("string"),
             "channels": {"type": "array", "items": _CHANNEL},
             "email_fallback_minutes": _nullable("integer"),
+            "webhook_url": _nullable("string"),
             "updated_at": _TIME,
             "projected": {"type": "boolean"},
         },

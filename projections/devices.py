@@ -100,6 +100,7 @@ async def apply_contacts(conn: AsyncConnection, envelopes: list[Envelope]) -> No
                 "email": event.email,
                 "channels": list(event.channels),
                 "email_fallback_minutes": event.email_fallback_minutes,
+                "webhook_url": event.webhook_url,
                 "updated_at": env.time,
             }
         )
@@ -112,6 +113,7 @@ async def apply_contacts(conn: AsyncConnection, envelopes: list[Envelope]) -> No
                 "email": excluded.email,
                 "channels": excluded.channels,
                 "email_fallback_minutes": excluded.email_fallback_minutes,
+                "webhook_url": excluded.webhook_url,
                 "updated_at": excluded.updated_at,
             },
             where=ContactRow.updated_at <= excluded.updated_at,

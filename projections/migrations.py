@@ -63,11 +63,16 @@ def _deliveries_at_index(conn: Connection) -> None:
     conn.execute(text('CREATE INDEX IF NOT EXISTS "ix_deliveries_at" ON "deliveries" ("at")'))
 
 
+def _contact_webhook_url(conn: Connection) -> None:
+    add_column_if_missing(conn, "contacts", "webhook_url", "VARCHAR(2048)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline read models", _baseline),
     Migration(2, "skipped (poison) events", _skipped_events),
     Migration(3, "devices.last_notification_at", _device_last_notification),
     Migration(4, "deliveries by time (console overview)", _deliveries_at_index),
+    Migration(5, "contacts.webhook_url (webhook channel)", _contact_webhook_url),
 )
 """Every migration, in order."""
 

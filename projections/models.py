@@ -166,6 +166,7 @@ class ContactRow(Base):
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
     channels: Mapped[list[str]] = mapped_column(JSON)
     email_fallback_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -414,6 +414,7 @@ class NotificationQueries:
             "email": row.email,
             "channels": list(row.channels),
             "email_fallback_minutes": row.email_fallback_minutes,
+            "webhook_url": row.webhook_url,
             "updated_at": format_time(row.updated_at),
         }
 

@@ -85,6 +85,9 @@ async def test_a_notification_is_posted_to_the_contact_url_and_its_target_status
     contact = {"webhook_url": receiver.url + path, "channels": ["websocket", "webhook"]}
     set_contact = await service.put(f"/api/users/{user}/contact", json=contact)
     assert set_contact.status == 200, set_contact.body
+    assert set_contact.body["webhook_url"] == receiver.url + path
+    mine = await client(api_stack, http, user).get(f"/api/users/{user}/contact")
+    assert (mine.status, mine.body["webhook_url"]) == (200, receiver.url + path)
     walt = client(api_stack, http, user)
     sent = await walt.post("/api/notifications", json={"title": "Invoice paid", "channels": ["webhook"]})
     assert sent.status == 202, sent.body
