@@ -104,6 +104,15 @@ def test_the_image_installs_the_runtime_dependencies_and_no_dev_only_part() -> N
     assert not installed & dev, f"the image would install dev-only parts: {sorted(installed & dev)}"
 
 
+def test_the_lock_the_image_installs_is_that_of_pyproject() -> None:
+    """``uv sync --frozen`` installs uv.lock as it is: a lock older than pyproject.toml would ship
+    versions outside its bounds (e.g. the upper bounds on faust-streaming and aiokafka)."""
+    check = subprocess.run(
+        [*uv(), "lock", "--check", "--offline"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert check.returncode == 0, f"uv.lock is out of date with pyproject.toml: run `uv lock`\n{check.stderr}"
+
+
 @pytest.mark.slow
 def test_herald_dev_in_a_production_install_says_in_one_line_what_is_missing(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
