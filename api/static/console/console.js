@@ -5,10 +5,10 @@
 const TOKEN_KEY = "herald-console-token";
 const REFRESH_MS = 2000;
 const PRIORITIES = ["high", "medium", "low"];
-const CHANNELS = ["websocket", "email", "apns"];
+const CHANNELS = ["websocket", "email", "apns", "webhook"];
 const COLORS = {
   high: "#d92d20", medium: "#dc8a00", low: "#7a869a",
-  websocket: "#3056d3", email: "#12875a", apns: "#8e44ad",
+  websocket: "#3056d3", email: "#12875a", apns: "#8e44ad", webhook: "#0b8a8a",
   p50: "#12875a", p90: "#dc8a00", p99: "#d92d20", dead: "#d92d20",
 };
 const LAG_COLORS = ["#3056d3", "#12875a", "#dc8a00", "#8e44ad", "#d92d20", "#0b8a8a"];
