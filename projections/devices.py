@@ -1,20 +1,24 @@
 """The ``devices`` and ``contacts`` read models.
 
-A device token can change hands (a phone is sold), and its events then come from
-two users, i.e. two partitions with no order between them. So every write is
-guarded by event time: a row only ever moves forward in time. A device's
-``last_notification_at`` is the time of the latest APNs ``delivery.succeeded`` to its
-token on behalf of its owner (a push to the previous owner does not count).
+Device events are folded by ``engine.device_lifecycle.evolve``, the fold the worker's
+registry uses too, so REST shows a token active exactly when the sinks push to it. A
+device token can change hands (a phone is sold), and its events then come from two
+users, i.e. two partitions with no order between them: the fold orders those by event
+time, and each row is read, folded and written under a row lock (Postgres), so two
+projectors never overwrite each other's change. A device's ``last_notification_at`` is
+the time of the latest APNs ``delivery.succeeded`` to its token on behalf of its owner
+(a push to the previous owner does not count).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, or_, text, update
+from sqlalchemy import bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine import device_lifecycle as lifecycle
 from projections.models import ContactRow, DeviceRow
 from schemas.envelope import Envelope
 from schemas.events import ContactUpdated, DeliverySucceeded, DeviceInvalidated, DeviceRegistered, DeviceUnregistered
@@ -27,58 +31,46 @@ def _dialect(conn: AsyncConnection) -> Any:
     return postgresql if conn.dialect.name == "postgresql" else sqlite
 
 
+ATTEMPTS = 5
+"""Tries of one device event when another projector inserts the same token's row meanwhile."""
+
+
+def _device(row: Any) -> lifecycle.Device:
+    return lifecycle.Device(row.user_id, row.status, row.registered_at, row.updated_at, row.reason)
+
+
 async def apply_device(conn: AsyncConnection, env: Envelope) -> None:
-    """Apply one device event (cold path: one statement per event, in log order)."""
+    """Apply one device event (cold path: a read and at most one write per event, in log order)."""
     event = env.data
-    if isinstance(event, DeviceRegistered):
-        stmt = (
-            _dialect(conn)
-            .insert(DeviceRow)
-            .values(
-                device_token=event.device_token,
-                user_id=event.user_id,
-                platform=event.platform,
-                name=event.name,
-                active=True,
-                status="active",
-                reason=None,
-                registered_at=env.time,
-                updated_at=env.time,
-            )
-        )
-        excluded = stmt.excluded
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["device_token"],
-                set_={
-                    "user_id": excluded.user_id,
-                    "platform": excluded.platform,
-                    "name": excluded.name,
-                    "active": True,
-                    "status": "active",
-                    "reason": None,
-                    "registered_at": excluded.registered_at,
-                    "updated_at": excluded.updated_at,
-                },
-                where=DeviceRow.updated_at <= excluded.updated_at,
-            )
-        )
-    elif isinstance(event, DeviceUnregistered):
-        await conn.execute(
-            update(DeviceRow)
-            .where(
-                DeviceRow.device_token == event.device_token,
-                DeviceRow.user_id == event.user_id,
-                DeviceRow.updated_at <= env.time,
-            )
-            .values(active=False, status="unregistered", reason="unregistered by the user", updated_at=env.time)
-        )
-    elif isinstance(event, DeviceInvalidated):
-        await conn.execute(
-            update(DeviceRow)
-            .where(DeviceRow.device_token == event.device_token, DeviceRow.updated_at <= env.time)
-            .values(active=False, status="invalid", reason=event.reason, updated_at=env.time)
-        )
+    if not isinstance(event, DEVICE_EVENTS):
+        return
+    token = event.device_token
+    for _ in range(ATTEMPTS):
+        query = select(DeviceRow).where(DeviceRow.device_token == token)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        before = None if row is None else _device(row)
+        after = lifecycle.evolve(before, event, env.time)
+        if after is None or after is before:
+            return
+        values: dict[str, Any] = {
+            "user_id": after.owner,
+            "active": after.active,
+            "status": after.status,
+            "reason": after.reason,
+            "registered_at": after.registered_at,
+            "updated_at": after.updated_at,
+        }
+        if isinstance(event, DeviceRegistered):
+            values |= {"platform": event.platform, "name": event.name}
+        if row is not None:
+            await conn.execute(update(DeviceRow).where(DeviceRow.device_token == token).values(**values))
+            return
+        insert = _dialect(conn).insert(DeviceRow).values(device_token=token, **values)
+        if (await conn.execute(insert.on_conflict_do_nothing(index_elements=["device_token"]))).rowcount == 1:
+            return
+    raise RuntimeError(f"device {token[:8]}…: its row kept changing under {ATTEMPTS} attempts")
 
 
 async def apply_contacts(conn: AsyncConnection, envelopes: list[Envelope]) -> None:

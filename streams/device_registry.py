@@ -20,21 +20,26 @@ channels, email fallback delay), one small entry per user whatever the user does
 email sink reads the address; ingest's routing reads the preferences
 (``preferences``), so a worker always binds a registry, with or without sinks.
 
-Revival rule: ``device.invalidated`` (APNs 410 / BadDeviceToken) turns a token off only
-if it was registered before the invalidation (APNs' ``invalid_since`` when given, else
-the event time); a ``device.registered`` that comes later turns it back on.
+Lifecycle: every device event is folded by ``engine.device_lifecycle.evolve``, the same
+fold as the ``devices`` read model's, on the (user, token) entry of the event's user, and
+the cap by ``engine.device_lifecycle.admit``; so the sinks push to exactly the tokens
+REST shows as active (revival after an invalidation included: a ``device.registered``
+later than APNs' ``invalid_since`` turns the token back on).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
+from engine import device_lifecycle as lifecycle
+from engine.device_lifecycle import ACTIVE as ACTIVE
+from engine.device_lifecycle import INVALID as INVALID
+from engine.device_lifecycle import UNREGISTERED as UNREGISTERED
 from engine.routing import ContactPreferences
 from schemas.codec import decode, format_time, parse_time
 from schemas.envelope import Envelope
@@ -47,7 +52,6 @@ from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-ACTIVE, UNREGISTERED, INVALID = "active", "unregistered", "invalid"
 SOURCE = "herald/devices"
 DEFAULT_MAX_DEVICES = 20
 """Active tokens per user until a sink binds the registry with the configured cap (the settings' default)."""
@@ -74,21 +78,28 @@ def entry_key(user_id: str, token: str) -> str:
     return f"{user_id}\x1f{token}"
 
 
-def registered(at: datetime) -> dict[str, Any]:
-    """The entry of a token just registered at ``at``."""
-    return {"state": ACTIVE, "registered_at": format_time(at)}
+def to_entry(device: lifecycle.Device) -> dict[str, Any]:
+    """The table entry of a registration (``owner`` is in the key)."""
+    return {
+        "state": device.status,
+        "registered_at": format_time(device.registered_at),
+        "updated_at": format_time(device.updated_at),
+        "invalidated_at": None if device.active else format_time(device.updated_at),
+        "reason": device.reason,
+    }
 
 
-def unregistered(entry: dict[str, Any], at: datetime, reason: str) -> dict[str, Any]:
-    """``entry`` turned off at ``at`` by the user, a new owner, or the per-user cap."""
-    return {**entry, "state": UNREGISTERED, "invalidated_at": format_time(at), "reason": reason}
-
-
-def invalidated(entry: dict[str, Any], since: datetime, reason: str) -> dict[str, Any]:
-    """``entry`` turned off by an invalidation at ``since``, unless it was registered after that."""
-    if parse_time(entry["registered_at"]) > since:
-        return entry  # re-registered after APNs saw the token die: the new registration wins
-    return {**entry, "state": INVALID, "invalidated_at": format_time(since), "reason": reason}
+def from_entry(user_id: str, entry: dict[str, Any]) -> lifecycle.Device:
+    """The registration of a table entry (entries written before ``updated_at`` existed included)."""
+    registered_at = parse_time(entry["registered_at"])
+    changed = entry.get("updated_at") or entry.get("invalidated_at")
+    return lifecycle.Device(
+        user_id,
+        str(entry["state"]),
+        registered_at,
+        parse_time(changed) if changed else registered_at,
+        entry.get("reason"),
+    )
 
 
 def _maybe_relevant(value: bytes | None, headers: list[tuple[str, bytes]]) -> bool:
@@ -165,11 +176,8 @@ class DeviceRegistry:
         event = env.data
         if isinstance(event, DeviceRegistered):
             return self._register(env, event)
-        if isinstance(event, DeviceUnregistered):
-            self._turn_off(event.user_id, event.device_token, lambda e: unregistered(e, env.time, "unregistered"))
-        elif isinstance(event, DeviceInvalidated):
-            since = event.invalid_since or env.time
-            self._turn_off(event.user_id, event.device_token, lambda e: invalidated(e, since, event.reason))
+        if isinstance(event, DeviceUnregistered | DeviceInvalidated):
+            self._fold(event, env.time)
         elif isinstance(event, ContactUpdated):
             self.contacts[event.user_id] = {
                 "email": event.email,
@@ -182,16 +190,13 @@ class DeviceRegistry:
 
     def _register(self, env: Envelope, event: DeviceRegistered) -> list[Envelope]:
         user, token = event.user_id, event.device_token
-        self.tokens[entry_key(user, token)] = registered(env.time)
-        active = [t for t in self.active_tokens_in_order(user) if t != token] + [token]
-        excess = max(0, len(active) - self.max_devices)
-        dropped, active = active[:excess], active[excess:]
+        self._fold(event, env.time)
+        active, dropped = lifecycle.admit(self.active_tokens_in_order(user), token, cap=self.max_devices)
         self.index[user] = active
         out = []
         for old in dropped:
-            key = entry_key(user, old)
-            self.tokens[key] = unregistered(self.tokens.get(key) or registered(env.time), env.time, "device limit")
             gone = DeviceUnregistered(user_id=user, device_token=old)
+            self._fold(gone, env.time)  # what the read model does when it reads the event below
             out.append(
                 Envelope(
                     id=derived_id(env.id, gone.TYPE, old),
@@ -206,14 +211,17 @@ class DeviceRegistry:
             log.info("device limit reached: oldest token unregistered", extra={"user_id": user})
         return out
 
-    def _turn_off(self, user_id: str, token: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def _fold(self, event: lifecycle.DeviceEvent, at: datetime) -> None:
+        """Apply the shared lifecycle fold to the (user, token) entry of ``event``; keep the index in step."""
+        user_id, token = event.user_id, event.device_token
         key = entry_key(user_id, token)
-        entry = self.tokens.get(key)
-        if entry is None:
+        raw = self.tokens.get(key)
+        before = from_entry(user_id, dict(raw)) if raw else None
+        after = lifecycle.evolve(before, event, at)
+        if after is None or after is before:
             return
-        after = change(entry)
-        self.tokens[key] = after
-        if after["state"] != ACTIVE:
+        self.tokens[key] = to_entry(after)
+        if not after.active:
             active = self.active_tokens_in_order(user_id)
             if token in active:
                 self.index[user_id] = [t for t in active if t != token]
@@ -260,7 +268,7 @@ class DeviceRegistry:
         agent; doing it here too means the very next delivery already skips the token.
         """
         at = since or datetime.now(UTC)
-        self._turn_off(user_id, token, lambda e: invalidated(e, at, reason))
+        self._fold(DeviceInvalidated(user_id=user_id, device_token=token, reason=reason, invalid_since=at), at)
 
     def contact(self, user_id: str) -> dict[str, Any] | None:
         """The user's latest ``contact.updated`` (``email``, ``channels``, ``email_fallback_minutes``), if any."""
