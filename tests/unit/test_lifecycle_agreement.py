@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -101,9 +102,10 @@ class Sides:
         return Row(user, raw["state"], datetime.fromisoformat(raw["registered_at"].replace("Z", "+00:00")))
 
 
-async def _with_database(body):  # type: ignore[no-untyped-def]
+async def _with_database(body, url: str | None = None):  # type: ignore[no-untyped-def]
+    """Run ``body`` on a connection to a migrated database (a fresh SQLite file unless ``url``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        engine = create_engine(f"sqlite+aiosqlite:///{Path(tmp) / 'devices.db'}")
+        engine = create_engine(url or f"sqlite+aiosqlite:///{Path(tmp) / 'devices.db'}")
         try:
             await migrate(engine)
             async with engine.begin() as conn:
@@ -226,18 +228,24 @@ def test_replaying_the_log_gives_the_same_state_and_folding_twice_is_folding_onc
 # -- the cases where the two folds used to disagree (each failed on the read model's old rules)
 
 
-async def _both(events: list[tuple[Event, datetime]]) -> tuple[dict[str, Row], Sides]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest) -> str | None:
+    """The read model's database: SQLite (``herald dev``) or Postgres (deployments: rows locked)."""
+    return request.getfixturevalue("database_url") if request.param == "postgresql" else None
+
+
+async def _both(events: list[tuple[Event, datetime]], url: str | None) -> tuple[dict[str, Row], Sides]:
     async def body(conn: AsyncConnection) -> tuple[dict[str, Row], Sides]:
         sides = Sides(conn, cap=20)
         for event, at in events:
             await sides.append(_env(event, at))
         return await sides.rows(), sides
 
-    result: tuple[dict[str, Row], Sides] = await _with_database(body)
+    result: tuple[dict[str, Row], Sides] = await _with_database(body, url)
     return result
 
 
-async def test_a_token_re_registered_after_apns_saw_it_die_is_active_in_rest_too() -> None:
+async def test_a_token_re_registered_after_apns_saw_it_die_is_active_in_rest_too(db: str | None) -> None:
     token = secrets.token_hex(32)
     rows, sides = await _both(
         [
@@ -248,13 +256,16 @@ async def test_a_token_re_registered_after_apns_saw_it_die_is_active_in_rest_too
                 DeviceInvalidated("alice", token, "Unregistered", invalid_since=T0 + timedelta(minutes=1)),
                 T0 + timedelta(minutes=6),
             ),
-        ]
+        ],
+        db,
     )
     assert sides.registry.active_tokens("alice") == [token]
     assert rows[token].status == ACTIVE  # was "invalid": REST showed dead a token the sink pushed to
 
 
-async def test_an_invalidation_reported_for_the_previous_owner_leaves_the_new_owner_s_token_active() -> None:
+async def test_an_invalidation_reported_for_the_previous_owner_leaves_the_new_owner_s_token_active(
+    db: str | None,
+) -> None:
     token = secrets.token_hex(32)
     rows, sides = await _both(
         [
@@ -263,20 +274,22 @@ async def test_an_invalidation_reported_for_the_previous_owner_leaves_the_new_ow
             (DeviceRegistered("bob", token), T0 + timedelta(minutes=1)),
             # a push for alice that was in flight fails; the report names alice
             (DeviceInvalidated("alice", token, "BadDeviceToken"), T0 + timedelta(minutes=2)),
-        ]
+        ],
+        db,
     )
     assert sides.registry.active_tokens("bob") == [token]
     assert (rows[token].owner, rows[token].status) == ("bob", ACTIVE)  # was "invalid" in REST only
 
 
-async def test_an_unregistration_stamped_before_its_registration_still_unregisters() -> None:
+async def test_an_unregistration_stamped_before_its_registration_still_unregisters(db: str | None) -> None:
     token = secrets.token_hex(32)
     rows, sides = await _both(
         [
             (DeviceRegistered("alice", token), T0 + timedelta(seconds=2)),
             # DELETE through another API replica whose clock is two seconds behind
             (DeviceUnregistered("alice", token), T0 + timedelta(seconds=1)),
-        ]
+        ],
+        db,
     )
     assert sides.registry.active_tokens("alice") == []
     assert rows[token].status == UNREGISTERED  # was still "active" in REST: its time was older
