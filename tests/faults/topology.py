@@ -362,6 +362,8 @@ class Topology:
         self.load = Load(self, RATE)
         self.checked_upto = 0
         self.reports: list[Report] = []
+        self.reported_twice: set[str] = set()
+        """Emails and pushes a check already failed for having been sent twice."""
         self.poison_users: list[str] = []
         """Users of poison requests (``test_poison``): their rows are refused requests, not notifications."""
         self.latencies: list[float] = []
@@ -580,7 +582,11 @@ class Topology:
         await eventually(channels_done, timeout=SETTLE_TIMEOUT, interval=0.2, what="every email and push")
         twice = [f"email {n}" for n, k in mail_counts().items() if k > 1]
         twice += [f"push {n}" for n, k in push_counts().items() if k > 1]
-        assert not twice, f"{len(twice)} of {len(emails) + len(pushes)} emails and pushes sent twice: {twice[:3]}"
+        new_twice = [t for t in twice if t not in self.reported_twice]
+        self.reported_twice.update(twice)  # failed once, in the scenario that caused it; not again in later ones
+        assert not new_twice, (
+            f"{len(new_twice)} of {len(emails) + len(pushes)} emails and pushes sent twice: {new_twice[:3]}"
+        )
 
         # 3. Every notification is projected: one row per id in REST (pending for offline ones until they connect).
         await eventually(
