@@ -1,12 +1,16 @@
 """Configuration: read once from ``HERALD_*`` variables into a frozen object.
 
 Nothing else in Herald reads ``os.environ``; the composition root calls
-``Settings.from_env()`` and passes the result down.
+``Settings.from_env()`` and passes the result down. A ``HERALD_*`` variable that is not a
+setting (a typo such as ``HERALD_RATE_LIMIT_HIHG``) is refused with the closest valid name
+rather than silently ignored: every role and tool then exits with status 2 at start.
+docs/configuration.md lists every setting by concern (``SECTIONS``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -20,7 +24,43 @@ DEV_JWT_SECRET = "herald-dev-secret-change-me-in-production-0123456789"  # noqa:
 
 
 class ConfigError(HeraldError):
-    """A ``HERALD_*`` variable is missing or malformed."""
+    """A ``HERALD_*`` variable is missing, malformed or unknown."""
+
+
+NOT_SETTINGS = frozenset(
+    {
+        # Tools: the admin token `herald deadletters` sends (herald/deadletters_command.py).
+        "HERALD_ADMIN_TOKEN",
+        # The test suite's services and knobs (tests/conftest.py, tests/support/, tests/integration/).
+        "HERALD_TEST_KAFKA",
+        "HERALD_TEST_DATABASE_URL",
+        "HERALD_TEST_REDIS_URL",
+        "HERALD_TEST_PG_ADMIN",
+        "HERALD_TEST_CRASH_BURST",
+        "HERALD_FUZZ_EXAMPLES",
+        "HERALD_FUZZ_SEED",
+        # The fault suite's topology and targets (tests/faults/, docs/reliability.md).
+        "HERALD_FAULTS_WORKERS",
+        "HERALD_FAULTS_PROJECTORS",
+        "HERALD_FAULTS_GATEWAYS",
+        "HERALD_FAULTS_ONLINE_USERS",
+        "HERALD_FAULTS_OFFLINE_USERS",
+        "HERALD_FAULTS_RATE",
+        "HERALD_FAULTS_SETTLE_TIMEOUT",
+        "HERALD_FAULTS_RECOVER_TARGET",
+        "HERALD_FAULTS_P99_TARGET",
+        "HERALD_FAULTS_RESTART_GUARD",
+        "HERALD_FAULTS_ALL_THREE_GUARD",
+        # Benchmarks (benchmarks/, docs/benchmarks.md).
+        "HERALD_BENCH_KAFKA",
+        "HERALD_BENCH_PG_ADMIN",
+        "HERALD_BENCH_REDIS",
+        "HERALD_BENCH_REDIS_URL",
+        "HERALD_BENCH_PROFILE",
+    }
+)
+"""``HERALD_*`` variables that are legitimately set but are not settings: ``from_env`` lets them
+pass. Tests and benchmarks start roles as processes that inherit them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +250,7 @@ class Settings:
     audit_hmac_key: str = field(default="", repr=False)
     """Key of the HMAC-SHA256 signature on ``herald audit export`` manifests (empty: a digest manifest, unsigned)."""
     extra: Mapping[str, str] = field(default_factory=dict)
-    """Unrecognised ``HERALD_*`` variables, kept for error messages."""
+    """Always empty: an unrecognised ``HERALD_*`` variable is refused by ``from_env`` (kept for callers)."""
 
     def to_env(self) -> dict[str, str]:
         """The ``HERALD_*`` variables that make ``from_env`` build these settings again
@@ -229,10 +269,20 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``), then ``overrides``."""
+        """Build settings from ``env`` (default ``os.environ``), then ``overrides``.
+
+        Raises ``ConfigError`` for a ``HERALD_*`` name that is neither a setting nor in
+        ``NOT_SETTINGS``, naming the closest valid one."""
         source = os.environ if env is None else env
         values: dict[str, Any] = {}
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        unknown = sorted(
+            key
+            for key in source
+            if key.startswith("HERALD_") and key not in NOT_SETTINGS and key[len("HERALD_") :].lower() not in fields
+        )
+        if unknown:
+            raise ConfigError(_unknown_message(unknown, [f"HERALD_{name.upper()}" for name in fields]))
         for key, raw in source.items():
             if not key.startswith("HERALD_"):
                 continue
@@ -322,6 +372,20 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+def _unknown_message(unknown: list[str], settings: list[str]) -> str:
+    """One line: ``unknown setting HERALD_X (did you mean HERALD_Y?)``, every unknown name in it."""
+    # Compared without the common prefix: it would make every name look close to every other.
+    known = {name.removeprefix("HERALD_"): name for name in [*settings, *sorted(NOT_SETTINGS)]}
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.removeprefix("HERALD_"), list(known), n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {known[close[0]]}?" if close else "no setting has a similar name: see docs/configuration.md"
+        )
+        parts.append(f"{key} ({hint})")
+    return f"unknown setting{'s' if len(parts) > 1 else ''} {', '.join(parts)}"
 
 
 def _secure_url(url: str) -> bool:
