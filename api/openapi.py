@@ -703,7 +703,7 @@ def document() -> _S:
         "/api/admin/deadletters/redrive": {
             "post": _op(
                 "Produce dead letters to their source topic again (emits deadletter.redriven; admin scope)",
-                {"202": _json(REDRIVE_RESULT, "Re-driven"), **_errors(400, 401, 403, 413, 422, 503)},
+                {"202": _json(REDRIVE_RESULT, "Re-driven"), **_errors(400, 401, 403, 413, 422, 429, 503)},
                 tag="admin",
                 body="DeadLetterRedrive",
             ),
