@@ -374,6 +374,131 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "Kafka",
+        (
+            "kafka_bootstrap",
+            "topic_prefix",
+            "topic_partitions",
+            "topic_replication",
+            "app_id",
+            "kafka_session_timeout",
+            "kafka_heartbeat_interval",
+            "kafka_rebalance_timeout",
+            "kafka_fetch_max_wait_ms",
+            "kafka_max_poll_records",
+            "producer_max_batch_size",
+            "producer_linger_ms",
+        ),
+    ),
+    (
+        "Database and projector",
+        ("database_url", "projector_group", "projector_batch_size", "projector_linger_ms", "read_your_writes_timeout"),
+    ),
+    (
+        "HTTP API",
+        (
+            "http_host",
+            "http_port",
+            "metrics_port",
+            "max_request_bytes",
+            "bulk_max_targets",
+            "bulk_max_encoded_bytes",
+            "max_devices_per_user",
+            "write_rate_per_second",
+            "write_burst",
+        ),
+    ),
+    (
+        "Authentication (JWT)",
+        (
+            "jwt_secret",
+            "jwt_algorithms",
+            "jwt_public_key",
+            "jwt_issuer",
+            "jwt_audience",
+            "jwt_max_lifetime_seconds",
+            "jwt_jwks_url",
+            "jwt_jwks_refresh_seconds",
+            "token_ttl_seconds",
+        ),
+    ),
+    (
+        "Redis and WebSocket gateway",
+        (
+            "redis_url",
+            "node_id",
+            "presence_ttl_seconds",
+            "ws_max_connections_per_user",
+            "ws_heartbeat_seconds",
+            "ws_send_queue_size",
+            "ws_client_frame_rate",
+            "ws_client_frame_burst",
+            "ws_replay_batch_size",
+            "ws_replay_wait_seconds",
+        ),
+    ),
+    (
+        "Rate limits, duplicates and priority",
+        (
+            "rate_limit_high",
+            "rate_limit_medium",
+            "rate_limit_low",
+            "rate_limit_window_seconds",
+            "dedupe_window_seconds",
+            "priority_isolation",
+        ),
+    ),
+    (
+        "Delivery and retries",
+        (
+            "retry_max_attempts",
+            "retry_base_delay_seconds",
+            "retry_max_delay_seconds",
+            "retry_jitter",
+            "email_fallback_seconds",
+            "scheduler_tick_seconds",
+            "delivery_timeout_seconds",
+            "sent_targets_ttl_seconds",
+        ),
+    ),
+    (
+        "Email channel (SMTP)",
+        (
+            "smtp_host",
+            "smtp_port",
+            "smtp_tls",
+            "smtp_username",
+            "smtp_password",
+            "smtp_from",
+            "smtp_ca_path",
+            "smtp_timeout_seconds",
+        ),
+    ),
+    (
+        "Push channel (APNs)",
+        (
+            "apns_key_path",
+            "apns_key",
+            "apns_key_id",
+            "apns_team_id",
+            "apns_topic",
+            "apns_sandbox",
+            "apns_server",
+            "apns_ca_path",
+            "apns_timeout_seconds",
+            "apns_max_connections",
+        ),
+    ),
+    ("Webhook channel", ("webhook_secret", "webhook_timeout_seconds", "webhook_allow_loopback_http")),
+    ("herald dev", ("dev_mode", "dev_kafka_port", "dev_smtp_port", "dev_apns_port", "dev_apns_inspect_port")),
+    ("Operations", ("log_level", "audit_hmac_key")),
+)
+"""Every setting by concern, in the order docs/configuration.md shows them (one flat ``Settings``
+keeps every caller's ``settings.foo`` working; the grouping is documentation, checked by a test)."""
+
+
 def _unknown_message(unknown: list[str], settings: list[str]) -> str:
     """One line: ``unknown setting HERALD_X (did you mean HERALD_Y?)``, every unknown name in it."""
     # Compared without the common prefix: it would make every name look close to every other.
