@@ -14,9 +14,9 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema up to date (ordered migrations, see ``projections.migrations``)."""
-    await migrations.migrate(engine)
+async def migrate(engine: AsyncEngine) -> list[str]:
+    """Bring the schema up to date; return the revisions applied now (see ``projections.migrations``)."""
+    return await migrations.migrate(engine)
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

@@ -1,0 +1,145 @@
+"""Alembic migrations on Postgres and SQLite: they agree with the models, adopt the old ledger, do not race.
+
+A fresh database migrated to the head is compared with ``projections.models`` by Alembic's
+autogenerate (``compare_metadata``): any difference means a model changed without a
+revision. A database of the former hand-written ledger (``schema_migrations``) is adopted
+at its version without re-running DDL, and two processes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from projections.database import create_engine, migrate
+from projections.migrations import LEDGER_REVISIONS, OLD_LEDGER, VERSION_TABLE, MigrationError, config
+from projections.models import READ_MODELS, Base
+from tests.support.api import own_database
+
+HEAD = LEDGER_REVISIONS[-1]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def empty(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database with no tables at all."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'herald.db'}")
+        yield engine
+        await engine.dispose()
+        return
+    with own_database("herald_migr") as url:
+        engine = create_engine(url)
+        yield engine
+        await engine.dispose()
+
+
+async def differences(engine: AsyncEngine) -> list[Any]:
+    """What Alembic's autogenerate would write to bring the database to the models."""
+
+    def compare(sync: Connection) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata))
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(compare)
+
+
+async def state(engine: AsyncEngine) -> tuple[set[str], str | None]:
+    """The tables of the database and the revision Alembic records."""
+
+    def read(sync: Connection) -> tuple[set[str], str | None]:
+        return set(inspect(sync).get_table_names()), MigrationContext.configure(sync).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)
+
+
+async def old_ledger_database(engine: AsyncEngine, version: int) -> None:
+    """A database as the former ledger left it at ``version``: schema of that version, ledger rows 1..version."""
+    if version == len(LEDGER_REVISIONS):
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)  # the old baseline: the models' tables, as they are
+    else:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(config(sync), LEDGER_REVISIONS[version - 1]))
+            await conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                f"CREATE TABLE {OLD_LEDGER} (version INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL,"
+                " applied_at TIMESTAMP WITH TIME ZONE NOT NULL)"
+            )
+        )
+        for n in range(1, version + 1):
+            await conn.execute(
+                text("INSERT INTO schema_migrations VALUES (:v, :name, :at)"),
+                {"v": n, "name": f"migration {n}", "at": datetime.now(UTC)},
+            )
+        await conn.execute(
+            text("INSERT INTO contacts (user_id, email, channels, updated_at) VALUES ('alice', 'a@x.org', '[]', :at)"),
+            {"at": datetime.now(UTC)},
+        )
+
+
+async def test_a_fresh_database_gets_every_table_and_matches_the_models(empty: AsyncEngine) -> None:
+    assert await migrate(empty) == list(LEDGER_REVISIONS)
+    tables, revision = await state(empty)
+    assert set(READ_MODELS) <= tables
+    assert revision == HEAD
+    assert await differences(empty) == []
+    assert await migrate(empty) == []  # idempotent: every start runs it
+
+
+async def test_a_database_of_the_old_ledger_is_adopted_without_rerunning_ddl(empty: AsyncEngine) -> None:
+    await old_ledger_database(empty, version=5)
+    assert await migrate(empty) == []  # stamped, not re-created: the baseline would fail on existing tables
+    tables, revision = await state(empty)
+    assert revision == HEAD
+    assert OLD_LEDGER not in tables
+    assert await differences(empty) == []
+    async with empty.connect() as conn:
+        assert (await conn.execute(text("SELECT email FROM contacts"))).scalars().all() == ["a@x.org"]
+
+
+async def test_a_partly_migrated_old_ledger_database_gets_the_remaining_revisions(empty: AsyncEngine) -> None:
+    await old_ledger_database(empty, version=3)
+    assert await differences(empty) != []  # the comparison sees what the models have and the database lacks
+    assert await migrate(empty) == ["v0004", "v0005"]
+    tables, revision = await state(empty)
+    assert (revision, OLD_LEDGER in tables) == (HEAD, False)
+    assert await differences(empty) == []  # webhook_url and ix_deliveries_at were added
+    async with empty.connect() as conn:
+        assert (await conn.execute(text("SELECT user_id, webhook_url FROM contacts"))).all() == [("alice", None)]
+
+
+async def test_an_old_ledger_newer_than_this_herald_is_refused_untouched(empty: AsyncEngine) -> None:
+    await old_ledger_database(empty, version=5)
+    async with empty.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO schema_migrations VALUES (6, 'from the future', :at)"), {"at": datetime.now(UTC)}
+        )
+    with pytest.raises(MigrationError, match="version 6, newer than this Herald knows"):
+        await migrate(empty)
+    tables, revision = await state(empty)
+    assert (revision, OLD_LEDGER in tables) == (None, True)
+
+
+async def test_an_api_and_a_projector_starting_together_migrate_once() -> None:
+    with own_database("herald_migr") as url:
+        api, projector = create_engine(url), create_engine(url)
+        try:
+            applied = await asyncio.wait_for(asyncio.gather(migrate(api), migrate(projector)), 60)
+            assert sorted(applied) == [[], list(LEDGER_REVISIONS)]
+            assert await differences(api) == []
+        finally:
+            await api.dispose()
+            await projector.dispose()
