@@ -23,8 +23,8 @@ SHADOW = "herald_shadow"
 """Schema the log is replayed into."""
 RETIRED = "herald_retired"
 """Schema the replaced tables move to on ``--swap`` (dropped by the next swap)."""
-MIGRATION_LEDGER = "schema_migrations"
-"""The migrations' own table: swapped with the read models so the schema state matches."""
+MIGRATION_LEDGER = "alembic_version"
+"""The migrations' own table (Alembic's): swapped with the read models so the schema state matches."""
 
 
 class VerifyError(Exception):
