@@ -97,7 +97,14 @@ def cloudevent_schema() -> dict[str, Any]:
                 "default": CONTENT_TYPE,
                 "description": "`application/json` (parameters allowed); nothing else is accepted.",
             },
-            "dataschema": {"type": "string"},
+            "dataschema": {
+                "type": "string",
+                "description": (
+                    "The version of `data`'s schema: `herald:<type>:v<N>`. Herald writes each event in the oldest "
+                    "version that carries it, naming it from version 2 on. Absent (or another URI): version 1, "
+                    "read and upcast to the current version."
+                ),
+            },
             "userid": _id("Extension: the recipient user id (also the record key)."),
             "priority": {"type": "string", "description": "Extension: the notification's priority."},
             "correlationid": _id("Extension: shared by every event one request caused."),

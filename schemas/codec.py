@@ -3,7 +3,11 @@
 Structured mode (the whole CloudEvent is the JSON value) and binary mode (``ce_*``
 Kafka headers, ``data`` as the value) are both accepted on input; output is always
 structured. ``data`` is validated against ``schemas/<type>/v<N>.json`` with a
-compiled validator before it becomes a typed event.
+compiled validator before it becomes a typed event: ``N`` is the version the record's
+``dataschema`` attribute names (none: version 1), older versions are upcast to the
+event class's, and channels are checked against the channel registry
+(``schemas.versions``). An event is written in the oldest version that carries it, with
+its ``dataschema`` when that is past version 1.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from schemas.envelope import CONTENT_TYPE, SPECVERSION, Envelope
 from schemas.errors import InvalidMessage
 from schemas.events import EVENT_TYPES, Event
 from schemas.limits import MAX_ID_LENGTH, check_text, parse_json
+from schemas.versions import check_channels, current_version, dataschema, upcast, version_of, write_version
 
 SCHEMA_DIR = Path(__file__).parent
 _REQUIRED_ATTRS = ("specversion", "id", "source", "type")
@@ -51,9 +56,13 @@ def _usable_id(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
 
 
+def schema(event_type: str, version: int | None = None) -> dict[str, Any]:
+    """The JSON Schema document of ``event_type`` version ``version`` (default: the current one)."""
+    return _schema(event_type, current_version(event_type) if version is None else version)
+
+
 @cache
-def schema(event_type: str, version: int = 1) -> dict[str, Any]:
-    """The JSON Schema document of ``event_type`` version ``version``."""
+def _schema(event_type: str, version: int) -> dict[str, Any]:
     path = SCHEMA_DIR / event_type / f"v{version}.json"
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
@@ -87,12 +96,18 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def validate_data(event_type: str, data: Any, version: int = 1) -> None:
-    """Raise ``InvalidMessage`` unless ``data`` is valid for the type's schema."""
+def validate_data(event_type: str, data: Any, version: int | None = None) -> None:
+    """Raise ``InvalidMessage`` unless ``data`` is valid for the type's schema (default: current version)."""
+    if version is None:
+        version = current_version(event_type)
     try:
         _validator(event_type, version)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
-        raise InvalidMessage(f"{event_type}: {exc.message}") from None
+        hint = ""
+        if version < current_version(event_type) and "channel" in exc.message:
+            hint = f" (v{version}, the default without dataschema; channels added since need dataschema "
+            hint += f"herald:{event_type}:v{current_version(event_type)})"
+        raise InvalidMessage(f"{event_type}: {exc.message}{hint}") from None
 
 
 _HINTS: dict[type[Event], dict[str, Any]] = {}
@@ -104,12 +119,16 @@ def _hints(cls: type[Event]) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-def event_from_data(event_type: str, data: dict[str, Any]) -> Event:
-    """Validate ``data`` and build the typed event of ``event_type``."""
+def event_from_data(event_type: str, data: dict[str, Any], version: int | None = None) -> Event:
+    """Validate ``data`` of schema ``version`` (default: the class's), upcast it, check its
+    channels against the registry and build the typed event of ``event_type``."""
     cls = EVENT_TYPES.get(event_type)
     if cls is None:
         raise InvalidMessage(f"unknown event type {event_type!r}")
-    validate_data(event_type, data, cls.VERSION)
+    read = cls.VERSION if version is None else version
+    validate_data(event_type, data, read)
+    data = upcast(event_type, read, data)
+    check_channels(event_type, data)
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -150,11 +169,15 @@ def envelope_to_dict(env: Envelope) -> dict[str, Any]:
         "time": format_time(env.time),
         "datacontenttype": CONTENT_TYPE,
     }
+    data = event_to_data(env.data)
+    version = write_version(env.type, data)
+    if version > 1:  # version 1 records never said so: absent means version 1
+        out["dataschema"] = dataschema(env.type, version)
     for name in ("subject", "userid", "priority", "correlationid"):
         value = getattr(env, name)
         if value is not None:
             out[name] = value
-    out["data"] = event_to_data(env.data)
+    out["data"] = data
     return out
 
 
@@ -222,7 +245,7 @@ def decode(
     if not isinstance(data, dict):
         raise InvalidMessage("data must be a JSON object", **hints)
     try:
-        event = event_from_data(attrs["type"], data)
+        event = event_from_data(attrs["type"], data, version_of(attrs["type"], attrs.get("dataschema")))
     except InvalidMessage as exc:
         raise InvalidMessage(exc.reason, **hints) from None
     try:

@@ -1,8 +1,9 @@
-"""Typed event classes, one per event type and version.
+"""Typed event classes, one per event type, in its current version.
 
-Each class mirrors ``schemas/<type>/v<N>.json`` field for field (a unit test proves
-it). Fields without a default are the schema's ``required`` list; the rest carry the
-schema's default. Date-time fields are timezone-aware ``datetime`` objects.
+Each class mirrors ``schemas/<type>/v<N>.json`` of its ``VERSION`` field for field (a
+unit test proves it); older versions are read through the upcasters of
+``schemas.versions``. Fields without a default are the schema's ``required`` list; the
+rest carry the schema's default. Date-time fields are timezone-aware ``datetime`` objects.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class NotificationRequested(Event):
     """Command from a producer: notify ``user_id``."""
 
     TYPE: ClassVar[str] = "notification.requested"
+    VERSION: ClassVar[int] = 2
 
     user_id: str
     title: str
@@ -49,6 +51,7 @@ class NotificationAccepted(Event):
     """The request passed validation and policies; the notification exists."""
 
     TYPE: ClassVar[str] = "notification.accepted"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -86,6 +89,7 @@ class DeliveryDeferred(Event):
     """A live delivery could not happen now (user offline); replayed on reconnect."""
 
     TYPE: ClassVar[str] = "delivery.deferred"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -98,6 +102,7 @@ class DeliverySucceeded(Event):
     """A channel handed the notification to its target."""
 
     TYPE: ClassVar[str] = "delivery.succeeded"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -152,6 +157,7 @@ class NotificationExpired(Event):
     """``expires_at`` passed before delivery; never delivered late."""
 
     TYPE: ClassVar[str] = "notification.expired"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -164,6 +170,7 @@ class DeliveryFailed(Event):
     """One delivery attempt failed; ``retriable`` says if another may succeed."""
 
     TYPE: ClassVar[str] = "delivery.failed"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -179,6 +186,7 @@ class DeliveryRetryScheduled(Event):
     """A retry of a failed attempt is due at ``due_at``."""
 
     TYPE: ClassVar[str] = "delivery.retry_scheduled"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -194,6 +202,7 @@ class DeliveryAbandoned(Event):
     """Attempts exhausted or permanent failure: given up and dead-lettered."""
 
     TYPE: ClassVar[str] = "delivery.abandoned"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -208,6 +217,7 @@ class DeliveryCancelled(Event):
     """A pending fallback or retry was cancelled (e.g. read elsewhere)."""
 
     TYPE: ClassVar[str] = "delivery.cancelled"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str
@@ -275,6 +285,7 @@ class ContactUpdated(Event):
     """A user's email address and channel preferences."""
 
     TYPE: ClassVar[str] = "contact.updated"
+    VERSION: ClassVar[int] = 2
 
     user_id: str
     email: str | None = None
@@ -288,6 +299,7 @@ class DeliveryRequeued(Event):
     """An operator put a failed, abandoned or deferred delivery back to work (``herald redeliver``)."""
 
     TYPE: ClassVar[str] = "delivery.requeued"
+    VERSION: ClassVar[int] = 2
 
     notification_id: str
     user_id: str

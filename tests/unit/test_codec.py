@@ -13,11 +13,12 @@ from schemas.errors import InvalidMessage
 from schemas.events import NotificationAccepted, NotificationRequested
 
 
-def _request(**data: object) -> bytes:
+def _request(dataschema: str | None = None, **data: object) -> bytes:
     body = {"user_id": "alice", "title": "hi", **data}
-    return json.dumps(
-        {"specversion": "1.0", "type": "notification.requested", "id": "r1", "source": "t", "data": body}
-    ).encode()
+    doc: dict[str, object] = {"specversion": "1.0", "type": "notification.requested", "id": "r1", "source": "t"}
+    if dataschema is not None:
+        doc["dataschema"] = dataschema
+    return json.dumps({**doc, "data": body}).encode()
 
 
 def test_structured_request_decodes_with_defaults() -> None:
@@ -62,6 +63,7 @@ def test_encode_decode_round_trip_is_identity() -> None:
         priority="high",
     )
     assert decode(encode(env)) == env
+    assert "dataschema" not in json.loads(encode(env))  # channels v1 knew: written as v1, as before
 
 
 @pytest.mark.parametrize(
@@ -81,6 +83,13 @@ def test_encode_decode_round_trip_is_identity() -> None:
         (_request(colour="red"), "must not contain"),
         (_request(title=""), "title"),
         (_request(expires_at="tomorrow"), "expires_at"),
+        (
+            _request("herald:notification.requested:v2", channels=["sms"]),
+            "notification.requested: unknown channel 'sms' in channels (known: websocket, email, apns, webhook, all)",
+        ),
+        (_request(channels=["sms"]), "channels added since need dataschema herald:notification.requested:v2"),
+        (_request("herald:notification.requested:v9"), "has versions 1 to 2; a newer Herald wrote this record"),
+        (_request("herald:notification.accepted:v2"), "names another type"),
     ],
 )
 def test_bad_input_raises_invalid_message_with_reason(raw: bytes | None, reason: str) -> None:

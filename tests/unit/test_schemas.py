@@ -11,8 +11,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from schemas.channels import REGISTRY
 from schemas.codec import SCHEMA_DIR, schema
 from schemas.events import EVENT_TYPES, Event
+from schemas.versions import CHANNEL_FIELDS, CHANNEL_TYPES_V2, UPCASTERS, V1_CHANNELS
 
 SCHEMA_FILES = sorted(SCHEMA_DIR.glob("*/v*.json"))
 
@@ -43,9 +45,32 @@ def _schema_types(prop: dict[str, typing.Any]) -> set[str]:
 
 
 def test_every_schema_file_has_a_class_and_every_class_a_file() -> None:
+    """Every version from 1 to the class's has its file, and each older one an upcaster, so
+    records of any version in the log can still be read."""
     files = {(p.parent.name, int(p.stem[1:])) for p in SCHEMA_FILES}
-    classes = {(t, cls.VERSION) for t, cls in EVENT_TYPES.items()}
-    assert files == classes
+    versions = {(t, v) for t, cls in EVENT_TYPES.items() for v in range(1, cls.VERSION + 1)}
+    assert files == versions
+    older = {(t, v) for t, v in versions if v < EVENT_TYPES[t].VERSION}
+    assert set(UPCASTERS) == older
+
+
+def test_no_current_schema_lists_the_channels() -> None:
+    """A new channel is a registry entry: no current schema may enumerate channel names."""
+    names = set(REGISTRY.names)
+    for event_type, cls in EVENT_TYPES.items():
+        text = json.dumps(schema(event_type, cls.VERSION)["properties"])
+        for prop in schema(event_type, cls.VERSION)["properties"].values():
+            for enum in (prop.get("enum"), prop.get("items", {}).get("enum")):
+                if event_type == "notification.read":
+                    continue  # ``via`` (api | websocket) names where a read happened, not a channel
+                assert not names & set(enum or ()), f"{event_type}: channel enum in {text}"
+    assert set(CHANNEL_FIELDS) == set(CHANNEL_TYPES_V2) == set(V1_CHANNELS)
+    for event_type, field in CHANNEL_FIELDS.items():
+        prop = schema(event_type, 1)["properties"][field]
+        enum = prop.get("enum") or prop["items"]["enum"]
+        assert V1_CHANNELS[event_type] == {c for c in enum if c is not None}, f"{event_type} v1 channels"
+    for event_type, field in CHANNEL_FIELDS.items():
+        assert field in schema(event_type)["properties"]
 
 
 @pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
