@@ -123,11 +123,13 @@ def write_version(event_type: str, data: dict[str, Any]) -> int:
     """The version to write ``data`` (current shape) in: the oldest that carries it."""
     current = current_version(event_type)
     v1 = V1_CHANNELS.get(event_type)
-    if v1 is None or current != 2:
+    if v1 is None or current != 2:  # a later version of a channel type must say how to write it
         return current
     value = data.get(CHANNEL_FIELDS[event_type])
-    named = value if isinstance(value, list | tuple) else () if value is None else (value,)
-    return 1 if all(channel in v1 for channel in named) else 2
+    if value is None:
+        return 1
+    fits = value in v1 if isinstance(value, str) else v1.issuperset(value)
+    return 1 if fits else 2
 
 
 def upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
