@@ -5,7 +5,8 @@ current one). ``migrate`` runs them on the caller's async engine, Postgres or SQ
 one transaction that first takes an advisory lock, so an API and a projector starting
 together do not race. A database migrated by Herald's former hand-written ledger
 (``schema_migrations``, versions 1 to 5) is adopted: stamped at the matching revision,
-without re-running any DDL, and the old ledger dropped. ``python -m projections.migrations
+without re-running any DDL, and the old ledger dropped; read model tables that no migration
+recorded are refused with the way out (``herald rebuild``). ``python -m projections.migrations
 revision "what changes"`` writes a new revision from the difference between the models and
 a database migrated to the head (``HERALD_DATABASE_URL``, a temporary SQLite file if unset).
 """
@@ -57,7 +58,15 @@ def current_revision(conn: Connection) -> str | None:
 def _adopt_old_ledger(conn: Connection, cfg: Config) -> str | None:
     """Stamp a database of the former ledger at its matching revision; return that revision."""
     tables = inspect(conn)
-    if not tables.has_table(OLD_LEDGER) or tables.has_table(VERSION_TABLE):
+    if tables.has_table(VERSION_TABLE):
+        return None
+    if not tables.has_table(OLD_LEDGER):
+        unrecorded = sorted(set(READ_MODELS) & set(tables.get_table_names()))
+        if unrecorded:
+            raise MigrationError(
+                f"read model tables exist ({', '.join(unrecorded)}) but no migration recorded them:"
+                " `herald rebuild` (projector stopped) recreates them from the event log"
+            )
         return None
     done = set(conn.execute(text(f"SELECT version FROM {OLD_LEDGER}")).scalars())  # noqa: S608 (constant)
     reached = 0

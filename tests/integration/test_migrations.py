@@ -22,7 +22,14 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from projections.database import create_engine, migrate
-from projections.migrations import LEDGER_REVISIONS, OLD_LEDGER, VERSION_TABLE, MigrationError, config
+from projections.migrations import (
+    LEDGER_REVISIONS,
+    OLD_LEDGER,
+    VERSION_TABLE,
+    MigrationError,
+    config,
+    drop_read_models,
+)
 from projections.models import READ_MODELS, Base
 from tests.support.api import own_database
 
@@ -131,6 +138,15 @@ async def test_an_old_ledger_newer_than_this_herald_is_refused_untouched(empty: 
         await migrate(empty)
     tables, revision = await state(empty)
     assert (revision, OLD_LEDGER in tables) == (None, True)
+
+
+async def test_tables_no_migration_recorded_are_refused_with_the_way_out(empty: AsyncEngine) -> None:
+    async with empty.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)  # tables made by hand, or by Herald before any ledger
+    with pytest.raises(MigrationError, match="no migration recorded them: `herald rebuild`"):
+        await migrate(empty)
+    await drop_read_models(empty)  # what `herald rebuild` does first
+    assert await migrate(empty) == list(LEDGER_REVISIONS)
 
 
 async def test_an_api_and_a_projector_starting_together_migrate_once() -> None:
