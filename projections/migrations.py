@@ -44,7 +44,7 @@ class MigrationError(RuntimeError):
 def config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, in code (no ``alembic.ini``); ``connection`` is the one to run on."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(SCRIPTS))
+    cfg.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))  # ini-style interpolation
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
