@@ -197,7 +197,7 @@ async def _deliver(
             continue
         provider_id, failure = await attempt(sink, accepted, each, limit=settings.delivery_timeout_seconds)
         if failure is None:
-            sent.add(key, provider_id, message.partition)
+            await sent.add_durably(key, provider_id, message.partition)  # on the broker before the outcome
         await _record(topics, policy, message, cause, channel, each, number, provider_id, failure, datetime.now(UTC))
 
 

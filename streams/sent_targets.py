@@ -90,6 +90,27 @@ class SentTargets:
         self._table[key] = {"at": now, "p": partition, "id": provider_id}
         index.append((now, key))
 
+    async def add_durably(self, key: str, provider_id: str | None, partition: int) -> None:
+        """``add``, and return only once the broker holds the pair's changelog record.
+
+        A plain table write only queues that record (Faust produces it a little later), so a
+        worker killed right after a provider's answer lost the pair and its replacement, which
+        restores the table from the changelog, sent again. Awaited here, the window of a
+        second send is the provider's round trip plus this one produce (docs/reliability.md).
+        """
+        send_changelog = getattr(self._table, "send_changelog", None)
+        if send_changelog is None:  # a plain mapping (no changelog to wait for)
+            self.add(key, provider_id, partition)
+            return
+        index = self._partition_index(partition)
+        now = self._clock()
+        value = {"at": now, "p": partition, "id": provider_id}
+        # What the table's __setitem__ does (changelog record, then the local store), keeping the record's future.
+        written = send_changelog(partition, key, value)
+        self._table.data[key] = value
+        index.append((now, key))
+        await written
+
     def expire(self, partition: int) -> int:
         """Delete up to ``EXPIRE_PER_EVENT`` pairs of ``partition`` older than ``ttl``; how many went.
 
