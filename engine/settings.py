@@ -279,7 +279,10 @@ class Settings:
         unknown = sorted(
             key
             for key in source
-            if key.startswith("HERALD_") and key not in NOT_SETTINGS and key[len("HERALD_") :].lower() not in fields
+            # ``herald_x`` too: environment names are case-sensitive, so it would be ignored.
+            if key.upper().startswith("HERALD_")
+            and key not in NOT_SETTINGS
+            and not (key.startswith("HERALD_") and key[len("HERALD_") :].lower() in fields)
         )
         if unknown:
             raise ConfigError(_unknown_message(unknown, [f"HERALD_{name.upper()}" for name in fields]))
@@ -505,7 +508,7 @@ def _unknown_message(unknown: list[str], settings: list[str]) -> str:
     known = {name.removeprefix("HERALD_"): name for name in [*settings, *sorted(NOT_SETTINGS)]}
     parts = []
     for key in unknown:
-        close = difflib.get_close_matches(key.removeprefix("HERALD_"), list(known), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(key[len("HERALD_") :].upper(), list(known), n=1, cutoff=0.6)
         hint = (
             f"did you mean {known[close[0]]}?" if close else "no setting has a similar name: see docs/configuration.md"
         )

@@ -79,6 +79,12 @@ def test_every_unknown_variable_is_named_on_one_line() -> None:
     assert "no setting has a similar name" in message
 
 
+def test_a_lower_case_prefix_is_refused_not_ignored() -> None:
+    """Environment names are case-sensitive: ``herald_http_port`` was never read."""
+    with pytest.raises(ConfigError, match=r"^unknown setting herald_http_port \(did you mean HERALD_HTTP_PORT\?\)$"):
+        Settings.from_env({"herald_http_port": "8010"})
+
+
 def test_variables_that_are_not_settings_but_legitimate_pass() -> None:
     settings = Settings.from_env(dict.fromkeys(NOT_SETTINGS, "1") | {"HERALD_HTTP_PORT": "8010"})
     assert settings.http_port == 8010
