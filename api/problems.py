@@ -50,8 +50,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405 names what is allowed
         return problem_response(
-            exc.status, exc.reason, exc.text if exc.text and not exc.text.startswith(str(exc.status)) else ""
+            exc.status,
+            exc.reason,
+            exc.text if exc.text and not exc.text.startswith(str(exc.status)) else "",
+            headers=allow,
         )
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
