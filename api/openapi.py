@@ -17,6 +17,7 @@ from engine.webhook import MAX_URL_LENGTH
 from projections.notifications import CHANNEL_STATES, STATUSES
 from projections.queries import TARGET_STATUSES
 from schemas.codec import schema
+from schemas.limits import MAX_ID_LENGTH
 
 STATIC = Path(__file__).parent / "static"
 
@@ -313,7 +314,12 @@ def _p(name: str, description: str) -> _S:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
 
 
-_USER_Q = _q("user_id", {"type": "string"}, "Another user's data (admin scope).")
+def _text(max_length: int = MAX_ID_LENGTH) -> _S:
+    """A query string the handlers bound (``api.params.str_param``): 1 to ``max_length`` characters."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length}
+
+
+_USER_Q = _q("user_id", _text(), "Another user's data (admin scope).")
 _RETRY = {
     "description": "Written, not yet projected: retry after `Retry-After`.",
     "headers": {"Retry-After": {"schema": {"type": "integer"}}},
@@ -349,11 +355,11 @@ LIST_PARAMS = [
     _q("unread", {"type": "boolean"}, "true: unread only; false: read only."),
     _q("since", _TIME, "Created at or after (RFC 3339)."),
     _q("until", _TIME, "Created before (RFC 3339)."),
-    _q("device_token", {"type": "string"}, "Targeted at or delivered to this APNs device token."),
-    _q("category", {"type": "string"}, "Only this category."),
-    _q("bulk_id", {"type": "string"}, "Only notifications of this bulk send."),
+    _q("device_token", _text(), "Targeted at or delivered to this APNs device token."),
+    _q("category", _text(100), "Only this category."),
+    _q("bulk_id", _text(), "Only notifications of this bulk send."),
     _q("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."),
-    _q("cursor", {"type": "string"}, "From the previous page's `next`."),
+    _q("cursor", _text(600), "From the previous page's `next`."),
     _USER_Q,
 ]
 

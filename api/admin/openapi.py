@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.openapi import _CHANNEL, _PRIORITY, _TIME, _TIME_OR_NULL, _errors, _json, _nullable, _obj, _op, _p, _q, _ref
+from api.openapi import (
+    _CHANNEL,
+    _PRIORITY,
+    _TIME,
+    _TIME_OR_NULL,
+    _errors,
+    _json,
+    _nullable,
+    _obj,
+    _op,
+    _p,
+    _q,
+    _ref,
+    _text,
+)
 from engine.priority import ALL_CHANNELS
 from projections.notifications import CHANNEL_STATES, STATUSES
 
@@ -201,7 +215,7 @@ BULK = _obj(
     },
 )
 SEARCH_PARAMS = [
-    _q("user", {"type": "string", "maxLength": 200}, "Only this user's notifications."),
+    _q("user", _text(), "Only this user's notifications."),
     _q("q", {"type": "string", "minLength": 1, "maxLength": 200}, "Text in the title or body (any case)."),
     _q(
         "status",
@@ -210,12 +224,12 @@ SEARCH_PARAMS = [
     ),
     _q("priority", _PRIORITY, "Only these priorities (repeat or comma-separate)."),
     _q("channel", _CHANNEL, "Only notifications requested on this channel."),
-    _q("category", {"type": "string", "maxLength": 100}, "Only this category."),
+    _q("category", _text(100), "Only this category."),
     _q("since", _TIME, "Created at or after."),
     _q("until", _TIME, "Created before."),
-    _q("bulk_id", {"type": "string", "maxLength": 200}, "Only this bulk send's notifications."),
+    _q("bulk_id", _text(), "Only this bulk send's notifications."),
     _LIMIT,
-    _q("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+    _q("cursor", _text(600), "`next_cursor` of the previous page."),
 ]
 
 
