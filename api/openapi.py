@@ -176,6 +176,7 @@ SCHEMAS: dict[str, _S] = {
             **{k: v for k, v in _REQUEST_PROPERTIES.items() if k not in ("user_id", "device_token", "idempotency_key")},
         },
         "required": ["title"],
+        "oneOf": [{"required": ["user_ids"]}, {"required": ["device_tokens"]}],
     },
     "BulkAccepted": _obj(
         ["bulk_id", "requested", "refused", "status_url"],
@@ -490,15 +491,31 @@ SCHEMAS["DevTokenRequest"] = _obj(
 SCHEMAS["DeadLetterRedrive"] = _obj(
     [],
     {
-        "records": {"type": "array", "maxItems": 500, "items": _obj(["partition", "offset"], _COORDS)},
+        "records": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 500,
+            "items": _obj(["partition", "offset"], _COORDS, additionalProperties=False),
+        },
         "filter": _obj(
             [],
-            {"source_topic": {"type": "string", "maxLength": 250}, "reason": {"type": "string", "maxLength": 200}},
+            {
+                "source_topic": {"type": "string", "minLength": 1, "maxLength": 250},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+            },
+            minProperties=1,
+            additionalProperties=False,
             description="Dead letters matching every criterion given (at least one), newest first.",
         ),
         "max": {"type": "integer", "minimum": 1, "maximum": 500, "default": 500, "description": "With `filter`."},
         "force": {"type": "boolean", "default": False, "description": "Re-drive records re-driven before too."},
     },
+    additionalProperties=False,
+    # exactly one of records or filter; max only with filter
+    oneOf=[
+        {"required": ["records"], "not": {"anyOf": [{"required": ["filter"]}, {"required": ["max"]}]}},
+        {"required": ["filter"], "not": {"required": ["records"]}},
+    ],
     description="Exactly one of `records` (up to 500) or `filter`.",
 )
 
