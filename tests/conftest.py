@@ -103,7 +103,7 @@ def redis_url() -> str:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, database_url: str, redis_url: str) -> Settings:
-    """Settings isolated per test (own topics, groups) with the Tansu workarounds of DESIGN.md;
+    """Settings isolated per test (own topics, groups) with the Tansu workarounds of docs/architecture.md;
     the read models start empty."""
     reset_schema(database_url)
     return isolated_settings(kafka_bootstrap, redis_url, database_url=database_url)

@@ -1,4 +1,4 @@
-"""Settings for tests: isolated per call, with the Tansu workarounds of DESIGN.md.
+"""Settings for tests: isolated per call, with the Tansu workarounds of docs/architecture.md.
 
 The workarounds live here, in test configuration only: batches of one record (Tansu's
 end offsets), short group timeouts (Tansu's slow joins) and a short fetch wait (Tansu
