@@ -27,6 +27,7 @@ from aiokafka.consumer.subscription_state import Assignment, Subscription, Subsc
 from faust.agents.agent import Agent
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.utils.functional import consecutive_numbers
 
 FAUST = "faust-streaming"
 AIOKAFKA = "aiokafka"
@@ -93,6 +94,12 @@ REQUIRED: tuple[Internal, ...] = (
         "commits waiting for live frames",
         calls="producer.flush()",
     ),
+    # The commit guard (``committable_offset``): the state Faust's own ``_new_offset`` reads.
+    Internal(FAUST, faust_consumer.Consumer, "_new_offset", "the offset commit guard"),
+    Internal(FAUST, faust_consumer.Consumer, "_acked", "the offset commit guard", assigned=True),
+    Internal(FAUST, faust_consumer.Consumer, "_acked_index", "the offset commit guard", assigned=True),
+    Internal(FAUST, faust_consumer.Consumer, "_gap", "the offset commit guard", assigned=True),
+    Internal(FAUST, faust_consumer.Consumer, "_committed_offset", "the offset commit guard", assigned=True),
     # herald.supervisor: an agent's error is reported at once.
     Internal(FAUST, Agent, "_on_error", "agent crash supervision", assigned=True),
 )
@@ -143,7 +150,45 @@ def consumer_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Cons
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+        def _new_offset(self, tp: Any) -> int | None:
+            return committable_offset(self, tp)
+
     return Consumer
+
+
+def committable_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset to commit for ``tp``: one past the acked run that starts at the committed offset.
+
+    Faust's ``Consumer._new_offset`` with one line fixed. Faust keeps the committed offset
+    as Kafka does (the next record to read) and acks records at or after it, but its guard
+    refuses to commit only when the first acked offset is *more than one* past it: with
+    committed ``N`` and ``N+1, N+2`` acked while ``N`` is not (``N`` dropped from a stream's
+    buffer at a rebalance and not yet read again), it committed ``N+3`` and record ``N``
+    was never processed: a request never decided (the fault suite found it around worker
+    rebalances). Here nothing is committed until ``N`` itself is acked or known to be a
+    gap in the log (Faust's gap ranges are merged in first, as before).
+    """
+    acked: list[int] = consumer._acked[tp]
+    if not acked:
+        return None
+    gaps = consumer._gap[tp]
+    if gaps:
+        max_offset = max(acked)
+        candidates = sorted(gaps.overlap(0, max_offset), key=lambda interval: interval.begin)
+        if candidates:
+            filled: list[int] = []
+            for interval in candidates:
+                filled.extend(range(interval.begin, interval.end))
+            acked.extend(filled)
+            gaps.chop(0, max(filled[-1], max_offset + 1))
+    acked.sort()
+    committed = consumer._committed_offset[tp]
+    if committed is not None and acked[0] > committed:  # Faust: acked[0] - committed > 1
+        return None
+    batch = next(consecutive_numbers(acked))
+    acked[: len(batch)] = []
+    consumer._acked_index[tp].difference_update(batch)
+    return int(batch[-1]) + 1
 
 
 PollChoice = Callable[[aiokafka.AIOKafkaConsumer, Set[Any]], Set[Any]]
