@@ -47,8 +47,8 @@ NOT_SETTINGS = frozenset(
         "HERALD_FAULTS_OFFLINE_USERS",
         "HERALD_FAULTS_RATE",
         "HERALD_FAULTS_SETTLE_TIMEOUT",
-        "HERALD_FAULTS_RECOVER_TARGET",
-        "HERALD_FAULTS_P99_TARGET",
+        "HERALD_FAULTS_RECOVER_GUARD",
+        "HERALD_FAULTS_P99_GUARD",
         "HERALD_FAULTS_RESTART_GUARD",
         "HERALD_FAULTS_ALL_THREE_GUARD",
         # Benchmarks (benchmarks/, docs/benchmarks.md).
