@@ -161,7 +161,7 @@ class Settings:
     kafka_fetch_max_wait_ms: int = 500
     """Longest a consumer fetch waits for data (Kafka returns early when data arrives; Tansu does not)."""
     producer_max_batch_size: int = 16384
-    """Producer batch size in bytes (the Tansu test configuration uses 1 record per batch: Tansu misreports the end offsets of multi-record batches; docs/architecture.md)."""
+    """Producer batch size in bytes (tests on Tansu use 1: see docs/architecture.md)."""
     producer_linger_ms: int = 2
     """How long a producer waits to fill a batch: a few milliseconds of latency buy many fewer,
     larger produce requests under load."""
