@@ -28,7 +28,16 @@ from schemas.envelope import CONTENT_TYPE, SPECVERSION, Envelope
 from schemas.errors import InvalidMessage
 from schemas.events import EVENT_TYPES, Event
 from schemas.limits import MAX_ID_LENGTH, check_text, parse_json
-from schemas.versions import check_channels, current_version, dataschema, upcast, version_of, write_version
+from schemas.versions import (
+    check_channels,
+    check_device,
+    current_version,
+    dataschema,
+    downcast,
+    upcast,
+    version_of,
+    write_version,
+)
 
 SCHEMA_DIR = Path(__file__).parent
 _REQUIRED_ATTRS = ("specversion", "id", "source", "type")
@@ -129,6 +138,7 @@ def event_from_data(event_type: str, data: dict[str, Any], version: int | None =
     validate_data(event_type, data, read)
     data = upcast(event_type, read, data)
     check_channels(event_type, data)
+    check_device(event_type, data)
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -171,6 +181,7 @@ def envelope_to_dict(env: Envelope) -> dict[str, Any]:
     }
     data = event_to_data(env.data)
     version = write_version(env.type, data)
+    data = downcast(env.type, version, data)
     if version > 1:  # version 1 records never said so: absent means version 1
         out["dataschema"] = dataschema(env.type, version)
     for name in ("subject", "userid", "priority", "correlationid"):

@@ -248,9 +248,10 @@ class NotificationDeleted(Event):
 
 @dataclass(frozen=True, slots=True)
 class DeviceRegistered(Event):
-    """An APNs device token was registered (revives an earlier invalidation)."""
+    """A device token of a platform was registered (revives an earlier invalidation)."""
 
     TYPE: ClassVar[str] = "device.registered"
+    VERSION: ClassVar[int] = 2
 
     user_id: str
     device_token: str
@@ -263,20 +264,24 @@ class DeviceUnregistered(Event):
     """A device token was deactivated by the user or app."""
 
     TYPE: ClassVar[str] = "device.unregistered"
+    VERSION: ClassVar[int] = 2
 
     user_id: str
     device_token: str
+    platform: str = "ios"
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceInvalidated(Event):
-    """APNs reported the token invalid (410 / BadDeviceToken); no longer targeted."""
+    """The platform's push service reported the token invalid (APNs 410 / BadDeviceToken); no longer targeted."""
 
     TYPE: ClassVar[str] = "device.invalidated"
+    VERSION: ClassVar[int] = 2
 
     user_id: str
     device_token: str
     reason: str
+    platform: str = "ios"
     invalid_since: datetime | None = None
 
 

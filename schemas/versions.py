@@ -17,6 +17,13 @@ string checked against the channel registry (``schemas.channels``) here, at deco
 time: adding a channel no longer edits a schema. Every v1 channel enum value is a
 registry channel, so their v1 -> v2 upcast keeps the data as it is; the registry
 check runs on the upcast data, whatever the version read.
+
+Version 2 of the three device types made devices generic: a device is (platform,
+token), the platform one a channel of the registry declares (``schemas.channels``) and
+the token checked by that platform's rule, here at decode time. Version 1 knew only
+APNs tokens: its records are upcast with ``platform: ios``, and an ios device event is
+still written as version 1 (``device.unregistered`` and ``device.invalidated`` without
+the ``platform`` field v1 did not have), so the previous release reads it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from schemas.channels import REGISTRY
+from schemas import channels
+from schemas.channels import DEFAULT_PLATFORM, REGISTRY
 from schemas.errors import InvalidMessage
 from schemas.events import EVENT_TYPES
 
@@ -57,8 +65,32 @@ CHANNEL_TYPES_V2 = (
 )
 """The types whose version 2 takes channels as registry-checked strings."""
 
-UPCASTERS: dict[tuple[str, int], Upcaster] = {(t, 1): _same_data for t in CHANNEL_TYPES_V2}
+DEVICE_TYPES_V2 = ("device.registered", "device.unregistered", "device.invalidated")
+"""The types whose version 2 names the device's platform (any registry platform)."""
+
+
+def _ios_platform(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 of the device types: a v1 device is an APNs one."""
+    return {**data, "platform": data.get("platform", DEFAULT_PLATFORM)}
+
+
+def _drop_ios_platform(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 -> v1 of ``device.unregistered``/``device.invalidated`` (ios only): v1 has no ``platform``."""
+    return {k: v for k, v in data.items() if k != "platform"}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    **{(t, 1): _same_data for t in CHANNEL_TYPES_V2},
+    **{(t, 1): _ios_platform for t in DEVICE_TYPES_V2},
+}
 """``(type, version)`` -> the function turning that version's data into the next version's."""
+
+DOWNCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("device.unregistered", 2): _drop_ios_platform,
+    ("device.invalidated", 2): _drop_ios_platform,
+}
+"""``(type, version)`` -> the function writing that version's data as the previous version
+(only where ``write_version`` picks the older one and its shape differs)."""
 
 _V1_CHANNELS = frozenset({"websocket", "email", "apns", "webhook"})
 V1_CHANNELS: dict[str, frozenset[str]] = {
@@ -122,6 +154,8 @@ def version_of(event_type: str, attribute: object) -> int:
 def write_version(event_type: str, data: dict[str, Any]) -> int:
     """The version to write ``data`` (current shape) in: the oldest that carries it."""
     current = current_version(event_type)
+    if event_type in DEVICE_TYPES_V2 and current == 2:
+        return 1 if data.get("platform", DEFAULT_PLATFORM) == DEFAULT_PLATFORM else 2
     v1 = V1_CHANNELS.get(event_type)
     if v1 is None or current != 2:  # a later version of a channel type must say how to write it
         return current
@@ -130,6 +164,16 @@ def write_version(event_type: str, data: dict[str, Any]) -> int:
         return 1
     fits = value in v1 if isinstance(value, str) else v1.issuperset(value)
     return 1 if fits else 2
+
+
+def downcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (current shape) as ``version`` writes it (``write_version`` chose it: it carries the data)."""
+    current = current_version(event_type)
+    while current > version:
+        step = DOWNCASTERS.get((event_type, current))
+        data = data if step is None else step(data)
+        current -= 1
+    return data
 
 
 def upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -163,3 +207,19 @@ def check_channels(event_type: str, data: dict[str, Any]) -> None:
             raise InvalidMessage(
                 f"{event_type}: unknown channel {str(channel)[:64]!r} in {name} (known: {', '.join(allowed)})"
             )
+
+
+def check_device(event_type: str, data: dict[str, Any]) -> None:
+    """``InvalidMessage`` unless a device event's platform is a registry platform and, for a
+    registration, its token follows that platform's rule (``schemas.channels``)."""
+    if event_type not in DEVICE_TYPES_V2:
+        return
+    platform = data.get("platform", DEFAULT_PLATFORM)
+    known = channels.platforms()
+    declared = known.get(platform)
+    if declared is None:
+        raise InvalidMessage(
+            f"{event_type}: unknown device platform {str(platform)[:64]!r} (known: {', '.join(known)})"
+        )
+    if event_type == "device.registered" and declared.canonical(data.get("device_token")) is None:
+        raise InvalidMessage(f"{event_type}: a {platform} device token is {declared.token_hint}")
