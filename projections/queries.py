@@ -390,14 +390,14 @@ class NotificationQueries:
             rows = (await conn.execute(stmt.order_by(d.registered_at, d.device_token))).all()
         return [device_view(r) for r in rows]
 
-    async def device_owners(self, tokens: list[str]) -> dict[str, tuple[str, bool]]:
-        """Owner and active flag of each known token."""
+    async def device_owners(self, tokens: list[str], platform: str = "ios") -> dict[str, tuple[str, bool]]:
+        """Owner and active flag of each known token of ``platform`` (a device is its platform and token)."""
         out: dict[str, tuple[str, bool]] = {}
         async with self._engine.connect() as conn:
             for start in range(0, len(tokens), 1000):
                 chunk = tokens[start : start + 1000]
                 stmt = select(DeviceRow.device_token, DeviceRow.user_id, DeviceRow.active).where(
-                    DeviceRow.device_token.in_(chunk)
+                    DeviceRow.platform == platform, DeviceRow.device_token.in_(chunk)
                 )
                 for token, user, active in await conn.execute(stmt):
                     out[str(token)] = (str(user), bool(active))
