@@ -5,8 +5,9 @@ The worker's registry (``streams.device_registry``, which the APNs sink reads) a
 ``device.registered``, ``device.unregistered`` and ``device.invalidated``. They used to
 fold them with rules of their own, so a push could go to a token that REST showed as
 invalid, or the reverse. Both now call ``evolve`` here, each on what it stores: the
-registry on the (user, token) entry of the event's user, the read model on the token's
-row, whoever owns it. The rules:
+registry on the (user, device) entry of the event's user, the read model on the device's
+row, whoever owns it. A device is its platform and its token (``device_key``): the same
+token string on two platforms is two devices. The rules:
 
 - A registration makes the token active for the registering user. A token has one
   owner: registered by another user, it is the new user's (takeover), unless the row
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from schemas.channels import DEFAULT_PLATFORM
 from schemas.events import DeviceInvalidated, DeviceRegistered, DeviceUnregistered
 
 ACTIVE, UNREGISTERED, INVALID = "active", "unregistered", "invalid"
@@ -43,6 +45,27 @@ UNREGISTERED_REASON = "unregistered by the user"
 
 DeviceEvent = DeviceRegistered | DeviceUnregistered | DeviceInvalidated
 """The events ``evolve`` folds."""
+
+
+_SEP = "\x1f"
+"""Between platform and token in a device key (no platform's token has a control character)."""
+
+
+def device_key(platform: str, token: str) -> str:
+    """One string naming a device: its token for ``ios`` (as every key was before platforms
+    were generic, so stored keys keep their meaning), ``<platform>\x1f<token>`` otherwise."""
+    return token if platform == DEFAULT_PLATFORM else f"{platform}{_SEP}{token}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(platform, token)`` of a ``device_key``."""
+    platform, sep, token = key.partition(_SEP)
+    return (platform, token) if sep else (DEFAULT_PLATFORM, key)
+
+
+def key_of(event: DeviceEvent) -> str:
+    """The device an event is about."""
+    return device_key(event.platform, event.device_token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +113,12 @@ def evolve(device: Device | None, event: DeviceEvent, at: datetime) -> Device | 
 
 
 def admit(active: Sequence[str], token: str, *, cap: int) -> tuple[list[str], list[str]]:
-    """The user's active tokens (oldest registration first) after registering ``token``, and the evicted.
+    """The user's active devices (oldest registration first) after registering ``token``, and the evicted.
 
-    ``active``: the user's active tokens before, oldest first. ``token`` goes last (a
-    re-registration moves it there); the oldest beyond ``cap`` are evicted.
+    ``active``: the user's active devices (``device_key``) before, oldest first, of every
+    platform: the cap counts a user's devices whatever their platform. ``token`` (the
+    registered device's key) goes last (a re-registration moves it there); the oldest
+    beyond ``cap`` are evicted.
     """
     order = [t for t in active if t != token] + [token]
     excess = max(0, len(order) - cap)

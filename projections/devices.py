@@ -2,12 +2,13 @@
 
 Device events are folded by ``engine.device_lifecycle.evolve``, the fold the worker's
 registry uses too, so REST shows a token active exactly when the sinks push to it. A
-device token can change hands (a phone is sold), and its events then come from two
+device is its platform and its token (the row's key): the same token string on two
+platforms is two devices. A device can change hands (a phone is sold), and its events then come from two
 users, i.e. two partitions with no order between them: the fold orders those by event
 time, and each row is read, folded and written under a row lock (Postgres), so two
 projectors never overwrite each other's change. A device's ``last_notification_at`` is
-the time of the latest APNs ``delivery.succeeded`` to its token on behalf of its owner
-(a push to the previous owner does not count).
+the time of the latest ``delivery.succeeded`` to its token by the channel of its platform
+(APNs for ``ios``) on behalf of its owner (a push to the previous owner does not count).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import device_lifecycle as lifecycle
 from projections.models import ContactRow, DeviceRow
+from schemas import channels
 from schemas.envelope import Envelope
 from schemas.events import ContactUpdated, DeliverySucceeded, DeviceInvalidated, DeviceRegistered, DeviceUnregistered
 
@@ -44,9 +46,10 @@ async def apply_device(conn: AsyncConnection, env: Envelope) -> None:
     event = env.data
     if not isinstance(event, DEVICE_EVENTS):
         return
-    token = event.device_token
+    token, platform = event.device_token, event.platform
+    key = (DeviceRow.platform == platform, DeviceRow.device_token == token)
     for _ in range(ATTEMPTS):
-        query = select(DeviceRow).where(DeviceRow.device_token == token)
+        query = select(DeviceRow).where(*key)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
@@ -63,14 +66,15 @@ async def apply_device(conn: AsyncConnection, env: Envelope) -> None:
             "updated_at": after.updated_at,
         }
         if isinstance(event, DeviceRegistered):
-            values |= {"platform": event.platform, "name": event.name}
+            values |= {"name": event.name}
         if row is not None:
-            await conn.execute(update(DeviceRow).where(DeviceRow.device_token == token).values(**values))
+            await conn.execute(update(DeviceRow).where(*key).values(**values))
             return
-        insert = _dialect(conn).insert(DeviceRow).values(device_token=token, **values)
-        if (await conn.execute(insert.on_conflict_do_nothing(index_elements=["device_token"]))).rowcount == 1:
+        insert = _dialect(conn).insert(DeviceRow).values(device_token=token, platform=platform, **values)
+        done = await conn.execute(insert.on_conflict_do_nothing(index_elements=["platform", "device_token"]))
+        if done.rowcount == 1:
             return
-    raise RuntimeError(f"device {token[:8]}…: its row kept changing under {ATTEMPTS} attempts")
+    raise RuntimeError(f"{platform} device {token[:8]}…: its row kept changing under {ATTEMPTS} attempts")
 
 
 async def apply_contacts(conn: AsyncConnection, envelopes: list[Envelope]) -> None:
@@ -117,6 +121,7 @@ async def apply_contacts(conn: AsyncConnection, envelopes: list[Envelope]) -> No
 _LAST_NOTIFICATION = (
     update(DeviceRow)
     .where(
+        DeviceRow.platform == bindparam("platform"),
         DeviceRow.device_token == bindparam("token"),
         DeviceRow.user_id == bindparam("owner"),
         or_(DeviceRow.last_notification_at.is_(None), DeviceRow.last_notification_at < bindparam("at")),
@@ -126,19 +131,21 @@ _LAST_NOTIFICATION = (
 
 _LAST_NOTIFICATION_PG = text(
     "UPDATE devices AS d SET last_notification_at = v.at"
-    " FROM unnest(CAST(:tokens AS text[]), CAST(:owners AS text[]), CAST(:ats AS timestamptz[])) AS v(token, owner, at)"
-    " WHERE d.device_token = v.token AND d.user_id = v.owner"
+    " FROM unnest(CAST(:platforms AS text[]), CAST(:tokens AS text[]), CAST(:owners AS text[]),"
+    " CAST(:ats AS timestamptz[])) AS v(platform, token, owner, at)"
+    " WHERE d.platform = v.platform AND d.device_token = v.token AND d.user_id = v.owner"
     " AND (d.last_notification_at IS NULL OR d.last_notification_at < v.at)"
 )
 
 
 async def apply_last_notifications(conn: AsyncConnection, envelopes: list[Envelope]) -> None:
     """Move ``last_notification_at`` of the devices a batch pushed to (one statement, one row per device)."""
-    latest: dict[tuple[str, str], Any] = {}
+    latest: dict[tuple[str, str, str], Any] = {}
+    platforms = {s.name: s.platform.name for s in channels.REGISTRY.specs if s.platform is not None}
     for env in envelopes:
         event = env.data
-        if isinstance(event, DeliverySucceeded) and event.channel == "apns" and event.target:
-            key = (event.target, event.user_id)
+        if isinstance(event, DeliverySucceeded) and event.channel in platforms and event.target:
+            key = (platforms[event.channel], event.target, event.user_id)
             if key not in latest or latest[key] < env.time:
                 latest[key] = env.time
     if not latest:
@@ -146,9 +153,9 @@ async def apply_last_notifications(conn: AsyncConnection, envelopes: list[Envelo
     keys = sorted(latest)
     if conn.dialect.name == "postgresql":
         # One statement whatever the batch (a bulk push moves thousands of devices).
-        await conn.execute(
-            _LAST_NOTIFICATION_PG,
-            {"tokens": [k[0] for k in keys], "owners": [k[1] for k in keys], "ats": [latest[k] for k in keys]},
-        )
+        columns = {"platforms": 0, "tokens": 1, "owners": 2}
+        params: dict[str, Any] = {name: [k[i] for k in keys] for name, i in columns.items()}
+        await conn.execute(_LAST_NOTIFICATION_PG, {**params, "ats": [latest[k] for k in keys]})
         return
-    await conn.execute(_LAST_NOTIFICATION, [{"token": t, "owner": o, "at": latest[(t, o)]} for t, o in keys])
+    rows = [{"platform": p, "token": t, "owner": o, "at": latest[(p, t, o)]} for p, t, o in keys]
+    await conn.execute(_LAST_NOTIFICATION, rows)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Dialect, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Dialect, Float, Index, Integer, PrimaryKeyConstraint, String, Text
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -136,13 +136,14 @@ class DeliveryRow(Base):
 
 
 class DeviceRow(Base):
-    """An APNs device token and who owns it."""
+    """A device (platform and token: an APNs token is an ``ios`` one) and who owns it."""
 
     __tablename__ = "devices"
 
     device_token: Mapped[str] = mapped_column(String(200), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200))
-    platform: Mapped[str] = mapped_column(String(20))
+    platform: Mapped[str] = mapped_column(String(20), primary_key=True)
+    """A platform a channel of the registry declares (``schemas.channels``); with the token, the row's key."""
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean)
     status: Mapped[str] = mapped_column(String(20))
@@ -152,9 +153,13 @@ class DeviceRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     """Time of the event that last changed the row: a later event wins, an older one is ignored."""
     last_notification_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    """Time of the latest push APNs accepted for this token on behalf of its owner (``delivery.succeeded``)."""
+    """Time of the latest push the platform's channel delivered to this device on behalf of its owner
+    (``delivery.succeeded``)."""
 
-    __table_args__ = (Index("ix_devices_user", "user_id", "device_token"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("platform", "device_token", name="devices_pkey"),
+        Index("ix_devices_user", "user_id", "device_token"),
+    )
 
 
 class ContactRow(Base):

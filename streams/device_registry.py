@@ -1,4 +1,4 @@
-"""Device registry: per-user APNs device tokens and contact details, as Faust tables.
+"""Device registry: per-user device tokens (of every platform) and contact details, as Faust tables.
 
 Built by one agent on the event log from ``device.registered``, ``device.unregistered``,
 ``device.invalidated`` and ``contact.updated``. The log and the delivery topics are keyed
@@ -9,9 +9,9 @@ user -> active tokens (and user -> email address) in memory, without a database.
 Two tables, so that no record grows with what a user does (a Kafka record, and so a
 changelog entry, must stay under the producer's 1 MB limit):
 
-- ``herald-device-tokens``: one entry per (user, token) with its state;
-- ``herald-device-index``: per user, the active tokens, oldest registration first, at
-  most ``max_devices`` of them. A registration beyond the cap turns the oldest off and
+- ``herald-device-tokens``: one entry per (user, device) with its state;
+- ``herald-device-index``: per user, the active devices, oldest registration first, at
+  most ``max_devices`` of them, whatever their platform. A registration beyond the cap turns the oldest off and
   appends ``device.unregistered`` for it (the API does the same before it registers, so
   this only happens when two registrations race), which the read model applies too.
 
@@ -21,10 +21,16 @@ email sink reads the address; ingest's routing reads the preferences
 (``preferences``), so a worker always binds a registry, with or without sinks.
 
 Lifecycle: every device event is folded by ``engine.device_lifecycle.evolve``, the same
-fold as the ``devices`` read model's, on the (user, token) entry of the event's user, and
+fold as the ``devices`` read model's, on the (user, device) entry of the event's user, and
 the cap by ``engine.device_lifecycle.admit``; so the sinks push to exactly the tokens
 REST shows as active (revival after an invalidation included: a ``device.registered``
 later than APNs' ``invalid_since`` turns the token back on).
+
+Devices: a device is (platform, token), the platform one a channel of the registry
+declares (``schemas.channels``). Keys are ``engine.device_lifecycle.device_key``: an ios
+device's key is its bare token, as every key was before platforms existed, so the
+changelogs of an earlier release keep their meaning. A channel's sink asks only for the
+devices of its own platform (``active_tokens(user, platform)``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from engine import device_lifecycle as lifecycle
 from engine.device_lifecycle import ACTIVE as ACTIVE
 from engine.device_lifecycle import INVALID as INVALID
 from engine.device_lifecycle import UNREGISTERED as UNREGISTERED
+from engine.device_lifecycle import device_key, key_of, split_key
 from engine.routing import ContactPreferences
+from schemas.channels import DEFAULT_PLATFORM
 from schemas.codec import decode, format_time, parse_time
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
@@ -62,7 +70,7 @@ class Device:
     """One of a user's device tokens as the registry knows it."""
 
     token: str
-    """The APNs device token (64 lower-case hex characters)."""
+    """The device token (APNs: 64 lower-case hex characters)."""
     state: str
     """``active``, ``unregistered`` or ``invalid``."""
     registered_at: datetime
@@ -71,11 +79,13 @@ class Device:
     """When APNs said the token was invalid (or it was unregistered), if it did."""
     reason: str | None = None
     """Why it is not active."""
+    platform: str = DEFAULT_PLATFORM
+    """The device's platform (``ios`` for APNs)."""
 
 
-def entry_key(user_id: str, token: str) -> str:
-    """Key of one (user, token) entry (``\\x1f`` cannot occur in a token)."""
-    return f"{user_id}\x1f{token}"
+def entry_key(user_id: str, key: str) -> str:
+    """Key of one (user, device) entry; ``key`` is a ``device_key`` (an ios token is its own key)."""
+    return f"{user_id}\x1f{key}"
 
 
 def to_entry(device: lifecycle.Device) -> dict[str, Any]:
@@ -189,17 +199,18 @@ class DeviceRegistry:
         return []
 
     def _register(self, env: Envelope, event: DeviceRegistered) -> list[Envelope]:
-        user, token = event.user_id, event.device_token
+        user, key = event.user_id, key_of(event)
         self._fold(event, env.time)
-        active, dropped = lifecycle.admit(self.active_tokens_in_order(user), token, cap=self.max_devices)
+        active, dropped = lifecycle.admit(self.active_tokens_in_order(user), key, cap=self.max_devices)
         self.index[user] = active
         out = []
         for old in dropped:
-            gone = DeviceUnregistered(user_id=user, device_token=old)
+            platform, token = split_key(old)
+            gone = DeviceUnregistered(user_id=user, device_token=token, platform=platform)
             self._fold(gone, env.time)  # what the read model does when it reads the event below
             out.append(
                 Envelope(
-                    id=derived_id(env.id, gone.TYPE, old),
+                    id=derived_id(env.id, gone.TYPE, old),  # an ios key is its token: ids as before
                     source=SOURCE,
                     time=env.time,
                     data=gone,
@@ -212,25 +223,28 @@ class DeviceRegistry:
         return out
 
     def _fold(self, event: lifecycle.DeviceEvent, at: datetime) -> None:
-        """Apply the shared lifecycle fold to the (user, token) entry of ``event``; keep the index in step."""
-        user_id, token = event.user_id, event.device_token
-        key = entry_key(user_id, token)
-        raw = self.tokens.get(key)
+        """Apply the shared lifecycle fold to the (user, device) entry of ``event``; keep the index in step."""
+        user_id, key = event.user_id, key_of(event)
+        table_key = entry_key(user_id, key)
+        raw = self.tokens.get(table_key)
         before = from_entry(user_id, dict(raw)) if raw else None
         after = lifecycle.evolve(before, event, at)
         if after is None or after is before:
             return
-        self.tokens[key] = to_entry(after)
+        self.tokens[table_key] = to_entry(after)
         if not after.active:
             active = self.active_tokens_in_order(user_id)
-            if token in active:
-                self.index[user_id] = [t for t in active if t != token]
+            if key in active:
+                self.index[user_id] = [k for k in active if k != key]
 
-    def user_devices(self, user_id: str) -> list[Device]:
-        """The user's active tokens, with their state."""
+    def user_devices(self, user_id: str, platform: str | None = None) -> list[Device]:
+        """The user's active devices (of ``platform`` only, when given), with their state."""
         out = []
-        for token in sorted(self.active_tokens_in_order(user_id)):
-            entry = self._entry(user_id, token)
+        for key in sorted(self.active_tokens_in_order(user_id)):
+            device_platform, token = split_key(key)
+            if platform is not None and device_platform != platform:
+                continue
+            entry = self._entry(user_id, key)
             if entry is not None:
                 out.append(
                     Device(
@@ -239,36 +253,42 @@ class DeviceRegistry:
                         parse_time(entry["registered_at"]),
                         parse_time(entry["invalidated_at"]) if entry.get("invalidated_at") else None,
                         entry.get("reason"),
+                        device_platform,
                     )
                 )
         return out
 
     def active_tokens_in_order(self, user_id: str) -> list[str]:
-        """The user's active tokens, oldest registration first."""
+        """The user's active devices (``device_key``: an ios token is its own key), oldest registration first."""
         raw = self.index.get(user_id) if self.index is not None else None
         return [str(t) for t in raw or ()]
 
-    def active_tokens(self, user_id: str) -> list[str]:
-        """The tokens a push for ``user_id`` goes to."""
-        return [d.token for d in self.user_devices(user_id) if d.state == ACTIVE]
+    def active_tokens(self, user_id: str, platform: str = DEFAULT_PLATFORM) -> list[str]:
+        """The tokens of ``platform`` a push for ``user_id`` goes to (a channel's sink asks for its own)."""
+        return [d.token for d in self.user_devices(user_id, platform) if d.state == ACTIVE]
 
-    def state(self, user_id: str, token: str) -> str | None:
-        """State of one token of the user, ``None`` if the registry has not seen it."""
-        entry = self._entry(user_id, token)
+    def state(self, user_id: str, token: str, platform: str = DEFAULT_PLATFORM) -> str | None:
+        """State of one device of the user, ``None`` if the registry has not seen it."""
+        entry = self._entry(user_id, device_key(platform, token))
         return None if entry is None else str(entry["state"])
 
-    def _entry(self, user_id: str, token: str) -> dict[str, Any] | None:
-        raw = self.tokens.get(entry_key(user_id, token)) if self.tokens is not None else None
+    def _entry(self, user_id: str, key: str) -> dict[str, Any] | None:
+        raw = self.tokens.get(entry_key(user_id, key)) if self.tokens is not None else None
         return dict(raw) if raw else None
 
-    def mark_invalid(self, user_id: str, token: str, reason: str, since: datetime | None = None) -> None:
-        """Stop targeting ``token`` now (the sink calls this in its own, co-partitioned, agent context).
+    def mark_invalid(
+        self, user_id: str, token: str, reason: str, since: datetime | None = None, platform: str = DEFAULT_PLATFORM
+    ) -> None:
+        """Stop targeting the device now (the sink calls this in its own, co-partitioned, agent context).
 
         The ``device.invalidated`` event the sink appends makes the same change through the
         agent; doing it here too means the very next delivery already skips the token.
         """
         at = since or datetime.now(UTC)
-        self._fold(DeviceInvalidated(user_id=user_id, device_token=token, reason=reason, invalid_since=at), at)
+        gone = DeviceInvalidated(
+            user_id=user_id, device_token=token, reason=reason, platform=platform, invalid_since=at
+        )
+        self._fold(gone, at)
 
     def contact(self, user_id: str) -> dict[str, Any] | None:
         """The user's latest ``contact.updated`` (``email``, ``channels``, ``email_fallback_minutes``), if any."""

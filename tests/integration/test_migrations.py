@@ -33,7 +33,9 @@ from projections.migrations import (
 from projections.models import READ_MODELS, Base
 from tests.support.api import own_database
 
-HEAD = LEDGER_REVISIONS[-1]
+REVISIONS = (*LEDGER_REVISIONS, "v0006")
+"""Every revision in order: the former ledger's versions, then those added since."""
+HEAD = REVISIONS[-1]
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -102,7 +104,7 @@ async def old_ledger_database(engine: AsyncEngine, version: int, *, baseline_fro
 
 
 async def test_a_fresh_database_gets_every_table_and_matches_the_models(empty: AsyncEngine) -> None:
-    assert await migrate(empty) == list(LEDGER_REVISIONS)
+    assert await migrate(empty) == list(REVISIONS)
     tables, revision = await state(empty)
     assert set(READ_MODELS) <= tables
     assert revision == HEAD
@@ -112,7 +114,8 @@ async def test_a_fresh_database_gets_every_table_and_matches_the_models(empty: A
 
 async def test_a_database_of_the_old_ledger_is_adopted_without_rerunning_ddl(empty: AsyncEngine) -> None:
     await old_ledger_database(empty, version=5)
-    assert await migrate(empty) == []  # stamped, not re-created: the baseline would fail on existing tables
+    # stamped, not re-created (the baseline would fail on existing tables); later revisions skip what exists
+    assert await migrate(empty) == list(REVISIONS[len(LEDGER_REVISIONS) :])
     tables, revision = await state(empty)
     assert revision == HEAD
     assert OLD_LEDGER not in tables
@@ -124,7 +127,7 @@ async def test_a_database_of_the_old_ledger_is_adopted_without_rerunning_ddl(emp
 async def test_a_partly_migrated_old_ledger_database_gets_the_remaining_revisions(empty: AsyncEngine) -> None:
     await old_ledger_database(empty, version=3)
     assert await differences(empty) != []  # the comparison sees what the models have and the database lacks
-    assert await migrate(empty) == ["v0004", "v0005"]
+    assert await migrate(empty) == ["v0004", "v0005", "v0006"]
     tables, revision = await state(empty)
     assert (revision, OLD_LEDGER in tables) == (HEAD, False)
     assert await differences(empty) == []  # webhook_url and ix_deliveries_at were added
@@ -134,7 +137,7 @@ async def test_a_partly_migrated_old_ledger_database_gets_the_remaining_revision
 
 async def test_revisions_after_the_baseline_skip_what_an_old_baseline_already_created(empty: AsyncEngine) -> None:
     await old_ledger_database(empty, version=1, baseline_from_models=True)
-    assert await migrate(empty) == ["v0002", "v0003", "v0004", "v0005"]  # no "already exists" failure
+    assert await migrate(empty) == ["v0002", "v0003", "v0004", "v0005", "v0006"]  # no "already exists" failure
     assert (await state(empty))[1] == HEAD
     assert await differences(empty) == []
 
@@ -157,7 +160,7 @@ async def test_tables_no_migration_recorded_are_refused_with_the_way_out(empty: 
     with pytest.raises(MigrationError, match="no migration recorded them: `herald rebuild`"):
         await migrate(empty)
     await drop_read_models(empty)  # what `herald rebuild` does first
-    assert await migrate(empty) == list(LEDGER_REVISIONS)
+    assert await migrate(empty) == list(REVISIONS)
 
 
 async def test_an_api_and_a_projector_starting_together_migrate_once() -> None:
@@ -165,8 +168,34 @@ async def test_an_api_and_a_projector_starting_together_migrate_once() -> None:
         api, projector = create_engine(url), create_engine(url)
         try:
             applied = await asyncio.wait_for(asyncio.gather(migrate(api), migrate(projector)), 60)
-            assert sorted(applied) == [[], list(LEDGER_REVISIONS)]
+            assert sorted(applied) == [[], list(REVISIONS)]
             assert await differences(api) == []
         finally:
             await api.dispose()
             await projector.dispose()
+
+
+async def test_devices_of_the_token_key_are_adopted_as_ios_and_keyed_by_platform_and_token(empty: AsyncEngine) -> None:
+    async with empty.begin() as conn:
+        await conn.run_sync(lambda sync: command.upgrade(config(sync), "v0005"))
+        await conn.execute(
+            text(
+                "INSERT INTO devices (device_token, user_id, platform, active, status, registered_at, updated_at)"
+                " VALUES ('ab12', 'alice', '', true, 'active', :at, :at)"
+            ),
+            {"at": datetime.now(UTC)},
+        )
+    assert await migrate(empty) == ["v0006"]
+    assert await differences(empty) == []
+    async with empty.begin() as conn:
+        rows = (await conn.execute(text("SELECT platform, device_token, user_id FROM devices"))).all()
+        assert rows == [("ios", "ab12", "alice")]
+        key = await conn.run_sync(lambda sync: inspect(sync).get_pk_constraint("devices")["constrained_columns"])
+        assert key == ["platform", "device_token"]
+        await conn.execute(  # the same token string on another platform is another device
+            text(
+                "INSERT INTO devices (device_token, user_id, platform, active, status, registered_at, updated_at)"
+                " VALUES ('ab12', 'bob', 'testos', true, 'active', :at, :at)"
+            ),
+            {"at": datetime.now(UTC)},
+        )

@@ -65,7 +65,7 @@ def test_after_a_registration_the_user_never_holds_more_than_the_cap(count: int,
     dropped = over_cap(active, new, cap=cap)
     assert count - len(dropped) + 1 <= cap
     # only the oldest go
-    assert list(dropped) == [d.token for d in active[: len(dropped)]]
+    assert [d.token for d in dropped] == [d.token for d in active[: len(dropped)]]
 
 
 def test_thousands_of_registrations_keep_every_table_record_small_and_the_index_at_the_cap() -> None:
