@@ -33,6 +33,7 @@ from h2.exceptions import ProtocolError
 
 from engine.retry import DeliveryError
 from engine.settings import ConfigError, Settings
+from schemas.channels import IOS
 from schemas.envelope import Envelope
 from schemas.events import DeviceInvalidated, NotificationAccepted
 from schemas.ids import derived_id
@@ -45,6 +46,8 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 
 SOURCE = "herald/apns"
+PLATFORM = IOS.name
+"""The device platform the ``apns`` channel declares: the sink pushes to the user's devices of it only."""
 MAX_PAYLOAD_BYTES = 4096
 """Apple's limit for every push type but VoIP."""
 INVALID_TOKEN_REASONS = frozenset({"BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic"})
@@ -134,9 +137,9 @@ class ApnsSink:
         """The named token unless known dead, else every active token of the user."""
         if accepted.device_token:
             token = accepted.device_token.lower()
-            state = self.registry.state(accepted.user_id, token)
+            state = self.registry.state(accepted.user_id, token, PLATFORM)
             return [token] if state in (None, ACTIVE) else []
-        return self.registry.active_tokens(accepted.user_id)
+        return self.registry.active_tokens(accepted.user_id, PLATFORM)
 
     async def send(self, accepted: NotificationAccepted, target: str) -> str | None:
         """Push to one device; return the ``apns-id``."""
@@ -168,8 +171,10 @@ class ApnsSink:
     async def _invalidate(self, accepted: NotificationAccepted, token: str, result: NotificationResult) -> None:
         since = datetime.fromtimestamp(result.timestamp / 1000, UTC) if result.timestamp else datetime.now(UTC)
         reason = str(result.description or result.status)
-        self.registry.mark_invalid(accepted.user_id, token, reason, since)
-        event = DeviceInvalidated(user_id=accepted.user_id, device_token=token, reason=reason, invalid_since=since)
+        self.registry.mark_invalid(accepted.user_id, token, reason, since, PLATFORM)
+        event = DeviceInvalidated(
+            user_id=accepted.user_id, device_token=token, reason=reason, platform=PLATFORM, invalid_since=since
+        )
         env = Envelope(
             id=derived_id(accepted.notification_id, event.TYPE, token),
             source=SOURCE,
