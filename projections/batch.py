@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import deliveries, devices, stats
@@ -191,7 +192,17 @@ def prepare(partition: int, offset: int, env: Envelope, data: dict[str, Any] | N
     return Prepared(offset, env, ledger, delivery)
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_slow = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON text of ``value``: orjson, or the standard library for what orjson refuses
+    (nesting past 255 levels, integers beyond 64 bits). NaN and infinities never get here
+    (``projections.reader`` refuses them; orjson would write them as null)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return _encode_slow(value)
 
 
 _CREATING = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -56,7 +57,28 @@ RETRY_HORIZON = 120.0
 """Seconds of failed retries after which the projector gives up and stops (the process exits
 and is restarted): well inside Kafka's poll interval, well past a database failover."""
 
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between two collections of the youngest generation while projecting (Python's
+default is 700). The projector allocates a dozen short-lived objects per event, none in
+reference cycles; with the default, collections and the promotions they cause took a third
+of its CPU (measured: 57 -> 38 us per event)."""
+
 T = TypeVar("T")
+
+
+def _tune_gc() -> None:
+    """Fewer garbage collections while projecting (see ``GC_YOUNG_THRESHOLD``).
+
+    Objects alive now (modules, the engine, the consumer) are frozen out of later
+    collections; the young generation is collected after ``GC_YOUNG_THRESHOLD``
+    allocations instead of 700. Process-wide, and never lowered: other roles sharing the
+    process (``herald dev``) collect less often too, which costs them a little memory.
+    """
+    young, middle, old = gc.get_threshold()
+    if young < GC_YOUNG_THRESHOLD:
+        gc.collect()  # nothing unreachable is frozen
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class TopicMissing(HeraldError):
@@ -91,6 +113,7 @@ class Projector:
         use both cores; at most ``READ_AHEAD`` polls wait prepared.
         """
         s = self._settings
+        _tune_gc()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.projector_group,
@@ -312,6 +335,7 @@ class Projector:
         Returns the events applied.
         """
         s = self._settings
+        _tune_gc()
         size = batch_size or max(s.projector_batch_size, CATCH_UP_BATCH)
         # "earliest" even though every partition is positioned explicitly below: an assigned
         # partition may start resetting by the default policy ("latest") before the seek, and

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from schemas.codec import parse_time
 from schemas.envelope import SPECVERSION, Envelope
@@ -41,6 +45,23 @@ class _Field:
 
 
 _ABSENT = object()
+_LONG_NUMBER = re.compile(rb"[0-9]{20}")
+"""Twenty digits in a row: possibly an integer beyond 64 bits (left to the standard library)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
+_STDLIB = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+"""NaN, Infinity and out-of-range numbers are not JSON (and no database column takes them)."""
 _PLANS: dict[str, tuple[type[Event], tuple[_Field, ...]]] = {}
 _OPTIONAL_ATTRS = ("subject", "userid", "priority", "correlationid")
 
@@ -58,9 +79,16 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
         # Postgres text cannot hold NUL; one producer's "\u0000" must not stop the projector.
         raw = raw.replace(b"\\u0000", b"\\ufffd")
     try:
-        body = json.loads(raw.decode())  # decoding first spares json its encoding detection
-    except (ValueError, RecursionError) as exc:
-        raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
+        if _LONG_NUMBER.search(raw):
+            raise orjson.JSONDecodeError("orjson reads integers beyond 64 bits as floats", "", 0)
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # What orjson refuses (lone surrogates, nesting past 1,024 levels) or would read
+        # inexactly, the standard library may still read exactly, as before.
+        try:
+            body = _STDLIB.decode(raw.decode())  # decoding first spares json its encoding detection
+        except (ValueError, RecursionError) as exc:
+            raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
     ce = {k[3:]: v for k, v in headers if k.startswith("ce_")}
     if ce:
         try:
@@ -100,26 +128,31 @@ def _event(event_type: str, data: dict[str, Any]) -> Event:
     cls, fields = plan
     kwargs: dict[str, Any] = {}
     for f in fields:
-        value = data.get(f.name, _ABSENT)
+        name = f.name
+        value = data.get(name, _ABSENT)
+        kind = f.kind
+        if type(value) is kind:  # the usual case, checked first: a field of exactly its type
+            kwargs[name] = value
+            continue
         if value is _ABSENT:
             if f.required:
-                raise Unreadable(f"{event_type}: missing {f.name}")
+                raise Unreadable(f"{event_type}: missing {name}")
             continue
         if value is None:
             if not f.nullable:
-                raise Unreadable(f"{event_type}: {f.name} must not be null")
-        elif f.kind == "time":
+                raise Unreadable(f"{event_type}: {name} must not be null")
+        elif kind == "time":
             try:
                 value = parse_time(value)
             except (TypeError, ValueError, AttributeError):
-                raise Unreadable(f"{event_type}: {f.name} is not a timestamp") from None
-        elif f.kind == "tuple":
+                raise Unreadable(f"{event_type}: {name} is not a timestamp") from None
+        elif kind == "tuple":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise Unreadable(f"{event_type}: {f.name} must be a list of strings")
+                raise Unreadable(f"{event_type}: {name} must be a list of strings")
             value = tuple(value)
-        elif not isinstance(f.kind, type) or not _fits(value, f.kind):
-            raise Unreadable(f"{event_type}: {f.name} must be of type {getattr(f.kind, '__name__', f.kind)}")
-        kwargs[f.name] = value
+        elif not isinstance(kind, type) or not _fits(value, kind):
+            raise Unreadable(f"{event_type}: {name} must be of type {getattr(kind, '__name__', kind)}")
+        kwargs[name] = value
     return cls(**kwargs)
 
 
