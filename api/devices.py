@@ -1,4 +1,9 @@
-"""REST: APNs devices — register, list, deactivate (``device.registered`` / ``device.unregistered``).
+"""REST: devices — register, list, deactivate (``device.registered`` / ``device.unregistered``).
+
+A device is its ``platform`` and its ``device_token``. The platforms are those the
+channels of the registry declare (``schemas.channels``: APNs declares ``ios``, the
+default); each platform's channel gives the token rule (ios: 64 hexadecimal characters,
+stored lower-case). An unknown platform is refused with the platforms there are.
 
 A registration of a token another user holds takes it over: ``device.unregistered`` for
 the previous owner is appended before the new ``device.registered``, so the previous
@@ -11,7 +16,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, TokenVerifier
-from api.bulk import DEVICE_TOKEN
 from api.envelopes import fact
 from api.params import bool_param, json_body, path_id, whose
 from api.problems import Problem
@@ -20,10 +24,28 @@ from api.read_your_writes import ReadYourWrites
 from engine.devices import ActiveDevice, decide_registration
 from engine.settings import Settings
 from projections.queries import NotificationQueries
+from schemas import channels
+from schemas.channels import DEFAULT_PLATFORM, DevicePlatform
 from schemas.codec import parse_time
 from schemas.events import DeviceRegistered, DeviceUnregistered
 
 _FIELDS = frozenset({"device_token", "platform", "name", "user_id"})
+
+
+def _platform(value: object, *, status: int) -> DevicePlatform:
+    """The declared platform named ``value``; ``status`` (problem+json listing the platforms) otherwise."""
+    known = channels.platforms()
+    declared = known.get(value) if isinstance(value, str) else None
+    if declared is None:
+        names = list(known)
+        title = "Unprocessable Content" if status == 422 else "Bad Request"
+        raise Problem(status, title, f"platform must be one of {names}", platforms=names)
+    return declared
+
+
+def _location(platform: str, token: str) -> str:
+    """The device's URL: ``/api/devices/{token}``, with ``?platform=`` unless it is ios."""
+    return f"/api/devices/{token}" + ("" if platform == DEFAULT_PLATFORM else f"?platform={platform}")
 
 
 class DeviceRoutes:
@@ -56,23 +78,22 @@ class DeviceRoutes:
         unknown = sorted(set(body) - _FIELDS)
         if unknown:
             raise Problem(422, "Unprocessable Content", f"unknown field(s): {', '.join(unknown)}")
-        token, platform, name = body.get("device_token"), body.get("platform", "ios"), body.get("name")
+        raw_token, name = body.get("device_token"), body.get("name")
         user_id = body.get("user_id", principal.subject)
         if user_id != principal.subject and not principal.has(SCOPE_ADMIN):
             raise Problem(403, "Forbidden", "registering a device for another user needs the admin scope")
-        if not isinstance(token, str) or not DEVICE_TOKEN.match(token):
-            raise Problem(422, "Unprocessable Content", "device_token must be 64 hexadecimal characters")
-        if platform != "ios":
-            raise Problem(422, "Unprocessable Content", "platform must be 'ios'")
+        declared = _platform(body.get("platform", DEFAULT_PLATFORM), status=422)
+        platform, token = declared.name, declared.canonical(raw_token)
+        if token is None:
+            raise Problem(422, "Unprocessable Content", f"device_token of platform {platform}: {declared.token_hint}")
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise Problem(422, "Unprocessable Content", "name must be a string of at most 200 characters")
         if not isinstance(user_id, str) or not 1 <= len(user_id) <= 200:
             raise Problem(422, "Unprocessable Content", "user_id must be 1 to 200 characters")
-        token = token.lower()
         writer = self._writer()
-        owner = (await self._queries.device_owners([token])).get(token)
+        owner = (await self._queries.device_owners([token], platform)).get(token)
         active = [
-            ActiveDevice(d["device_token"], parse_time(d["registered_at"]))
+            ActiveDevice(d["device_token"], parse_time(d["registered_at"]), d["platform"])
             for d in await self._queries.devices(user_id, active_only=True)
         ]
         decision = decide_registration(
@@ -84,14 +105,14 @@ class DeviceRoutes:
         # In order, one acknowledged record at a time: the user's own unregistrations
         # reach the registry before the registration, so the cap is never exceeded.
         written = await writer.append([fact(e, user_id=e.user_id, subject=None) for e in decision.events])
-        location = f"/api/devices/{token}"
+        location = _location(platform, token)
         body_out = {"device_token": token, "user_id": user_id, "platform": platform, "name": name, "active": True}
         if not await self._ryw.offsets(written):
             return web.json_response(
                 {**body_out, "projected": False}, status=202, headers={"Retry-After": "1", "Location": location}
             )
-        devices = {d["device_token"]: d for d in await self._queries.devices(user_id)}
-        return web.json_response(devices.get(token, body_out), status=201, headers={"Location": location})
+        devices = {(d["platform"], d["device_token"]): d for d in await self._queries.devices(user_id)}
+        return web.json_response(devices.get((platform, token), body_out), status=201, headers={"Location": location})
 
     async def list_devices(self, request: web.Request) -> web.Response:
         """``GET /api/devices``: the caller's devices (``?active=true`` for active ones only)."""
@@ -101,15 +122,17 @@ class DeviceRoutes:
         return web.json_response({"results": devices})
 
     async def delete(self, request: web.Request) -> web.Response:
-        """``DELETE /api/devices/{device_token}``: deactivate; 404 unless the caller owns it."""
+        """``DELETE /api/devices/{device_token}?platform=`` (ios unless named): deactivate; 404 unless owned."""
         principal = self._verifier.from_request(request)
-        token = path_id(request, "device_token").lower()
-        owners = await self._queries.device_owners([token])
+        declared = _platform(request.query.get("platform", DEFAULT_PLATFORM), status=400)
+        token = path_id(request, "device_token")
+        token = token.lower() if declared.lower_case else token
+        owners = await self._queries.device_owners([token], declared.name)
         owner = owners.get(token)
         if owner is None or (owner[0] != principal.subject and not principal.has(SCOPE_ADMIN)):
             raise Problem(404, "Not Found", "no such device")
         if owner[1]:
-            event = DeviceUnregistered(user_id=owner[0], device_token=token)
+            event = DeviceUnregistered(user_id=owner[0], device_token=token, platform=declared.name)
             written = await self._writer().append([fact(event, user_id=owner[0], subject=None)])
             if not await self._ryw.offsets(written):
                 return web.json_response(

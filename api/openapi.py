@@ -7,6 +7,7 @@ match it. The docs page is plain HTML, CSS and JS from ``api/static/apidocs.*``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from engine.priority import ALL_CHANNELS
 from engine.webhook import MAX_URL_LENGTH
 from projections.notifications import CHANNEL_STATES, STATUSES
 from projections.queries import TARGET_STATUSES
+from schemas.channels import DEFAULT_PLATFORM, REGISTRY, DevicePlatform
 from schemas.codec import schema
 from schemas.limits import MAX_ID_LENGTH
 
@@ -45,6 +47,32 @@ def _request_properties() -> _S:
 _REQUEST_PROPERTIES = _request_properties()
 
 
+def new_device_schema(platforms: Mapping[str, DevicePlatform]) -> _S:
+    """``POST /api/devices``' body for the registry's device platforms (each channel declares its
+    platform and token rule): one platform, its rule; several, a token by the rule of the platform named."""
+
+    def token(p: DevicePlatform) -> _S:
+        return {"type": "string", "minLength": 1, "maxLength": 200, "pattern": f"^(?:{p.token_pattern})$"}
+
+    default = platforms[DEFAULT_PLATFORM]
+    props: _S = {
+        "device_token": token(default) if len(platforms) == 1 else {"type": "string", "minLength": 1, "maxLength": 200},
+        "platform": {"enum": list(platforms), "default": DEFAULT_PLATFORM},
+        "name": _nullable("string", maxLength=200),
+        "user_id": {"type": "string"},
+    }
+    out = _obj(["device_token"], props, additionalProperties=False)
+    if len(platforms) > 1:
+        out["oneOf"] = [
+            *(
+                {"required": ["platform"], "properties": {"platform": {"const": name}, "device_token": token(p)}}
+                for name, p in platforms.items()
+            ),
+            {"not": {"required": ["platform"]}, "properties": {"device_token": token(default)}},
+        ]
+    return out
+
+
 def _obj(required: list[str], props: _S, **extra: Any) -> _S:
     return {"type": "object", "required": required, "properties": props, **extra}
 
@@ -61,6 +89,11 @@ SCHEMAS: dict[str, _S] = {
             "title": {"type": "string"},
             "status": {"type": "integer"},
             "detail": {"type": "string"},
+            "platforms": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "On an unknown device platform: the platforms there are.",
+            },
         },
         description="RFC 9457 problem details (application/problem+json).",
     ),
@@ -243,20 +276,14 @@ SCHEMAS: dict[str, _S] = {
             "reason": _nullable("string"),
             "registered_at": _TIME,
             "updated_at": _TIME,
-            "last_notification_at": {**_TIME_OR_NULL, "description": "Latest push APNs accepted for it."},
+            "last_notification_at": {
+                **_TIME_OR_NULL,
+                "description": "Latest push its platform's channel delivered to it (APNs for ios).",
+            },
             "projected": {"type": "boolean"},
         },
     ),
-    "NewDevice": _obj(
-        ["device_token"],
-        {
-            "device_token": _DEVICE_TOKEN,
-            "platform": {"enum": ["ios"]},
-            "name": _nullable("string", maxLength=200),
-            "user_id": {"type": "string"},
-        },
-        additionalProperties=False,
-    ),
+    "NewDevice": new_device_schema(REGISTRY.platforms),
     "Contact": _obj(
         ["user_id"],
         {
@@ -661,7 +688,7 @@ def document() -> _S:
         },
         "/api/devices": {
             "get": _op(
-                "The caller's APNs devices",
+                "The caller's devices (every platform)",
                 {
                     "200": _json(_obj(["results"], {"results": {"type": "array", "items": _ref("Device")}}), "Devices"),
                     **_errors(400, 401, 403),
@@ -670,7 +697,8 @@ def document() -> _S:
                 params=[_USER_Q, _q("active", {"type": "boolean"}, "true: active devices only.")],
             ),
             "post": _op(
-                "Register a device token (emits device.registered)",
+                "Register a device token of a platform (emits device.registered; an unknown platform is 422,"
+                " listing the platforms in `platforms`)",
                 {
                     "201": _json(_ref("Device"), "Registered"),
                     "202": _RETRY,
@@ -682,10 +710,17 @@ def document() -> _S:
         },
         "/api/devices/{device_token}": {
             "delete": _op(
-                "Deactivate a device token (emits device.unregistered)",
-                {"204": {"description": "Deactivated"}, "202": _RETRY, **_errors(401, 404, 429, 503)},
+                "Deactivate a device (emits device.unregistered)",
+                {"204": {"description": "Deactivated"}, "202": _RETRY, **_errors(400, 401, 404, 429, 503)},
                 tag="devices",
-                params=[_p("device_token", "APNs device token.")],
+                params=[
+                    _p("device_token", "The device's token (of `platform`)."),
+                    _q(
+                        "platform",
+                        {"enum": list(REGISTRY.platforms), "default": DEFAULT_PLATFORM},
+                        "The device's platform (ios when absent); an unknown one is 400, listing them.",
+                    ),
+                ],
             ),
         },
         "/api/users/{id}/contact": {
