@@ -222,4 +222,4 @@ def check_device(event_type: str, data: dict[str, Any]) -> None:
             f"{event_type}: unknown device platform {str(platform)[:64]!r} (known: {', '.join(known)})"
         )
     if event_type == "device.registered" and declared.canonical(data.get("device_token")) is None:
-        raise InvalidMessage(f"{event_type}: a {platform} device token is {declared.token_hint}")
+        raise InvalidMessage(f"{event_type}: device_token of platform {platform}: {declared.token_hint}")
