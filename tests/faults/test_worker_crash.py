@@ -2,7 +2,8 @@
 
 The worker is a real ``herald worker`` process (it is the one killed); the projector and
 the API/gateway run in the test's loop with Redis presence, as separate roles would. One
-WebSocket client per user stays connected throughout. After the restart:
+WebSocket client per user stays connected throughout, resuming with ``since=`` like the demo
+page if a gateway closes its socket (the test prints how often that happened). After the restart:
 
 - every accepted notification is a row exactly once, and the global stats count each once
   (the projector applies a re-appended event once: same derived id);
@@ -58,20 +59,71 @@ async def read_side(crash_settings: Settings) -> AsyncIterator[Stack]:
 
 
 class Client:
-    """One user's socket: every notification id it got, in order, duplicates included."""
+    """One user's browser tab: like ``api/static/demo.js``, it resumes with ``since=`` the last id it
+    saw whenever its connection goes away (a gateway may close it: 1013 after a feed loss, 4009 when
+    too slow). Each connection's ids are kept in order, duplicates included; each close is recorded."""
 
-    def __init__(self, user: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, user: str, url: str) -> None:
         self.user = user
-        self.ws = ws
-        self.got: list[str] = []
+        self.url = url
+        self.connections: list[list[str]] = []
+        self.closes: list[str] = []
+        self.last_seen: str | None = None
+        self.live = asyncio.Event()
 
-    async def read(self) -> None:
-        async for msg in self.ws:
-            frame = orjson.loads(msg.data)
-            if frame.get("type") == "notification":
-                self.got.append(frame["notification"]["id"])
-            elif frame.get("type") == "missed_notifications":
-                self.got.extend(n["id"] for n in frame["notifications"])
+    @property
+    def got(self) -> list[str]:
+        return [nid for ids in self.connections for nid in ids]
+
+    async def run(self, http: aiohttp.ClientSession) -> None:
+        while True:
+            url = self.url + (f"&since={self.last_seen}" if self.last_seen else "")
+            ids: list[str] = []
+            try:
+                async with http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+                    self.connections.append(ids)
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        frame = orjson.loads(msg.data)
+                        if frame.get("type") == "notification":
+                            ids.append(frame["notification"]["id"])
+                        elif frame.get("type") == "missed_notifications":
+                            ids.extend(n["id"] for n in frame["notifications"])
+                            if not frame.get("more"):
+                                self.live.set()
+                        if ids:
+                            self.last_seen = ids[-1]
+                    self.closes.append(f"closed {ws.close_code}")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self.closes.append(f"failed {exc!r}"[:200])
+            await asyncio.sleep(0.2)
+
+
+def _tail(log: Path, lines: int = 15) -> list[str]:
+    return log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+
+
+async def diagnose(clients: list[Client], expected: dict[str, list[str]], settings: Settings, log: Path) -> str:
+    """Where the notifications a client is missing are: their rows, and what the sockets saw."""
+    missing = {c.user: sorted(set(expected[c.user]) - set(c.got)) for c in clients}
+    missing = {user: ids for user, ids in missing.items() if ids}
+    ids = [nid for per_user in missing.values() for nid in per_user][:2000]
+    dsn = settings.database_url.replace("+psycopg", "")
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(
+            "SELECT n.status, coalesce(c.state, '-'), count(*) FROM notifications n LEFT JOIN notification_channels c"
+            " ON c.notification_id = n.id AND c.channel = 'websocket' WHERE n.id = ANY(%s) GROUP BY 1, 2",
+            (ids,),
+        )
+        states = await cur.fetchall()
+    closes = Counter(close for c in clients for close in c.closes)
+    tail = _tail(log)
+    return (
+        f"{sum(map(len, missing.values()))} notifications missing on {len(missing)} clients"
+        f" (e.g. {next(iter(missing.items()), None)!r:.300}); their rows (status, websocket state, count): {states};"
+        f" connection ends: {dict(closes)}; worker log tail:\n" + "\n".join(tail)
+    )
 
 
 async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_doubles_nothing(
@@ -85,12 +137,10 @@ async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_doubles_nothing(
     base = f"ws://127.0.0.1:{read_side.http_port}/ws/notifications?token="
     # One connection per user: lift aiohttp's default pool limit of 100.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        clients = []
-        for user in users:
-            ws = await http.ws_connect(base + mint_token(settings, user))
-            await ws.receive(timeout=30)  # the (empty) replay: the client is live
-            clients.append(Client(user, ws))
-        readers = [asyncio.create_task(c.read()) for c in clients]
+        clients = [Client(user, base + mint_token(settings, user)) for user in users]
+        readers = [asyncio.create_task(c.run(http)) for c in clients]
+        for client in clients:
+            await asyncio.wait_for(client.live.wait(), 60)  # the (empty) replay: the client is live
         expected: dict[str, list[str]] = {user: [] for user in users}
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
         await producer.start()
@@ -121,11 +171,16 @@ async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_doubles_nothing(
                 assert worker.poll() is None, f"the restarted worker exited with {worker.returncode}; see {log}"
                 return all(set(expected[c.user]) <= set(c.got) for c in clients)
 
-            await eventually(all_delivered, timeout=600, interval=0.2, what="every notification on its client")
+            try:
+                await eventually(all_delivered, timeout=600, interval=0.2, what="every notification on its client")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {await diagnose(clients, expected, settings, log)}") from exc
+            print(f"[crash] connection ends seen by the clients: {dict(Counter(x for c in clients for x in c.closes))}")
             assert at_kill < BURST, "the kill happened mid-burst"
             for client in clients:
-                twice = [nid for nid, n in Counter(client.got).items() if n > 1]
-                assert not twice, f"{client.user} got {len(twice)} notifications twice on one connection"
+                for ids in client.connections:
+                    twice = [nid for nid, n in Counter(ids).items() if n > 1]
+                    assert not twice, f"{client.user} got {len(twice)} notifications twice on one connection"
                 assert set(client.got) == set(expected[client.user]), "nobody gets another user's notification"
 
             ids = [nid for per_user in expected.values() for nid in per_user]
@@ -151,6 +206,5 @@ async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_doubles_nothing(
             await producer.stop()
             for task in readers:
                 task.cancel()
-            for client in clients:
-                await client.ws.close()
+            await asyncio.gather(*readers, return_exceptions=True)
             stop_role(worker)
