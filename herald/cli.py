@@ -151,13 +151,21 @@ def _run_rebuild(settings: Settings) -> int:
         engine = create_engine(settings.database_url)
         try:
             bar = Progress("replaying the event log")
-            applied = await rebuild(settings, engine, progress=bar)
-            bar.close()
+            indexes: list[Progress] = []  # after the replay (Postgres): its secondary indexes
+
+            def indexing(built: int, total: int) -> None:
+                if not indexes:
+                    bar.close()  # the replay is over
+                    indexes.append(Progress("building indexes"))
+                indexes[0](built, total)
+
+            applied = await rebuild(settings, engine, progress=bar, indexing=indexing)
+            (indexes[0] if indexes else bar).close()
             print(f"replayed {applied} events; read-model checksum {await fingerprint(engine)}")
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    uvloop.run(run())
     return 0
 
 

@@ -3,12 +3,20 @@
 ``rebuild`` drops every read model, recreates the schema and replays ``herald.events``
 from its first offset. Run it with the projector stopped (``herald rebuild``); a live
 projector would otherwise resume from offsets that no longer exist and start over too.
+
+On Postgres the secondary indexes (those no write of the projector looks rows up by) are
+dropped for the replay and built again after it, from their own definitions: one sort
+per index instead of a random B-tree insert per row, which roughly halves Postgres's work
+per event during the replay. They are rebuilt whether the replay ends or fails; a
+rebuild killed outright leaves them missing until the next ``herald rebuild``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -20,6 +28,8 @@ from engine.settings import Settings
 from projections.migrations import drop_read_models, migrate
 from projections.models import READ_MODELS, Base
 from projections.projector import Projector
+
+log = logging.getLogger(__name__)
 
 UNSTABLE_COLUMNS = {("notifications", "seq")}
 """Columns a replay may legitimately number differently (arrival order across partitions)."""
@@ -85,13 +95,60 @@ async def fingerprint(engine: AsyncEngine) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+SECONDARY_INDEXES = (
+    "SELECT i.indexname, i.indexdef FROM pg_indexes AS i"
+    " WHERE i.schemaname = current_schema() AND i.tablename = ANY(%s)"
+    " AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conname = i.indexname)"
+    " ORDER BY i.indexname"
+)
+"""Indexes of the read models that back no constraint (primary keys and unique columns stay:
+the projector's upserts and lookups use them)."""
+
+
 async def rebuild(
-    settings: Settings, engine: AsyncEngine, *, progress: Callable[[int, int], None] | None = None
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    indexing: Callable[[int, int], None] | None = None,
 ) -> int:
     """Drop the read models, recreate them and replay the whole event log; return events applied.
 
     ``progress(done, total)``: called as the replay advances (see ``Projector.catch_up``).
+    ``indexing(built, total)``: called as the secondary indexes are built again after the
+    replay (first with ``built`` 0, then after each index).
     """
     await drop_read_models(engine)
     await migrate(engine)
-    return await Projector(settings, engine).catch_up(progress=progress)
+    deferred = await _drop_secondary_indexes(engine)
+    try:
+        return await Projector(settings, engine).catch_up(progress=progress)
+    finally:
+        await _create_indexes(engine, deferred, indexing)
+
+
+async def _drop_secondary_indexes(engine: AsyncEngine) -> list[tuple[str, str]]:
+    """Drop the read models' secondary indexes (Postgres); return ``(name, definition)`` of each."""
+    if engine.dialect.name != "postgresql":
+        return []
+    async with engine.begin() as conn:
+        rows = await conn.exec_driver_sql(SECONDARY_INDEXES, (list(READ_MODELS),))
+        deferred = [(str(name), str(definition)) for name, definition in rows]
+        for name, _ in deferred:
+            await conn.exec_driver_sql(f'DROP INDEX "{name}"')  # a name from the catalogue, not from input
+    return deferred
+
+
+async def _create_indexes(
+    engine: AsyncEngine, deferred: list[tuple[str, str]], indexing: Callable[[int, int], None] | None
+) -> None:
+    """Build the dropped indexes again, each from its own definition, one transaction each."""
+    if indexing is not None and deferred:
+        indexing(0, len(deferred))
+    for built, (name, definition) in enumerate(deferred, start=1):
+        started = time.perf_counter()
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(definition)
+        log.info("index built", extra={"index": name, "seconds": round(time.perf_counter() - started, 2)})
+        if indexing is not None:
+            indexing(built, len(deferred))
