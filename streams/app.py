@@ -12,8 +12,10 @@ import faust
 from engine.settings import Settings
 from streams import delivery_attempt, ingest, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
+from streams.dead_letters import header_items
 from streams.device_registry import DeviceRegistry
-from streams.internals import check_internals, flush_first
+from streams.device_registry import _maybe_relevant as registry_may_need
+from streams.internals import check_internals, consumer_skipping, flush_first
 from streams.live_dispatch import LiveDispatch
 from streams.topics import Topics, declare
 from streams.websocket_dispatch import Dispatcher
@@ -60,8 +62,32 @@ def create_app(
     websocket_sink.install(app, topics, live)
     for sink in sinks:
         delivery_attempt.install(app, topics, settings, sink)
+    _skip_events_no_agent_needs(app, topics)
     app.finalize()
     return app, topics
+
+
+REGISTRY_AGENT = "herald.device-registry"
+
+
+def _skip_events_no_agent_needs(app: faust.App, topics: Topics) -> None:
+    """Ack, without delivering, the records of ``herald.events`` that the device registry passes over.
+
+    The registry is the worker's only reader of the log and folds only device and contact
+    events: most of the log (two to three events per notification) is about notifications.
+    Its own pre-filter (by the ``ce_type`` header) now runs before Faust's per-record
+    machinery (``streams.internals.consumer_skipping``) instead of after it. Raises if
+    another agent reads the log, since it would miss those records.
+    """
+    events = topics.names.events
+    readers = sorted(agent.name for agent in app.agents.values() if events in agent.channel.topics)
+    if readers != [REGISTRY_AGENT]:
+        raise RuntimeError(f"{events} is read by {readers}, not only by {REGISTRY_AGENT}: cannot skip records")
+
+    def needed(message: faust.types.Message) -> bool:
+        return registry_may_need(message.value, header_items(message.headers))
+
+    app.transport.Consumer = consumer_skipping(app.transport.Consumer, {events: needed})  # type: ignore[misc]
 
 
 def _registry(sinks: Sequence[delivery_attempt.Sink]) -> DeviceRegistry:

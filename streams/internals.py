@@ -1,8 +1,9 @@
 """Every place Herald reaches into Faust's or aiokafka's private attributes, and a check of them.
 
 Neither library has a public way to set the consumer's fetch wait, to choose the
-partitions of one poll, to read a partition's fetched high watermark and position, or
-to run something before the offset commit's producer flush. Herald needs all four
+partitions of one poll, to read a partition's fetched high watermark and position, to
+run something before the offset commit's producer flush, or to pass over records no
+agent needs without the per-record machinery. Herald needs all five
 (``streams.consumer``, ``streams.priority_poll``, ``streams.consumer_lag``,
 ``streams.app``), so the private names they use live here and nowhere else in
 ``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Set
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -100,6 +101,17 @@ REQUIRED: tuple[Internal, ...] = (
     Internal(FAUST, faust_consumer.Consumer, "_acked_index", "the offset commit guard", assigned=True),
     Internal(FAUST, faust_consumer.Consumer, "_gap", "the offset commit guard", assigned=True),
     Internal(FAUST, faust_consumer.Consumer, "_committed_offset", "the offset commit guard", assigned=True),
+    # Records no agent needs, acked without delivery (``consumer_skipping``).
+    Internal(FAUST, faust_consumer.Consumer, "getmany", "skipping records no agent needs"),
+    Internal(FAUST, faust_consumer.Consumer, "ack", "skipping records no agent needs"),
+    Internal(FAUST, faust_consumer.Consumer, "_read_offset", "skipping records no agent needs", assigned=True),
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "_drain_messages",
+        "skipping records no agent needs",
+        calls="set_read_offset(tp, offset)",
+    ),
     # herald.supervisor: an agent's error is reported at once.
     Internal(FAUST, Agent, "_on_error", "agent crash supervision", assigned=True),
 )
@@ -215,6 +227,45 @@ def consumer_with_poll_choice(base: type[Any], choose: PollChoice) -> type[Any]:
             return await super()._getmany(active_partitions, timeout)
 
     return ChoosingConsumer
+
+
+RecordFilter = Callable[[Any], bool]
+"""Given a fetched record (a Faust ``Message``), whether any agent of its topic needs it."""
+
+
+def consumer_skipping(base: type[Any], wanted: Mapping[str, RecordFilter]) -> type[Any]:
+    """``base`` (a Faust consumer class) acking, without delivering, records their topic's filter rejects.
+
+    ``wanted`` maps a topic name to its filter. A rejected record never reaches Faust's
+    per-record machinery (``Consumer._drain_messages``: two tasks, the conductor, the
+    agent's stream): it counts as read (``_read_offset``, so no gap is recorded over it)
+    and as acked (``Consumer.ack``), as if an agent had taken it and done nothing. The
+    commit guard (``committable_offset``) still commits nothing past a record an agent
+    has not finished. Until a partition has a committed offset it has no such guard
+    (Faust commits the first acked run, whatever precedes it), so there every record is
+    delivered as usual.
+    """
+
+    class SkippingConsumer(base):  # type: ignore[misc]
+        skipped = 0
+        """Records acked without delivery so far."""
+
+        # Faust's signature, hence ``timeout``.
+        async def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109
+            read = self._read_offset
+            committed = self._committed_offset
+            async for tp, message in super().getmany(timeout):
+                keep = wanted.get(tp.topic)
+                if keep is None or committed[tp] is None or keep(message):
+                    yield tp, message
+                    continue
+                last = read[tp]
+                if last is None or message.offset >= last:  # as _drain_messages: no re-read of an old one
+                    read[tp] = message.offset
+                    self.ack(message)
+                    self.skipped += 1
+
+    return SkippingConsumer
 
 
 def flush_first(producer: Any, before: Callable[[], Awaitable[None]]) -> None:

@@ -200,12 +200,14 @@ class LiveDispatch:
 
     async def _dispatch_until_done(self, batch: list[Live]) -> None:
         delay = self._retry_base
+        # A failed append fails the agent's own send too (Faust's flush raises before the
+        # commit), so the input is reprocessed: the frame may go out, never lost. One wait
+        # for the whole batch, on the acknowledgements not in yet.
+        pending = [ack for item in batch for ack in item.after if not _done(ack)]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         for item in batch:
-            if item.after:
-                # A failed append fails the agent's own send too (Faust's flush raises before
-                # the commit), so the input is reprocessed: the frame may go out, never lost.
-                await asyncio.gather(*item.after, return_exceptions=True)
-                item.after = ()
+            item.after = ()
         while True:
             try:
                 results = await self._dispatcher.dispatch_many([(i.user_id, i.message) for i in batch])
@@ -223,3 +225,12 @@ class LiveDispatch:
             # Outside the retry: the frames are out; a failure here is a bug, not Redis.
             await self._on_result(batch)
             return
+
+
+def _done(ack: Awaitable[Any]) -> bool:
+    """Whether ``ack`` is a finished future (its exception, if any, counted as seen)."""
+    if not (asyncio.isfuture(ack) and ack.done()):
+        return False
+    if not ack.cancelled():
+        ack.exception()  # retrieved, as ``gather(return_exceptions=True)`` would
+    return True
