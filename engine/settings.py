@@ -235,6 +235,8 @@ class Settings:
     """Longest one APNs send may take; the client is recreated after a timeout."""
     apns_max_connections: int = 10
     """HTTP/2 connections aioapns may open to APNs."""
+    apns_max_in_flight: int = 100
+    """Pushes one worker sends at once (awaiting APNs' answers together); 1 sends one after the other."""
     webhook_secret: str = field(default="", repr=False)
     """Signing secret of the webhook channel (``whsec_`` + base64, or text of 24+ bytes); empty: no webhook sink."""
     webhook_timeout_seconds: float = 5.0
@@ -349,6 +351,8 @@ class Settings:
             )
         if self.apns_server and not self.apns_server.rpartition(":")[2].isdigit():
             raise ConfigError("HERALD_APNS_SERVER must be host:port")
+        if not 1 <= self.apns_max_in_flight <= 1000:
+            raise ConfigError("HERALD_APNS_MAX_IN_FLIGHT must be from 1 to 1000")
         if self.webhook_secret:
             try:
                 signing_key(self.webhook_secret)
@@ -492,6 +496,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "apns_ca_path",
             "apns_timeout_seconds",
             "apns_max_connections",
+            "apns_max_in_flight",
         ),
     ),
     ("Webhook channel", ("webhook_secret", "webhook_timeout_seconds", "webhook_allow_loopback_http")),

@@ -107,5 +107,10 @@ def make_apns_client(
 
 
 def close_apns_client(client: APNs) -> None:
-    """Close the client's connections (aioapns' ``APNs`` has no close method)."""
+    """Close the client's connections (aioapns' ``APNs`` has no close method).
+
+    Sends still in flight on it then fail at once with ``MaxAttemptsExceeded`` instead of
+    aioapns reconnecting them through the closed client's pool (a connection nobody closes).
+    """
+    client.pool.max_connection_attempts = 0
     client.pool.close()

@@ -125,6 +125,8 @@ class ApnsSink:
     def __init__(self, settings: Settings, registry: DeviceRegistry) -> None:
         self.settings = settings
         self.registry = registry
+        self.max_in_flight = settings.apns_max_in_flight
+        """Pushes awaited at once (the agent's concurrency; one HTTP/2 connection carries them)."""
         self.topics: Topics | None = None
         self._client: APNs | None = None
 
@@ -149,17 +151,17 @@ class ApnsSink:
             result = await asyncio.wait_for(client.send_notification(request), self.settings.apns_timeout_seconds)
         except TimeoutError:
             # aioapns leaves the stream's state behind when a send is cancelled: start afresh.
-            self._reset()
+            self._reset(client)
             limit = self.settings.apns_timeout_seconds
             raise DeliveryError(f"APNs: no answer within {limit:g}s", retriable=True) from None
         except asyncio.CancelledError:
-            self._reset()
+            self._reset(client)
             raise
         except (ConnectionError, ConnectionClosed, MaxAttemptsExceeded, ProtocolError) as exc:
             # Transport trouble, not the push's: aioapns gives up connecting after a few tries
             # (MaxAttemptsExceeded), or the server closed the connection under this send
             # (ProtocolError after a GOAWAY as it shuts down).
-            self._reset()
+            self._reset(client)
             raise DeliveryError(f"APNs connection: {type(exc).__name__}: {exc}", retriable=True) from exc
         if result.is_successful:
             return str(result.notification_id)
@@ -197,14 +199,20 @@ class ApnsSink:
             self._client.err_func = _quiet
         return self._client
 
-    def _reset(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            close_apns_client(client)
+    def _reset(self, client: APNs | None) -> None:
+        """Drop ``client`` (a send through it failed) unless a newer one replaced it already.
+
+        Many pushes are in flight on one client: when APNs stalls they all time out together,
+        and the first one's reset must not be repeated on the fresh client the others' retries use.
+        """
+        if client is None or client is not self._client:
+            return
+        self._client = None
+        close_apns_client(client)
 
     async def close(self) -> None:
         """Close the connections to APNs."""
-        self._reset()
+        self._reset(self._client)
 
 
 async def _quiet(request: NotificationRequest, result: NotificationResult) -> None:

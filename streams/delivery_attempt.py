@@ -8,6 +8,14 @@ topic that, per target: checks expiry, sends within a timeout, and turns the out
 into ``delivery.succeeded`` / ``delivery.failed`` + ``delivery.retry_scheduled`` (the
 retry is handed to the scheduler, so it survives a restart) / ``delivery.abandoned``
 (+ the work record in the dead-letter topic), using ``engine.retry``'s pure policy.
+
+A sink may take several work records at once (``max_in_flight``: the agent's
+concurrency, one Faust actor per record in flight, all reading one queue): a provider
+that answers each send in a round trip (APNs over HTTP/2) is then kept busy instead of
+waiting on each answer in turn. At-least-once is unchanged: an actor acks its record
+only when the send's sent pair is on the broker and its outcome queued, and Faust
+commits a partition's offset only up to the first record not yet acked (the commit
+guard in ``streams.internals``). Records of one user may then be sent out of order.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from streams.metrics import (
 )
 from streams.publish import append
 from streams.scheduler import send_schedule
-from streams.sent_targets import SentTargets, sent_ttl
+from streams.sent_targets import InFlight, SentTargets, sent_ttl
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -60,7 +68,11 @@ class Sink(Protocol):
     """Port of one delivery channel (email, APNs, webhook; declared in ``engine.channels``)."""
 
     channel: str
-    """The channel it serves: ``email``, ``apns`` or ``webhook``."""
+    """The channel it serves: ``email``, ``apns`` or ``webhook``.
+
+    A sink may also have ``max_in_flight`` (int): work records its agent handles at once;
+    without it, one after the other.
+    """
 
     async def targets(self, accepted: NotificationAccepted) -> Sequence[str]:
         """Where ``accepted`` goes for its user (may be empty: nothing to do)."""
@@ -128,6 +140,8 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
         f"herald.sink.{sink.channel}.sent", default=None, partitions=settings.topic_partitions, key_type=str
     )
     sent = SentTargets(table, sent_ttl(settings))
+    in_flight = InFlight()
+    concurrency = max(1, int(getattr(sink, "max_in_flight", 1)))
 
     async def forget_index(sender: Any, *args: Any, **_: Any) -> None:
         sent.invalidate()  # partitions may come back after another worker wrote them
@@ -143,12 +157,13 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
                 continue
             correlation.bind(cause.correlationid or cause.id)  # on every log line of this delivery
             number, target = work_of(header_items(message.headers))
-            await _deliver(topics, settings, sink, policy, message, cause, number, target, sent)
+            await _deliver(topics, settings, sink, policy, message, cause, number, target, sent, in_flight)
             expired = sent.expire(message.partition)
             if expired:
                 SENT_TARGETS_EXPIRED.labels(sink.channel).inc(expired)
 
-    app.agent(topics.deliveries[sink.channel], name=f"herald.sink.{sink.channel}")(deliver)
+    # concurrency > 1: that many actors read the topic's one queue, each a record at a time.
+    app.agent(topics.deliveries[sink.channel], name=f"herald.sink.{sink.channel}", concurrency=concurrency)(deliver)
 
 
 async def _deliver(
@@ -161,6 +176,7 @@ async def _deliver(
     number: int,
     target: str | None,
     sent: SentTargets,
+    in_flight: InFlight,
 ) -> None:
     accepted = accepted_event(cause)
     channel = sink.channel
@@ -188,16 +204,21 @@ async def _deliver(
         return
     for each in targets:
         key = SentTargets.key(accepted.notification_id, each)
-        if sent.sent(key):
-            DUPLICATE_SENDS_SUPPRESSED.labels(channel).inc()
-            log.info(
-                "already delivered; not sent again",
-                extra={"notification_id": accepted.notification_id, "channel": channel, "user_id": accepted.user_id},
-            )
-            continue
-        provider_id, failure = await attempt(sink, accepted, each, limit=settings.delivery_timeout_seconds)
-        if failure is None:
-            await sent.add_durably(key, provider_id, message.partition)  # on the broker before the outcome
+        async with in_flight.claim(key):  # another actor sending this pair finishes first
+            if sent.sent(key):
+                DUPLICATE_SENDS_SUPPRESSED.labels(channel).inc()
+                log.info(
+                    "already delivered; not sent again",
+                    extra={
+                        "notification_id": accepted.notification_id,
+                        "channel": channel,
+                        "user_id": accepted.user_id,
+                    },
+                )
+                continue
+            provider_id, failure = await attempt(sink, accepted, each, limit=settings.delivery_timeout_seconds)
+            if failure is None:
+                await sent.add_durably(key, provider_id, message.partition)  # on the broker before the outcome
         await _record(topics, policy, message, cause, channel, each, number, provider_id, failure, datetime.now(UTC))
 
 

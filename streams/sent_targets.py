@@ -16,9 +16,11 @@ local store after a rebalance (another worker may have written the partition mea
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from engine.settings import ConfigError, Settings
@@ -153,3 +155,32 @@ class SentTargets:
                 self._index[each] = deque(sorted(entries))
             index = self._index.setdefault(partition, deque())
         return index
+
+
+class InFlight:
+    """The pairs this worker is sending right now, so two concurrent deliveries never send one pair twice.
+
+    A sink's agent runs several deliveries at once (``Sink.max_in_flight``); a pair's work
+    record seen twice close together (the router re-run after a crash, a redelivered batch)
+    could otherwise pass the ``SentTargets.sent`` check in both before either has recorded
+    its send. The second waits here for the first, then checks ``sent`` again. A partition
+    is read by one worker at a time, so a process-local set covers every pair of it.
+    """
+
+    def __init__(self) -> None:
+        self._busy: dict[str, asyncio.Event] = {}
+
+    @contextlib.asynccontextmanager
+    async def claim(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key`` for the block; wait first while another delivery holds it."""
+        while (busy := self._busy.get(key)) is not None:
+            await busy.wait()
+        done = self._busy[key] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._busy[key]
+            done.set()
+
+    def __len__(self) -> int:
+        return len(self._busy)

@@ -8,6 +8,7 @@ One worker serves the module; every test has its own users and tokens.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -26,10 +27,11 @@ from schemas.events import DeviceRegistered
 from schemas.ids import uuid7
 from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
+from streams.metrics import DUPLICATE_SENDS_SUPPRESSED
 from tests.integration.stream_core_support import TopicTail, core_settings
 from tests.support.apns import TOPIC, apns_settings
 from tests.support.event_log import append
-from tests.support.kafka import publish_json, request
+from tests.support.kafka import publish, publish_json, request
 from tests.support.settings import reset_schema
 from tests.support.waiting import eventually
 
@@ -232,3 +234,84 @@ async def test_429_and_503_are_retried_until_delivered(
     assert [r.status for r in emulator.received if r.token == token] == [429, 503, 200]
     # One push, one apns-id: the retries are recognisably the same notification.
     assert len({r.apns_id for r in emulator.received if r.token == token}) == 1
+
+
+async def test_a_burst_to_many_devices_is_sent_concurrently_when_apns_answers_slowly_each_token_once(
+    stack: Stack, settings: Settings, registry: DeviceRegistry, emulator: ApnsEmulator, log: TopicTail
+) -> None:
+    """60 notifications to 60 devices with APNs taking 0.25 s per answer: one after another the
+    pushes would arrive over 15 s; with pushes in flight together they all arrive within a few."""
+    count, delay = 60, 0.25
+    assert settings.apns_max_in_flight >= count
+    users = [_user(f"rush{i}") for i in range(count)]
+    tokens = {user: _token() for user in users}
+    assert stack.topics is not None
+    now = datetime.now(UTC)
+    await append(
+        settings.kafka_bootstrap,
+        stack.topics.names.events,
+        [
+            Envelope(id=uuid7(), source="tests", time=now, data=DeviceRegistered(u, t), subject=None, userid=u)
+            for u, t in tokens.items()
+        ],
+    )
+
+    async def known() -> bool:
+        return all(t in registry.active_tokens(u) for u, t in tokens.items())
+
+    await eventually(known, what=f"{count} devices active in the registry")
+    bodies = {user: request(user, "Flash sale", channels=["apns"]) for user in users}
+    wanted = set(tokens.values())
+    emulator.latency = delay
+    try:
+        await publish(
+            settings.kafka_bootstrap,
+            stack.topics.names.request("low"),
+            [(u.encode(), json.dumps(b).encode()) for u, b in bodies.items()],
+        )
+
+        async def all_answered() -> bool:
+            return all(log.events(type="delivery.succeeded", subject=b["id"]) for b in bodies.values())
+
+        await eventually(all_answered, timeout=60, what=f"{count} pushes answered")
+    finally:
+        emulator.latency = 0.0
+    received = [r for r in emulator.received if r.token in wanted]
+    assert sorted(r.token for r in received) == sorted(wanted), "each token exactly one push"
+    assert {r.status for r in received} == {200}
+    arrivals = [r.received_at for r in received]
+    spread = max(arrivals) - min(arrivals)
+    # One after another: at least (count - 1) x delay = 14.75 s between the first and the last.
+    assert spread < (count - 1) * delay / 3, f"pushes arrived over {spread:.2f} s: not sent concurrently"
+    for body in bodies.values():
+        assert len(log.events(type="delivery.succeeded", subject=body["id"])) == 1
+
+
+async def test_the_same_work_record_twice_at_once_pushes_once(
+    stack: Stack, settings: Settings, registry: DeviceRegistry, emulator: ApnsEmulator, log: TopicTail
+) -> None:
+    """Two copies of a work record taken by two actors together (a redelivered batch): while the
+    first push is in flight the second waits for it, then finds it sent."""
+    user, token = _user("twin"), _token()
+    await _register(stack, settings, registry, user, token)
+    assert stack.topics is not None
+    # A websocket-only request: its acceptance is on the log but no push work was handed over.
+    body = request(user, "Twice", channels=["websocket"])
+    await publish_json(settings.kafka_bootstrap, stack.topics.names.request("high"), user, body)
+    nid = str(body["id"])
+    [accepted] = await log.wait_events(1, type="notification.accepted", subject=nid)
+    before = DUPLICATE_SENDS_SUPPRESSED.labels("apns")._value.get()
+    record = (user.encode(), json.dumps(accepted).encode())
+    emulator.latency = 0.5
+    try:
+        await publish(settings.kafka_bootstrap, stack.topics.names.delivery("apns"), [record, record])
+
+        async def suppressed() -> bool:
+            return DUPLICATE_SENDS_SUPPRESSED.labels("apns")._value.get() > before
+
+        await eventually(suppressed, timeout=30, what="the second copy to be suppressed")
+    finally:
+        emulator.latency = 0.0
+    assert [r.status for r in emulator.received if r.token == token] == [200]
+    await log.wait_events(1, type="delivery.succeeded", subject=nid)
+    assert len(log.events(type="delivery.succeeded", subject=nid)) == 1
