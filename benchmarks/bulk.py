@@ -26,6 +26,8 @@ the worker's ingest decisions on the log; pushes/rows = the sink or the projecto
 CPU seconds each role used.
 
     uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100]
+
+``--users 0`` measures the push bulk alone (no raw loop baseline, no campaign).
 """
 
 from __future__ import annotations
@@ -295,8 +297,8 @@ async def run_herald(
     tokens: list[str],
     args: argparse.Namespace,
     say: Callable[[str], None],
-) -> tuple[Bulk, Bulk]:
-    """The devices measure, then the users measure, against the same three role processes."""
+) -> tuple[Bulk, Bulk | None]:
+    """The devices measure, then the users measure (unless ``--users 0``), against the same three role processes."""
     port = free_port()
     settings = bench_settings(
         bootstrap,
@@ -346,9 +348,11 @@ async def run_herald(
             say(f"{len(devices):,} devices registered and projected; measuring the push bulk")
             pushes = await _measure(roles, http, base, log, database_url, emulator, tokens, args)
             say(f"devices, {len(tokens):,}: {pushes.seconds:.2f} s; {pushes.stages()}")
-            users = [f"bulku-{tag}-{i}" for i in range(args.users)]
-            campaign = await _measure(roles, http, base, log, database_url, None, users, args)
-            say(f"users, {len(users):,}: {campaign.seconds:.2f} s; {campaign.stages()}")
+            campaign = None
+            if args.users:
+                users = [f"bulku-{tag}-{i}" for i in range(args.users)]
+                campaign = await _measure(roles, http, base, log, database_url, None, users, args)
+                say(f"users, {len(users):,}: {campaign.seconds:.2f} s; {campaign.stages()}")
         finally:
             await log.stop()
     return pushes, campaign
@@ -392,7 +396,8 @@ async def _measure(
 @dataclass
 class Result:
     pushes: Bulk
-    campaign: Bulk
+    campaign: Bulk | None
+    """``None`` with ``--users 0``."""
     raw_push_seconds: float
     raw_loop_seconds: float
 
@@ -414,19 +419,22 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = _say) -
         raw_push = await raw_pushes(emulator, private_pem, tokens, args.concurrency)
         emulator.clear()
         say(f"baseline: raw h2, {len(tokens):,} pushes in {raw_push:.2f} s")
-        loop_args = argparse.Namespace(users=1000, rate=100.0, seconds=1.0, burst=args.users)
-        _, loop_rate = await run_baseline(bootstrap, loop_args, partitions=Settings().topic_partitions)
-        say(f"baseline: raw aiokafka loop, {args.users:,} records in {args.users / loop_rate:.2f} s")
+        loop_seconds = 0.0
+        if args.users:
+            loop_args = argparse.Namespace(users=1000, rate=100.0, seconds=1.0, burst=args.users)
+            _, loop_rate = await run_baseline(bootstrap, loop_args, partitions=Settings().topic_partitions)
+            loop_seconds = args.users / loop_rate
+            say(f"baseline: raw aiokafka loop, {args.users:,} records in {loop_seconds:.2f} s")
         # scratch_database is annotated as an async iterator in common.py; it yields the URL.
         with scratch_database() as db:  # type: ignore[var-annotated]
             pushes, campaign = await run_herald(bootstrap, db, emulator, private_pem, tokens, args, say)
-    return Result(pushes, campaign, raw_push, args.users / loop_rate)
+    return Result(pushes, campaign, raw_push, loop_seconds)
 
 
 def rows(result: Result, args: argparse.Namespace) -> list[Row]:
     """Summary rows: measure, Herald, baseline, ratio (baseline time / Herald time), target."""
     p, c = result.pushes, result.campaign
-    return [
+    summary = [
         (
             f"bulk to {args.devices:,} APNs device tokens: POST -> every push at the emulator",
             f"{p.seconds:.1f} s ({args.devices / p.seconds:,.0f}/s)",
@@ -434,20 +442,24 @@ def rows(result: Result, args: argparse.Namespace) -> list[Row]:
             f"{result.raw_push_seconds / p.seconds:.2f}",
             "<= 20 s",
         ),
-        (
-            f"bulk to {args.users:,} user_ids: POST -> all accepted and projected",
-            f"{c.seconds:.1f} s ({args.users / c.seconds:,.0f}/s)",
-            f"{result.raw_loop_seconds:.1f} s (raw aiokafka loop)",
-            f"{result.raw_loop_seconds / c.seconds:.2f}",
-            "<= 60 s",
-        ),
     ]
+    if c is not None:
+        summary.append(
+            (
+                f"bulk to {args.users:,} user_ids: POST -> all accepted and projected",
+                f"{c.seconds:.1f} s ({args.users / c.seconds:,.0f}/s)",
+                f"{result.raw_loop_seconds:.1f} s (raw aiokafka loop)",
+                f"{result.raw_loop_seconds / c.seconds:.2f}",
+                "<= 60 s",
+            )
+        )
+    return summary
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", type=int, default=10_000, help="device tokens (one user each) in the push bulk")
-    p.add_argument("--users", type=int, default=100_000, help="user_ids in the websocket bulk")
+    p.add_argument("--users", type=int, default=100_000, help="user_ids in the websocket bulk (0: skip it)")
     p.add_argument("--concurrency", type=int, default=100, help="pushes in flight for the raw h2 baseline")
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")
