@@ -75,10 +75,10 @@ def _optional(name: str) -> object | None:
 
 def register_admin(app: web.Application, ctx: AdminContext) -> None:
     """Add every ``/api/admin/`` route to ``app``."""
-    from api.admin import bulks, overview, search, users  # they import this module's context
+    from api.admin import bulks, channels, overview, search, users  # they import this module's context
 
     app.middlewares.append(_too_slow)
-    for module in (overview, search, users, bulks):
+    for module in (overview, search, users, bulks, channels):
         module.register(app, ctx)
     deadletters = _optional("deadletters")
     if deadletters is not None:

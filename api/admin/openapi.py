@@ -233,6 +233,28 @@ SEARCH_PARAMS = [
 ]
 
 
+CHANNELS = _obj(
+    ["results", "platforms"],
+    {
+        "results": {
+            "type": "array",
+            "items": _obj(
+                ["name", "target", "in_all", "fallback_after", "platform"],
+                {
+                    "name": {"type": "string"},
+                    "target": {"type": "string", "enum": ["connection", "address", "device_token", "url"]},
+                    "in_all": {"type": "boolean", "description": "Whether a request for `all` channels includes it."},
+                    "fallback_after": {**_nullable("string"), "description": "The channel it waits on, if any."},
+                    "platform": {**_nullable("string"), "description": "Its device platform (device channels)."},
+                },
+            ),
+            "description": "Every channel of the registry, in canonical (storage-bit) order.",
+        },
+        "platforms": {"type": "array", "items": {"type": "string"}, "description": "The device platforms."},
+    },
+)
+
+
 def admin_paths() -> _S:
     """The console routes' path items (all admin scope)."""
     tag = "admin"
@@ -244,6 +266,13 @@ def admin_paths() -> _S:
                 {"200": _json(OVERVIEW, "Figures"), **errors},
                 tag=tag,
                 params=[_q("minutes", {"type": "integer", "minimum": 1, "maximum": 60, "default": 15}, "Window.")],
+            ),
+        },
+        "/api/admin/channels": {
+            "get": _op(
+                "The channel registry: channels in canonical order and device platforms (admin scope)",
+                {"200": _json(CHANNELS, "Channels"), **_errors(401, 403)},
+                tag=tag,
             ),
         },
         "/api/admin/notifications": {

@@ -27,6 +27,7 @@ from api.auth import SCOPE_ADMIN, mint_token
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
+from schemas.channels import REGISTRY
 from tests.support.events import log_records, of_type
 from tests.support.kafka import publish, request
 from tests.support.waiting import eventually
@@ -181,6 +182,7 @@ async def test_admin_finds_a_notification_and_reads_its_targets_and_trail(
     await page.fill("#search-form [name=q]", title.upper().split()[1].lower())  # a substring, other case
     await page.fill("#search-form [name=user]", user)
     await page.select_option("#search-form [name=priority]", "high")
+    await page.select_option("#search-form [name=channel]", "websocket")  # an option read from the registry
 
     row = page.locator(f'#search-rows tr[data-id="{nid}"]')
 
@@ -320,6 +322,11 @@ async def test_overview_charts_draw_and_refresh(
         """() => state.charts["chart-delivered"].plot.data[1].reduce((a, b) => a + (b || 0), 0) * state.bucketSeconds"""
     )
     assert round(delivered) == 2, "both delivered over the WebSocket channel"
+    # The channels drawn and offered come from the registry (GET /api/admin/channels), not the page.
+    labels = await page.evaluate("""() => state.charts["chart-delivered"].plot.series.slice(1).map((s) => s.label)""")
+    assert labels == list(REGISTRY.names)
+    options = await page.locator("#search-form [name=channel] option").all_inner_texts()
+    assert options == ["any", *REGISTRY.names]
     await expect(page.locator("#lag-rows tr").first).to_be_visible()
 
     async def refreshed() -> bool:

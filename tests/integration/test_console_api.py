@@ -28,10 +28,12 @@ from engine.topics import TopicNames
 from herald.broker import free_port
 from herald.stack import Stack, run_stack
 from projections.admin_queries import STATEMENT_TIMEOUT_MS, AdminQueries
+from schemas.channels import REGISTRY
 from schemas.events import DeliveryFailed, DeviceInvalidated
 from tests.support.api import Api, isolated_settings, own_database, unique
 from tests.support.clients import UserClient, next_frame
 from tests.support.kafka import publish
+from tests.support.pager_channel import declared
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -80,6 +82,7 @@ async def search(ops: Api, **params: str) -> dict[str, Any]:
 
 
 ROUTES = (
+    "/api/admin/channels",
     "/api/admin/overview",
     "/api/admin/notifications",
     "/api/admin/notifications/some-id",
@@ -101,6 +104,26 @@ async def test_only_an_admin_token_reads_the_console_api(console_stack, http) ->
             assert reply.status == status, (path, reply.body)
             assert reply.content_type == "application/problem+json", path
         assert (await ops.get(path)).status in (200, 404), path
+
+
+async def test_the_channel_list_is_the_registry_s_and_follows_a_declared_channel(console_stack, http) -> None:  # type: ignore[no-untyped-def]
+    ops = operator(console_stack, http)
+    body = (await ops.get("/api/admin/channels")).body
+    assert [c["name"] for c in body["results"]] == list(REGISTRY.names) == ["websocket", "email", "apns", "webhook"]
+    by_name = {c["name"]: c for c in body["results"]}
+    assert by_name["apns"] == {
+        "name": "apns",
+        "target": "device_token",
+        "in_all": True,
+        "fallback_after": None,
+        "platform": "ios",
+    }
+    assert (by_name["email"]["fallback_after"], by_name["webhook"]["in_all"]) == ("websocket", False)
+    assert body["platforms"] == ["ios"]
+    with declared():  # a channel declared in its own module shows with no edit here or in the console
+        body = (await ops.get("/api/admin/channels")).body
+    assert [c["name"] for c in body["results"]][-1] == "pager"
+    assert body["platforms"] == ["ios", "pageros"]
 
 
 @pytest.mark.parametrize(

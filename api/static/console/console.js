@@ -5,19 +5,22 @@
 const TOKEN_KEY = "herald-console-token";
 const REFRESH_MS = 2000;
 const PRIORITIES = ["high", "medium", "low"];
-const CHANNELS = ["websocket", "email", "apns", "webhook"];
+// The channels come from the registry (GET /api/admin/channels, read when the console opens):
+// a new channel shows in the charts and the search form without editing this page.
 const COLORS = {
   high: "#d92d20", medium: "#dc8a00", low: "#7a869a",
   websocket: "#3056d3", email: "#12875a", apns: "#8e44ad", webhook: "#0b8a8a",
   p50: "#12875a", p90: "#dc8a00", p99: "#d92d20", dead: "#d92d20",
 };
 const LAG_COLORS = ["#3056d3", "#12875a", "#dc8a00", "#8e44ad", "#d92d20", "#0b8a8a"];
+const channelColor = (name, i) => COLORS[name] || LAG_COLORS[i % LAG_COLORS.length];
 const HISTORY = 150; // client-side samples kept for the latency and lag charts (5 minutes at 2 s)
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
   token: null,
+  channels: [], // channel names in canonical order, from the registry
   open: false, // the token passed the check and the console is shown
   tab: null,
   timer: null,
@@ -179,6 +182,13 @@ async function login(token) {
   } finally {
     $("login-submit").disabled = false;
   }
+  try {
+    await loadChannels();
+  } catch (err) {
+    state.token = null;
+    $("login-error").textContent = `Could not read the channel list: ${err.message}`;
+    return;
+  }
   sessionStorage.setItem(TOKEN_KEY, token);
   state.open = true;
   const claims = jwtClaims(token);
@@ -188,6 +198,16 @@ async function login(token) {
   $("console").hidden = false;
   $("token").value = "";
   route();
+}
+
+// The registry's channels: chart series and the search form's channel choice.
+async function loadChannels() {
+  const body = await api("/api/admin/channels");
+  state.channels = body.results.map((c) => c.name);
+  const select = $("search-channel");
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "" }, "any"), ...state.channels.map((c) => el("option", {}, c)));
+  select.value = state.channels.includes(chosen) ? chosen : "";
 }
 
 function logout(message) {
@@ -335,15 +355,16 @@ function renderOverview(ov) {
     PRIORITIES.map((p) => ({ label: p, color: COLORS[p] })),
     [x, ...PRIORITIES.map((p) => perSecond(ov.throughput.accepted[p], seconds))],
   );
+  const channels = state.channels;
   drawChart(
     "chart-delivered",
-    CHANNELS.map((c) => ({ label: c, color: COLORS[c] })),
-    [x, ...CHANNELS.map((c) => perSecond(ov.throughput.delivered[c], seconds))],
+    channels.map((c, i) => ({ label: c, color: channelColor(c, i) })),
+    [x, ...channels.map((c) => perSecond(ov.throughput.delivered[c], seconds))],
   );
   drawChart(
     "chart-failed",
-    CHANNELS.map((c) => ({ label: c, color: COLORS[c] })),
-    [x, ...CHANNELS.map((c) => perSecond(ov.throughput.failed[c], seconds))],
+    channels.map((c, i) => ({ label: c, color: channelColor(c, i) })),
+    [x, ...channels.map((c) => perSecond(ov.throughput.failed[c], seconds))],
   );
   drawChart(
     "chart-dead",
