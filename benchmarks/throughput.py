@@ -161,12 +161,43 @@ async def start_profilers(roles: list[Role], out: str) -> list[asyncio.subproces
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``)."""
+    return sum(cpu_split(pid))
+
+
+def _child_named(command: str) -> int | None:
+    """The pid of this process's child running ``command`` (the broker), if there is one."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split(" (", 1)[1].rsplit(") ", 1)
+        except (OSError, IndexError, ValueError):
+            continue
+        if name == command and rest.split()[1] == me:
+            return int(stat.parent.name)
+    return None
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 CPU_PER_NOTIFICATION: dict[str, list[float]] = {}
 """Role -> CPU milliseconds per notification in each burst (robust to a noisy machine)."""
+OTHER_CPU_PER_NOTIFICATION: dict[str, list[float]] = {}
+"""The broker's and the benchmark process's CPU milliseconds per notification in each burst."""
+SYSTEM_SHARE: dict[str, list[float]] = {}
+"""Role -> the share of its burst CPU time spent in the kernel (system calls: sockets, mostly)."""
+SYSCALLS_PER_NOTIFICATION: dict[str, list[tuple[float, float]]] = {}
+"""Role -> (read, write) system calls per notification in each burst (each a socket round of some kind)."""
+
+
+def syscalls(pid: int) -> tuple[int, int]:
+    """Read and write system calls of a process so far (Linux ``/proc/<pid>/io``)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
 
 
 async def _measure(
@@ -208,7 +239,11 @@ async def _measure(
             await publish(producer, topic, users, steady, int(args.rate * args.seconds), args.rate, "steady")
             await wait_phase(steady, 120, "steady phase")
             current[0] = burst = Phase()
-            cpu_before = {r.name: cpu_seconds(r.pid) for r in roles}
+            cpu_before = {r.name: cpu_split(r.pid) for r in roles}
+            # Where the rest of the two cores goes: the broker and this process (producer, clients).
+            others = {"broker": _child_named("tansu"), "bench clients": os.getpid()}
+            others_before = {name: cpu_seconds(pid) for name, pid in others.items() if pid is not None}
+            calls_before = {r.name: syscalls(r.pid) for r in roles}
             profilers = await start_profilers(roles, args.profile) if args.profile else []
             started = time.monotonic()
             await publish(producer, topic, users, burst, args.burst, None, "burst")
@@ -219,8 +254,17 @@ async def _measure(
                 profiler.send_signal(signal.SIGINT)
                 await profiler.wait()
             for r in roles:
-                used = cpu_seconds(r.pid) - cpu_before[r.name]
+                (user0, sys0), (user1, sys1) = cpu_before[r.name], cpu_split(r.pid)
+                used = user1 - user0 + sys1 - sys0
+                SYSTEM_SHARE.setdefault(r.name, []).append((sys1 - sys0) / used if used else 0.0)
                 CPU_PER_NOTIFICATION.setdefault(r.name, []).append(used * 1000 / args.burst)
+                (r0, w0), (r1, w1) = calls_before[r.name], syscalls(r.pid)
+                SYSCALLS_PER_NOTIFICATION.setdefault(r.name, []).append(
+                    ((r1 - r0) / args.burst, (w1 - w0) / args.burst)
+                )
+            for name, before in others_before.items():
+                used = cpu_seconds(others[name]) - before  # type: ignore[arg-type]
+                OTHER_CPU_PER_NOTIFICATION.setdefault(name, []).append(used * 1000 / args.burst)
         finally:
             await producer.stop()
             for task in readers:
@@ -335,8 +379,14 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = print) 
             result.herald_p50.append(percentile(lat, 50))
             result.herald_p99.append(percentile(lat, 99))
             cpu = ", ".join(f"{name} {v[-1]:.2f}" for name, v in CPU_PER_NOTIFICATION.items())
+            calls = ", ".join(
+                f"{name} {v[-1][0]:.2f}/{v[-1][1]:.2f} ({SYSTEM_SHARE[name][-1]:.0%} of its CPU in the kernel)"
+                for name, v in SYSCALLS_PER_NOTIFICATION.items()
+            )
+            other = ", ".join(f"{name} {v[-1]:.2f}" for name, v in OTHER_CPU_PER_NOTIFICATION.items())
             say(
-                f"round {r + 1}: CPU ms per notification: {cpu}\n"
+                f"round {r + 1}: CPU ms per notification: {cpu}; not Herald: {other}\n"
+                f"round {r + 1}: read/write system calls per notification: {calls}\n"
                 f"round {r + 1}: burst {args.burst:,}: herald {rate:7.0f}/s (frames only {frames_rate:7.0f}/s), "
                 f"raw loop {base_rate:7.0f}/s | steady {args.rate:.0f}/s: herald p50 {result.herald_p50[-1]:.1f} "
                 f"p99 {result.herald_p99[-1]:.1f} ms, raw loop p50 {result.base_p50[-1]:.1f} "
