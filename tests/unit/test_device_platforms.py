@@ -32,7 +32,13 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _raw(event_type: str, data: dict[str, Any], dataschema: str | None = None) -> bytes:
-    env = {"specversion": "1.0", "id": "e-1", "source": "tests", "type": event_type, "time": "2026-03-01T00:00:00Z"}
+    env: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "tests",
+        "type": event_type,
+        "time": "2026-03-01T00:00:00Z",
+    }
     env |= {"datacontenttype": "application/json", "data": data}
     if dataschema:
         env["dataschema"] = dataschema
@@ -40,7 +46,7 @@ def _raw(event_type: str, data: dict[str, Any], dataschema: str | None = None) -
 
 
 def _env(event: Event) -> Envelope:
-    return Envelope(id="e-1", source="tests", time=T0, data=event, subject=None, userid=event.user_id)
+    return Envelope(id="e-1", source="tests", time=T0, data=event, subject=None, userid=getattr(event, "user_id", None))
 
 
 def test_apns_declares_ios_and_the_registry_knows_each_channel_s_platform() -> None:
@@ -150,8 +156,8 @@ def test_the_rest_body_schema_checks_each_token_by_the_rule_of_the_platform_name
     assert one["properties"]["platform"] == {"enum": ["ios"], "default": "ios"} and "oneOf" not in one
     two = new_device_schema(REGISTRY.plus(PAGER).platforms)
     jsonschema.Draft202012Validator.check_schema(two)
-    valid = [{"device_token": "ab" * 32}, {"device_token": "AbC12345", "platform": "pageros"}]
-    invalid = [
+    valid: list[dict[str, Any]] = [{"device_token": "ab" * 32}, {"device_token": "AbC12345", "platform": "pageros"}]
+    invalid: list[dict[str, Any]] = [
         {"device_token": "AbC12345"},  # ios by default: not 64 hex
         {"device_token": "ab" * 32, "platform": "ios", "extra": 1},
         {"device_token": "a-b", "platform": "pageros"},

@@ -51,7 +51,7 @@ def _rekey(key: list[str]) -> None:
         with op.batch_alter_table("devices", copy_from=_devices(key), recreate="always"):
             pass
         return
-    op.drop_constraint(pk["name"], "devices", type_="primary")
+    op.drop_constraint(pk["name"] or "devices_pkey", "devices", type_="primary")
     op.create_primary_key("devices_pkey", "devices", key)
 
 
