@@ -322,6 +322,7 @@ class Projector:
         idle_timeout: float = 2.0,
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        share: tuple[int, int] = (0, 1),
     ) -> int:
         """Project every partition up to the end of the log now, without a consumer group.
 
@@ -332,7 +333,8 @@ class Projector:
         ``CATCH_UP_BATCH``: nobody waits on a rebuild's rows, so bigger transactions win).
         ``progress(done, total)`` is called after each transaction (events applied or
         skipped, and the count at the start between the stored and the end offsets).
-        Returns the events applied.
+        ``share=(i, n)``: only the partitions ``p`` with ``p % n == i`` (one of ``n`` replays
+        running side by side, see ``projections.rebuild``). Returns the events applied.
         """
         s = self._settings
         _tune_gc()
@@ -351,7 +353,9 @@ class Projector:
         start = self.applied + self.skipped
         try:
             partitions = await _partitions(consumer, self._topic)
-            tps = [TopicPartition(self._topic, p) for p in partitions]
+            tps = [TopicPartition(self._topic, p) for p in sorted(partitions) if p % share[1] == share[0]]
+            if not tps:
+                return 0
             consumer.assign(tps)
             stored = await self.stored_offsets()
             for tp in tps:

@@ -7,7 +7,8 @@ each field of its JSON type) with a plan built once per event class, instead of 
 the full decoder and JSON Schema validator again (about 5x the cost). It also reads what
 a newer edge refuses but an older one let into the log (e.g. deeply nested ``data``): the
 log is the truth, and what is in it is projected. Anything it cannot read raises
-``Unreadable``, and the projector skips that event alone (``projections.poison``).
+``Unreadable``, and the projector skips that event alone (``projections.poison``); so
+do NaN, Infinity and numbers beyond a double's range, which are not JSON.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from schemas.codec import parse_time
 from schemas.envelope import SPECVERSION, Envelope
@@ -45,8 +43,6 @@ class _Field:
 
 
 _ABSENT = object()
-_LONG_NUMBER = re.compile(rb"[0-9]{20}")
-"""Twenty digits in a row: possibly an integer beyond 64 bits (left to the standard library)."""
 
 
 def _refuse_constant(name: str) -> Any:
@@ -60,8 +56,10 @@ def _finite(text: str) -> float:
     return value
 
 
-_STDLIB = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
-"""NaN, Infinity and out-of-range numbers are not JSON (and no database column takes them)."""
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+"""The standard library's (exact for integers of any size, unlike orjson's, which reads those
+beyond 64 bits as floats), refusing NaN, Infinity and out-of-range numbers: they are not
+JSON, and the projector writes ``data`` back as JSON."""
 _PLANS: dict[str, tuple[type[Event], tuple[_Field, ...]]] = {}
 _OPTIONAL_ATTRS = ("subject", "userid", "priority", "correlationid")
 
@@ -79,16 +77,9 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
         # Postgres text cannot hold NUL; one producer's "\u0000" must not stop the projector.
         raw = raw.replace(b"\\u0000", b"\\ufffd")
     try:
-        if _LONG_NUMBER.search(raw):
-            raise orjson.JSONDecodeError("orjson reads integers beyond 64 bits as floats", "", 0)
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # What orjson refuses (lone surrogates, nesting past 1,024 levels) or would read
-        # inexactly, the standard library may still read exactly, as before.
-        try:
-            body = _STDLIB.decode(raw.decode())  # decoding first spares json its encoding detection
-        except (ValueError, RecursionError) as exc:
-            raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
+        body = _DECODER.decode(raw.decode())  # decoding first spares json its encoding detection
+    except (ValueError, RecursionError) as exc:
+        raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
     ce = {k[3:]: v for k, v in headers if k.startswith("ce_")}
     if ce:
         try:
