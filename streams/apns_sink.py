@@ -148,7 +148,8 @@ class ApnsSink:
         request = request_for(accepted, target, now=datetime.now(UTC))
         client = self._connect()
         try:
-            result = await asyncio.wait_for(client.send_notification(request), self.settings.apns_timeout_seconds)
+            async with asyncio.timeout(self.settings.apns_timeout_seconds):  # no task per push, unlike wait_for
+                result = await client.send_notification(request)
         except TimeoutError:
             # aioapns leaves the stream's state behind when a send is cancelled: start afresh.
             self._reset(client)

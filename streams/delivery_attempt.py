@@ -106,7 +106,8 @@ async def attempt(
 ) -> tuple[str | None, DeliveryError | None]:
     """One send, its failure (if any) expressed as a ``DeliveryError``."""
     try:
-        return await asyncio.wait_for(sink.send(accepted, target), limit), None
+        async with asyncio.timeout(limit):  # no task per send, unlike wait_for
+            return await sink.send(accepted, target), None
     except DeliveryError as exc:
         return None, exc
     except TimeoutError:
