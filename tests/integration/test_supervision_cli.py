@@ -1,4 +1,4 @@
-"""``herald projector`` and ``herald worker`` as real OS processes: when their background
+"""``herald projector``, ``herald worker`` and ``herald api`` as real OS processes: when their background
 work dies, they log it at ERROR and exit with status 1 (so compose or Kubernetes restarts
 them), instead of staying up with nothing working (issue 14, fault 1).
 
@@ -137,3 +137,30 @@ async def test_herald_worker_exits_1_when_an_agent_crashes(
     text = log.read_text()
     assert status == 1, f"the worker should exit 1 after an agent crashed; it gave {status}:\n{text[-3000:]}"
     assert "agent herald.sink.email died" in text and "sink bug (injected by the test)" in text
+
+
+async def test_herald_api_exits_1_when_a_gateway_task_dies(
+    kafka_bootstrap: str, redis_url: str, output_dir: Path
+) -> None:
+    script = """
+        import api.presence as presence
+
+        async def dying(self, held):
+            raise RuntimeError("presence bug (injected by the test)")
+
+        presence.RedisPresence._refresh_forever = dying
+        from herald.cli import main
+        raise SystemExit(main(["api"]))
+    """
+    log = output_dir / "supervision-api.log"
+    with own_database("herald_supervision_cli") as url:
+        settings = isolated_settings(kafka_bootstrap, url, redis_url)
+        proc = _start(script, _env(settings, HERALD_HTTP_PORT=str(free_port())), log)
+        try:
+            status = _exit_status(proc, within=60)
+        finally:
+            _stop(proc)
+    text = log.read_text()
+    assert status == 1, f"the API should exit 1 after its presence refresher died; it gave {status}:\n{text[-3000:]}"
+    assert "presence-refresh" in text and "presence bug (injected by the test)" in text
+    assert "ERROR" in text
