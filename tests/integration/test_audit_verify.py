@@ -1,7 +1,9 @@
 """``herald verify``: a corrupted live row is reported against the log, then repaired by ``--swap``
-(a shadow rebuilt from the log replaces the live tables)."""
+(a shadow rebuilt from the log replaces the live tables) while the API keeps answering."""
 
 from __future__ import annotations
+
+import asyncio
 
 import aiohttp
 import psycopg
@@ -57,9 +59,31 @@ async def test_a_corrupted_row_is_reported_then_repaired_by_swapping_in_the_rebu
         assert f"missing from the live table: id='{ids[2]}'" in found.stdout
         assert "`herald verify --swap` repairs" in found.stdout
 
-        swapped = await herald(settings, "verify", "--swap")
-        assert swapped.status == 0, swapped.stdout + swapped.stderr
-        assert "swapped: the read models are the rebuilt ones" in swapped.stdout
+        # --swap with the projector stopped and the API serving: every read answers during the swap,
+        # and the same API process reads the swapped-in tables at once.
+        async with run_stack(settings, worker=False, projector=False, api=True) as api, aiohttp.ClientSession() as http:
+            kim = Api.for_user(http, f"http://127.0.0.1:{api.http_port}", settings, "kim")
+            answers: list[tuple[int, str | None]] = []
+            swapping = True
+
+            async def read_all_along() -> None:
+                while swapping:
+                    item = await kim.get(f"/api/notifications/{ids[0]}")
+                    listed = await kim.get("/api/notifications")
+                    answers.append((item.status, item.body.get("title") if item.status == 200 else None))
+                    answers.append((listed.status, None))
+                    await asyncio.sleep(0.02)
+
+            reader = asyncio.create_task(read_all_along())
+            try:
+                swapped = await herald(settings, "verify", "--swap")
+            finally:
+                swapping = False
+                await reader
+            assert swapped.status == 0, swapped.stdout + swapped.stderr
+            assert "swapped: the read models are the rebuilt ones" in swapped.stdout
+            assert len(answers) > 20 and {status for status, _ in answers} == {200}, "the API answered every read"
+            assert [title for _, title in answers if title][-1] == "n0", "the serving API reads the rebuilt rows"
         assert _sql(url, "SELECT title, read_at IS NOT NULL FROM notifications WHERE id = %s", ids[0]) == [("n0", True)]
         assert _sql(url, "SELECT count(*) FROM notifications") == [(3,)]
         assert _sql(url, "SELECT title FROM herald_retired.notifications WHERE id = %s", ids[0]) == [("tampered",)]
