@@ -1,21 +1,33 @@
 """Configuration: read once from ``HERALD_*`` variables into a frozen object.
 
 Nothing else in Herald reads ``os.environ``; the composition root calls
-``Settings.from_env()`` and passes the result down. A ``HERALD_*`` variable that is not a
-setting (a typo such as ``HERALD_RATE_LIMIT_HIHG``) is refused with the closest valid name
-rather than silently ignored: every role and tool then exits with status 2 at start.
-docs/configuration.md lists every setting by concern (``SECTIONS``).
+``Settings.from_env()`` and passes the result down. ``Settings`` is built on pydantic-settings:
+one class per concern (``KafkaSettings``, ``EmailSettings``, ...) declares its settings, their
+types and the rules on each value; ``Settings`` combines them into one flat, immutable object so
+every part of Herald reads ``settings.foo_bar``. Rules across settings of a concern (``validate``)
+are checked by ``from_env``. A ``HERALD_*`` variable that is not a setting (a typo such as
+``HERALD_RATE_LIMIT_HIHG``) is refused with the closest valid name rather than silently ignored:
+every role and tool then exits with status 2 at start. docs/configuration.md lists every setting
+by concern (``SECTIONS``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from engine.webhook import InvalidWebhook, signing_key
 from schemas.errors import HeraldError
@@ -62,96 +74,70 @@ NOT_SETTINGS = frozenset(
 """``HERALD_*`` variables that are legitimately set but are not settings: ``from_env`` lets them
 pass. Tests and benchmarks start roles as processes that inherit them."""
 
+PREFIX = "HERALD_"
+"""Setting ``foo_bar`` is the variable ``HERALD_FOO_BAR``."""
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Every knob of Herald. Field ``foo_bar`` is read from ``HERALD_FOO_BAR``."""
+AtLeastOne = Annotated[int, Field(ge=1)]
+"""A count or a duration in whole seconds that must be 1 or more."""
+Positive = Annotated[float, Field(gt=0)]
+"""A rate or a duration in seconds that must be more than 0."""
+
+
+class _Concern(BaseSettings):
+    """The settings of one concern. The constructor checks each value's type and rules and raises
+    ``ConfigError`` naming the variable; it reads nothing from the environment (``from_env`` does)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        env_prefix=PREFIX,
+        case_sensitive=False,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+    title: ClassVar[str] = ""
+    """The concern's heading in docs/configuration.md."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the constructor's arguments: ``Settings()`` is the defaults whatever the
+        # environment holds; ``from_env`` reads the variables it is given (a test's own mapping).
+        return (init_settings,)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_errors(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Pydantic's errors as one ``ConfigError`` line naming each variable (never a secret's value)."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise ConfigError("; ".join(_describe(cls.model_fields, error) for error in exc.errors())) from None
+
+    def _check(self) -> None:
+        """Rules across this concern's settings (``validate``); each concern adds its own."""
+
+
+class KafkaSettings(_Concern):
+    """Where the event log is and how Herald's clients talk to it."""
+
+    title: ClassVar[str] = "Kafka"
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma separated."""
     topic_prefix: str = "herald."
     """Prefix of every topic name."""
-    topic_partitions: int = 4
+    topic_partitions: AtLeastOne = 4
     """Partitions of request, event and delivery topics (all equal: co-partitioning)."""
     topic_replication: int = 1
     """Replication factor for topics Herald creates."""
     app_id: str = "herald"
     """Faust application id (consumer group of the worker)."""
-    database_url: str = "sqlite+aiosqlite:///herald.db"
-    """SQLAlchemy async URL of the read models (``postgresql+psycopg://...`` in production)."""
-    redis_url: str = ""
-    """Redis URL for presence and gateway fan-out; empty means in-process (dev only)."""
-    http_host: str = "127.0.0.1"
-    """Address the API binds."""
-    http_port: int = 8000
-    """Port the API binds."""
-    dev_kafka_port: int = 9092
-    """Port of the embedded broker started by ``herald dev``."""
-    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
-    """HS256 secret for tokens (production must set its own)."""
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
-    """Accepted JWT algorithms (pinned; never taken from the token)."""
-    jwt_public_key: str = ""
-    """PEM public key for RS256/ES256 tokens (instead of the secret)."""
-    jwt_issuer: str = "herald"
-    """``iss`` of minted tokens, required on incoming ones."""
-    jwt_audience: str = "herald"
-    """``aud`` of minted tokens, required on incoming ones (a token for another service is refused)."""
-    jwt_max_lifetime_seconds: int = 24 * 3600
-    """Longest accepted token lifetime (``exp - iat``); tokens without ``exp`` or ``iat`` are refused."""
-    jwt_jwks_url: str = ""
-    """JWKS URL of an identity provider whose RS256/ES256 tokens are accepted (instead of a public key)."""
-    jwt_jwks_refresh_seconds: float = 300.0
-    """How often the JWKS keys are fetched again (a token with an unknown key id also triggers a fetch)."""
-    token_ttl_seconds: int = 24 * 3600
-    """Lifetime of tokens minted by ``herald token``."""
-    max_request_bytes: int = 16 * 1024
-    """Largest request accepted on a request topic or the API."""
-    bulk_max_targets: int = 100_000
-    """Targets (users or device tokens) one ``POST /api/notifications/bulk`` may name."""
-    bulk_max_encoded_bytes: int = 64 * 1024 * 1024
-    """Bytes one bulk may publish in all (targets x encoded request); a larger bulk is refused (413).
-
-    64 MiB: 100,000 requests of up to ~670 bytes each (a title and a short body) fit."""
-    max_devices_per_user: int = 20
-    """Active APNs device tokens per user; registering one more unregisters the oldest."""
-    write_rate_per_second: float = 2.0
-    """Sustained REST writes per second one user (a token without ``notifications:write``) may make."""
-    write_burst: int = 60
-    """REST writes one user may make at once before the per-user rate limit answers 429."""
-    ws_max_connections_per_user: int = 5
-    """Concurrent WebSocket connections per user over all gateway nodes; the next is refused (close 4008)."""
-    ws_heartbeat_seconds: float = 30.0
-    """Server ping interval; a connection that does not answer a ping within half of it is closed."""
-    presence_ttl_seconds: int = 30
-    """Presence entries expire after this unless refreshed by the gateway."""
-    ws_send_queue_size: int = 256
-    """Frames queued for one WebSocket before it is closed as too slow (close code 4009)."""
-    ws_client_frame_rate: float = 10.0
-    """Sustained frames per second a client may send on one WebSocket (excess: an error frame, ignored)."""
-    ws_client_frame_burst: int = 100
-    """Frames a client may send at once on one WebSocket before the per-connection limit applies."""
-    ws_replay_batch_size: int = 100
-    """Notifications per ``missed_notifications`` frame when a client reconnects."""
-    ws_replay_wait_seconds: float = 5.0
-    """Longest a reconnect waits for the projector to catch up with the user's events before replaying."""
-    node_id: str = ""
-    """Gateway node id (defaults to host:pid)."""
-    projector_group: str = "herald-projector"
-    """Consumer group of the projector."""
-    projector_batch_size: int = 500
-    """Events applied per projector transaction at most."""
-    projector_linger_ms: int = 50
-    """With a backlog, the projector collects events for up to this long into one transaction."""
-    read_your_writes_timeout: float = 5.0
-    """Seconds an API write waits for the projector before answering 202 with a retry hint."""
-    dev_mode: bool = False
-    """True under ``herald dev``: enables dev-only conveniences such as token minting."""
-    metrics_port: int = 0
-    """Internal port of the ``/metrics`` endpoint of ``herald worker``, ``projector`` and ``api`` (0: none;
-    then the API serves ``/metrics`` on its public port)."""
-    log_level: str = "INFO"
-    """Root log level."""
     kafka_session_timeout: float = 30.0
     """Consumer group session timeout (seconds)."""
     kafka_heartbeat_interval: float = 3.0
@@ -160,27 +146,174 @@ class Settings:
     """Consumer group rebalance timeout (seconds)."""
     kafka_fetch_max_wait_ms: int = 500
     """Longest a consumer fetch waits for data (Kafka returns early when data arrives; Tansu does not)."""
+    kafka_max_poll_records: int = 1000
+    """Records the worker takes from the broker per poll: small polls keep a backlog on one topic
+    from holding up records of another (priority isolation)."""
     producer_max_batch_size: int = 16384
     """Producer batch size in bytes (tests on Tansu use 1: see docs/architecture.md)."""
     producer_linger_ms: int = 2
     """How long a producer waits to fill a batch: a few milliseconds of latency buy many fewer,
     larger produce requests under load."""
-    rate_limit_high: int = 100
+
+
+class DatabaseSettings(_Concern):
+    """The read models and the projector that keeps them."""
+
+    title: ClassVar[str] = "Database and projector"
+
+    database_url: str = "sqlite+aiosqlite:///herald.db"
+    """SQLAlchemy async URL of the read models (``postgresql+psycopg://...`` in production)."""
+    projector_group: str = "herald-projector"
+    """Consumer group of the projector."""
+    projector_batch_size: int = 500
+    """Events applied per projector transaction at most."""
+    projector_linger_ms: int = 50
+    """With a backlog, the projector collects events for up to this long into one transaction."""
+    read_your_writes_timeout: float = 5.0
+    """Seconds an API write waits for the projector before answering 202 with a retry hint."""
+
+
+class HttpSettings(_Concern):
+    """The REST API: where it listens and what one request or user may ask of it."""
+
+    title: ClassVar[str] = "HTTP API"
+
+    http_host: str = "127.0.0.1"
+    """Address the API binds."""
+    http_port: int = 8000
+    """Port the API binds."""
+    metrics_port: int = 0
+    """Internal port of the ``/metrics`` endpoint of ``herald worker``, ``projector`` and ``api`` (0: none;
+    then the API serves ``/metrics`` on its public port)."""
+    max_request_bytes: int = 16 * 1024
+    """Largest request accepted on a request topic or the API."""
+    bulk_max_targets: AtLeastOne = 100_000
+    """Targets (users or device tokens) one ``POST /api/notifications/bulk`` may name."""
+    bulk_max_encoded_bytes: AtLeastOne = 64 * 1024 * 1024
+    """Bytes one bulk may publish in all (targets x encoded request); a larger bulk is refused (413).
+
+    64 MiB: 100,000 requests of up to ~670 bytes each (a title and a short body) fit."""
+    max_devices_per_user: AtLeastOne = 20
+    """Active APNs device tokens per user; registering one more unregisters the oldest."""
+    write_rate_per_second: Positive = 2.0
+    """Sustained REST writes per second one user (a token without ``notifications:write``) may make."""
+    write_burst: AtLeastOne = 60
+    """REST writes one user may make at once before the per-user rate limit answers 429."""
+
+
+JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "ES256"})
+"""The algorithms ``HERALD_JWT_ALGORITHMS`` may name (never ``none``)."""
+
+
+class AuthSettings(_Concern):
+    """Which tokens the API and the gateway accept, and the tokens ``herald token`` mints."""
+
+    title: ClassVar[str] = "Authentication (JWT)"
+
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, repr=False)
+    """HS256 secret for tokens (production must set its own)."""
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ("HS256",)
+    """Accepted JWT algorithms (pinned; never taken from the token)."""
+    jwt_public_key: str = ""
+    """PEM public key for RS256/ES256 tokens (instead of the secret)."""
+    jwt_issuer: str = "herald"
+    """``iss`` of minted tokens, required on incoming ones."""
+    jwt_audience: str = Field(default="herald", min_length=1)
+    """``aud`` of minted tokens, required on incoming ones (a token for another service is refused)."""
+    jwt_max_lifetime_seconds: int = 24 * 3600
+    """Longest accepted token lifetime (``exp - iat``); tokens without ``exp`` or ``iat`` are refused."""
+    jwt_jwks_url: str = ""
+    """JWKS URL of an identity provider whose RS256/ES256 tokens are accepted (instead of a public key)."""
+    jwt_jwks_refresh_seconds: float = Field(default=300.0, ge=1)
+    """How often the JWKS keys are fetched again (a token with an unknown key id also triggers a fetch)."""
+    token_ttl_seconds: AtLeastOne = 24 * 3600
+    """Lifetime of tokens minted by ``herald token``."""
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _supported(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if a not in JWT_ALGORITHMS]
+        if bad:
+            raise ValueError(f"HERALD_JWT_ALGORITHMS: unsupported {bad} (none is never allowed)")
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _secure(cls, value: str) -> str:
+        if value and not _secure_url(value):
+            raise ValueError("HERALD_JWT_JWKS_URL must be https:// (http:// only for a loopback host)")
+        return value
+
+    def _check(self) -> None:
+        if any(a.startswith("HS") for a in self.jwt_algorithms) and len(self.jwt_secret) < 32:
+            raise ConfigError("HERALD_JWT_SECRET must be at least 32 characters")
+        if self.jwt_max_lifetime_seconds < self.token_ttl_seconds:
+            raise ConfigError("HERALD_TOKEN_TTL_SECONDS must be between 1 and HERALD_JWT_MAX_LIFETIME_SECONDS")
+
+
+class GatewaySettings(_Concern):
+    """Presence in Redis and the WebSocket gateway's connections."""
+
+    title: ClassVar[str] = "Redis and WebSocket gateway"
+
+    redis_url: str = ""
+    """Redis URL for presence and gateway fan-out; empty means in-process (dev only)."""
+    node_id: str = ""
+    """Gateway node id (defaults to host:pid)."""
+    presence_ttl_seconds: AtLeastOne = 30
+    """Presence entries expire after this unless refreshed by the gateway."""
+    ws_max_connections_per_user: AtLeastOne = 5
+    """Concurrent WebSocket connections per user over all gateway nodes; the next is refused (close 4008)."""
+    ws_heartbeat_seconds: float = 30.0
+    """Server ping interval; a connection that does not answer a ping within half of it is closed."""
+    ws_send_queue_size: AtLeastOne = 256
+    """Frames queued for one WebSocket before it is closed as too slow (close code 4009)."""
+    ws_client_frame_rate: Positive = 10.0
+    """Sustained frames per second a client may send on one WebSocket (excess: an error frame, ignored)."""
+    ws_client_frame_burst: AtLeastOne = 100
+    """Frames a client may send at once on one WebSocket before the per-connection limit applies."""
+    ws_replay_batch_size: AtLeastOne = 100
+    """Notifications per ``missed_notifications`` frame when a client reconnects."""
+    ws_replay_wait_seconds: float = 5.0
+    """Longest a reconnect waits for the projector to catch up with the user's events before replaying."""
+
+
+class AdmissionSettings(_Concern):
+    """What the worker admits: per-user rate limits, duplicates and priority order."""
+
+    title: ClassVar[str] = "Rate limits, duplicates and priority"
+
+    rate_limit_high: AtLeastOne = 100
     """High-priority notifications one user may get per rate-limit window."""
-    rate_limit_medium: int = 50
+    rate_limit_medium: AtLeastOne = 50
     """Medium-priority notifications one user may get per rate-limit window."""
-    rate_limit_low: int = 20
+    rate_limit_low: AtLeastOne = 20
     """Low-priority notifications one user may get per rate-limit window."""
-    rate_limit_window_seconds: int = 3600
+    rate_limit_window_seconds: AtLeastOne = 3600
     """Length of the sliding rate-limit window."""
-    dedupe_window_seconds: int = 24 * 3600
+    dedupe_window_seconds: AtLeastOne = 24 * 3600
     """A repeated idempotency key (or request id) within this window is a duplicate."""
     priority_isolation: bool = True
     """Medium and low requests wait while high-priority requests are queued (and low for medium)."""
-    kafka_max_poll_records: int = 1000
-    """Records the worker takes from the broker per poll: small polls keep a backlog on one topic
-    from holding up records of another (priority isolation)."""
-    retry_max_attempts: int = 5
+
+    def _check(self) -> None:
+        if self.rate_limit_window_seconds > self.dedupe_window_seconds:
+            # The rate windows are rebuilt from the dedupe entries after a restart
+            # (streams/admission_store.py): the dedupe window must cover the rate window.
+            raise ConfigError("HERALD_RATE_LIMIT_WINDOW_SECONDS must not exceed HERALD_DEDUPE_WINDOW_SECONDS")
+
+
+class DeliverySettings(_Concern):
+    """Retries, fallbacks and the timing of every channel's sends."""
+
+    title: ClassVar[str] = "Delivery and retries"
+
+    retry_max_attempts: AtLeastOne = 5
     """Delivery attempts per target before a delivery is abandoned and dead-lettered."""
     retry_base_delay_seconds: float = 60.0
     """Delay before the first retry of a failed delivery; doubles with each attempt."""
@@ -190,7 +323,7 @@ class Settings:
     """Retry delays are spread over +/- this fraction."""
     email_fallback_seconds: float = 0.0
     """When a request names websocket and email: email only if still unread after this long (0: both at once)."""
-    scheduler_tick_seconds: float = 1.0
+    scheduler_tick_seconds: Positive = 1.0
     """How often due work (retries, deliver_after, fallbacks) is looked for."""
     delivery_timeout_seconds: float = 10.0
     """Longest one sink send may take before it counts as a retriable failure."""
@@ -198,6 +331,24 @@ class Settings:
     """How long the email/APNs sinks remember a (notification, target) as sent, so a repeated work
     record is not sent twice; 0: twice the retry horizon, at least an hour. Shorter than the retry
     horizon is refused at start."""
+
+    @field_validator("retry_jitter")
+    @classmethod
+    def _a_fraction(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError("HERALD_RETRY_JITTER must be in [0, 1)")
+        return value
+
+
+SMTP_TLS = ("none", "starttls", "tls")
+"""The values of ``HERALD_SMTP_TLS``."""
+
+
+class EmailSettings(_Concern):
+    """The email channel's SMTP server."""
+
+    title: ClassVar[str] = "Email channel (SMTP)"
+
     smtp_host: str = ""
     """SMTP server for the email channel; empty disables the email sink (``herald dev`` starts a capture server)."""
     smtp_port: int = 25
@@ -207,7 +358,7 @@ class Settings:
     ``none`` (cleartext: with SMTP credentials only to a loopback host)."""
     smtp_username: str = ""
     """SMTP AUTH user name; empty means no authentication."""
-    smtp_password: str = field(default="", repr=False)
+    smtp_password: str = Field(default="", repr=False)
     """SMTP AUTH password."""
     smtp_from: str = "Herald <herald@localhost>"
     """``From`` address of every email."""
@@ -215,9 +366,31 @@ class Settings:
     """CA bundle to verify the SMTP server's certificate with (empty: the system store)."""
     smtp_timeout_seconds: float = 5.0
     """Timeout of each SMTP command (connect, MAIL, RCPT, DATA)."""
+
+    @field_validator("smtp_tls")
+    @classmethod
+    def _a_tls_mode(cls, value: str) -> str:
+        if value not in SMTP_TLS:
+            raise ValueError("HERALD_SMTP_TLS must be none, starttls or tls")
+        return value
+
+    def _check(self) -> None:
+        if self.smtp_tls == "none" and (self.smtp_username or self.smtp_password) and not _loopback(self.smtp_host):
+            # Credentials in cleartext over a network: refuse rather than leak them.
+            raise ConfigError(
+                "HERALD_SMTP_TLS=none would send the SMTP credentials in cleartext: use starttls or tls"
+                " (none with credentials only for a loopback HERALD_SMTP_HOST)"
+            )
+
+
+class ApnsSettings(_Concern):
+    """The push channel: Apple's service (or the emulator) and the provider key."""
+
+    title: ClassVar[str] = "Push channel (APNs)"
+
     apns_key_path: str = ""
     """Path of the APNs token-auth signing key (.p8); this or ``HERALD_APNS_KEY`` enables the APNs sink."""
-    apns_key: str = field(default="", repr=False)
+    apns_key: str = Field(default="", repr=False)
     """The .p8 signing key itself (PEM), instead of a path."""
     apns_key_id: str = ""
     """Key id of the signing key (10 characters, from the Apple developer account)."""
@@ -237,108 +410,22 @@ class Settings:
     """HTTP/2 connections aioapns may open to APNs."""
     apns_max_in_flight: int = 100
     """Pushes one worker sends at once (awaiting APNs' answers together); 1 sends one after the other."""
-    webhook_secret: str = field(default="", repr=False)
-    """Signing secret of the webhook channel (``whsec_`` + base64, or text of 24+ bytes); empty: no webhook sink."""
-    webhook_timeout_seconds: float = 5.0
-    """Longest one webhook POST may take (connection and answer)."""
-    webhook_allow_loopback_http: bool = False
-    """Accept ``http://`` webhook URLs to a loopback host (``herald dev``, tests); otherwise https only."""
-    dev_smtp_port: int = 0
-    """Port of ``herald dev``'s SMTP capture server (0: a free port, printed at start-up)."""
-    dev_apns_port: int = 0
-    """Port of ``herald dev``'s APNs emulator (0: a free port, printed at start-up)."""
-    dev_apns_inspect_port: int = 0
-    """Port of the emulator's inspection API under ``herald dev`` (0: a free port)."""
-    audit_hmac_key: str = field(default="", repr=False)
-    """Key of the HMAC-SHA256 signature on ``herald audit export`` manifests (empty: a digest manifest, unsigned)."""
-    extra: Mapping[str, str] = field(default_factory=dict)
-    """Always empty: an unrecognised ``HERALD_*`` variable is refused by ``from_env`` (kept for callers)."""
 
-    def to_env(self) -> dict[str, str]:
-        """The ``HERALD_*`` variables that make ``from_env`` build these settings again
-        (for starting a role as a process with exactly this configuration)."""
-        out: dict[str, str] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra" or value is None:
-                continue
-            if isinstance(value, tuple):
-                value = ",".join(value)
-            elif isinstance(value, bool):
-                value = "true" if value else "false"
-            out[f"HERALD_{f.name.upper()}"] = str(value)
-        return out
-
+    @field_validator("apns_server")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``), then ``overrides``.
+    def _host_port(cls, value: str) -> str:
+        if value and not value.rpartition(":")[2].isdigit():
+            raise ValueError("HERALD_APNS_SERVER must be host:port")
+        return value
 
-        Raises ``ConfigError`` for a ``HERALD_*`` name that is neither a setting nor in
-        ``NOT_SETTINGS``, naming the closest valid one."""
-        source = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        unknown = sorted(
-            key
-            for key in source
-            # ``herald_x`` too: environment names are case-sensitive, so it would be ignored.
-            if key.upper().startswith("HERALD_")
-            and key not in NOT_SETTINGS
-            and not (key.startswith("HERALD_") and key[len("HERALD_") :].lower() in fields)
-        )
-        if unknown:
-            raise ConfigError(_unknown_message(unknown, [f"HERALD_{name.upper()}" for name in fields]))
-        for key, raw in source.items():
-            if not key.startswith("HERALD_"):
-                continue
-            name = key[len("HERALD_") :].lower()
-            if name in fields:
-                # An optional bool (no default) parses like a bool.
-                sample = False if fields[name].type == "bool | None" else fields[name].default
-                values[name] = _parse(key, raw, sample)
-        values.update(overrides)
-        settings = cls(**values)
-        settings.validate()
-        return settings
+    @field_validator("apns_max_in_flight")
+    @classmethod
+    def _bounded(cls, value: int) -> int:
+        if not 1 <= value <= 1000:
+            raise ValueError("HERALD_APNS_MAX_IN_FLIGHT must be from 1 to 1000")
+        return value
 
-    def validate(self) -> None:
-        """Raise ``ConfigError`` with a clear message for impossible combinations."""
-        if self.topic_partitions < 1:
-            raise ConfigError("HERALD_TOPIC_PARTITIONS must be at least 1")
-        if self.ws_max_connections_per_user < 1:
-            raise ConfigError("HERALD_WS_MAX_CONNECTIONS_PER_USER must be at least 1")
-        if min(self.rate_limit_high, self.rate_limit_medium, self.rate_limit_low, self.rate_limit_window_seconds) < 1:
-            raise ConfigError("HERALD_RATE_LIMIT_* values must be at least 1")
-        if self.retry_max_attempts < 1 or self.dedupe_window_seconds < 1 or self.scheduler_tick_seconds <= 0:
-            raise ConfigError(
-                "HERALD_RETRY_MAX_ATTEMPTS, HERALD_DEDUPE_WINDOW_SECONDS and HERALD_SCHEDULER_TICK_SECONDS"
-                " must be positive"
-            )
-        if self.rate_limit_window_seconds > self.dedupe_window_seconds:
-            # The rate windows are rebuilt from the dedupe entries after a restart
-            # (streams/admission_store.py): the dedupe window must cover the rate window.
-            raise ConfigError("HERALD_RATE_LIMIT_WINDOW_SECONDS must not exceed HERALD_DEDUPE_WINDOW_SECONDS")
-        if not 0 <= self.retry_jitter < 1:
-            raise ConfigError("HERALD_RETRY_JITTER must be in [0, 1)")
-        if self.ws_send_queue_size < 1 or self.ws_replay_batch_size < 1:
-            raise ConfigError("HERALD_WS_SEND_QUEUE_SIZE and HERALD_WS_REPLAY_BATCH_SIZE must be at least 1")
-        if min(self.bulk_max_targets, self.bulk_max_encoded_bytes, self.max_devices_per_user) < 1:
-            raise ConfigError(
-                "HERALD_BULK_MAX_TARGETS, HERALD_BULK_MAX_ENCODED_BYTES and HERALD_MAX_DEVICES_PER_USER"
-                " must be at least 1"
-            )
-        if min(self.write_rate_per_second, self.ws_client_frame_rate) <= 0:
-            raise ConfigError("HERALD_WRITE_RATE_PER_SECOND and HERALD_WS_CLIENT_FRAME_RATE must be positive")
-        if min(self.write_burst, self.ws_client_frame_burst) < 1:
-            raise ConfigError("HERALD_WRITE_BURST and HERALD_WS_CLIENT_FRAME_BURST must be at least 1")
-        if self.smtp_tls not in {"none", "starttls", "tls"}:
-            raise ConfigError("HERALD_SMTP_TLS must be none, starttls or tls")
-        if self.smtp_tls == "none" and (self.smtp_username or self.smtp_password) and not _loopback(self.smtp_host):
-            # Credentials in cleartext over a network: refuse rather than leak them.
-            raise ConfigError(
-                "HERALD_SMTP_TLS=none would send the SMTP credentials in cleartext: use starttls or tls"
-                " (none with credentials only for a loopback HERALD_SMTP_HOST)"
-            )
+    def _check(self) -> None:
         if (self.apns_key_path or self.apns_key) and not (self.apns_key_id and self.apns_team_id and self.apns_topic):
             raise ConfigError(
                 "HERALD_APNS_KEY_ID, HERALD_APNS_TEAM_ID and HERALD_APNS_TOPIC are required with an APNs key"
@@ -349,171 +436,214 @@ class Settings:
                 "HERALD_APNS_SANDBOX is required with an APNs key: true for Apple's sandbox (development builds),"
                 " false for production"
             )
-        if self.apns_server and not self.apns_server.rpartition(":")[2].isdigit():
-            raise ConfigError("HERALD_APNS_SERVER must be host:port")
-        if not 1 <= self.apns_max_in_flight <= 1000:
-            raise ConfigError("HERALD_APNS_MAX_IN_FLIGHT must be from 1 to 1000")
-        if self.webhook_secret:
+
+
+class WebhookSettings(_Concern):
+    """The webhook channel's signing secret and HTTP client."""
+
+    title: ClassVar[str] = "Webhook channel"
+
+    webhook_secret: str = Field(default="", repr=False)
+    """Signing secret of the webhook channel (``whsec_`` + base64, or text of 24+ bytes); empty: no webhook sink."""
+    webhook_timeout_seconds: Positive = 5.0
+    """Longest one webhook POST may take (connection and answer)."""
+    webhook_allow_loopback_http: bool = False
+    """Accept ``http://`` webhook URLs to a loopback host (``herald dev``, tests); otherwise https only."""
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _a_signing_key(cls, value: str) -> str:
+        if value:
             try:
-                signing_key(self.webhook_secret)
+                signing_key(value)
             except InvalidWebhook as exc:
-                raise ConfigError(f"HERALD_WEBHOOK_SECRET: {exc}") from None
-        if self.webhook_timeout_seconds <= 0:
-            raise ConfigError("HERALD_WEBHOOK_TIMEOUT_SECONDS must be positive")
-        if self.presence_ttl_seconds < 1:
-            raise ConfigError("HERALD_PRESENCE_TTL_SECONDS must be at least 1")
-        bad = [a for a in self.jwt_algorithms if a not in {"HS256", "HS384", "HS512", "RS256", "ES256"}]
-        if bad:
-            raise ConfigError(f"HERALD_JWT_ALGORITHMS: unsupported {bad} (none is never allowed)")
-        if any(a.startswith("HS") for a in self.jwt_algorithms) and len(self.jwt_secret) < 32:
-            raise ConfigError("HERALD_JWT_SECRET must be at least 32 characters")
-        if self.token_ttl_seconds < 1 or self.jwt_max_lifetime_seconds < self.token_ttl_seconds:
-            raise ConfigError("HERALD_TOKEN_TTL_SECONDS must be between 1 and HERALD_JWT_MAX_LIFETIME_SECONDS")
-        if not self.jwt_audience:
-            raise ConfigError("HERALD_JWT_AUDIENCE must not be empty")
-        if self.jwt_jwks_url and not _secure_url(self.jwt_jwks_url):
-            raise ConfigError("HERALD_JWT_JWKS_URL must be https:// (http:// only for a loopback host)")
-        if self.jwt_jwks_refresh_seconds < 1:
-            raise ConfigError("HERALD_JWT_JWKS_REFRESH_SECONDS must be at least 1")
+                raise ValueError(f"HERALD_WEBHOOK_SECRET: {exc}") from None
+        return value
+
+
+class DevSettings(_Concern):
+    """``herald dev``: everything in one process, with local stand-ins for the channels."""
+
+    title: ClassVar[str] = "herald dev"
+
+    dev_mode: bool = False
+    """True under ``herald dev``: enables dev-only conveniences such as token minting."""
+    dev_kafka_port: int = 9092
+    """Port of the embedded broker started by ``herald dev``."""
+    dev_smtp_port: int = 0
+    """Port of ``herald dev``'s SMTP capture server (0: a free port, printed at start-up)."""
+    dev_apns_port: int = 0
+    """Port of ``herald dev``'s APNs emulator (0: a free port, printed at start-up)."""
+    dev_apns_inspect_port: int = 0
+    """Port of the emulator's inspection API under ``herald dev`` (0: a free port)."""
+
+
+class OperationsSettings(_Concern):
+    """Logs and audit exports."""
+
+    title: ClassVar[str] = "Operations"
+
+    log_level: str = "INFO"
+    """Root log level."""
+    audit_hmac_key: str = Field(default="", repr=False)
+    """Key of the HMAC-SHA256 signature on ``herald audit export`` manifests (empty: a digest manifest, unsigned)."""
+
+
+CONCERNS: tuple[type[_Concern], ...] = (
+    KafkaSettings,
+    DatabaseSettings,
+    HttpSettings,
+    AuthSettings,
+    GatewaySettings,
+    AdmissionSettings,
+    DeliverySettings,
+    EmailSettings,
+    ApnsSettings,
+    WebhookSettings,
+    DevSettings,
+    OperationsSettings,
+)
+"""Every concern, in the order docs/configuration.md shows them."""
+
+
+class Settings(  # Bases last to first: pydantic orders the fields from the last base (Kafka first).
+    OperationsSettings,
+    DevSettings,
+    WebhookSettings,
+    ApnsSettings,
+    EmailSettings,
+    DeliverySettings,
+    AdmissionSettings,
+    GatewaySettings,
+    AuthSettings,
+    HttpSettings,
+    DatabaseSettings,
+    KafkaSettings,
+):
+    """Every knob of Herald, all concerns in one flat object. Field ``foo_bar`` is read from ``HERALD_FOO_BAR``.
+
+    ``Settings(foo_bar=...)`` checks each value (type and rules) and raises ``ConfigError``;
+    ``from_env`` also checks the rules across settings (``validate``)."""
+
+    extra: Mapping[str, str] = Field(default_factory=dict)
+    """Always empty: an unrecognised ``HERALD_*`` variable is refused by ``from_env`` (kept for callers)."""
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Every setting's name, by concern (``extra`` is not a setting)."""
+        return tuple(name for _, names in SECTIONS for name in names)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``HERALD_*`` variables that make ``from_env`` build these settings again
+        (for starting a role as a process with exactly this configuration)."""
+        out: dict[str, str] = {}
+        for name in self.field_names():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[f"{PREFIX}{name.upper()}"] = str(value)
+        return out
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``), then ``overrides``.
+
+        Raises ``ConfigError`` for a ``HERALD_*`` name that is neither a setting nor in
+        ``NOT_SETTINGS``, naming the closest valid one."""
+        source = os.environ if env is None else env
+        names = set(cls.field_names())
+        unknown = sorted(
+            key
+            for key in source
+            # ``herald_x`` too: environment names are case-sensitive, so it would be ignored.
+            if key.upper().startswith(PREFIX)
+            and key not in NOT_SETTINGS
+            and not (key.startswith(PREFIX) and key[len(PREFIX) :].lower() in names)
+        )
+        if unknown:
+            raise ConfigError(_unknown_message(unknown, [f"{PREFIX}{name.upper()}" for name in sorted(names)]))
+        given = {key: value for key, value in source.items() if key.startswith(PREFIX) and key not in NOT_SETTINGS}
+        values = _Variables(cls, given)()
+        settings = cls(**(values | overrides))
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:  # type: ignore[override]  # BaseModel.validate is pydantic v1's, deprecated
+        """Raise ``ConfigError`` with a clear message for impossible combinations of settings.
+
+        Each value on its own was checked when the object was built."""
+        for concern in CONCERNS:
+            concern._check(self)
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied (each changed value checked as by the constructor)."""
+        return type(self)(**(self._values() | changes))
+
+    def _values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
 
 
-SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "Kafka",
-        (
-            "kafka_bootstrap",
-            "topic_prefix",
-            "topic_partitions",
-            "topic_replication",
-            "app_id",
-            "kafka_session_timeout",
-            "kafka_heartbeat_interval",
-            "kafka_rebalance_timeout",
-            "kafka_fetch_max_wait_ms",
-            "kafka_max_poll_records",
-            "producer_max_batch_size",
-            "producer_linger_ms",
-        ),
-    ),
-    (
-        "Database and projector",
-        ("database_url", "projector_group", "projector_batch_size", "projector_linger_ms", "read_your_writes_timeout"),
-    ),
-    (
-        "HTTP API",
-        (
-            "http_host",
-            "http_port",
-            "metrics_port",
-            "max_request_bytes",
-            "bulk_max_targets",
-            "bulk_max_encoded_bytes",
-            "max_devices_per_user",
-            "write_rate_per_second",
-            "write_burst",
-        ),
-    ),
-    (
-        "Authentication (JWT)",
-        (
-            "jwt_secret",
-            "jwt_algorithms",
-            "jwt_public_key",
-            "jwt_issuer",
-            "jwt_audience",
-            "jwt_max_lifetime_seconds",
-            "jwt_jwks_url",
-            "jwt_jwks_refresh_seconds",
-            "token_ttl_seconds",
-        ),
-    ),
-    (
-        "Redis and WebSocket gateway",
-        (
-            "redis_url",
-            "node_id",
-            "presence_ttl_seconds",
-            "ws_max_connections_per_user",
-            "ws_heartbeat_seconds",
-            "ws_send_queue_size",
-            "ws_client_frame_rate",
-            "ws_client_frame_burst",
-            "ws_replay_batch_size",
-            "ws_replay_wait_seconds",
-        ),
-    ),
-    (
-        "Rate limits, duplicates and priority",
-        (
-            "rate_limit_high",
-            "rate_limit_medium",
-            "rate_limit_low",
-            "rate_limit_window_seconds",
-            "dedupe_window_seconds",
-            "priority_isolation",
-        ),
-    ),
-    (
-        "Delivery and retries",
-        (
-            "retry_max_attempts",
-            "retry_base_delay_seconds",
-            "retry_max_delay_seconds",
-            "retry_jitter",
-            "email_fallback_seconds",
-            "scheduler_tick_seconds",
-            "delivery_timeout_seconds",
-            "sent_targets_ttl_seconds",
-        ),
-    ),
-    (
-        "Email channel (SMTP)",
-        (
-            "smtp_host",
-            "smtp_port",
-            "smtp_tls",
-            "smtp_username",
-            "smtp_password",
-            "smtp_from",
-            "smtp_ca_path",
-            "smtp_timeout_seconds",
-        ),
-    ),
-    (
-        "Push channel (APNs)",
-        (
-            "apns_key_path",
-            "apns_key",
-            "apns_key_id",
-            "apns_team_id",
-            "apns_topic",
-            "apns_sandbox",
-            "apns_server",
-            "apns_ca_path",
-            "apns_timeout_seconds",
-            "apns_max_connections",
-            "apns_max_in_flight",
-        ),
-    ),
-    ("Webhook channel", ("webhook_secret", "webhook_timeout_seconds", "webhook_allow_loopback_http")),
-    ("herald dev", ("dev_mode", "dev_kafka_port", "dev_smtp_port", "dev_apns_port", "dev_apns_inspect_port")),
-    ("Operations", ("log_level", "audit_hmac_key")),
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (concern.title, tuple(concern.model_fields)) for concern in CONCERNS
 )
-"""Every setting by concern, in the order docs/configuration.md shows them (one flat ``Settings``
-keeps every caller's ``settings.foo`` working; the grouping is documentation, checked by a test)."""
+"""Every setting by concern, in the order docs/configuration.md shows them: each concern's class
+declares its settings (one flat ``Settings`` keeps every caller's ``settings.foo`` working)."""
+
+
+class _Variables(EnvSettingsSource):
+    """pydantic-settings' reading of ``HERALD_*`` variables, from a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        self._variables = variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Matched case-insensitively (the settings' configuration), so names are lower-cased.
+        return {key.lower(): value for key, value in self._variables.items()}
+
+
+def _describe(fields: Mapping[str, FieldInfo], error: Any) -> str:
+    """One of pydantic's errors as a sentence naming the variable."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    variable = f"{PREFIX}{name.upper()}"
+    kind, context = error["type"], error.get("ctx") or {}
+    if kind == "value_error":
+        return str(context["error"])
+    if kind == "greater_than_equal":
+        return f"{variable} must be at least {context['ge']}"
+    if kind == "greater_than" and context["gt"] == 0:
+        return f"{variable} must be positive"
+    if kind == "string_too_short":
+        return f"{variable} must not be empty"
+    if kind == "extra_forbidden" or name not in fields:
+        return f"{name!r} is not a setting"
+    field = fields[name]
+    # A secret's value is never printed, even a mistyped one.
+    shown = "" if field.repr is False else f"={error['input']!r}"
+    return f"{variable}{shown} is not a valid {_type_name(field.annotation)}"
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``float``, ``bool`` (``bool | None`` too), ``str`` or ``tuple``."""
+    arguments = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if getattr(annotation, "__origin__", None) is tuple:
+        return "tuple"
+    if arguments and not isinstance(annotation, type):
+        return _type_name(arguments[0])
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _unknown_message(unknown: list[str], settings: list[str]) -> str:
     """One line: ``unknown setting HERALD_X (did you mean HERALD_Y?)``, every unknown name in it."""
     # Compared without the common prefix: it would make every name look close to every other.
-    known = {name.removeprefix("HERALD_"): name for name in [*settings, *sorted(NOT_SETTINGS)]}
+    known = {name.removeprefix(PREFIX): name for name in [*settings, *sorted(NOT_SETTINGS)]}
     parts = []
     for key in unknown:
-        close = difflib.get_close_matches(key[len("HERALD_") :].upper(), list(known), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(key[len(PREFIX) :].upper(), list(known), n=1, cutoff=0.6)
         hint = (
             f"did you mean {known[close[0]]}?" if close else "no setting has a similar name: see docs/configuration.md"
         )
@@ -537,20 +667,3 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _parse(key: str, raw: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
-                raise ValueError(raw)
-            return raw.lower() in {"1", "true", "yes"}
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, tuple):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r} is not a valid {type(default).__name__}") from None
-    return raw

@@ -8,7 +8,6 @@ differences it caused). Each test asserts what an operator sees on the console.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -497,7 +496,7 @@ async def test_worker_lag_is_what_its_group_has_not_committed(console_stack, kaf
     finally:
         await committer.stop()
     queries = AdminQueries(stack.engine)
-    probe = LogProbe(dataclasses.replace(settings, app_id=group), queries.projected_positions)
+    probe = LogProbe(settings.replace(app_id=group), queries.projected_positions)
     try:
         found = await probe.figures(datetime.now(UTC).replace(second=0, microsecond=0), 1)
     finally:
@@ -514,7 +513,7 @@ def _partition_of(key: bytes, partitions: int) -> int:
 async def test_an_unreachable_broker_leaves_the_broker_figures_out_with_the_reason(console_stack) -> None:  # type: ignore[no-untyped-def]
     stack, settings = console_stack
     assert stack.engine is not None
-    nobody = dataclasses.replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    nobody = settings.replace(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     probe = LogProbe(nobody, AdminQueries(stack.engine).projected_positions)
     try:
         began = time.monotonic()

@@ -10,7 +10,6 @@ reason. Before this, there was no ``/api/admin/deadletters`` at all (404).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ async def world(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[World]:
             )
             await read_topic(kafka_bootstrap, names.deadletter, until=1, timeout=60)
         # The operator's fix: the worker restarts with a larger limit (the default, 16 KiB).
-        settings = dataclasses.replace(first, max_request_bytes=16 * 1024)
+        settings = first.replace(max_request_bytes=16 * 1024)
         async with run_stack(settings) as stack, aiohttp.ClientSession() as http:
             events = TopicTail(kafka_bootstrap, names.events)
             await events.start()

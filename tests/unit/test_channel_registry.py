@@ -67,7 +67,7 @@ def test_the_fallback_chain_comes_from_the_declarations() -> None:
 
 
 def test_every_channel_has_a_delivery_topic_a_sink_entry_and_a_settings_section() -> None:
-    fields = set(Settings.__dataclass_fields__)
+    fields = set(Settings.field_names())
     assert set(SINKS) == set(ALL_CHANNELS)
     assert TopicNames("herald.").delivery("webhook") == "herald.deliveries.webhook"
     for spec in REGISTRY.specs:

@@ -9,7 +9,6 @@ jobs): a rename on either side breaks a deployment silently, so these tests cros
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -22,7 +21,7 @@ from engine.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "herald" / "deploy"
-FIELDS = {f"HERALD_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+FIELDS = {f"HERALD_{name.upper()}" for name in Settings.field_names()}
 ROLES = {"worker", "projector", "api"}
 TOPOLOGY = {"worker": 3, "projector": 2, "api": 2}
 """Replicas of each role by default: issue 14's fault-tolerance topology."""

@@ -1,8 +1,9 @@
 """docs/configuration.md lists every setting, by concern, as ``Settings`` defines it.
 
 The tables between ``<!-- settings -->`` and ``<!-- /settings -->`` and the list between
-``<!-- not-settings -->`` and ``<!-- /not-settings -->`` are generated from the dataclass
-(fields, defaults, attribute docstrings) and ``engine.settings.SECTIONS``. Regenerate them
+``<!-- not-settings -->`` and ``<!-- /not-settings -->`` are generated from the settings
+classes (fields, defaults, attribute docstrings: pydantic's field descriptions) and
+``engine.settings.SECTIONS``. Regenerate them
 after adding or changing a setting:
 
     uv run python -m tests.unit.test_settings_reference --write
@@ -10,15 +11,14 @@ after adding or changing a setting:
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
 import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from engine import settings as settings_module
+from pydantic.fields import FieldInfo
+
 from engine.settings import NOT_SETTINGS, SECTIONS, Settings
 
 REFERENCE = Path(__file__).parents[2] / "docs" / "configuration.md"
@@ -41,24 +41,21 @@ DEFAULT_SHOWN = {
 
 
 def docstrings() -> dict[str, str]:
-    """Each field's attribute docstring, on one line."""
-    tree = ast.parse(inspect.getsource(settings_module))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
-    found: dict[str, str] = {}
-    for statement, after in zip(cls.body, cls.body[1:], strict=False):
-        if (
-            isinstance(statement, ast.AnnAssign)
-            and isinstance(statement.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            found[statement.target.id] = " ".join(after.value.value.split()).replace("``", "`")
-    return found
+    """Each field's attribute docstring (its pydantic description), on one line."""
+    return {
+        name: " ".join(field.description.split()).replace("``", "`")
+        for name, field in fields().items()
+        if field.description
+    }
 
 
-def fields() -> dict[str, dataclasses.Field[object]]:
-    return {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+def fields() -> dict[str, FieldInfo]:
+    return {name: field for name, field in Settings.model_fields.items() if name != "extra"}
+
+
+def kind(annotation: Any) -> str:
+    """``int`` for a plain class, else the annotation as written (``bool | None``, ``tuple[str, ...]``)."""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 def render_settings() -> str:
@@ -76,9 +73,9 @@ def render_settings() -> str:
                 default = "empty"
             else:
                 default = f"`{defaults[variable]}`"
-            kind = KINDS[str(fields()[name].type)]
+            type_shown = KINDS[kind(fields()[name].annotation)]
             meaning = described[name].replace("|", "\\|")
-            out.append(f"| `{variable}` | {kind} | {default} | {meaning} |")
+            out.append(f"| `{variable}` | {type_shown} | {default} | {meaning} |")
         out.append("")
     return "\n".join(out)
 
@@ -106,7 +103,7 @@ def test_every_setting_is_in_exactly_one_section() -> None:
 def test_every_setting_has_a_description_and_a_documented_type() -> None:
     described = docstrings()
     assert set(fields()) <= set(described), f"no docstring: {set(fields()) - set(described)}"
-    assert {str(f.type) for f in fields().values()} <= set(KINDS), "a new field type: name it in KINDS"
+    assert {kind(f.annotation) for f in fields().values()} <= set(KINDS), "a new field type: name it in KINDS"
 
 
 def test_the_reference_in_docs_is_up_to_date() -> None:

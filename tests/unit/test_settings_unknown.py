@@ -9,7 +9,6 @@ every role started by that test refuse to start.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 from engine.settings import NOT_SETTINGS, ConfigError, Settings
 
 ROOT = Path(__file__).parents[2]
-SETTINGS = {f"HERALD_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name != "extra"}
+SETTINGS = {f"HERALD_{name.upper()}" for name in Settings.field_names()}
 OWN_SECRET = "an-operator-secret-not-the-dev-one-0123456789"
 NOT_VARIABLES = {
     "HERALD_LOGGERS": "a constant in tests/integration/test_correlation_logs.py",
