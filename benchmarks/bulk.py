@@ -25,7 +25,7 @@ time goes is printed per measure (POST answered = every request on the broker; a
 the worker's ingest decisions on the log; pushes/rows = the sink or the projector), with the
 CPU seconds each role used.
 
-    uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100]
+    uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100] [--in-flight 100]
 
 ``--users 0`` measures the push bulk alone (no raw loop baseline, no campaign).
 """
@@ -314,6 +314,7 @@ async def run_herald(
         apns_sandbox=True,
         apns_server=f"{emulator.address[0]}:{emulator.address[1]}",
         apns_ca_path=str(emulator.ca_path),
+        apns_max_in_flight=args.in_flight,
     )
     await ensure_topics(settings)
     base = f"http://127.0.0.1:{port}"
@@ -461,6 +462,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=10_000, help="device tokens (one user each) in the push bulk")
     p.add_argument("--users", type=int, default=100_000, help="user_ids in the websocket bulk (0: skip it)")
     p.add_argument("--concurrency", type=int, default=100, help="pushes in flight for the raw h2 baseline")
+    p.add_argument(
+        "--in-flight", type=int, default=100, help="HERALD_APNS_MAX_IN_FLIGHT of the worker (1: one push at a time)"
+    )
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")
     return p
