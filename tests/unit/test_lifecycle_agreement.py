@@ -4,8 +4,9 @@ Both fold device events with ``engine.device_lifecycle.evolve``: the registry on
 dicts standing in for its Faust tables (the tables are mappings), the read model on a
 real SQLite database through ``projections.devices.apply_device``. For any sequence of
 registrations, unregistrations and invalidations (clocks skewed, APNs' ``invalid_since``
-before or after the registration), every token's owner and status is the same on both
-sides; replaying a log gives the same state, and folding every event twice (a worker
+before or after the registration) of devices of two platforms (the same token strings on
+both: a device is its platform and its token), every device's owner and status is the
+same on both sides; replaying a log gives the same state, and folding every event twice (a worker
 re-reading what it folded before a crash) gives the state of folding it once.
 
 The notification fold (``engine.notification_status``) is checked the same way: replay
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.device_lifecycle import ACTIVE, UNREGISTERED
+from engine.device_lifecycle import ACTIVE, UNREGISTERED, device_key, key_of
 from engine.devices import ActiveDevice, decide_registration
 from engine.notification_status import States, fold
 from projections.database import create_engine, migrate
@@ -50,11 +51,15 @@ from schemas.events import (
     NotificationRead,
 )
 from schemas.ids import uuid7
-from streams.device_registry import DeviceRegistry
+from streams.device_registry import DeviceRegistry, entry_key
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 USERS = ("alice", "bob", "carol")
 TOKENS = tuple(f"{i:064x}" for i in range(4))
+PLATFORMS = ("ios", "pageros")
+"""The folds take any platform string: no decoding here, so the test platform needs no declaring."""
+Step = tuple[str, str, str, str, int, int | None]
+"""(what, user, platform, token, clock skew of the event time, APNs' invalid_since relative to it)."""
 
 
 def _env(event: Event, at: datetime) -> Envelope:
@@ -92,11 +97,12 @@ class Sides:
                 await self.append(more, times=times)
 
     async def rows(self) -> dict[str, Row]:
+        """What REST shows, by ``device_key`` (an ios device's key is its token)."""
         rows = (await self.conn.execute(select(DeviceRow))).all()
-        return {r.device_token: Row(r.user_id, r.status, r.registered_at) for r in rows}
+        return {device_key(r.platform, r.device_token): Row(r.user_id, r.status, r.registered_at) for r in rows}
 
-    def registry_view(self, user: str, token: str) -> Row | None:
-        raw = self.registry.tokens.get(f"{user}\x1f{token}")
+    def registry_view(self, user: str, key: str) -> Row | None:
+        raw = self.registry.tokens.get(entry_key(user, key))
         if raw is None:
             return None
         return Row(user, raw["state"], datetime.fromisoformat(raw["registered_at"].replace("Z", "+00:00")))
@@ -114,10 +120,10 @@ async def _with_database(body, url: str | None = None):  # type: ignore[no-untyp
             await engine.dispose()
 
 
-# A step: (what, user, token, clock skew of the event time, APNs' invalid_since relative to it)
 _STEP = st.tuples(
     st.sampled_from(["register", "unregister", "invalidate"]),
     st.sampled_from(USERS),
+    st.sampled_from(PLATFORMS),
     st.sampled_from(TOKENS),
     st.integers(-3, 3),
     st.one_of(st.none(), st.integers(-5, 5)),
@@ -125,76 +131,81 @@ _STEP = st.tuples(
 _SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _raw_events(steps: list[tuple[str, str, str, int, int | None]]) -> list[tuple[Event, datetime]]:
+def _raw_events(steps: list[Step]) -> list[tuple[Event, datetime]]:
     out: list[tuple[Event, datetime]] = []
-    for i, (kind, user, token, skew, since) in enumerate(steps):
+    for i, (kind, user, platform, token, skew, since) in enumerate(steps):
         at = T0 + timedelta(seconds=2 * i + skew)  # clocks skewed: times may invert, across users or not
         event: Event
         if kind == "register":
-            event = DeviceRegistered(user, token)
+            event = DeviceRegistered(user, token, platform=platform)
         elif kind == "unregister":
-            event = DeviceUnregistered(user, token)
+            event = DeviceUnregistered(user, token, platform=platform)
         else:
             invalid_since = None if since is None else at + timedelta(seconds=since)
-            event = DeviceInvalidated(user, token, "Unregistered", invalid_since=invalid_since)
+            event = DeviceInvalidated(user, token, "Unregistered", platform=platform, invalid_since=invalid_since)
         out.append((event, at))
     return out
 
 
 @_SETTINGS
 @given(st.lists(_STEP, max_size=40), st.integers(1, 3))
-def test_for_any_log_rest_shows_each_token_as_its_owner_s_registry_entry(
-    steps: list[tuple[str, str, str, int, int | None]], cap: int
-) -> None:
+def test_for_any_log_rest_shows_each_token_as_its_owner_s_registry_entry(steps: list[Step], cap: int) -> None:
     async def body(conn: AsyncConnection) -> None:
         sides = Sides(conn, cap)
         for event, at in _raw_events(steps):
             await sides.append(_env(event, at))
-        for token, row in (await sides.rows()).items():
-            assert sides.registry_view(row.owner, token) == row, token
+        for key, row in (await sides.rows()).items():
+            assert sides.registry_view(row.owner, key) == row, key
 
     asyncio.run(_with_database(body))
 
 
-async def _api_log(sides: Sides, steps: list[tuple[str, str, str, int, int | None]], cap: int, times: int) -> None:
+async def _api_log(sides: Sides, steps: list[Step], cap: int, times: int) -> None:
     """The log as the API and the sinks write it: a registration unregisters the previous owner first."""
     for event, at in _raw_events(steps):
         if isinstance(event, DeviceRegistered):
             rows = await sides.rows()
-            owner = rows.get(event.device_token)
+            owner = rows.get(key_of(event))
             mine = [
-                ActiveDevice(t, r.registered_at)
-                for t, r in rows.items()
-                if (r.owner, r.status) == (event.user_id, ACTIVE)
+                ActiveDevice(t, r.registered_at, p)
+                for p in PLATFORMS
+                for t in TOKENS
+                if (r := rows.get(device_key(p, t))) is not None and (r.owner, r.status) == (event.user_id, ACTIVE)
             ]
             previous = owner.owner if owner is not None and owner.status == ACTIVE else None
             decision = decide_registration(event, previous_owner=previous, active=mine, cap=cap)
             for e in decision.events:
                 await sides.append(_env(e, at), times=times)
         elif isinstance(event, DeviceUnregistered):
-            owner = (await sides.rows()).get(event.device_token)
+            owner = (await sides.rows()).get(key_of(event))
             if owner is not None and owner.status == ACTIVE:  # DELETE /api/devices unregisters the owner's
-                await sides.append(_env(DeviceUnregistered(owner.owner, event.device_token), at), times=times)
+                gone = DeviceUnregistered(owner.owner, event.device_token, platform=event.platform)
+                await sides.append(_env(gone, at), times=times)
         else:  # the APNs sink reports a token it pushed to for one of its users
             await sides.append(_env(event, at), times=times)
 
 
+def _pushed_to(sides: Sides, user: str) -> list[str]:
+    """The devices (``device_key``) the sinks of every platform push to for ``user``."""
+    return sorted(device_key(p, t) for p in PLATFORMS for t in sides.registry.active_tokens(user, p))
+
+
 async def _state(conn: AsyncConnection, sides: Sides) -> tuple[dict[str, Row], dict[str, list[str]]]:
-    return await sides.rows(), {u: sorted(sides.registry.active_tokens(u)) for u in USERS}
+    return await sides.rows(), {u: _pushed_to(sides, u) for u in USERS}
 
 
 @_SETTINGS
 @given(st.lists(_STEP, max_size=40), st.integers(1, 3))
 def test_with_the_api_s_log_the_sink_pushes_to_exactly_the_tokens_rest_shows_active(
-    steps: list[tuple[str, str, str, int, int | None]], cap: int
+    steps: list[Step], cap: int
 ) -> None:
     async def body(conn: AsyncConnection) -> None:
         sides = Sides(conn, cap)
         await _api_log(sides, steps, cap, times=1)
         rows = await sides.rows()
         for user in USERS:
-            rest = sorted(t for t, r in rows.items() if r.owner == user and r.status == ACTIVE)
-            assert sorted(sides.registry.active_tokens(user)) == rest, user
+            rest = sorted(k for k, r in rows.items() if r.owner == user and r.status == ACTIVE)
+            assert _pushed_to(sides, user) == rest, user
             assert len(rest) <= cap
 
     asyncio.run(_with_database(body))
@@ -202,9 +213,7 @@ def test_with_the_api_s_log_the_sink_pushes_to_exactly_the_tokens_rest_shows_act
 
 @_SETTINGS
 @given(st.lists(_STEP, max_size=30), st.integers(1, 3))
-def test_replaying_the_log_gives_the_same_state_and_folding_twice_is_folding_once(
-    steps: list[tuple[str, str, str, int, int | None]], cap: int
-) -> None:
+def test_replaying_the_log_gives_the_same_state_and_folding_twice_is_folding_once(steps: list[Step], cap: int) -> None:
     async def body(conn: AsyncConnection) -> None:
         once = Sides(conn, cap)
         await _api_log(once, steps, cap, times=1)
