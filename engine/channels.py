@@ -11,7 +11,9 @@ from __future__ import annotations
 from schemas.channels import (
     APNS,
     CHANNELS,
+    DEFAULT_PLATFORM,
     EMAIL,
+    IOS,
     MAX_BIT,
     REGISTRY,
     WEBHOOK,
@@ -19,13 +21,16 @@ from schemas.channels import (
     ChannelRegistry,
     ChannelRegistryError,
     ChannelSpec,
+    DevicePlatform,
     TargetKind,
 )
 
 __all__ = [
     "APNS",
     "CHANNELS",
+    "DEFAULT_PLATFORM",
     "EMAIL",
+    "IOS",
     "MAX_BIT",
     "REGISTRY",
     "WEBHOOK",
@@ -33,5 +38,6 @@ __all__ = [
     "ChannelRegistry",
     "ChannelRegistryError",
     "ChannelSpec",
+    "DevicePlatform",
     "TargetKind",
 ]
