@@ -3,7 +3,12 @@ every kind of tampering is named by line; bad input fails in one line and append
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import pty
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +18,7 @@ from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.broker import free_port
 from streams.admin import ensure_topics
-from tests.integration.audit_support import end_offsets, herald
+from tests.integration.audit_support import ROOT, cli_env, end_offsets, herald
 from tests.support.event_log import Log, append
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -136,3 +141,43 @@ async def test_bad_input_fails_in_one_line_and_appends_nothing(settings: Setting
     missing = await herald(settings, "audit", "export", "--all", "-o", str(out), HERALD_TOPIC_PREFIX="nothing-here.")
     assert missing.status == 1 and "does not exist" in missing.stderr
     assert await end_offsets(settings, list(names.all)) == before
+
+
+def _on_a_terminal(settings: Settings, *args: str) -> tuple[int, str]:
+    """Run ``herald ARGS`` with stderr on a pseudo-terminal, as an operator at a shell would; its stderr."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herald.cli", *args],
+            cwd=ROOT,
+            env={**cli_env(settings), "COLUMNS": "100", "TERM": "xterm"},
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        status = proc.wait(120)
+    finally:
+        os.close(leader)
+    return status, b"".join(chunks).decode(errors="replace")
+
+
+async def test_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_pipe(settings: Settings, tmp_path: Path) -> None:
+    await _log(settings)
+    status, terminal = await asyncio.to_thread(
+        _on_a_terminal, settings, "audit", "export", "--all", "-o", str(tmp_path / "tty.jsonl")
+    )
+    assert status == 0, terminal
+    assert "━" in terminal and "12/12" in terminal, f"a rich bar with its count on a terminal: {terminal!r}"
+    piped = await herald(settings, "audit", "export", "--all", "-o", str(tmp_path / "pipe.jsonl"))
+    assert piped.status == 0, piped.stderr
+    assert "━" not in piped.stderr and "\x1b[" not in piped.stderr, "no bar, no escape codes in a pipe"
+    assert "12" in piped.stderr.strip().splitlines()[-1], f"plain lines with the count: {piped.stderr!r}"
