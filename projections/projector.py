@@ -47,6 +47,8 @@ READ_AHEAD = 2
 """Polls read and prepared ahead of the one being applied."""
 PREPARE_CHUNK = 100
 """Records prepared between two yields to the event loop."""
+APPLY_CONCURRENCY = 4
+"""Partitions of one poll applied at once, each in its own transaction and connection."""
 CATCH_UP_BATCH = 2000
 """Events read per partition per poll when catching up (rebuilds): one transaction each, about."""
 RETRY_FIRST_DELAY = 0.2
@@ -139,8 +141,7 @@ class Projector:
         fetcher = asyncio.create_task(fetch(), name="projector-fetch")
         try:
             while not stopping.is_set():
-                for work in await _next(ready, fetcher):
-                    await self._apply_work(work)
+                await self._apply_side_by_side(await _next(ready, fetcher))
         finally:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -222,6 +223,34 @@ class Projector:
                 await asyncio.sleep(0)
             out.append(work)
         return out
+
+    async def _apply_side_by_side(self, works: list[_Work], applied: Callable[[], None] | None = None) -> None:
+        """Apply a poll's partitions in concurrent transactions, one connection each.
+
+        Partitions share no rows that the projector reads (a notification and its user's
+        counters live in one partition; device rows are locked per row), so while Postgres
+        applies one partition's batch, this process folds and sends the next: the two cores
+        work at once instead of taking turns. Returns once every one committed; the first
+        failure cancels the others (their transactions roll back, nothing half-applied).
+        ``applied()`` is called after each partition's commit.
+        """
+        if len(works) == 1:
+            await self._apply_work(works[0])
+            if applied is not None:
+                applied()
+            return
+
+        slots = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+        async def one(work: _Work) -> None:
+            async with slots:
+                await self._apply_work(work)
+            if applied is not None:
+                applied()
+
+        async with asyncio.TaskGroup() as group:
+            for work in works:
+                group.create_task(one(work))
 
     async def _apply_work(self, work: _Work) -> None:
         await self._retrying(lambda: self._apply_isolating(work))
@@ -322,7 +351,6 @@ class Projector:
         idle_timeout: float = 2.0,
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
-        share: tuple[int, int] = (0, 1),
     ) -> int:
         """Project every partition up to the end of the log now, without a consumer group.
 
@@ -333,8 +361,7 @@ class Projector:
         ``CATCH_UP_BATCH``: nobody waits on a rebuild's rows, so bigger transactions win).
         ``progress(done, total)`` is called after each transaction (events applied or
         skipped, and the count at the start between the stored and the end offsets).
-        ``share=(i, n)``: only the partitions ``p`` with ``p % n == i`` (one of ``n`` replays
-        running side by side, see ``projections.rebuild``). Returns the events applied.
+        Returns the events applied.
         """
         s = self._settings
         _tune_gc()
@@ -353,9 +380,7 @@ class Projector:
         start = self.applied + self.skipped
         try:
             partitions = await _partitions(consumer, self._topic)
-            tps = [TopicPartition(self._topic, p) for p in sorted(partitions) if p % share[1] == share[0]]
-            if not tps:
-                return 0
+            tps = [TopicPartition(self._topic, p) for p in partitions]
             consumer.assign(tps)
             stored = await self.stored_offsets()
             for tp in tps:
@@ -387,10 +412,8 @@ class Projector:
             fetcher = asyncio.create_task(fetch(), name="projector-catch-up-fetch")
             try:
                 while not (fetcher.done() and ready.empty()):
-                    for work in await _next(ready, fetcher):
-                        await self._apply_work(work)
-                        if progress is not None:
-                            progress(self.applied + self.skipped - start, total)
+                    report = None if progress is None else lambda: progress(self.applied + self.skipped - start, total)
+                    await self._apply_side_by_side(await _next(ready, fetcher), report)
             finally:
                 fetcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

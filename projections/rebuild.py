@@ -9,20 +9,13 @@ dropped for the replay and built again after it, from their own definitions: one
 per index instead of a random B-tree insert per row, which roughly halves Postgres's work
 per event during the replay. They are rebuilt whether the replay ends or fails; a
 rebuild killed outright leaves them missing until the next ``herald rebuild``.
-
-On Postgres the replay also runs in ``REPLAYS`` processes side by side, each applying its
-share of the partitions (a notification, its user's counters and its user's contact stay
-in one partition; device rows are locked per row, as with several live projectors), so
-the Python work of reading and folding uses more than one core.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -32,11 +25,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.settings import Settings
-from projections.database import create_engine
 from projections.migrations import drop_read_models, migrate
 from projections.models import READ_MODELS, Base
 from projections.projector import Projector
-from schemas.errors import HeraldError
 
 log = logging.getLogger(__name__)
 
@@ -131,81 +122,9 @@ async def rebuild(
     await migrate(engine)
     deferred = await _drop_secondary_indexes(engine)
     try:
-        if engine.dialect.name != "postgresql" or REPLAYS == 1:
-            return await Projector(settings, engine).catch_up(progress=progress)
-        return await _replay_side_by_side(settings, engine, REPLAYS, progress)
+        return await Projector(settings, engine).catch_up(progress=progress)
     finally:
         await _create_indexes(engine, deferred, indexing)
-
-
-REPLAYS = 2
-"""Replays side by side on Postgres, each a process of its own with a share of the partitions:
-one Python process reading and folding is the bound of a replay on two cores, and Postgres
-keeps up with two."""
-_HELPER_FIGURES = 3
-"""Per helper process, in the shared array: events done, events in its share, events applied."""
-
-
-class ReplayFailed(HeraldError):
-    """A replay process of ``rebuild`` failed (its error is in its own output)."""
-
-
-async def _replay_side_by_side(
-    settings: Settings, engine: AsyncEngine, replays: int, progress: Callable[[int, int], None] | None
-) -> int:
-    """Share ``(0, replays)`` in this process, the others in helper processes; their events applied."""
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no event loop or connection inherited
-    figures = ctx.Array("q", _HELPER_FIGURES * (replays - 1))
-    helpers = [
-        ctx.Process(target=_replay_share, args=(settings, (i, replays), figures), name=f"herald-replay-{i}")
-        for i in range(1, replays)
-    ]
-    own = [0, 0]
-
-    def report(done: int, total: int) -> None:
-        own[:] = [done, total]
-        if progress is not None:
-            with figures.get_lock():
-                others = list(figures)
-            done += sum(others[0::_HELPER_FIGURES])
-            total += sum(others[1::_HELPER_FIGURES])
-            progress(done, total)
-
-    for helper in helpers:
-        helper.start()
-    try:
-        applied = await Projector(settings, engine).catch_up(progress=report, share=(0, replays))
-        for helper in helpers:
-            while helper.exitcode is None:
-                await asyncio.to_thread(helper.join, 0.5)
-                report(*own)
-            if helper.exitcode != 0:
-                raise ReplayFailed(f"replay process {helper.name} exited with {helper.exitcode}")
-        return applied + sum(list(figures)[2::_HELPER_FIGURES])
-    finally:
-        for helper in helpers:
-            if helper.exitcode is None:
-                helper.terminate()
-                await asyncio.to_thread(helper.join, 10)
-
-
-def _replay_share(settings: Settings, share: tuple[int, int], figures: Any) -> None:
-    """A helper process of ``_replay_side_by_side``: replay one share, report into ``figures``."""
-    slot = _HELPER_FIGURES * (share[0] - 1)
-
-    def report(done: int, total: int) -> None:
-        with figures.get_lock():
-            figures[slot], figures[slot + 1] = done, total
-
-    async def run() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            applied = await Projector(settings, engine).catch_up(progress=report, share=share)
-            figures[slot + 2] = applied
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
 
 
 async def _drop_secondary_indexes(engine: AsyncEngine) -> list[tuple[str, str]]:
