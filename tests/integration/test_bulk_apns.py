@@ -1,9 +1,12 @@
-"""Bulk push: ``POST /api/notifications/bulk`` to 10,000 device tokens -> each received by APNs exactly once.
+"""Bulk push: ``POST /api/notifications/bulk`` to 1,250 device tokens -> each received by APNs exactly once.
 
 The whole stack (API, projector, worker with the APNs sink) against the APNs emulator.
-The 10,000 devices (2,000 users with 5 each) are registered by appending
+The 1,250 devices (250 users with 5 each) are registered by appending
 ``device.registered`` to the event log, as ``POST /api/devices`` does; the bulk endpoint
-resolves tokens to owners through the projection, the sink through its Faust table.
+resolves tokens to owners through the projection (in chunks of 1,000: the bulk spans two),
+the sink through its Faust table. The 10,000-device figure is ``benchmarks.bulk``'s, which
+checks every token once at that size with the roles as processes; here the size only has to
+exceed the chunk and the sink's 100 pushes in flight.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from schemas.events import DeviceRegistered
 from schemas.ids import uuid7
 from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TEAM_ID, KEY_ID, TOPIC = "TEAM123456", "KEY1234567", "com.example.herald"
-USERS, PER_USER = 2_000, 5
+USERS, PER_USER = 250, 5
 
 
 @pytest.fixture
@@ -90,7 +93,7 @@ async def _register(settings: Settings, topic: str, devices: list[tuple[str, str
         await producer.stop()
 
 
-async def test_bulk_to_10000_device_tokens_reaches_each_exactly_once(
+async def test_bulk_to_device_tokens_reaches_each_exactly_once(
     stack: Stack, settings: Settings, emulator_and_key: tuple[ApnsEmulator, str]
 ) -> None:
     emulator, _ = emulator_and_key
@@ -105,8 +108,8 @@ async def test_bulk_to_10000_device_tokens_reaches_each_exactly_once(
     async def projected() -> bool:
         return len(await queries.device_owners(tokens)) == len(tokens)
 
-    # One process runs worker, projector and API here; on a loaded machine this takes minutes.
-    await eventually(projected, timeout=300, interval=0.5, what="10,000 devices projected")
+    # One process runs worker, projector and API here; on a loaded machine this takes a minute.
+    await eventually(projected, timeout=150, interval=0.5, what=f"{len(tokens)} devices projected")
 
     service = mint_token(settings, "bulk-service", scopes=(SCOPE_WRITE,))
     base = f"http://{settings.http_host}:{stack.http_port}"
@@ -131,7 +134,7 @@ async def test_bulk_to_10000_device_tokens_reaches_each_exactly_once(
             got = sum(1 for r in emulator.received if r.token in wanted)
             return got if got >= len(tokens) else None
 
-        await eventually(all_received, timeout=600, interval=1.0, what="10,000 pushes at the emulator")
+        await eventually(all_received, timeout=300, interval=1.0, what=f"{len(tokens)} pushes at the emulator")
 
         async def all_delivered() -> dict[str, int] | None:
             async with http.get(f"{base}{answer['status_url']}") as resp:
@@ -140,7 +143,7 @@ async def test_bulk_to_10000_device_tokens_reaches_each_exactly_once(
                 summary = await resp.json()
             return summary if summary["by_status"].get("delivered") == len(tokens) else None
 
-        await eventually(all_delivered, timeout=300, interval=1.0, what="10,000 deliveries projected")
+        await eventually(all_delivered, timeout=150, interval=1.0, what=f"{len(tokens)} deliveries projected")
 
     received = [r for r in emulator.received if r.token in wanted]
     per_token = Counter(r.token for r in received)
