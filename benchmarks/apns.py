@@ -2,9 +2,9 @@
 
     uv run python -m benchmarks.apns [--count 5000] [--concurrency 100]
 
-Serial: one push at a time, as the delivery agent sends (it awaits each outcome before
-the next record). Concurrent: ``--concurrency`` pushes in flight (sink sends gathered;
-raw h2 streams multiplexed on one connection): the ceiling the adapter allows.
+Serial: one push at a time (the delivery agent with ``HERALD_APNS_MAX_IN_FLIGHT=1``).
+Concurrent: ``--concurrency`` pushes in flight (sink sends gathered; raw h2 streams
+multiplexed on one connection), as the delivery agent sends by default (100 in flight).
 The raw client does the least possible per push (pre-built headers, one JWT), so the
 ratio is the cost of the sink: payload building and checks, aioapns and its pool.
 """
