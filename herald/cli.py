@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = args.command
 
-    if settings.metrics_port:  # an internal port; the API port then has no /metrics
+    if settings.metrics_port and command == "api":  # an internal port; the API port then has no /metrics
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, addr=settings.http_host)
@@ -113,13 +113,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def role() -> int:
         roles = {"worker": command == "worker", "projector": command == "projector", "api": command == "api"}
-        async with run_stack(settings, worker=roles["worker"], projector=roles["projector"], api=roles["api"]) as stack:
-            # What start-up allocated (modules, app objects) lives as long as the process:
-            # moved out of the collector's reach, full collections (20-130 ms pauses, a tail
-            # latency of high-priority requests) have far fewer objects to scan.
-            gc.collect()
-            gc.freeze()
-            failed = await _wait_for_signal_or(stack.supervisor.failed)
+        probes = None
+        if settings.metrics_port and command != "api":
+            from herald.role_http import RoleHttp
+
+            probes = RoleHttp(settings, command)  # /metrics, /healthz, /readyz of a role without an API
+            await probes.start()
+        try:
+            async with run_stack(
+                settings, worker=roles["worker"], projector=roles["projector"], api=roles["api"]
+            ) as stack:
+                # What start-up allocated (modules, app objects) lives as long as the process:
+                # moved out of the collector's reach, full collections (20-130 ms pauses, a tail
+                # latency of high-priority requests) have far fewer objects to scan.
+                gc.collect()
+                gc.freeze()
+                if probes is not None:
+                    probes.attach(stack)
+                failed = await _wait_for_signal_or(stack.supervisor.failed)
+        finally:
+            if probes is not None:
+                await probes.stop()
         # A dead task (logged at ERROR by the supervisor): exit non-zero so compose or
         # Kubernetes restarts the role instead of leaving it alive but stuck.
         return 1 if failed else 0
