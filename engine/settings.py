@@ -92,7 +92,8 @@ class _Concern(BaseSettings):
         env_prefix=PREFIX,
         case_sensitive=False,
         extra="forbid",
-        use_attribute_docstrings=True,
+        # Not ``use_attribute_docstrings``: reading the source costs every process ~25 ms at start;
+        # docs/configuration.md's test reads the docstrings itself.
     )
     title: ClassVar[str] = ""
     """The concern's heading in docs/configuration.md."""

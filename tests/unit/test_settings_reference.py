@@ -2,8 +2,7 @@
 
 The tables between ``<!-- settings -->`` and ``<!-- /settings -->`` and the list between
 ``<!-- not-settings -->`` and ``<!-- /not-settings -->`` are generated from the settings
-classes (fields, defaults, attribute docstrings: pydantic's field descriptions) and
-``engine.settings.SECTIONS``. Regenerate them
+classes (fields, defaults, attribute docstrings) and ``engine.settings.SECTIONS``. Regenerate them
 after adding or changing a setting:
 
     uv run python -m tests.unit.test_settings_reference --write
@@ -11,6 +10,8 @@ after adding or changing a setting:
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 import sys
 from collections import Counter
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from engine import settings as settings_module
 from engine.settings import NOT_SETTINGS, SECTIONS, Settings
 
 REFERENCE = Path(__file__).parents[2] / "docs" / "configuration.md"
@@ -41,12 +43,20 @@ DEFAULT_SHOWN = {
 
 
 def docstrings() -> dict[str, str]:
-    """Each field's attribute docstring (its pydantic description), on one line."""
-    return {
-        name: " ".join(field.description.split()).replace("``", "`")
-        for name, field in fields().items()
-        if field.description
-    }
+    """Each field's attribute docstring, on one line, from every class of engine/settings.py (one per concern)."""
+    tree = ast.parse(inspect.getsource(settings_module))
+    found: dict[str, str] = {}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for statement, after in zip(cls.body, cls.body[1:], strict=False):
+            if (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                found[statement.target.id] = " ".join(after.value.value.split()).replace("``", "`")
+    return found
 
 
 def fields() -> dict[str, FieldInfo]:
