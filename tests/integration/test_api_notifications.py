@@ -31,7 +31,7 @@ async def api_stack(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[tuple
     with own_database() as url:
         # Producers batch as in production: this module never restarts a worker (no changelog
         # recovery) and never reads end offsets, the two places Tansu's batch limit matters.
-        # Batches of one record would make the 10,000-target bulk take minutes.
+        # Batches of one record would make the bulk of 1,500 users take minutes.
         settings = isolated_settings(kafka_bootstrap, url, redis_url, producer_max_batch_size=16384)
         async with run_stack(settings) as stack:
             yield stack, settings
@@ -309,26 +309,30 @@ async def test_bulk_to_device_tokens(api_stack, http) -> None:  # type: ignore[n
     assert retried.body["refused"] == [refusal]
 
 
-# Last in the module: its 10,000 notifications keep the sinks busy for a while after it.
-async def test_bulk_to_ten_thousand_users(api_stack, http) -> None:  # type: ignore[no-untyped-def]
+# Last in the module: its 1,500 notifications keep the sinks busy for a while after it.
+async def test_bulk_to_many_users(api_stack, http) -> None:  # type: ignore[no-untyped-def]
+    # 1,500 users fill the projector's batches; the 100,000-user bulk is benchmarks.bulk's
+    # (it fails unless every request is accepted and projected, with the roles as processes).
     _stack, _ = api_stack
     service = client(api_stack, http, "newsletter", SCOPE_WRITE)
     prefix = unique("bulk")
-    users = [f"{prefix}-{i}" for i in range(10_000)]
+    users = [f"{prefix}-{i}" for i in range(1_500)]
     reply = await service.post(
         "/api/notifications/bulk", json={"user_ids": users, "title": "Weekly digest", "priority": "low"}
     )
     assert reply.status == 202, reply.body
-    assert reply.body["requested"] == 10_000
+    assert reply.body["requested"] == len(users)
     assert reply.body["refused"] == []
     bulk_id = reply.body["bulk_id"]
     assert reply.headers["Location"] == f"/api/notifications/bulk/{bulk_id}"
 
     async def all_projected() -> dict[str, Any] | None:
         status = await service.get(f"/api/notifications/bulk/{bulk_id}")
-        return status.body if status.status == 200 and status.body["projected"] == 10_000 else None
+        return status.body if status.status == 200 and status.body["projected"] == len(users) else None
 
-    summary = await eventually(all_projected, timeout=240, interval=1.0, what="10,000 bulk notifications projected")
+    summary = await eventually(
+        all_projected, timeout=120, interval=0.5, what=f"{len(users)} bulk notifications projected"
+    )
     assert set(summary["by_status"]) <= {"pending", "delivered"}
     one = client(api_stack, http, users[1234])
     mine = (await one.get("/api/notifications")).body["results"]
