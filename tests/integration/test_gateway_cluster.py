@@ -100,10 +100,11 @@ async def gateways(worker: Stack, cluster_settings: Settings, output_dir: Path) 
     started: dict[str, Gateway] = {}
     try:
         async with aiohttp.ClientSession() as http:
-            # One after the other: both run the (idempotent) schema migration at start.
+            # Both at once: the schema migration they run at start is under an advisory lock
+            # (projections/migrations.py), and the worker's projector has migrated already.
             for name in ("A", "B"):
                 started[name] = _start_gateway(cluster_settings, f"{cluster_settings.topic_prefix}{name}", output_dir)
-                await _ready(http, started[name])
+            await asyncio.gather(*(_ready(http, gateway) for gateway in started.values()))
         yield started
     finally:
         for gateway in started.values():
