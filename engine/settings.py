@@ -185,7 +185,8 @@ class HttpSettings(_Concern):
     """Port the API binds."""
     metrics_port: int = 0
     """Internal port of the ``/metrics`` endpoint of ``herald worker``, ``projector`` and ``api`` (0: none;
-    then the API serves ``/metrics`` on its public port)."""
+    then the API serves ``/metrics`` on its public port); the worker and projector serve ``/healthz`` and
+    ``/readyz`` there too."""
     max_request_bytes: int = 16 * 1024
     """Largest request accepted on a request topic or the API."""
     bulk_max_targets: AtLeastOne = 100_000
