@@ -262,12 +262,13 @@ async def test_a_burst_to_many_devices_is_sent_concurrently_when_apns_answers_sl
     await eventually(known, what=f"{count} devices active in the registry")
     bodies = {user: request(user, "Flash sale", channels=["apns"]) for user in users}
     wanted = set(tokens.values())
+    records: list[tuple[bytes | None, bytes | None]] = [(u.encode(), json.dumps(b).encode()) for u, b in bodies.items()]
     emulator.latency = delay
     try:
         await publish(
             settings.kafka_bootstrap,
             stack.topics.names.request("low"),
-            [(u.encode(), json.dumps(b).encode()) for u, b in bodies.items()],
+            records,
         )
 
         async def all_answered() -> bool:
@@ -301,13 +302,13 @@ async def test_the_same_work_record_twice_at_once_pushes_once(
     nid = str(body["id"])
     [accepted] = await log.wait_events(1, type="notification.accepted", subject=nid)
     before = DUPLICATE_SENDS_SUPPRESSED.labels("apns")._value.get()
-    record = (user.encode(), json.dumps(accepted).encode())
+    record: tuple[bytes | None, bytes | None] = (user.encode(), json.dumps(accepted).encode())
     emulator.latency = 0.5
     try:
         await publish(settings.kafka_bootstrap, stack.topics.names.delivery("apns"), [record, record])
 
         async def suppressed() -> bool:
-            return DUPLICATE_SENDS_SUPPRESSED.labels("apns")._value.get() > before
+            return bool(DUPLICATE_SENDS_SUPPRESSED.labels("apns")._value.get() > before)
 
         await eventually(suppressed, timeout=30, what="the second copy to be suppressed")
     finally:
