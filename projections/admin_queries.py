@@ -48,11 +48,13 @@ class QueryTooSlow(HeraldError):
 
 @dataclass(frozen=True, slots=True)
 class Throughput:
-    """Counts per bucket: accepted by priority, delivered and failed by channel."""
+    """Counts per bucket: accepted by priority, delivered and failed by channel and by priority."""
 
     accepted: dict[str, list[int]]
     delivered: dict[str, list[int]]
     failed: dict[str, list[int]]
+    delivered_by_priority: dict[str, list[int]]
+    failed_by_priority: dict[str, list[int]]
 
 
 def _epoch(conn: AsyncConnection, column: Any) -> ColumnElement[int]:
@@ -107,6 +109,8 @@ class AdminQueries:
         accepted = {p: [0] * count for p in PRIORITIES}
         delivered = {c: [0] * count for c in ALL_CHANNELS}
         failed = {c: [0] * count for c in ALL_CHANNELS}
+        delivered_by_priority = {p: [0] * count for p in PRIORITIES}
+        failed_by_priority = {p: [0] * count for p in PRIORITIES}
         n, d = NotificationRow, DeliveryRow
         async with self._connect() as conn:
             bucket = _bucket(conn, n.created_at, start, bucket_seconds).label("bucket")
@@ -119,16 +123,32 @@ class AdminQueries:
                 if priority in accepted and 0 <= index < count:
                     accepted[priority][index] += int(number)
             bucket = _bucket(conn, d.at, start, bucket_seconds).label("bucket")
+            # Each attempt with its notification's priority (a delivery whose notification row is
+            # gone, e.g. deleted, still counts by channel; by priority it has none).
             attempts = (
-                select(bucket, d.channel, d.outcome, func.count())
+                select(bucket, d.channel, d.outcome, n.priority, func.count())
+                .select_from(d)
+                .outerjoin(n, n.id == d.notification_id)
                 .where(d.at >= start, d.at < end, d.outcome.in_(("succeeded", "failed")))
-                .group_by(bucket, d.channel, d.outcome)
+                .group_by(bucket, d.channel, d.outcome, n.priority)
             )
-            for index, channel, outcome, number in await conn.execute(attempts):
-                target = delivered if outcome == "succeeded" else failed
-                if channel in target and 0 <= index < count:
-                    target[channel][index] += int(number)
-        return Throughput(accepted=accepted, delivered=delivered, failed=failed)
+            for index, channel, outcome, priority, number in await conn.execute(attempts):
+                if not 0 <= index < count:
+                    continue
+                by_channel, by_priority = (
+                    (delivered, delivered_by_priority) if outcome == "succeeded" else (failed, failed_by_priority)
+                )
+                if channel in by_channel:
+                    by_channel[channel][index] += int(number)
+                if priority in by_priority:
+                    by_priority[priority][index] += int(number)
+        return Throughput(
+            accepted=accepted,
+            delivered=delivered,
+            failed=failed,
+            delivered_by_priority=delivered_by_priority,
+            failed_by_priority=failed_by_priority,
+        )
 
     async def latency(self, start: datetime, end: datetime) -> dict[str, float | int | None]:
         """Milliseconds from request to first delivery of notifications created in [start, end)."""

@@ -43,15 +43,17 @@ OVERVIEW = _obj(
         "now": _TIME,
         "bucket_seconds": {"type": "integer"},
         "throughput": _obj(
-            ["buckets", "accepted", "delivered", "failed"],
+            ["buckets", "accepted", "delivered", "failed", "delivered_by_priority", "failed_by_priority"],
             {
                 "buckets": {"type": "array", "items": _TIME, "description": "Start of each bucket, oldest first."},
                 "accepted": _per(("high", "medium", "low")),
                 "delivered": _per(ALL_CHANNELS),
                 "failed": _per(ALL_CHANNELS),
+                "delivered_by_priority": _per(("high", "medium", "low")),
+                "failed_by_priority": _per(("high", "medium", "low")),
             },
             description="Counts per bucket: notifications accepted (by priority), delivery attempts that "
-            "succeeded or failed (by channel).",
+            "succeeded or failed (by channel, and by their notification's priority).",
         ),
         "latency_ms": _obj(
             ["p50", "p90", "p99", "count"],

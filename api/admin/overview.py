@@ -1,7 +1,7 @@
 """``GET /api/admin/overview``: what the console's first page draws, in one request.
 
 Throughput per ten seconds (accepted by priority, delivery attempts succeeded and failed
-by channel), latency from request to first delivery, consumer lag per role and dead
+by channel and by priority), latency from request to first delivery, consumer lag per role and dead
 letters per minute, over the last ``minutes`` (1 to 60). Counts come from the read
 models; lag and dead letters from the broker through ``LogProbe`` (cached for a second,
 so a page refreshing every two seconds costs the broker one probe however many operators
@@ -69,6 +69,8 @@ class OverviewRoutes:
                     "accepted": flow.accepted,
                     "delivered": flow.delivered,
                     "failed": flow.failed,
+                    "delivered_by_priority": flow.delivered_by_priority,
+                    "failed_by_priority": flow.failed_by_priority,
                 },
                 "latency_ms": latency,
                 "consumer_lag": [lag.as_json() for lag in broker.lag],

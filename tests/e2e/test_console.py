@@ -293,7 +293,7 @@ async def test_overview_charts_draw_and_refresh(
         assert "scope" in (await resp.json())["detail"]
     overview = page.get_by_test_id("overview")
     await expect(overview).to_be_visible()
-    for chart in ("accepted", "delivered", "failed", "latency", "lag", "dead"):
+    for chart in ("accepted", "delivered", "failed", "delivered-priority", "failed-priority", "latency", "lag", "dead"):
         await expect(page.locator(f"#chart-{chart} canvas")).to_have_count(1, timeout=15000)
 
     await expect(overview).to_have_attribute("data-refreshes", re.compile(r"\d+"))
@@ -322,6 +322,14 @@ async def test_overview_charts_draw_and_refresh(
         """() => state.charts["chart-delivered"].plot.data[1].reduce((a, b) => a + (b || 0), 0) * state.bucketSeconds"""
     )
     assert round(delivered) == 2, "both delivered over the WebSocket channel"
+    by_priority = await page.evaluate(
+        """() => {
+          const u = state.charts["chart-delivered-priority"].plot;
+          const total = (i) => u.data[i].reduce((a, b) => a + (b || 0), 0);
+          return u.series.slice(1).map((s, i) => [s.label, Math.round(total(i + 1) * state.bucketSeconds)]);
+        }"""
+    )
+    assert by_priority == [["high", 1], ["medium", 0], ["low", 1]], "delivered by priority: one high, one low"
     # The channels drawn and offered come from the registry (GET /api/admin/channels), not the page.
     labels = await page.evaluate("""() => state.charts["chart-delivered"].plot.series.slice(1).map((s) => s.label)""")
     assert labels == list(REGISTRY.names)

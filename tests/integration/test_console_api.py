@@ -402,7 +402,7 @@ async def test_overview_counts_what_the_engine_did(console_stack, http, kafka_bo
     assert len(buckets) == 30
     assert all(
         len(series) == 30
-        for part in ("accepted", "delivered", "failed")
+        for part in ("accepted", "delivered", "failed", "delivered_by_priority", "failed_by_priority")
         for series in body["throughput"][part].values()
     )
     assert (
@@ -418,6 +418,17 @@ async def test_overview_counts_what_the_engine_did(console_stack, http, kafka_bo
     assert sum(body["throughput"]["delivered"]["websocket"]) == body["totals"]["delivered"] - sum(
         sum(body["throughput"]["delivered"][c]) for c in ("email", "apns")
     )
+    # The same attempts by their notification's priority: fred's four deliveries and the failed APNs attempt
+    # of his last (low) notification.
+    by_priority = {
+        part: {
+            p: sum(body["throughput"][part][p]) - sum(before["throughput"][part][p]) for p in ("high", "medium", "low")
+        }
+        for part in ("delivered_by_priority", "failed_by_priority")
+    }
+    assert by_priority["delivered_by_priority"]["high"] >= 2
+    assert by_priority["delivered_by_priority"]["medium"] >= 1 and by_priority["delivered_by_priority"]["low"] >= 1
+    assert by_priority["failed_by_priority"]["low"] >= 1
     assert body["totals"]["accepted"] == sum(map(sum, body["throughput"]["accepted"].values()))
     latency = body["latency_ms"]
     assert latency["count"] >= 4

@@ -367,6 +367,16 @@ function renderOverview(ov) {
     [x, ...channels.map((c) => perSecond(ov.throughput.failed[c], seconds))],
   );
   drawChart(
+    "chart-delivered-priority",
+    PRIORITIES.map((p) => ({ label: p, color: COLORS[p] })),
+    [x, ...PRIORITIES.map((p) => perSecond(ov.throughput.delivered_by_priority[p], seconds))],
+  );
+  drawChart(
+    "chart-failed-priority",
+    PRIORITIES.map((p) => ({ label: p, color: COLORS[p] })),
+    [x, ...PRIORITIES.map((p) => perSecond(ov.throughput.failed_by_priority[p], seconds))],
+  );
+  drawChart(
     "chart-dead",
     [{ label: "dead letters", color: COLORS.dead }],
     [ov.dead_letters.buckets.map(epoch), ov.dead_letters.counts],
