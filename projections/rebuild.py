@@ -99,10 +99,11 @@ SECONDARY_INDEXES = (
     "SELECT i.indexname, i.indexdef FROM pg_indexes AS i"
     " WHERE i.schemaname = current_schema() AND i.tablename = ANY(%s)"
     " AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conname = i.indexname)"
+    " AND i.indexdef NOT LIKE 'CREATE UNIQUE %%'"
     " ORDER BY i.indexname"
 )
-"""Indexes of the read models that back no constraint (primary keys and unique columns stay:
-the projector's upserts and lookups use them)."""
+"""Indexes of the read models that back no constraint and are not unique (primary keys and
+unique columns stay: the projector's upserts and lookups use them)."""
 
 
 async def rebuild(

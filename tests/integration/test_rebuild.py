@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import aiohttp
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import SCOPE_WRITE
 from engine.settings import Settings
@@ -75,9 +77,25 @@ async def test_replaying_the_log_rebuilds_identical_read_models(kafka_bootstrap:
             before = await table_checksums(engine)
             assert int(before["notifications"].split(":")[0]) == 8
             assert int(before["devices"].split(":")[0]) == 2
-            applied = await rebuild(settings, engine)
+            indexes_before = await _indexes(engine)
+            built: list[tuple[int, int]] = []
+            applied = await rebuild(settings, engine, indexing=lambda done, total: built.append((done, total)))
             after = await table_checksums(engine)
+            indexes_after = await _indexes(engine)
         finally:
             await engine.dispose()
     assert after == before
     assert applied == int(before["projected_events"].split(":")[0]) > 20
+    # The secondary indexes, dropped for the replay, are all back as the migrations made them.
+    assert indexes_after == indexes_before
+    secondary = [name for name in indexes_before if name.startswith("ix_")]
+    assert len(secondary) >= 10
+    assert built[0] == (0, len(secondary)) and built[-1] == (len(secondary), len(secondary))
+
+
+async def _indexes(engine: AsyncEngine) -> dict[str, str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY indexname")
+        )
+        return {str(name): str(definition) for name, definition in rows}
