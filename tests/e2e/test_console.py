@@ -46,8 +46,9 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         yield running
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
+    """One chromium for the module; each test's page has a browser context of its own (``new_page``)."""
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
