@@ -225,7 +225,7 @@ class Projector:
         return out
 
     async def _apply_side_by_side(self, works: list[_Work], applied: Callable[[], None] | None = None) -> None:
-        """Apply a poll's partitions in concurrent transactions, one connection each.
+        """Apply a poll's partitions in concurrent transactions, one connection each (Postgres).
 
         Partitions share no rows that the projector reads (a notification and its user's
         counters live in one partition; device rows are locked per row), so while Postgres
@@ -234,10 +234,11 @@ class Projector:
         failure cancels the others (their transactions roll back, nothing half-applied).
         ``applied()`` is called after each partition's commit.
         """
-        if len(works) == 1:
-            await self._apply_work(works[0])
-            if applied is not None:
-                applied()
+        if len(works) == 1 or self._engine.dialect.name != "postgresql":  # SQLite: one writer at a time
+            for work in works:
+                await self._apply_work(work)
+                if applied is not None:
+                    applied()
             return
 
         slots = asyncio.Semaphore(APPLY_CONCURRENCY)
