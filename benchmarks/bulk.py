@@ -67,6 +67,8 @@ KEY_ID, TEAM_ID = "KEY1234567", "TEAM123456"
 PRODUCER_LINGER_MS = 5
 WARM_DEVICES = 20
 """Devices of the unmeasured warm-up bulk (group joins, the APNs connection, caches)."""
+IDLE_SAMPLE_SECONDS = 3.0
+"""How long the roles' idle CPU is sampled before the measured bulks."""
 
 
 # ---------------------------------------------------------------------------- emulator
@@ -345,6 +347,14 @@ async def run_herald(
             await pushes_received(emulator, warm_tokens, 300)
             await rows_of_bulk(database_url, bulk_id, len(warm_tokens), 300)
             emulator.clear()
+            # What the roles burn doing nothing (polls, timers): part of any bulk's CPU, per second of it.
+            idle_before = {r.name: cpu_seconds(r.pid) for r in roles}
+            await asyncio.sleep(IDLE_SAMPLE_SECONDS)
+            idle = ", ".join(
+                f"{r.name} {(cpu_seconds(r.pid) - idle_before[r.name]) * 1000 / IDLE_SAMPLE_SECONDS:.0f} ms/s"
+                for r in roles
+            )
+            say(f"idle CPU before the bulk: {idle}")
 
             say(f"{len(devices):,} devices registered and projected; measuring the push bulk")
             pushes = await _measure(roles, http, base, log, database_url, emulator, tokens, args)
