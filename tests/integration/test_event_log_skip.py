@@ -23,7 +23,7 @@ from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
 from schemas.envelope import Envelope
 from schemas.events import ContactUpdated
-from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import TopicTail, core_settings
 from tests.support.kafka import publish, request
 from tests.support.waiting import eventually
 
@@ -40,7 +40,7 @@ def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
-    async with run_stack(settings, worker=True, projector=False, api=False, sinks=[ScriptedEmailSink()]) as running:
+    async with run_stack(settings, worker=True, projector=False, api=False) as running:
         yield running
 
 
@@ -70,21 +70,23 @@ async def test_passed_over_events_are_committed_and_a_contact_among_them_still_r
     await _append_contact(settings, names, mo, channels=("email",))
     await _requests(settings, names, users, "third")
     body = request(mo, "Mail only", channels=["websocket", "email"])
-    await publish(settings.kafka_bootstrap, names.request("medium"), [(mo.encode(), _json(body))])
+    contact_request: list[tuple[bytes | None, bytes | None]] = [(mo.encode(), _json(body))]
+    await publish(settings.kafka_bootstrap, names.request("medium"), contact_request)
 
     [cancelled] = await log.wait_events(1, type="delivery.cancelled", subject=body["id"], within=60)
     assert (cancelled["data"]["channel"], cancelled["data"]["reason"]) == ("websocket", TURNED_OFF)
     await log.wait_events(3 * USERS, type="delivery.deferred", within=60)
     await _committed_to_the_end(settings, names.events)
     assert stack.faust_app is not None
-    assert stack.faust_app.consumer.skipped >= 2 * USERS, (
-        "the notification events of step 2 were delivered to the agent"
-    )
+    skipped = getattr(stack.faust_app.consumer, "skipped", 0)
+    assert skipped >= 2 * USERS, f"only {skipped} log records were acked without delivery"
 
 
 async def _requests(settings: Settings, names: TopicNames, users: list[str], title: str) -> None:
-    records = [(user.encode(), _json(request(user, title, channels=["websocket"]))) for user in users]
-    await publish(settings.kafka_bootstrap, names.request("medium"), records)  # type: ignore[arg-type]
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (user.encode(), _json(request(user, title, channels=["websocket"]))) for user in users
+    ]
+    await publish(settings.kafka_bootstrap, names.request("medium"), records)
 
 
 async def _append_contact(settings: Settings, names: TopicNames, user: str, *, channels: tuple[str, ...]) -> None:
