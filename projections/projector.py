@@ -228,7 +228,8 @@ class Projector:
         """Apply a poll's partitions in concurrent transactions, one connection each (Postgres).
 
         Partitions share no rows that the projector reads (a notification and its user's
-        counters live in one partition; device rows are locked per row), so while Postgres
+        counters live in one partition; device rows are locked per row, and a deadlock
+        between two transactions is retried like any transient error), so while Postgres
         applies one partition's batch, this process folds and sends the next: the two cores
         work at once instead of taking turns. Returns once every one committed; the first
         failure cancels the others (their transactions roll back, nothing half-applied).

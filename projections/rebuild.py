@@ -133,7 +133,7 @@ async def _drop_secondary_indexes(engine: AsyncEngine) -> list[tuple[str, str]]:
     if engine.dialect.name != "postgresql":
         return []
     async with engine.begin() as conn:
-        rows = await conn.exec_driver_sql(SECONDARY_INDEXES, (list(READ_MODELS),))
+        rows: Any = await conn.exec_driver_sql(SECONDARY_INDEXES, (list(READ_MODELS),))  # typed as no columns
         deferred = [(str(name), str(definition)) for name, definition in rows]
         for name, _ in deferred:
             await conn.exec_driver_sql(f'DROP INDEX "{name}"')  # a name from the catalogue, not from input
