@@ -10,7 +10,7 @@ COPY projections projections
 COPY api api
 COPY herald herald
 # Locked production set only: the dev group (herald dev's broker and SMTP capture, test tools) stays out.
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --compile-bytecode
 ENV PATH="/app/.venv/bin:$PATH"
 USER nobody
 ENTRYPOINT ["herald"]

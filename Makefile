@@ -9,7 +9,7 @@ uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
 sync: uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 ## Run the whole engine on its embedded default (broker, SQLite, API and demo page on :8000).
 dev: sync
