@@ -9,16 +9,16 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.admin import AdminContext, register_admin
 from api.auth import TokenVerifier
-from api.dev import DevRoutes
-from api.gateway import Hub
 from api.http_metrics import install as install_http_metrics
-from api.presence_routes import PresenceRoutes
 from api.problems import problem_middleware, problem_response
 from api.publisher import Publisher
-from api.rest import register_rest
-from api.write_limit import WriteLimit
+from api.rest.admin import AdminContext, register_admin
+from api.rest.dev import DevRoutes
+from api.rest.presence_routes import PresenceRoutes
+from api.rest.routes import register_rest
+from api.rest.write_limit import WriteLimit
+from api.ws.gateway import Hub
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 

@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from api.auth import SCOPE_ADMIN, TokenVerifier, mint_token
 from api.problems import problem_middleware
-from api.rest import register_rest
+from api.rest.routes import register_rest
 from benchmarks.common import bench_settings, broker, percentile, scratch_database
 from engine.settings import Settings
 from engine.topics import TopicNames

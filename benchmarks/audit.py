@@ -54,7 +54,7 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 async def why_in_process(env: dict[str, str], nid: str) -> float:
     """Seconds of ``explain_notification`` alone (no interpreter start-up)."""
-    from api.explain import explain_notification
+    from api.rest.explain import explain_notification
     from projections.database import create_engine
     from projections.queries import NotificationQueries
 

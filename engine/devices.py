@@ -1,14 +1,13 @@
 """Device registration decisions: takeover of a token from another user, and the per-user cap.
 
-A device token (of its platform: an APNs token for ``ios``) identifies one app install on one phone. When another user registers it
-(the phone was sold, or a shared tablet changed hands), the previous owner must stop
-receiving pushes on it at once, so a takeover unregisters the token for its previous
-owner before the new registration. A user holds at most ``cap`` active tokens: a
-registration beyond the cap unregisters the user's oldest tokens (a phone unused for
-longest is the one most likely gone). Both choices are events, so the worker's registry
-and the read model see the same thing in the same order. A device is (platform, token);
-the cap counts the user's devices of every platform.
-"""
+A device token (of its platform: an APNs token for ``ios``) identifies one app install on one
+phone. When another user registers it (the phone was sold, or a shared tablet changed hands),
+the previous owner must stop receiving pushes on it at once, so a takeover unregisters the token
+for its previous owner before the new registration. A user holds at most ``cap`` active tokens:
+a registration beyond the cap unregisters the user's oldest tokens (a phone unused for longest
+is the one most likely gone). Both choices are events, so the worker's registry and the read
+model see the same thing in the same order. A device is (platform, token); the cap counts the
+user's devices of every platform."""
 
 from __future__ import annotations
 

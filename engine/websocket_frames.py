@@ -2,7 +2,7 @@
 
 Two processes write them: the worker renders a notification's live frame once
 (``streams.websocket_frames``, sent to the gateways through Redis), and the gateway
-(``api.gateway``, ``api.connection``) writes replay batches, pongs, read confirmations
+(``api.ws.gateway``, ``api.ws.connection``) writes replay batches, pongs, read confirmations
 and errors and forwards the live frames. Both build them here, so the sink and the
 gateway cannot drift apart on a frame's type names or keys. Pure: dicts and text only.
 """

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app as create_http_app
 from api.auth import TokenVerifier
-from api.gateway import Hub
-from api.presence import LocalPresence, Presence, RedisPresence
 from api.publisher import Publisher
-from api.receipts import Receipts
-from api.replay import LogPosition, Replay
+from api.ws.gateway import Hub
+from api.ws.presence import LocalPresence, Presence, RedisPresence
+from api.ws.receipts import Receipts
+from api.ws.replay import LogPosition, Replay
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.startup import redacted, until_reachable

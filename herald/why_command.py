@@ -1,7 +1,7 @@
 """``herald why NOTIFICATION_ID``: the decision chain of one notification, from the log.
 
 The read models (``HERALD_DATABASE_URL``) only say where in the log to look; without
-them the whole log is scanned. See ``api.explain`` and ``docs/audit.md``.
+them the whole log is scanned. See ``api.rest.explain`` and ``docs/audit.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the explanation; one line on stderr and status 1 for an unknown id or an unreachable broker."""
     # The log reader (Kafka, SQLAlchemy) loads only for this command: `herald token` stays quick.
-    from api.explain import LogUnreachable
+    from api.rest.explain import LogUnreachable
 
     nid = args.notification_id.strip()
     if not nid:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _explain(settings: Settings, nid: str) -> Explanation | None:
-    from api.explain import explain_notification
+    from api.rest.explain import explain_notification
     from herald.audit_progress import Bar
     from projections.database import create_engine
     from projections.queries import NotificationQueries

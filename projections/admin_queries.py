@@ -78,7 +78,7 @@ def nearest_rank(values: list[float], p: float) -> float | None:
 
 
 def is_bulk_member(notification_id: str, bulk_id: str, user_id: str, device_token: str | None) -> bool:
-    """Whether the API's bulk send made this id (``api/bulk.py`` derives it from the bulk id)."""
+    """Whether the API's bulk send made this id (``api/rest/bulk.py`` derives it from the bulk id)."""
     return notification_id == derived_id(bulk_id, user_id, device_token or "")
 
 

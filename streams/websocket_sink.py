@@ -4,7 +4,7 @@ Live deliveries leave ingest directly (``streams.router.route_accepted``); this 
 takes the WebSocket work that comes later (``deliver_after``, via the scheduler). Both
 go through the same batched ``LiveDispatch``, whose results this module records: the
 sink decides only "offline" (``delivery.deferred``); a delivery is recorded by the
-gateway that wrote the frame to a socket (``api/receipts.py``).
+gateway that wrote the frame to a socket (``api/ws/receipts.py``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, mint_token
-from api.openapi import DEV_ONLY_PATHS, UNDOCUMENTED, document
+from api.rest.openapi import DEV_ONLY_PATHS, UNDOCUMENTED, document
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack

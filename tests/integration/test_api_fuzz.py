@@ -41,8 +41,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.auth import SCOPE_ADMIN, mint_token
-from api.openapi import DEV_ONLY_PATHS
-from api.write_limit import WRITE_METHODS
+from api.rest.openapi import DEV_ONLY_PATHS
+from api.rest.write_limit import WRITE_METHODS
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack

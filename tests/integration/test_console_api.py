@@ -19,9 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from api.admin.log_probe import CACHE_SECONDS, TIMEOUT_SECONDS, LogProbe
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE
-from api.envelopes import fact
+from api.rest.admin.log_probe import CACHE_SECONDS, TIMEOUT_SECONDS, LogProbe
+from api.rest.envelopes import fact
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.broker import free_port

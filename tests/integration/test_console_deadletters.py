@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import select
 
-from api.admin import deadletters
 from api.auth import SCOPE_ADMIN
+from api.rest.admin import deadletters
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from api.auth import mint_token
-from api.connection import CLOSE_TOO_MANY_CONNECTIONS, CLOSE_TOO_SLOW
+from api.ws.connection import CLOSE_TOO_MANY_CONNECTIONS, CLOSE_TOO_SLOW
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from api.auth import mint_token
-from api.connection import CLOSE_TOO_MANY_CONNECTIONS
+from api.ws.connection import CLOSE_TOO_MANY_CONNECTIONS
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.broker import free_port

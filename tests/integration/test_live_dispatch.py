@@ -16,7 +16,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from api.presence import RedisPresence
+from api.ws.presence import RedisPresence
 from streams.live_dispatch import Live, LiveDispatch
 from streams.websocket_dispatch import RedisDispatcher, render_message
 from tests.support.waiting import eventually

@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 
 from api.jwks import JWKS_FETCH_FAILURES, MIN_FETCH_INTERVAL, JwksKeys
 from api.publisher import Publisher
-from api.receipts import Receipts
+from api.ws.receipts import Receipts
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.apns_emulator import ApnsEmulator

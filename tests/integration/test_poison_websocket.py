@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from api.gateway import MAX_CLIENT_FRAME
+from api.ws.gateway import MAX_CLIENT_FRAME
 from engine.settings import Settings
 from herald.stack import Stack, run_stack
 from tests.support.api import isolated_settings, own_database, unique

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from api.auth import mint_token
-from api.connection import CLOSE_TOKEN_EXPIRED
+from api.ws.connection import CLOSE_TOKEN_EXPIRED
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack

@@ -143,7 +143,7 @@ async def test_herald_api_exits_1_when_a_gateway_task_dies(
     kafka_bootstrap: str, redis_url: str, output_dir: Path
 ) -> None:
     script = """
-        import api.presence as presence
+        import api.ws.presence as presence
 
         async def dying(self, held):
             raise RuntimeError("presence bug (injected by the test)")

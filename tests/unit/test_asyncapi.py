@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from api.admin.deadletters import REASON, REDRIVEN_FROM
+from api.rest.admin.deadletters import REASON, REDRIVEN_FROM
 from engine.schedule import Due, Kind, cancel_command
 from engine.settings import Settings
 from engine.topics import TopicNames

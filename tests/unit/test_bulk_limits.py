@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.auth import TokenVerifier
-from api.bulk import MAX_BODY_BYTES, BulkRoutes
 from api.problems import Problem
+from api.rest.bulk import MAX_BODY_BYTES, BulkRoutes
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 from schemas.ids import uuid7

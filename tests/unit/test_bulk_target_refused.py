@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.auth import TokenVerifier
-from api.bulk import BulkRoutes, Refusal
 from api.problems import Problem
+from api.rest.bulk import BulkRoutes, Refusal
 from engine.explain import Fact, explain
 from engine.settings import Settings
 from projections.batch import prepare

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from api.admin.deadletters import REDRIVEN_FROM, Letter
+from api.rest.admin.deadletters import REDRIVEN_FROM, Letter
 
 
 def _letter(*headers: tuple[str, bytes]) -> Letter:

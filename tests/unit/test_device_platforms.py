@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from api.openapi import new_device_schema
+from api.rest.openapi import new_device_schema
 from engine.device_lifecycle import device_key, split_key
 from engine.devices import ActiveDevice, decide_registration
 from schemas.channels import IOS, REGISTRY, ChannelRegistry, ChannelRegistryError, ChannelSpec, canonical_token

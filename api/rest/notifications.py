@@ -12,11 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, Principal, TokenVerifier
-from api.envelopes import REQUEST_FIELDS, build_request, check_address, fact, request_id
-from api.params import bool_param, enum_params, int_param, json_body, path_id, str_param, time_param, whose
 from api.problems import Problem
 from api.publisher import Publisher
-from api.read_your_writes import RETRY_AFTER_SECONDS, ReadYourWrites
+from api.rest.envelopes import REQUEST_FIELDS, build_request, check_address, fact, request_id
+from api.rest.params import bool_param, enum_params, int_param, json_body, path_id, str_param, time_param, whose
+from api.rest.read_your_writes import RETRY_AFTER_SECONDS, ReadYourWrites
 from engine.priority import ALL_CHANNELS
 from engine.settings import Settings
 from projections.notifications import STATUSES

@@ -16,11 +16,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, TokenVerifier
-from api.envelopes import fact
-from api.params import bool_param, json_body, path_id, whose
 from api.problems import Problem
 from api.publisher import Publisher
-from api.read_your_writes import ReadYourWrites
+from api.rest.envelopes import fact
+from api.rest.params import bool_param, json_body, path_id, whose
+from api.rest.read_your_writes import ReadYourWrites
 from engine.devices import ActiveDevice, decide_registration
 from engine.settings import Settings
 from projections.queries import NotificationQueries

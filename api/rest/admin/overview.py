@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from api.admin import AdminContext, read_models, require_admin
-from api.admin.log_probe import LogProbe
-from api.admin.params import int_param
+from api.rest.admin import AdminContext, read_models, require_admin
+from api.rest.admin.log_probe import LogProbe
+from api.rest.admin.params import int_param
 from schemas.codec import format_time
 
 BUCKET_SECONDS = 10

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.admin import AdminContext, require_admin
+from api.rest.admin import AdminContext, require_admin
 from schemas import channels
 
 

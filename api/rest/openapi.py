@@ -21,7 +21,7 @@ from schemas.channels import DEFAULT_PLATFORM, REGISTRY, DevicePlatform
 from schemas.codec import schema
 from schemas.limits import MAX_ID_LENGTH
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parents[1] / "static"
 
 _S = dict[str, Any]
 
@@ -38,7 +38,7 @@ _DEVICE_TOKEN = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 
 
 def _request_properties() -> _S:
-    """The request schema's properties (the REST body accepts exactly these: ``api.envelopes``)."""
+    """The request schema's properties (the REST body accepts exactly these: ``api.rest.envelopes``)."""
     props = {name: dict(spec) for name, spec in schema("notification.requested")["properties"].items()}
     props["user_id"]["description"] = "Recipient (default: the caller)."
     return props
@@ -343,7 +343,7 @@ def _p(name: str, description: str) -> _S:
 
 
 def _text(max_length: int = MAX_ID_LENGTH) -> _S:
-    """A query string the handlers bound (``api.params.str_param``): 1 to ``max_length`` characters."""
+    """A query string the handlers bound (``api.rest.params.str_param``): 1 to ``max_length`` characters."""
     return {"type": "string", "minLength": 1, "maxLength": max_length}
 
 
@@ -789,7 +789,7 @@ def document() -> _S:
             | {"security": []},  # no token needed: it mints them
         },
     }
-    from api.admin.openapi import admin_paths  # the console's routes, documented next to their handlers
+    from api.rest.admin.openapi import admin_paths  # the console's routes, documented next to their handlers
 
     paths.update(admin_paths())
     return {

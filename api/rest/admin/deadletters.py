@@ -33,11 +33,11 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.admin import AdminContext, require_admin
-from api.params import json_body
 from api.problems import Problem
 from api.publisher import RawRecord
-from api.read_your_writes import ReadYourWrites
+from api.rest.admin import AdminContext, require_admin
+from api.rest.params import json_body
+from api.rest.read_your_writes import ReadYourWrites
 from engine.topics import TopicNames
 from projections.models import EventRow
 from schemas.codec import format_time

@@ -5,11 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
-from api.envelopes import fact
-from api.params import MAX_ID_LENGTH, json_body, path_id
 from api.problems import Problem
 from api.publisher import Publisher
-from api.read_your_writes import ReadYourWrites
+from api.rest.envelopes import fact
+from api.rest.params import MAX_ID_LENGTH, json_body, path_id
+from api.rest.read_your_writes import ReadYourWrites
 from engine.email_address import InvalidAddress, single_address
 from engine.settings import Settings
 from engine.webhook import InvalidWebhook, check_url

@@ -1,6 +1,6 @@
 """``GET /api/admin/bulks`` and ``/api/admin/bulks/{bulk_id}``: how each bulk send is progressing.
 
-A bulk's id is the correlation id of its notifications (``api/bulk.py``). The list shows
+A bulk's id is the correlation id of its notifications (``api/rest/bulk.py``). The list shows
 the latest bulks with their notifications by status; the detail adds the refused
 targets, each with the reason recorded in the log and its notification id (for
 ``herald why``): the requests ingest refused (rejected, rate limited, duplicate) and the
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.admin import AdminContext, read_models, require_admin
-from api.admin.params import int_param
-from api.params import path_id
 from api.problems import Problem
+from api.rest.admin import AdminContext, read_models, require_admin
+from api.rest.admin.params import int_param
+from api.rest.params import path_id
 
 MAX_PAGE = 200
 

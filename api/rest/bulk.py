@@ -28,10 +28,10 @@ from typing import Any
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
-from api.envelopes import REQUEST_FIELDS, SOURCE, build_request, check_address
-from api.params import json_body, path_id
 from api.problems import Problem
 from api.publisher import Publisher, RawRecord
+from api.rest.envelopes import REQUEST_FIELDS, SOURCE, build_request, check_address
+from api.rest.params import json_body, path_id
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 from schemas.codec import encode

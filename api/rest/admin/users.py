@@ -2,7 +2,7 @@
 
 The latest 50 notifications of the inbox with the unread and total counts, the APNs
 devices (active, or invalid with the push service's reason), the contact details and
-channel preferences, whether a gateway holds the user now (``api/presence.py``), and how
+channel preferences, whether a gateway holds the user now (``api/ws/presence.py``), and how
 much of each priority's rate-limit window is used: the notifications accepted in the
 last ``HERALD_RATE_LIMIT_WINDOW_SECONDS`` (timed by their request), against the limit.
 A user Herald has never seen is not an error: everything is empty.
@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from api.admin import AdminContext, read_models, require_admin
-from api.params import path_id
+from api.rest.admin import AdminContext, read_models, require_admin
+from api.rest.params import path_id
 
 INBOX_ITEMS = 50
 """Notifications of the inbox listed (the counts cover all of them)."""

@@ -1,4 +1,4 @@
-"""Query parameters of the admin API: ``api/params.py``'s parsers, answering 422 with the parameter named.
+"""Query parameters of the admin API: ``api/rest/params.py``'s parsers, answering 422 with the parameter named.
 
 The console's contract (``docs/api.md``, Console API) says a bad query parameter is a 422
 problem+json whose ``parameter`` member names it, so a page can mark the field; the
@@ -13,8 +13,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from api import params
 from api.problems import Problem
+from api.rest import params
 
 T = TypeVar("T")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import openapi
 from api.auth import TokenVerifier
-from api.bulk import BulkRoutes
-from api.contacts import ContactRoutes
-from api.devices import DeviceRoutes
-from api.explain import ExplainRoutes
-from api.notifications import NotificationRoutes
 from api.publisher import Publisher
+from api.rest import openapi
+from api.rest.bulk import BulkRoutes
+from api.rest.contacts import ContactRoutes
+from api.rest.devices import DeviceRoutes
+from api.rest.explain import ExplainRoutes
+from api.rest.notifications import NotificationRoutes
 from engine.settings import Settings
 from projections.queries import NotificationQueries
 

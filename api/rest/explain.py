@@ -25,8 +25,8 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import SCOPE_ADMIN, TokenVerifier
-from api.params import path_id
 from api.problems import Problem
+from api.rest.params import path_id
 from engine.explain import DEADLETTER, Explanation, Fact, concerns, explain
 from engine.settings import Settings
 from engine.topics import TopicNames

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from api.auth import TokenVerifier
-from api.presence import Presence
 from api.problems import Problem
+from api.ws.presence import Presence
 
 SCOPE_PRESENCE = "presence:read"
 """May read any user's presence (``admin`` implies it)."""

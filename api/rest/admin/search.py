@@ -6,7 +6,7 @@ user and a text (``q``, a case-insensitive substring of title or body), newest f
 with the same keyset cursor. The detail puts together what an operator needs to answer
 "did it arrive": the notification, its channels' states (``notification_channels``),
 its trail in the log with partition and offset (``projected_events``) and the existing
-explanation read from Kafka (``api/explain.py``, the same as ``herald why``).
+explanation read from Kafka (``api/rest/explain.py``, the same as ``herald why``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
-from api.admin import AdminContext, read_models, require_admin
-from api.admin.params import enum_param, enum_params, int_param, invalid, str_param, time_param
-from api.explain import LogUnreachable, explain_notification
-from api.notifications import STATUS_ALIASES
-from api.params import path_id
 from api.problems import Problem
+from api.rest.admin import AdminContext, read_models, require_admin
+from api.rest.admin.params import enum_param, enum_params, int_param, invalid, str_param, time_param
+from api.rest.explain import LogUnreachable, explain_notification
+from api.rest.notifications import STATUS_ALIASES
+from api.rest.params import path_id
 from engine.priority import ALL_CHANNELS
 from projections.admin_queries import PRIORITIES
 from projections.notifications import STATUSES

@@ -1,6 +1,6 @@
 """OpenAPI entries of the console's routes (overview, search, users, bulks), next to their handlers.
 
-``api/openapi.py`` merges them into the document (``admin_paths``); the contract test
+``api/rest/openapi.py`` merges them into the document (``admin_paths``); the contract test
 checks that every route is documented and that answers match these schemas.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.openapi import (
+from api.rest.openapi import (
     _CHANNEL,
     _PRIORITY,
     _TIME,

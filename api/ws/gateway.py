@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import Gauge
 
 from api.auth import TokenVerifier
-from api.connection import (
+from api.ws.connection import (
     CLOSE_REPLAY_FAILED,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_MANY_CONNECTIONS,
@@ -30,9 +30,9 @@ from api.connection import (
     Connection,
     Outgoing,
 )
-from api.presence import Presence
-from api.receipts import Receipts
-from api.replay import Replay
+from api.ws.presence import Presence
+from api.ws.receipts import Receipts
+from api.ws.replay import Replay
 from engine import websocket_frames as frames
 from engine.delivery import read_over_websocket
 from engine.settings import Settings

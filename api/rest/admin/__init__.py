@@ -16,9 +16,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import SCOPE_ADMIN, Principal, TokenVerifier
-from api.presence import Presence
 from api.problems import Problem
 from api.publisher import Publisher
+from api.ws.presence import Presence
 from engine.settings import Settings
 from projections.admin_queries import AdminQueries, QueryTooSlow
 from projections.queries import NotificationQueries
@@ -64,18 +64,18 @@ async def _too_slow(
 
 
 def _optional(name: str) -> object | None:
-    """Module ``api.admin.<name>`` if it exists (errors inside it are not hidden)."""
+    """Module ``api.rest.admin.<name>`` if it exists (errors inside it are not hidden)."""
     try:
-        return importlib.import_module(f"api.admin.{name}")
+        return importlib.import_module(f"api.rest.admin.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name != f"api.admin.{name}":
+        if exc.name != f"api.rest.admin.{name}":
             raise
         return None
 
 
 def register_admin(app: web.Application, ctx: AdminContext) -> None:
     """Add every ``/api/admin/`` route to ``app``."""
-    from api.admin import bulks, channels, overview, search, users  # they import this module's context
+    from api.rest.admin import bulks, channels, overview, search, users  # they import this module's context
 
     app.middlewares.append(_too_slow)
     for module in (overview, search, users, bulks, channels):
