@@ -118,7 +118,10 @@ def request_keys(accepted: NotificationAccepted) -> tuple[str, ...]:
     """The keys a request is known by: the producer's idempotency key, and its id too
     (a notification id is never accepted twice). ``decide_admission`` and ``evolve`` read
     and write the state of these keys only."""
-    return tuple(dict.fromkeys(k for k in (accepted.idempotency_key, accepted.notification_id) if k))
+    key, nid = accepted.idempotency_key, accepted.notification_id
+    if not key or key == nid:
+        return (nid,) if nid else ()
+    return (key, nid) if nid else (key,)
 
 
 _keys = request_keys

@@ -10,7 +10,9 @@ some window). Pure: time is passed in as Unix seconds.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from engine.priority import Priority
@@ -28,7 +30,11 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Admissions still inside the window, oldest first: ``(unix seconds, notification id)``."""
+    """Admissions still inside the window, oldest first: ``(unix seconds, notification id)``.
+
+    Ordered by time (``admit`` never records a time before the newest admission), so the
+    admissions that left the window are a prefix, found by bisection.
+    """
 
     admitted: tuple[tuple[float, str], ...] = ()
 
@@ -50,10 +56,21 @@ class Verdict:
     retry_after_seconds: float
 
 
+_AT = itemgetter(0)
+_ID = itemgetter(1)
+
+
+def _first_live(admitted: tuple[tuple[float, str], ...], horizon: float) -> int:
+    """Index of the first admission after ``horizon`` (the log is ordered by time)."""
+    if not admitted or admitted[0][0] > horizon:
+        return 0
+    return bisect_right(admitted, horizon, key=_AT)
+
+
 def live(window: Window, policy: RateLimit, *, now: float) -> Window:
     """``window`` without the admissions that have left it at ``now``."""
-    horizon = now - policy.window_seconds
-    return Window(tuple(a for a in window.admitted if a[0] > horizon))
+    start = _first_live(window.admitted, now - policy.window_seconds)
+    return window if start == 0 else Window(window.admitted[start:])
 
 
 def check(window: Window, policy: RateLimit, *, now: float, notification_id: str) -> Verdict:
@@ -62,13 +79,15 @@ def check(window: Window, policy: RateLimit, *, now: float, notification_id: str
     A notification already in the window (the same request processed again after a
     crash) is allowed without counting twice.
     """
-    current = live(window, policy, now=now)
-    if any(nid == notification_id for _, nid in current.admitted):
+    admitted = window.admitted
+    start = _first_live(admitted, now - policy.window_seconds)
+    count = len(admitted) - start
+    if count < policy.limit:
         return Verdict(True, 0.0)
-    if len(current.admitted) < policy.limit:
+    if notification_id in map(_ID, admitted[start:]):
         return Verdict(True, 0.0)
     # The oldest admission that must leave before a slot frees up.
-    oldest = current.admitted[len(current.admitted) - policy.limit][0]
+    oldest = admitted[start + count - policy.limit][0]
     # Rounded up to the millisecond: retrying after that long always finds room.
     return Verdict(False, max(0.0, math.ceil(round((oldest + policy.window_seconds - now) * 1000, 6)) / 1000))
 
@@ -76,12 +95,13 @@ def check(window: Window, policy: RateLimit, *, now: float, notification_id: str
 def admit(window: Window, policy: RateLimit, *, now: float, notification_id: str) -> Window:
     """``window`` after admitting ``notification_id`` at ``now`` (idempotent)."""
     current = live(window, policy, now=now)
-    if any(nid == notification_id for _, nid in current.admitted):
+    admitted = current.admitted
+    if notification_id in map(_ID, admitted):
         return current
     # Clocks of two workers may disagree after a rebalance: never record a time before
     # the newest admission, so the log stays ordered and the check stays exact.
-    at = max([now, *(a for a, _ in current.admitted[-1:])])
-    kept = current.admitted[-(policy.limit - 1) :] if policy.limit > 1 else ()
+    at = max(now, admitted[-1][0]) if admitted else now
+    kept = admitted[-(policy.limit - 1) :] if policy.limit > 1 else ()
     return Window((*kept, (at, notification_id)))
 
 
