@@ -128,6 +128,23 @@ def _hints(cls: type[Event]) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+_FIELDS: dict[type[Event], tuple[tuple[str, bool, bool], ...]] = {}
+
+
+def _fields(cls: type[Event]) -> tuple[tuple[str, bool, bool], ...]:
+    """``(name, is a datetime, is a tuple)`` of each field of ``cls``, worked out once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = _hints(cls)
+        found = _FIELDS[cls] = tuple(
+            (f.name, "datetime" in str(hints[f.name]), "tuple" in str(hints[f.name])) for f in dataclasses.fields(cls)
+        )
+    return found
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def event_from_data(event_type: str, data: dict[str, Any], version: int | None = None) -> Event:
     """Validate ``data`` of schema ``version`` (default: the class's), upcast it, check its
     channels against the registry and build the typed event of ``event_type``."""
@@ -139,33 +156,34 @@ def event_from_data(event_type: str, data: dict[str, Any], version: int | None =
     data = upcast(event_type, read, data)
     check_channels(event_type, data)
     check_device(event_type, data)
-    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+    for name, is_time, is_tuple in _fields(cls):
+        if name not in data:
             continue
-        value = data[f.name]
-        hint = str(hints[f.name])
-        if value is not None and "datetime" in hint:
+        value = data[name]
+        if value is not None and is_time:
             value = parse_time(value)
-        elif isinstance(value, list) and "tuple" in hint:
+        elif is_tuple and isinstance(value, list):
             value = tuple(value)
-        kwargs[f.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
 
 
 def event_to_data(event: Event) -> dict[str, Any]:
     """The JSON-ready ``data`` object of ``event``."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
+    names = _NAMES.get(type(event))
+    if names is None:
+        names = _NAMES[type(event)] = tuple(f.name for f in dataclasses.fields(event))
+    for name in names:
+        value = getattr(event, name)
         if value is None:
             continue  # absent and null mean the same; some schemas do not admit null
         if isinstance(value, datetime):
             value = format_time(value)
         elif isinstance(value, tuple):
             value = list(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 
