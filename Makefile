@@ -5,8 +5,18 @@ PACKAGES := schemas engine streams projections api herald
 
 .PHONY: dev test faults check format sync uv system-deps bench
 
+## uv from PyPI when missing, with pip (Debian's python3-pip, installed when missing: as root or with
+## password-less sudo). uv is one self-contained binary with no dependencies, so it is installed beside
+## Debian's own packages despite PEP 668 (Debian's pip refuses any install outside a venv otherwise).
 uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+	  python3 -m pip --version >/dev/null 2>&1 || { \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo -n"; \
+	    echo "installing Debian package: python3-pip (to install uv)"; \
+	    $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null; }; \
+	  echo "installing uv with pip"; \
+	  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet uv; }
 
 sync: uv
 	@$(UV) sync --frozen --quiet --compile-bytecode
