@@ -128,17 +128,17 @@ def _hints(cls: type[Event]) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-_FIELDS: dict[type[Event], tuple[tuple[str, bool, bool], ...]] = {}
+_FIELDS: dict[type[Event], dict[str, tuple[bool, bool]]] = {}
 
 
-def _fields(cls: type[Event]) -> tuple[tuple[str, bool, bool], ...]:
-    """``(name, is a datetime, is a tuple)`` of each field of ``cls``, worked out once per class."""
+def _fields(cls: type[Event]) -> dict[str, tuple[bool, bool]]:
+    """``name -> (is a datetime, is a tuple)`` for each field of ``cls``, worked out once per class."""
     found = _FIELDS.get(cls)
     if found is None:
         hints = _hints(cls)
-        found = _FIELDS[cls] = tuple(
-            (f.name, "datetime" in str(hints[f.name]), "tuple" in str(hints[f.name])) for f in dataclasses.fields(cls)
-        )
+        found = _FIELDS[cls] = {
+            f.name: ("datetime" in str(hints[f.name]), "tuple" in str(hints[f.name])) for f in dataclasses.fields(cls)
+        }
     return found
 
 
@@ -157,10 +157,12 @@ def event_from_data(event_type: str, data: dict[str, Any], version: int | None =
     check_channels(event_type, data)
     check_device(event_type, data)
     kwargs: dict[str, Any] = {}
-    for name, is_time, is_tuple in _fields(cls):
-        if name not in data:
+    fields = _fields(cls)
+    for name, value in data.items():  # a request carries few of its type's many optional fields
+        kind = fields.get(name)
+        if kind is None:
             continue
-        value = data[name]
+        is_time, is_tuple = kind
         if value is not None and is_time:
             value = parse_time(value)
         elif is_tuple and isinstance(value, list):

@@ -64,8 +64,11 @@ class AdmissionStore:
         """The state ``decide_admission`` needs for a request of ``user`` with these keys."""
         self._ensure_built()
         seen = []
+        table = self._table
         for key in keys:
-            raw = self._table.get(_table_key(user, key))
+            table_key = _table_key(user, key)
+            # Most keys are new: a membership test spares a Faust table the KeyError of a miss.
+            raw = table[table_key] if table_key in table else None  # noqa: SIM401
             if raw is not None:
                 seen.append((key, Seen(str(raw[0]), float(raw[1]), str(raw[2]))))
         window = self._windows.get((user, priority))

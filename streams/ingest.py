@@ -207,22 +207,32 @@ async def _rejected(topics: Topics, message: faust.types.Message, exc: InvalidMe
             log.exception("could not record the rejection in the event log", extra={"topic": message.topic})
 
 
+_OUTCOMES = {
+    "notification.accepted": (NOTIFICATIONS_CREATED, logging.DEBUG, "accepted"),
+    "notification.rejected": (NOTIFICATIONS_REJECTED, logging.INFO, "rejected"),
+    "notification.duplicate": (NOTIFICATIONS_DUPLICATE, logging.INFO, "duplicate"),
+    "notification.rate_limited": (NOTIFICATIONS_RATE_LIMITED, logging.INFO, "rate limited"),
+}
+"""Per outcome type: its counter, and the level and message of its log line."""
+_COUNTERS: dict[tuple[str, Priority], Any] = {}
+"""Each counter's child per outcome type and priority, looked up once (``labels()`` takes a lock every call)."""
+
+
 def _count(outcome: Envelope, priority: Priority) -> None:
-    extra = {
-        "notification_id": outcome.subject,
-        "user_id": outcome.userid,
-        "event_type": outcome.type,
-        "correlation_id": outcome.correlationid,
-    }
-    if outcome.type == "notification.accepted":
-        NOTIFICATIONS_CREATED.labels(priority.value).inc()
-        log.debug("accepted", extra=extra)
-    elif outcome.type == "notification.rejected":
-        NOTIFICATIONS_REJECTED.labels(priority.value).inc()
-        log.info("rejected", extra=extra)
-    elif outcome.type == "notification.duplicate":
-        NOTIFICATIONS_DUPLICATE.labels(priority.value).inc()
-        log.info("duplicate", extra=extra)
-    elif outcome.type == "notification.rate_limited":
-        NOTIFICATIONS_RATE_LIMITED.labels(priority.value).inc()
-        log.info("rate limited", extra=extra)
+    event_type = outcome.type
+    known = _OUTCOMES.get(event_type)
+    if known is None:
+        return
+    metric, level, message = known
+    counter = _COUNTERS.get((event_type, priority))
+    if counter is None:
+        counter = _COUNTERS[(event_type, priority)] = metric.labels(priority.value)
+    counter.inc()
+    if log.isEnabledFor(level):
+        extra = {
+            "notification_id": outcome.subject,
+            "user_id": outcome.userid,
+            "event_type": event_type,
+            "correlation_id": outcome.correlationid,
+        }
+        log.log(level, message, extra=extra)
