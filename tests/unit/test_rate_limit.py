@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,3 +87,40 @@ def test_replaying_the_same_requests_gives_the_same_state_and_json_round_trips(t
     window = first[2]
     assert Window.from_json(window.to_json()) == window
     assert len(window.admitted) <= POLICY.limit
+
+
+def _reference_check(admitted: list[tuple[float, str]], policy: RateLimit, now: float, nid: str) -> tuple[bool, float]:
+    """The limiter as a plain scan of every admission (what the bisection must agree with)."""
+    current = [a for a in admitted if a[0] > now - policy.window_seconds]
+    if any(n == nid for _, n in current) or len(current) < policy.limit:
+        return True, 0.0
+    oldest = current[len(current) - policy.limit][0]
+    return False, max(0.0, math.ceil(round((oldest + policy.window_seconds - now) * 1000, 6)) / 1000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.floats(min_value=-50, max_value=200, allow_nan=False), st.integers(0, 6)), min_size=1, max_size=80
+    ),
+    limit=st.integers(1, 6),
+    length=st.integers(1, 60),
+)
+def test_the_window_search_agrees_with_a_scan_of_every_admission_even_when_clocks_go_back(
+    steps: list[tuple[float, int]], limit: int, length: int
+) -> None:
+    # Times are not sorted: two workers' clocks may disagree after a rebalance, and the same
+    # id may come again (a request processed twice).
+    policy = RateLimit(limit, length)
+    window = Window()
+    for at, n in steps:
+        nid = f"n{n}"
+        verdict = check(window, policy, now=at, notification_id=nid)
+        assert (verdict.allowed, verdict.retry_after_seconds) == _reference_check(
+            list(window.admitted), policy, at, nid
+        )
+        if verdict.allowed:
+            window = admit(window, policy, now=at, notification_id=nid)
+            times = [t for t, _ in window.admitted]
+            assert times == sorted(times), "the log must stay ordered for the search to be exact"
+            assert nid in {i for _, i in window.admitted}
