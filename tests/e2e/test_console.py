@@ -28,8 +28,8 @@ from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
 from schemas.channels import REGISTRY
-from tests.support.events import log_records, of_type
 from tests.support.kafka import publish, request
+from tests.support.log_reader import log_records, of_type
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(180)

@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaProducer
 from engine.settings import Settings
 from herald.broker import free_port, wait_for_port
 from tests.support.clients import UserClient
-from tests.support.events import log_records, of_type
 from tests.support.kafka import request
+from tests.support.log_reader import log_records, of_type
 from tests.support.processes import start_role, stop_role
 
 PG_ADMIN_URL = os.environ.get("HERALD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")

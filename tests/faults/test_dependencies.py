@@ -44,7 +44,7 @@ from tests.faults.dependency_support import (
 )
 from tests.support.apns import apns_settings, emulator_for
 from tests.support.clients import UserClient
-from tests.support.events import log_records, of_type
+from tests.support.log_reader import log_records, of_type
 from tests.support.settings import isolated_settings
 from tests.support.waiting import eventually
 

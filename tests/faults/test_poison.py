@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from engine.topics import TopicNames
 from tests.faults.topology import PRIORITIES, RATE, Topology
-from tests.support.kafka import read_topic
+from tests.support.log_reader import read_topic
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(900)

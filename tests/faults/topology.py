@@ -41,8 +41,8 @@ from herald.broker import free_port
 from herald.smtp_capture import SmtpCapture
 from schemas.ids import derived_id
 from tests.support.clients import missed_notifications
-from tests.support.events import log_records
 from tests.support.kafka import request
+from tests.support.log_reader import log_records
 from tests.support.processes import ROOT, role_env, start_role
 from tests.support.waiting import eventually
 

@@ -1,25 +1,18 @@
-"""Helpers for the stream-core integration tests: a test sink on the generic retry path,
-a topic tail that collects records as they arrive, and per-module settings."""
+"""Helpers for the stream-core integration tests: a test sink on the generic retry path and
+per-module settings (the topic tail is ``tests.support.log_reader.TopicTail``)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from engine.retry import DeliveryError
 from engine.settings import Settings
 from schemas.events import NotificationAccepted
 from tests.support.settings import isolated_settings
-
-Record = ConsumerRecord[bytes, bytes]
 
 
 def core_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
@@ -64,72 +57,3 @@ class ScriptedEmailSink:
 
     def sends_for(self, notification_id: str) -> list[Sent]:
         return [s for s in self.sent if s.notification_id == notification_id]
-
-
-class TopicTail:
-    """Reads a topic from its beginning in the background; tests wait on what has arrived."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.records: list[Record] = []
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
-        await consumer.start()
-        self._consumer = consumer
-        deadline = time.monotonic() + 30
-        partitions = consumer.partitions_for_topic(self.topic)
-        while not partitions:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"topic {self.topic} does not exist")
-            await consumer.topics()
-            await asyncio.sleep(0.1)
-            partitions = consumer.partitions_for_topic(self.topic)
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._run(consumer))
-
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                self.records.extend(records)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    def events(self, **attrs: Any) -> list[dict[str, Any]]:
-        """Decoded CloudEvents whose attributes (``type``, ``userid``, ``subject``...) match ``attrs``."""
-        out = []
-        for record in self.records:
-            env = json.loads(record.value)
-            if all(env.get(k) == v for k, v in attrs.items()):
-                out.append(env)
-        return out
-
-    async def wait(self, probe: Callable[[], Any], *, within: float = 30.0, what: str = "records") -> Any:
-        """Until ``probe()`` is truthy (checked as records arrive)."""
-        deadline = time.monotonic() + within
-        while True:
-            result = probe()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {within}s waiting for {what} on {self.topic}")
-            await asyncio.sleep(0.05)
-
-    async def wait_events(self, count: int, *, within: float = 30.0, **attrs: Any) -> list[dict[str, Any]]:
-        """At least ``count`` events matching ``attrs``."""
-        return await self.wait(  # type: ignore[no-any-return]
-            lambda: (found := self.events(**attrs)) and len(found) >= count and found,
-            within=within,
-            what=f"{count} events matching {attrs}",
-        )

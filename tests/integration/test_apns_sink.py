@@ -28,10 +28,11 @@ from schemas.ids import uuid7
 from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
 from streams.metrics import DUPLICATE_SENDS_SUPPRESSED
-from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.integration.stream_core_support import core_settings
 from tests.support.apns import TOPIC, apns_settings
 from tests.support.event_log import append
 from tests.support.kafka import publish, publish_json, request
+from tests.support.log_reader import TopicTail
 from tests.support.settings import reset_schema
 from tests.support.waiting import eventually
 

@@ -17,8 +17,9 @@ from herald.stack import Stack, run_stack
 from streams.device_registry import DeviceRegistry
 from streams.email_sink import EmailSink
 from tests.integration.audit_support import end_offsets, herald
-from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.integration.stream_core_support import core_settings
 from tests.support.kafka import publish_json, request
+from tests.support.log_reader import TopicTail
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

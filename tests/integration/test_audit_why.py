@@ -23,12 +23,13 @@ from schemas.ids import uuid7
 from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
 from tests.integration.audit_support import end_offsets, herald
-from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import ScriptedEmailSink, core_settings
 from tests.support.api import Api
 from tests.support.apns import apns_settings
 from tests.support.clients import missed_notifications
 from tests.support.event_log import append
 from tests.support.kafka import publish, publish_json, request
+from tests.support.log_reader import TopicTail
 from tests.support.settings import reset_schema
 from tests.support.waiting import eventually
 

@@ -28,10 +28,10 @@ from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
 from projections.models import EventRow, SkippedEventRow
 from tests.integration.audit_support import herald
-from tests.integration.stream_core_support import TopicTail
 from tests.support.api import Api, isolated_settings, own_database, unique
 from tests.support.clients import UserClient, next_frame
-from tests.support.kafka import publish, read_topic, request
+from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail, read_topic
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow

@@ -30,11 +30,11 @@ from herald.stack import Stack, run_stack
 from schemas.codec import format_time
 from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
-from tests.integration.stream_core_support import TopicTail
 from tests.support.api import Api, own_database
 from tests.support.apns import apns_settings
 from tests.support.clients import UserClient, missed_notifications, next_frame
 from tests.support.kafka import publish_json, request
+from tests.support.log_reader import TopicTail
 from tests.support.settings import isolated_settings
 from tests.support.waiting import eventually
 

@@ -23,9 +23,10 @@ from schemas.ids import uuid7
 from streams.device_registry import DeviceRegistry
 from streams.email_sink import EmailSink
 from streams.metrics import DUPLICATE_SENDS_SUPPRESSED
-from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.integration.stream_core_support import core_settings
 from tests.support.event_log import append
 from tests.support.kafka import publish, publish_json, request
+from tests.support.log_reader import TopicTail
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,9 @@ from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
 from schemas.envelope import Envelope
 from schemas.events import ContactUpdated
-from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.integration.stream_core_support import core_settings
 from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow

@@ -28,8 +28,8 @@ from engine.topics import TopicNames
 from herald.broker import free_port
 from herald.stack import Stack, run_stack
 from tests.support.clients import UserClient, missed_notifications, next_frame
-from tests.support.events import log_records, of_type
 from tests.support.kafka import publish, request
+from tests.support.log_reader import log_records, of_type
 from tests.support.settings import isolated_settings, reset_schema
 from tests.support.waiting import eventually
 

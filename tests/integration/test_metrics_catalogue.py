@@ -52,11 +52,11 @@ from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
 from streams.live_dispatch import DISPATCH_FAILURES, Live, LiveDispatch
 from streams.websocket_dispatch import RedisDispatcher
-from tests.integration.stream_core_support import TopicTail
 from tests.support.api import Api, own_database
 from tests.support.apns import apns_settings
 from tests.support.clients import UserClient, missed_notifications, next_frame
 from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail
 from tests.support.processes import start_role, stop_role
 from tests.support.settings import isolated_settings
 from tests.support.waiting import eventually

@@ -20,8 +20,9 @@ import streams.dead_letters
 from engine.settings import Settings
 from herald.stack import Stack, run_stack
 from schemas.codec import format_time
-from tests.integration.stream_core_support import Record, ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import ScriptedEmailSink, core_settings
 from tests.support.kafka import publish, request
+from tests.support.log_reader import Record, TopicTail
 
 pytestmark = pytest.mark.slow
 

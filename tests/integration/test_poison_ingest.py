@@ -24,9 +24,10 @@ from herald.stack import Stack, run_stack
 from schemas.codec import decode
 from schemas.errors import InvalidMessage
 from schemas.limits import MAX_ID_LENGTH, MAX_JSON_DEPTH
-from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import ScriptedEmailSink, core_settings
 from tests.support.hostile_json import base_request, hostile_document
 from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail
 
 pytestmark = pytest.mark.slow
 

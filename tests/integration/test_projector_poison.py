@@ -24,7 +24,8 @@ from projections.queries import NotificationQueries
 from schemas.codec import encode
 from streams.admin import ensure_topics
 from tests.support.event_log import Log, append
-from tests.support.kafka import publish, read_topic
+from tests.support.kafka import publish
+from tests.support.log_reader import read_topic
 from tests.support.waiting import eventually
 
 

@@ -23,10 +23,10 @@ from herald.apns_emulator import ApnsEmulator
 from herald.stack import Stack, run_stack
 from streams.apns_sink import ApnsSink
 from streams.device_registry import DeviceRegistry
-from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.integration.stream_core_support import core_settings
 from tests.support.api import Api
 from tests.support.apns import apns_settings
-from tests.support.events import log_records
+from tests.support.log_reader import TopicTail, log_records
 from tests.support.settings import reset_schema
 
 pytestmark = pytest.mark.slow

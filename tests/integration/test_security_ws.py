@@ -27,7 +27,7 @@ from projections.queries import NotificationQueries
 from tests.support.api import Api
 from tests.support.clients import UserClient, missed_notifications, next_frame
 from tests.support.event_log import Log, append
-from tests.support.events import log_records, of_type
+from tests.support.log_reader import log_records, of_type
 from tests.support.settings import isolated_settings, reset_schema
 from tests.support.waiting import eventually
 

@@ -23,8 +23,9 @@ import streams.delivery_attempt as delivery_attempt
 from engine.settings import Settings
 from herald.stack import Stack, run_stack
 from streams.sent_targets import SentTargets
-from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import ScriptedEmailSink, core_settings
 from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,9 @@ from engine.settings import ConfigError, Settings
 from herald.stack import Stack, run_stack
 from streams.metrics import DUPLICATE_SENDS_SUPPRESSED, SENT_TARGETS_EXPIRED
 from streams.sent_targets import SentTargets, retry_horizon, sent_ttl
-from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import ScriptedEmailSink, core_settings
 from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow

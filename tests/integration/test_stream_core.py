@@ -24,8 +24,9 @@ from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import Stack, run_stack
 from schemas.codec import decode, format_time
-from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import ScriptedEmailSink, core_settings
 from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail
 
 pytestmark = pytest.mark.slow
 

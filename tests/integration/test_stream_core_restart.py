@@ -11,8 +11,9 @@ import json
 import pytest
 
 from herald.stack import run_stack
-from tests.integration.stream_core_support import ScriptedEmailSink, TopicTail, core_settings
+from tests.integration.stream_core_support import ScriptedEmailSink, core_settings
 from tests.support.kafka import publish, request
+from tests.support.log_reader import TopicTail
 
 pytestmark = pytest.mark.slow
 

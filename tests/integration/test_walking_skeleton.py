@@ -11,7 +11,8 @@ import pytest
 from engine.settings import Settings
 from herald.stack import run_stack
 from tests.support.clients import UserClient, next_frame
-from tests.support.kafka import publish, read_topic, request
+from tests.support.kafka import publish, request
+from tests.support.log_reader import read_topic
 from tests.support.waiting import eventually
 
 

@@ -36,9 +36,10 @@ from schemas.ids import uuid7
 from streams.channels import configured_sinks
 from streams.device_registry import DeviceRegistry
 from streams.webhook_sink import WebhookSink
-from tests.integration.stream_core_support import TopicTail, core_settings
+from tests.integration.stream_core_support import core_settings
 from tests.support.event_log import append
 from tests.support.kafka import publish_json, request
+from tests.support.log_reader import TopicTail
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow

@@ -1,15 +1,12 @@
-"""Kafka helpers for tests: publish raw records, read a topic from the start."""
+"""Kafka helpers for tests: build and publish raw requests (reading: ``tests.support.log_reader``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaProducer
 
 
 def request(user: str, title: str = "Hello", **data: Any) -> dict[str, Any]:
@@ -43,36 +40,3 @@ async def publish(
 async def publish_json(bootstrap: str, topic: str, user: str, body: dict[str, Any]) -> None:
     """Publish one JSON record keyed by ``user``."""
     await publish(bootstrap, topic, [(user.encode(), json.dumps(body).encode())])
-
-
-async def read_topic(
-    bootstrap: str, topic: str, *, until: int, timeout: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the beginning until ``until`` records have been seen (or fail)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = None
-        deadline = time.monotonic() + timeout
-        while not partitions:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer.topics()
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"topic {topic} does not exist")
-                await asyncio.sleep(0.1)
-        from aiokafka import TopicPartition
-
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        seen: list[ConsumerRecord[bytes, bytes]] = []
-        while len(seen) < until:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {len(seen)} of {until} records on {topic} after {timeout}s")
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                seen.extend(records)
-        return seen
-    finally:
-        await consumer.stop()
