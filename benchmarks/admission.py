@@ -7,21 +7,30 @@ table write sends to Kafka: the JSON of the changed entries). Baseline in the sa
 the same user measured fresh. For contrast it also runs the previous design (one record
 per user holding every key of the window, decoded and re-encoded on each request).
 
-    uv run python -m benchmarks.admission [--keys 4000] [--requests 2000]
+It also prints the CPU and the Python function calls (cProfile's count, which the machine's
+load does not move) of ingest's whole in-process step per request, as the throughput
+benchmark's burst feeds it: decode and validate the request bytes, ``decide_request``,
+the admission step, encode the outcome (the Kafka sends and the table's changelog aside).
+
+    uv run python -m benchmarks.admission [--keys 4000] [--requests 2000] [--ingest-requests 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import statistics
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve, request_keys
 from engine.notification import decide_request
 from engine.priority import Priority
 from engine.rate_limit import default_limits
+from schemas.codec import decode, encode
 from schemas.envelope import Envelope
 from schemas.events import NotificationAccepted, NotificationRequested
 from streams.admission_store import AdmissionStore
@@ -99,6 +108,52 @@ def measure(step: str, prior_keys: int, requests: int) -> tuple[float, float, fl
     return elapsed / requests * 1e6, table.written / requests, table.written / acceptances
 
 
+def ingest_step(requests: int, users: int = 200, limit: int = 500) -> tuple[float, float]:
+    """(CPU us, Python calls) per request of ingest's in-process step, over a burst round-robin over ``users``.
+
+    Requests as ``benchmarks.throughput`` sends them (no idempotency key), with its rate limit,
+    so each user's rate window grows to ``requests / users`` admissions.
+    """
+    policy = AdmissionPolicy(default_limits(limit, 50, 20, 3600), dedupe_window_seconds=24 * 3600)
+    raws = [
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "type": "notification.requested",
+                "id": str(uuid.uuid4()),
+                "source": "bench",
+                "data": {"user_id": f"user-{i % users}", "title": f"burst {i}", "body": "x" * 200, "data": {"n": 1}},
+            }
+        ).encode()
+        for i in range(requests)
+    ]
+
+    def burst() -> None:
+        store = AdmissionStore({}, policy)
+        for i, raw in enumerate(raws):
+            request = decode(raw, max_bytes=1 << 20)
+            now = datetime.now(UTC)
+            [decided] = decide_request(request, topic_priority=Priority.HIGH, now=now)
+            data = decided.data
+            assert isinstance(data, NotificationAccepted)
+            source = f"herald.requests.high/0/{i}"
+            store.expire(0, now=now.timestamp())
+            state = store.view(data.user_id, request_keys(data), data.priority)
+            outcome = decide_admission(state, decided, source=source, policy=policy, now=now)
+            after = evolve(state, outcome, source=source, policy=policy)
+            if after is not state:
+                store.save(data.user_id, state, after, partition=0)
+            encode(outcome)
+
+    started = time.process_time()
+    burst()
+    cpu = time.process_time() - started
+    profile = cProfile.Profile()
+    profile.runcall(burst)
+    calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+    return cpu / requests * 1e6, calls / requests
+
+
 Row = tuple[str, str, str, str, str]
 
 
@@ -146,11 +201,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", type=int, default=4000, help="requests the busy user made inside the window")
     p.add_argument("--requests", type=int, default=2000, help="requests measured")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--ingest-requests", type=int, default=10_000, help="burst for the ingest step's cost (0: skip)")
     return p
 
 
 def main() -> None:
     args = parser().parse_args()
+    if args.ingest_requests:
+        cpu, calls = ingest_step(args.ingest_requests)
+        print(
+            f"ingest step (decode, decide, admission, encode), burst of {args.ingest_requests:,} over 200 users: "
+            f"{cpu:.1f} us CPU and {calls:.0f} Python calls per request"
+        )
     med = run(args)
     for step, name in (("store", "herald (one entry per key)"), ("record", "previous (one record per user)")):
         fresh, busy = med[(step, 0)], med[(step, args.keys)]
