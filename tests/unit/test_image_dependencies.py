@@ -31,7 +31,9 @@ def canonical(name: str) -> str:
 
 
 def uv() -> list[str]:
-    found = shutil.which("uv")
+    """The uv running this suite (``uv run`` sets ``UV``), else one on PATH: a user's pip install
+    puts uv in ~/.local/bin, often not on PATH, and the environment's python has no uv module."""
+    found = os.environ.get("UV") or shutil.which("uv")
     return [found] if found else ["python3", "-m", "uv"]
 
 
