@@ -16,7 +16,7 @@ uv:
 	    $$sudo apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null; }; \
 	  echo "installing uv with pip"; \
-	  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet uv; }
+	  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet uv; }
 
 sync: uv
 	@$(UV) sync --frozen --quiet --compile-bytecode
