@@ -101,10 +101,13 @@ def _reference_check(admitted: list[tuple[float, str]], policy: RateLimit, now: 
 @settings(max_examples=200, deadline=None)
 @given(
     steps=st.lists(
-        st.tuples(st.floats(min_value=-50, max_value=200, allow_nan=False), st.integers(0, 6)), min_size=1, max_size=80
+        # Half-second steps, so admissions often sit exactly on a window's edge.
+        st.tuples(st.integers(-20, 120).map(lambda t: t / 2), st.integers(0, 6)),
+        min_size=1,
+        max_size=80,
     ),
     limit=st.integers(1, 6),
-    length=st.integers(1, 60),
+    length=st.integers(1, 20),
 )
 def test_the_window_search_agrees_with_a_scan_of_every_admission_even_when_clocks_go_back(
     steps: list[tuple[float, int]], limit: int, length: int
