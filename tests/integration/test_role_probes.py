@@ -4,6 +4,7 @@ and a role that cannot work says so on /readyz instead of looking alive."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +29,18 @@ async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, ob
         return 0, repr(exc)
 
 
+async def _until(
+    http: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes], log: Path, status: int, what: str
+) -> None:
+    """Until ``url`` answers ``status``; the role must stay up meanwhile."""
+
+    async def answered() -> bool:
+        assert proc.poll() is None, f"the role exited; see {log}"
+        return (await _get(http, url))[0] == status
+
+    await eventually(answered, timeout=90, interval=0.2, what=what)
+
+
 async def test_a_projector_is_ready_then_names_its_lost_database(
     kafka_bootstrap: str, redis_url: str, output_dir: Path
 ) -> None:
@@ -40,12 +53,7 @@ async def test_a_projector_is_ready_then_names_its_lost_database(
         proc = start_role("projector", settings, log)
         try:
             async with aiohttp.ClientSession() as http:
-
-                async def ready() -> bool:
-                    assert proc.poll() is None, f"the projector exited; see {log}"
-                    return (await _get(http, f"{base}/readyz"))[0] == 200
-
-                await eventually(ready, timeout=90, interval=0.2, what="the projector ready")
+                await _until(http, f"{base}/readyz", proc, log, 200, "the projector ready")
                 assert (await _get(http, f"{base}/healthz"))[0] == 200
                 status, metrics = await _get(http, f"{base}/metrics")
                 assert status == 200 and "kafka_consumer_lag" in str(metrics)
@@ -77,12 +85,7 @@ async def test_a_worker_waiting_for_its_broker_is_alive_but_not_ready(
         proc = start_role("worker", settings, log)
         try:
             async with aiohttp.ClientSession() as http:
-
-                async def answering() -> bool:
-                    assert proc.poll() is None, f"the worker exited; see {log}"
-                    return (await _get(http, f"{base}/healthz"))[0] == 200
-
-                await eventually(answering, timeout=60, interval=0.2, what="the worker's probes")
+                await _until(http, f"{base}/healthz", proc, log, 200, "the worker's probes")
                 status, body = await _get(http, f"{base}/readyz")
                 assert status == 503 and isinstance(body, dict) and body["failed"] == ["starting"], body
                 assert (await _get(http, f"{base}/metrics"))[0] == 200
@@ -92,11 +95,6 @@ async def test_a_worker_waiting_for_its_broker_is_alive_but_not_ready(
         proc = start_role("worker", ready_settings, log)
         try:
             async with aiohttp.ClientSession() as http:
-
-                async def ready() -> bool:
-                    assert proc.poll() is None, f"the worker exited; see {log}"
-                    return (await _get(http, f"{base}/readyz"))[0] == 200
-
-                await eventually(ready, timeout=90, interval=0.2, what="the worker ready once its broker is there")
+                await _until(http, f"{base}/readyz", proc, log, 200, "the worker ready once its broker is there")
         finally:
             stop_role(proc)

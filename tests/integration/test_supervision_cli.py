@@ -80,28 +80,37 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def _dying(module: str, attribute: str, args: str, bug: str, role: str) -> str:
+    """A script that replaces ``module.attribute`` (a coroutine method) with one raising ``bug``, then runs ``role``."""
+    owner, _, method = attribute.rpartition(".")
+    return f"""
+        import {module} as target
+
+        async def dying(self, {args}):
+            raise RuntimeError("{bug} (injected by the test)")
+
+        target.{owner}.{method} = dying
+        from herald.cli import main
+        raise SystemExit(main(["{role}"]))
+    """
+
+
+def _exit_of(script: str, settings: Settings, log: Path, **extra: str) -> tuple[int | None, str]:
+    proc = _start(script, _env(settings, **extra), log)
+    try:
+        status = _exit_status(proc, within=60)
+    finally:
+        _stop(proc)
+    return status, log.read_text()
+
+
 async def test_herald_projector_exits_1_when_its_projector_task_dies(
     kafka_bootstrap: str, redis_url: str, output_dir: Path
 ) -> None:
-    script = """
-        import projections.projector as projector
-
-        async def dying(self, stopping):
-            raise RuntimeError("projector bug (injected by the test)")
-
-        projector.Projector.run = dying
-        from herald.cli import main
-        raise SystemExit(main(["projector"]))
-    """
-    log = output_dir / "supervision-projector.log"
+    script = _dying("projections.projector", "Projector.run", "stopping", "projector bug", "projector")
     with own_database("herald_supervision_cli") as url:
         settings = isolated_settings(kafka_bootstrap, url, redis_url)
-        proc = _start(script, _env(settings), log)
-        try:
-            status = _exit_status(proc, within=60)
-        finally:
-            _stop(proc)
-    text = log.read_text()
+        status, text = _exit_of(script, settings, output_dir / "supervision-projector.log")
     assert status == 1, f"the process should exit 1 after its projector died; it gave {status}:\n{text[-3000:]}"
     assert "projector died" in text and "projector bug (injected by the test)" in text
     assert "ERROR" in text
@@ -142,25 +151,11 @@ async def test_herald_worker_exits_1_when_an_agent_crashes(
 async def test_herald_api_exits_1_when_a_gateway_task_dies(
     kafka_bootstrap: str, redis_url: str, output_dir: Path
 ) -> None:
-    script = """
-        import api.ws.presence as presence
-
-        async def dying(self, held):
-            raise RuntimeError("presence bug (injected by the test)")
-
-        presence.RedisPresence._refresh_forever = dying
-        from herald.cli import main
-        raise SystemExit(main(["api"]))
-    """
-    log = output_dir / "supervision-api.log"
+    script = _dying("api.ws.presence", "RedisPresence._refresh_forever", "held", "presence bug", "api")
     with own_database("herald_supervision_cli") as url:
         settings = isolated_settings(kafka_bootstrap, url, redis_url)
-        proc = _start(script, _env(settings, HERALD_HTTP_PORT=str(free_port())), log)
-        try:
-            status = _exit_status(proc, within=60)
-        finally:
-            _stop(proc)
-    text = log.read_text()
+        log = output_dir / "supervision-api.log"
+        status, text = _exit_of(script, settings, log, HERALD_HTTP_PORT=str(free_port()))
     assert status == 1, f"the API should exit 1 after its presence refresher died; it gave {status}:\n{text[-3000:]}"
     assert "presence-refresh" in text and "presence bug (injected by the test)" in text
     assert "ERROR" in text
