@@ -411,29 +411,36 @@ async def delayed_then_read(ctx: Ctx) -> None:
 
 @moves("ingest_priority_waits_total", "kafka_consumer_lag")
 async def backlog_under_load(ctx: Ctx) -> None:
-    # A burst of (unreadable, so cheap) low requests, then high ones: the low agent yields
-    # while high records are queued, and the worker's consumer lags while it works through them.
+    # A backlog of valid low requests (each takes real work: admission, a decision appended),
+    # then, once the low agent is working through them, high ones: the low agent yields while
+    # high records are queued, and the worker's consumer lags while it works through them.
+    # The high ones must come after the low ones are fetched: while a high partition lags,
+    # the consumer fetches no low records at all (the consumer-side isolation).
     waits = await ctx.value("ingest_priority_waits_total", priority="low")
     producer = AIOKafkaProducer(bootstrap_servers=ctx.settings.kafka_bootstrap, max_batch_size=16384)
     await producer.start()
+    tag = uuid.uuid4().hex[:6]
     try:
         seen_lag = 0.0
-        # Interleaved, so both agents hold records at once however the machine schedules them
-        # (low first, then high, let a quiet worker finish the low burst before high arrived).
-        # Many short rounds: the consumer-side isolation keeps low records from being fetched
-        # while high ones lag, so a low record meets a busy high agent only in the short
-        # window when both arrive together; each round is one more such window.
-        for _ in range(30):
+        for round_ in range(10):  # each round one more chance, on a machine that schedules as it likes
+            created = await ctx.value("notifications_created_total", priority="low")
+            for n in range(1000):  # distinct users: within the low rate limit
+                user = f"lw-{tag}-{round_}-{n}"
+                low = request(user, f"l{n}", priority="low")
+                await producer.send(ctx.names.request("low"), key=user.encode(), value=json.dumps(low).encode())
+            await producer.flush()
+
+            async def low_under_way(before: float = created) -> bool:
+                return await ctx.value("notifications_created_total", priority="low") > before
+
+            await eventually(low_under_way, timeout=30, interval=0.01, what="the low agent working")
             for n in range(300):
-                await producer.send(ctx.names.request("low"), key=f"u{n % 7}".encode(), value=b"{low")
-                # Valid high requests take real work (admission, a decision appended), so the
-                # high agent still holds records when low ones arrive.
                 high = request(f"u{n % 7}", f"h{n}", priority="high")
                 await producer.send(
                     ctx.names.request("high"), key=f"u{n % 7}".encode(), value=json.dumps(high).encode()
                 )
             await producer.flush()
-            deadline = time.monotonic() + 2
+            deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 samples, _ = await ctx.scrape()
                 lag = [v for lbl, v in samples.get("kafka_consumer_lag", []) if lbl["role"] == "worker"]
