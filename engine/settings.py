@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from engine.priority import Priority
 from engine.webhook import InvalidWebhook, signing_key
 from schemas.errors import HeraldError
 
@@ -73,6 +74,9 @@ NOT_SETTINGS = frozenset(
 )
 """``HERALD_*`` variables that are legitimately set but are not settings: ``from_env`` lets them
 pass. Tests and benchmarks start roles as processes that inherit them."""
+
+PRIORITIES: tuple[str, ...] = tuple(Priority)
+"""The request priorities, highest first."""
 
 PREFIX = "HERALD_"
 """Setting ``foo_bar`` is the variable ``HERALD_FOO_BAR``."""
@@ -302,6 +306,29 @@ class AdmissionSettings(_Concern):
     """A repeated idempotency key (or request id) within this window is a duplicate."""
     priority_isolation: bool = True
     """Medium and low requests wait while high-priority requests are queued (and low for medium)."""
+    worker_priorities: Annotated[tuple[str, ...], NoDecode] = PRIORITIES
+    """Priorities whose requests this worker ingests, comma separated (``herald worker --priorities``
+    overrides it). A subset runs as its own consumer group (the app id suffixed with the priorities,
+    unless it includes ``low``) with its own admission table, so duplicates are detected per group;
+    the channel sinks and the scheduler run only in the worker that ingests ``low``
+    (docs/deployment.md, "Priority split")."""
+
+    @field_validator("worker_priorities", mode="before")
+    @classmethod
+    def _priority_list(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("worker_priorities")
+    @classmethod
+    def _known_priorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in value if p not in PRIORITIES]
+        if bad:
+            raise ValueError(f"HERALD_WORKER_PRIORITIES: unknown priority {bad[0]!r} (high, medium and low exist)")
+        if not value:
+            raise ValueError("HERALD_WORKER_PRIORITIES must name at least one of high, medium, low")
+        if len(set(value)) != len(value):
+            raise ValueError(f"HERALD_WORKER_PRIORITIES names a priority twice: {','.join(value)}")
+        return tuple(p for p in PRIORITIES if p in value)  # canonical order: one app id per set
 
     def _check(self) -> None:
         if self.rate_limit_window_seconds > self.dedupe_window_seconds:

@@ -90,7 +90,7 @@ def install(
     gate = PriorityGate(enabled=settings.priority_isolation)
     probe = LagProbe()
     ingest = Ingest(topics, settings, store, policy, live, contacts)
-    for priority in Priority:
+    for priority in map(Priority, settings.worker_priorities):  # this worker's priorities only (streams.app)
         gate.track_lag(priority, _lag_probe(app, topics.names.request(priority), probe))
         _install_one(app, topics, priority, gate, ingest)
     install_priority_polls(
