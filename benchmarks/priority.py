@@ -7,9 +7,12 @@ benchmark's producer and consumer do not share its event loop. High requests are
 published one at a time at a fixed interval; latency is the time from the send call
 to the moment a consumer of the event log sees the request's acceptance.
 
-    uv run python -m benchmarks.priority [--high 200] [--low 20000] [--interval-ms 20] [--without-gate] [--runs 5]
+    uv run python -m benchmarks.priority [--high 200] [--low 20000] [--interval-ms 20] [--without-gate] [--split]
+        [--runs 5]
 
 ``--without-gate`` repeats the loaded phase on a worker with ``HERALD_PRIORITY_ISOLATION=false``.
+``--split`` also measures high ingest in a worker process of its own (``herald worker --priorities
+high`` beside ``--priorities medium,low``), interleaved with the one-process runs.
 ``--runs 5`` is issue 9's target 6: five runs, each on a fresh broker and a fresh worker, and
 how many of them kept the loaded p99 within 2x of the idle p99 (``summary_rows()`` for ``make bench``).
 """
@@ -33,7 +36,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.common import Row, bench_settings, broker, percentile
-from benchmarks.roles import bench_secret, role
+from benchmarks.roles import Role, bench_secret, role
+from benchmarks.throughput import cpu_seconds
 from engine.settings import Settings
 from engine.topics import TopicNames
 from streams.admin import ensure_topics
@@ -54,10 +58,23 @@ def _request(user: str, title: str) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def worker(settings: Settings) -> AsyncIterator[None]:
-    """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``)."""
-    async with role("worker", settings, tag="-priority"):
-        yield
+async def worker(settings: Settings, *, split: bool = False) -> AsyncIterator[list[Role]]:
+    """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``).
+
+    ``split``: two processes instead, one ingesting high (``--priorities high``), the other
+    medium and low with the sinks (logs ``worker-priority-high.log``, ``worker-priority-medium-low.log``).
+    """
+    if not split:
+        async with role("worker", settings, tag="-priority") as one:
+            yield [one]
+        return
+    high = settings.replace(worker_priorities="high")
+    rest = settings.replace(worker_priorities="medium,low")
+    async with (
+        role("worker", high, tag="-priority-high") as first,
+        role("worker", rest, tag="-priority-medium-low") as second,
+    ):
+        yield [first, second]
 
 
 class Log:
@@ -163,7 +180,12 @@ def _line(name: str, latencies: list[float]) -> str:
     )
 
 
-async def run(args: argparse.Namespace, bootstrap: str, gate: bool) -> dict[str, object]:
+def _loadavg() -> float:
+    """The 1-minute load average (Linux ``/proc``)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bool = False) -> dict[str, object]:
     settings = bench_settings(
         bootstrap,
         "sqlite+aiosqlite:///:memory:",
@@ -179,8 +201,16 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool) -> dict[str,
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
-        async with worker(settings):
+        async with worker(settings, split=split) as workers:
             await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
+            # Low warmed up too (in the split, the other process): no start-up in the measured phases.
+            await publish_low(bootstrap, names.request("low"), 1, "warm")
+            while log.low_accepted < 1:
+                log.check()
+                await asyncio.sleep(0.05)
+            log.low_accepted = 0
+            load_before = _loadavg()
+            cpu_before = [cpu_seconds(w.pid) for w in workers]
             interval = args.interval_ms / 1000
             unloaded, _ = await measure_high(producer, log, names.request("high"), args.high, interval, "a")
             queue_seconds = await publish_low(bootstrap, names.request("low"), args.low, "x")
@@ -198,11 +228,16 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool) -> dict[str,
                 await asyncio.sleep(0.2)
             done = log.low_accepted >= args.low
             drained = time.monotonic() - drain_start + phase if done else float("nan")
+            cpu = [cpu_seconds(w.pid) - before for w, before in zip(workers, cpu_before, strict=True)]
+            load_after = _loadavg()
     finally:
         await producer.stop()
         await log.stop()
     return {
         "gate": gate,
+        "split": split,
+        "load": (load_before, load_after),
+        "cpu_ms_per_request": [c * 1000 / (2 * args.high + args.low) for c in cpu],
         "unloaded": unloaded,
         "loaded": loaded,
         "queue_seconds": queue_seconds,
@@ -220,7 +255,16 @@ def report(args: argparse.Namespace, result: dict[str, object]) -> None:
     assert isinstance(unloaded, list)
     assert isinstance(loaded, list)
     gate = "on" if result["gate"] else "off"
-    print(f"\npriority isolation {gate}: {args.high} high requests, one every {args.interval_ms} ms, per phase")
+    mode = "two worker processes (high | medium+low)" if result["split"] else "one worker process"
+    print(f"\npriority isolation {gate}, {mode}: {args.high} high requests, one every {args.interval_ms} ms, per phase")
+    cpu = result["cpu_ms_per_request"]
+    load = result["load"]
+    assert isinstance(cpu, list)
+    assert isinstance(load, tuple)
+    print(
+        f"  worker CPU per request (both phases and the backlog): {' + '.join(f'{c:.3f}' for c in cpu)} ms;"
+        f" load average {load[0]:.2f} -> {load[1]:.2f}"
+    )
     print(_line("high, no backlog", unloaded))
     print(_line(f"high, {args.low:,} low queued", loaded))
     done_after = result["low_done_after"]
@@ -259,6 +303,8 @@ class Runs:
     results: list[dict[str, object]]
     low: int
     """Low requests queued in each run."""
+    split: bool = False
+    """Whether high ingest ran in a worker process of its own."""
 
     @property
     def ratios(self) -> list[float]:
@@ -273,24 +319,32 @@ class Runs:
         return [percentile(v, 99) for v in values if isinstance(v, list)]
 
 
-async def measure_runs(args: argparse.Namespace, runs: int = 5) -> Runs:
-    """``runs`` times: a fresh broker and ``herald worker``, idle phase, 20,000 low queued, loaded phase."""
-    results = []
+async def measure_runs(args: argparse.Namespace, runs: int = 5) -> list[Runs]:
+    """``runs`` times: a fresh broker and ``herald worker``, idle phase, 20,000 low queued, loaded phase.
+
+    With ``args.split`` each run measures one worker process and then (or first, every other
+    run) two, high in its own: the same conditions for both, interleaved.
+    """
+    modes = [False, True] if args.split else [False]
+    results: dict[bool, list[dict[str, object]]] = {mode: [] for mode in modes}
     for n in range(runs):
-        async with broker() as bootstrap:
-            result = await run(args, bootstrap, gate=True)
-        results.append(result)
-        print(f"run {n + 1} of {runs}: p99 ratio loaded/idle {_ratio99(result):.2f}x", flush=True)
-        report(args, result)
-    return Runs(results, args.low)
+        for split in modes if n % 2 == 0 else modes[::-1]:
+            async with broker() as bootstrap:
+                result = await run(args, bootstrap, gate=True, split=split)
+            results[split].append(result)
+            mode = "split" if split else "one process"
+            print(f"run {n + 1} of {runs}, {mode}: p99 ratio loaded/idle {_ratio99(result):.2f}x", flush=True)
+            report(args, result)
+    return [Runs(results[mode], args.low, mode) for mode in modes]
 
 
 def rows(runs: Runs) -> list[Row]:
     """The summary row: measure, Herald, baseline, ratio, target."""
     count = len(runs.results)
+    mode = ", high in its own worker process" if runs.split else ""
     return [
         (
-            f"priority: high p99 with {runs.low:,} low queued <= 2x idle p99 in >= 4 of 5 runs",
+            f"priority: high p99 with {runs.low:,} low queued <= 2x idle p99 in >= 4 of 5 runs{mode}",
             f"{runs.met} of {count} runs met it; loaded p99 median {statistics.median(runs.p99('loaded')):.1f} ms",
             f"idle p99 median {statistics.median(runs.p99('unloaded')):.1f} ms",
             f"{statistics.median(runs.ratios):.2f}x (median of {count})",
@@ -300,8 +354,8 @@ def rows(runs: Runs) -> list[Row]:
 
 
 async def summary_rows(args: argparse.Namespace) -> list[Row]:
-    """The summary row of ``--runs`` runs (5 without it) with ``args`` of ``parser()``, for ``make bench``."""
-    return rows(await measure_runs(args, args.runs or 5))
+    """The summary rows of ``--runs`` runs (5 without it) with ``args`` of ``parser()``, for ``make bench``."""
+    return [row for runs in await measure_runs(args, args.runs or 5) for row in rows(runs)]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -317,6 +371,11 @@ def parser() -> argparse.ArgumentParser:
         help="worker producer batch size (16384 = production; 1 = the Tansu workaround of the tests and herald dev)",
     )
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also run high ingest in a worker process of its own (herald worker --priorities high), interleaved",
+    )
+    parser.add_argument(
         "--runs", type=int, default=0, help="repeat N times, each on a fresh broker and worker, and print the summary"
     )
     return parser
@@ -325,13 +384,16 @@ def parser() -> argparse.ArgumentParser:
 async def main() -> None:
     args = parser().parse_args()
     if args.runs:
-        runs = await measure_runs(args, args.runs)
-        print(f"\np99 ratios loaded/idle per run: {', '.join(f'{r:.2f}x' for r in runs.ratios)}")
-        for row in rows(runs):
-            print(" | ".join(row))
+        for runs in await measure_runs(args, args.runs):
+            mode = "split" if runs.split else "one process"
+            print(f"\n{mode}: p99 ratios loaded/idle per run: {', '.join(f'{r:.2f}x' for r in runs.ratios)}")
+            for row in rows(runs):
+                print(" | ".join(row))
         return
     async with broker() as bootstrap:
         report(args, await run(args, bootstrap, gate=True))
+        if args.split:
+            report(args, await run(args, bootstrap, gate=True, split=True))
         if args.without_gate:
             report(args, await run(args, bootstrap, gate=False))
 

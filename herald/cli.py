@@ -42,7 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="herald", description="Event-sourced real-time notification engine on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="everything in one process: embedded broker, SQLite, API and demo page")
-    sub.add_parser("worker", help="stream agents (ingest, router, sinks)")
+    worker = sub.add_parser("worker", help="stream agents (ingest, router, sinks)")
+    worker.add_argument(
+        "--priorities",
+        default=None,
+        help="ingest only these priorities, comma separated (e.g. high): HERALD_WORKER_PRIORITIES",
+    )
     sub.add_parser("projector", help="event log -> read models")
     sub.add_parser("api", help="REST API and WebSocket gateway")
     sub.add_parser("rebuild", help="drop the read models and replay the event log into them (projector stopped)")
@@ -61,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command == "worker" and args.priorities is not None:
+            settings = settings.replace(worker_priorities=args.priorities)
         if args.command in PRODUCTION_ROLES:
             # Imported here: the API's libraries (aiohttp, pyjwt) cost the tools ~0.3 s of start-up.
             from api.auth import refuse_dev_defaults

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +10,10 @@ from typing import Any
 
 import faust
 
+from engine.priority import Priority
 from engine.settings import Settings
+from schemas.envelope import Envelope
+from schemas.events import ContactUpdated
 from streams import delivery_attempt, ingest, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
 from streams.dead_letters import header_items
@@ -20,6 +24,8 @@ from streams.live_dispatch import LiveDispatch
 from streams.topics import Topics, declare
 from streams.websocket_dispatch import Dispatcher
 
+log = logging.getLogger(__name__)
+
 
 def create_app(
     settings: Settings, *, dispatcher: Dispatcher, sinks: Sequence[delivery_attempt.Sink] = ()
@@ -29,10 +35,10 @@ def create_app(
     ``sinks`` are the channels on the generic retry path (email, APNs): one agent each.
     """
     app = faust.App(
-        settings.app_id,
+        worker_app_id(settings),
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
-        datadir=str(Path(tempfile.gettempdir()) / f"herald-faust-{settings.app_id}"),
+        datadir=str(Path(tempfile.gettempdir()) / f"herald-faust-{worker_app_id(settings)}"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         producer_max_batch_size=settings.producer_max_batch_size,
@@ -55,19 +61,60 @@ def create_app(
     _commit_after_live_frames(app, live)
     # Routing honours each user's contact preferences: the worker folds contact.updated
     # (in the registry the sinks share, or its own when it runs no sink).
-    registry = _registry(sinks)
+    sinking = runs_sinks(settings)
+    registry = _registry(sinks) if sinking else ContactsOnly()
     registry.bind(app, topics, settings.topic_partitions)
     ingest.install(app, topics, settings, live, registry.preferences)
-    scheduler.install(app, topics, settings)
-    websocket_sink.install(app, topics, live)
-    for sink in sinks:
-        delivery_attempt.install(app, topics, settings, sink)
+    if sinking:
+        scheduler.install(app, topics, settings)
+        websocket_sink.install(app, topics, live)
+        for sink in sinks:
+            delivery_attempt.install(app, topics, settings, sink)
+    elif sinks:
+        log.info(
+            "channel sinks not run here: they run in the worker that ingests low",
+            extra={"priorities": ",".join(settings.worker_priorities)},
+        )
     _skip_events_no_agent_needs(app, topics)
     app.finalize()
     return app, topics
 
 
 REGISTRY_AGENT = "herald.device-registry"
+
+
+def runs_sinks(settings: Settings) -> bool:
+    """Whether this worker runs the channel sinks, the WebSocket sink and the scheduler.
+
+    Exactly the worker that ingests ``low`` does: however the three priorities are split
+    between workers (each ingested by one group), one group runs them, never two or none.
+    """
+    return Priority.LOW in settings.worker_priorities
+
+
+def worker_app_id(settings: Settings) -> str:
+    """The Faust app id, and so the consumer group and the tables' changelog topics, of this worker.
+
+    The worker that runs the sinks keeps ``HERALD_APP_ID``: its scheduler agenda, device
+    registry, sent records and delivery offsets stay where an unsplit deployment left them.
+    A worker of a subset without ``low`` gets the id suffixed with its priorities
+    (``herald-high``): its own consumer group and its own admission table (``herald-dedupe``)
+    changelog, never partitions of another group's table.
+    """
+    if runs_sinks(settings):
+        return settings.app_id
+    return "-".join((settings.app_id, *settings.worker_priorities))
+
+
+class ContactsOnly(DeviceRegistry):
+    """The registry of a worker without sinks: it folds ``contact.updated`` (routing reads the
+    preferences) and nothing else, so it never appends the device events the sinks' registry
+    appends (the sink worker's registry alone does that)."""
+
+    def apply(self, env: Envelope) -> list[Envelope]:
+        if isinstance(env.data, ContactUpdated):
+            return super().apply(env)
+        return []
 
 
 def _skip_events_no_agent_needs(app: faust.App, topics: Topics) -> None:
