@@ -124,9 +124,18 @@ async def apply_events(
 
 
 async def apply_prepared(
-    conn: AsyncConnection, partition: int, batch: Sequence[Prepared], writer: Writer | None = None
+    conn: AsyncConnection,
+    partition: int,
+    batch: Sequence[Prepared],
+    writer: Writer | None = None,
+    stat_sink: Counter[stats.Key] | None = None,
 ) -> int:
-    """Apply prepared events (one partition, offset order); return how many were new."""
+    """Apply prepared events (one partition, offset order); return how many were new.
+
+    ``stat_sink``: the batch's counter deltas are added to it instead of being written (a
+    rebuild writes them once, summed over many batches: ``Projector.catch_up``); the
+    caller then owns them, and must count them only once this transaction commits.
+    """
     writer = writer or await writer_for(conn)
     unique: dict[str, Prepared] = {}
     for p in batch:
@@ -161,7 +170,10 @@ async def apply_prepared(
     await writer.upsert_channels(changed_channels)
     await writer.insert_deliveries([p.delivery for p in fresh if p.delivery is not None])
     deltas = _deltas(partition, fresh, prior, states)
-    await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
+    if stat_sink is not None:
+        stat_sink.update(deltas)
+    else:
+        await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
     return len(fresh)
 
 

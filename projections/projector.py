@@ -11,24 +11,26 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.settings import Settings
 from engine.topics import TopicNames
-from projections import poison
+from projections import poison, stats
 from projections.batch import Prepared, apply_prepared, prepare, writer_for
 from projections.contiguity import Contiguity
 from projections.models import ProjectorOffset
 from projections.poison import Skipped, describe
 from projections.reader import read_with_data
+from projections.sql import insert_for
 from schemas.errors import HeraldError
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,13 @@ RETRY_MAX_DELAY = 5.0
 RETRY_HORIZON = 120.0
 """Seconds of failed retries after which the projector gives up and stops (the process exits
 and is restarted): well inside Kafka's poll interval, well past a database failover."""
+
+DEFERRED_STATS_LIMIT = 250_000
+"""Distinct counters a rebuild sums in memory before writing them (``catch_up(defer_stats=True)``):
+about 60 MB; a log with more counters than this (users x metrics) is written in several passes."""
+REBUILDING = -1
+"""``projector_offsets.partition`` of the row that marks a replay whose summed stat counters are
+not written yet (see ``catch_up(defer_stats=True)``): no partition has this number."""
 
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between two collections of the youngest generation while projecting (Python's
@@ -89,6 +98,13 @@ class TopicMissing(HeraldError):
     retriable = True
 
 
+class UnfinishedRebuild(HeraldError):
+    """A replay that summed stat counters in memory stopped before writing them: the read models
+    are incomplete until ``herald rebuild`` runs again."""
+
+    retriable = False
+
+
 class Projector:
     """Consumes ``herald.events`` and keeps the read models up to date."""
 
@@ -106,6 +122,8 @@ class Projector:
         """Events skipped since start because they could not be applied (see ``projections.poison``)."""
         self._since_analyze = 0
         self._analyze_at = ANALYZE_FIRST
+        self._deferred: Counter[stats.Key] | None = None
+        """Counter deltas of committed transactions not written yet (a rebuild), else None."""
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Project until ``stopping`` is set; any error that retries cannot cure propagates.
@@ -116,6 +134,7 @@ class Projector:
         """
         s = self._settings
         _tune_gc()
+        await self._refuse_unfinished_rebuild()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.projector_group,
@@ -317,15 +336,21 @@ class Projector:
                 delay = min(delay * 2, RETRY_MAX_DELAY)
 
     async def _apply(self, partition: int, batch: list[Prepared], skipped: list[Skipped], next_offset: int) -> None:
+        sink: Counter[stats.Key] | None = None if self._deferred is None else Counter()
         async with self._engine.begin() as conn:
             writer = await writer_for(conn)
             stored = await writer.claim_offset(self._topic, partition)
             # Positions below the checkpoint were applied (or skipped) before a crash or rebalance.
-            fresh = await apply_prepared(conn, partition, [p for p in batch if p.offset >= stored], writer)
+            fresh = await apply_prepared(conn, partition, [p for p in batch if p.offset >= stored], writer, sink)
             skipped = [s for s in skipped if s.offset >= stored]
             await poison.record(conn, self._topic, partition, skipped)
             next_offset = max(stored, next_offset)
             await writer.store_offset(self._topic, partition, next_offset)
+        if sink and self._deferred is not None:
+            # Committed: its deltas count now (a transaction that failed and is retried adds nothing).
+            self._deferred.update(sink)
+            if len(self._deferred) >= DEFERRED_STATS_LIMIT:
+                await self._retrying(self._write_deferred)
         poison.report(self._topic, partition, skipped)
         self.applied += fresh
         self.skipped += len(skipped)
@@ -336,6 +361,38 @@ class Projector:
         if self._since_analyze >= self._analyze_at and self._engine.dialect.name == "postgresql":
             self._analyze_at = min(self._analyze_at * 2, ANALYZE_EVERY)
             await self._analyze()
+
+    async def _write_deferred(self, *, finished: bool = False) -> None:
+        """Write the summed counter deltas in one transaction; ``finished``: also remove the
+        marker of an unfinished replay (everything committed is then counted)."""
+        deltas, self._deferred = self._deferred or Counter(), Counter()
+        try:
+            async with self._engine.begin() as conn:
+                writer = await writer_for(conn)
+                await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
+                if finished:
+                    o = ProjectorOffset
+                    await conn.execute(delete(o).where(o.topic == self._topic, o.partition == REBUILDING))
+        except BaseException:
+            deltas.update(self._deferred or ())  # whatever committed meanwhile
+            self._deferred = deltas
+            raise
+        log.info("stat counters written", extra={"counters": len(deltas), "finished": finished})
+
+    async def _refuse_unfinished_rebuild(self) -> None:
+        """Raise ``UnfinishedRebuild`` if a replay left stat counters unwritten (see ``REBUILDING``)."""
+        if REBUILDING in await self.stored_offsets():
+            raise UnfinishedRebuild(
+                f"a replay of {self._topic} stopped before writing its stat counters: run herald rebuild again"
+            )
+
+    async def _mark_rebuilding(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert_for(conn, ProjectorOffset)
+                .values(topic=self._topic, partition=REBUILDING, next_offset=0)
+                .on_conflict_do_nothing()
+            )
 
     async def _analyze(self) -> None:
         # Autovacuum refreshes planner statistics about once a minute; a fast-growing read
@@ -353,6 +410,7 @@ class Projector:
         idle_timeout: float = 2.0,
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        defer_stats: bool = False,
     ) -> int:
         """Project every partition up to the end of the log now, without a consumer group.
 
@@ -363,10 +421,31 @@ class Projector:
         ``CATCH_UP_BATCH``: nobody waits on a rebuild's rows, so bigger transactions win).
         ``progress(done, total)`` is called after each transaction (events applied or
         skipped, and the count at the start between the stored and the end offsets).
+        ``defer_stats``: sum the stat counters' deltas in memory and write them at the end
+        (and whenever ``DEFERRED_STATS_LIMIT`` counters are pending): one upsert per counter
+        instead of one per batch that moves it, the largest share of a replay's database work.
+        Meanwhile a marker row (``REBUILDING``) says the counters lag the rows: it goes with
+        the last write, and a replay that stops before that (killed) leaves it, so the
+        projector refuses to start on those read models until ``herald rebuild`` runs again.
         Returns the events applied.
         """
-        s = self._settings
         _tune_gc()
+        await self._refuse_unfinished_rebuild()
+        if defer_stats:
+            await self._mark_rebuilding()
+            self._deferred = Counter()
+        try:
+            return await self._catch_up(idle_timeout, batch_size, progress)
+        finally:
+            if self._deferred is not None:
+                # Also when the replay failed: what committed is counted, and the marker goes.
+                await self._retrying(lambda: self._write_deferred(finished=True))
+                self._deferred = None
+
+    async def _catch_up(
+        self, idle_timeout: float, batch_size: int | None, progress: Callable[[int, int], None] | None
+    ) -> int:
+        s = self._settings
         size = batch_size or max(s.projector_batch_size, CATCH_UP_BATCH)
         # "earliest" even though every partition is positioned explicitly below: an assigned
         # partition may start resetting by the default policy ("latest") before the seek, and

@@ -123,7 +123,7 @@ async def rebuild(
     await migrate(engine)
     deferred = await _drop_secondary_indexes(engine)
     try:
-        return await Projector(settings, engine).catch_up(progress=progress)
+        return await Projector(settings, engine).catch_up(progress=progress, defer_stats=True)
     finally:
         await _create_indexes(engine, deferred, indexing)
 
