@@ -26,21 +26,32 @@ the worker's ingest decisions on the log; pushes/rows = the sink or the projecto
 CPU seconds each role used.
 
     uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100] [--in-flight 100]
+        [--workers 1] [--profile DIR] [--worker-tree DIR]
 
-``--users 0`` measures the push bulk alone (no raw loop baseline, no campaign).
+``--users 0`` measures the push bulk alone (no raw loop baseline, no campaign); ``--devices 0``
+the campaign alone (no raw h2 baseline, no devices; the warm-up is a small ``user_ids`` bulk).
+``--workers N`` runs N ``herald worker`` processes in one consumer group (the request topics'
+partitions, and so the campaign's users, spread over them); the CPU of each is printed and
+their sum is the worker's figure. ``--profile DIR`` records every worker with py-spy during
+the measured bulks (``uv tool install py-spy``). ``--worker-tree DIR`` runs the workers from
+another checkout of the project (``git archive <commit> | tar -x -C DIR``) for a comparison
+of the same build of everything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import jwt
@@ -67,6 +78,8 @@ KEY_ID, TEAM_ID = "KEY1234567", "TEAM123456"
 PRODUCER_LINGER_MS = 5
 WARM_DEVICES = 20
 """Devices of the unmeasured warm-up bulk (group joins, the APNs connection, caches)."""
+WARM_USERS = 200
+"""Users of the unmeasured warm-up bulk when there is no push bulk (``--devices 0``)."""
 IDLE_SAMPLE_SECONDS = 3.0
 """How long the roles' idle CPU is sampled before the measured bulks."""
 
@@ -299,8 +312,9 @@ async def run_herald(
     tokens: list[str],
     args: argparse.Namespace,
     say: Callable[[str], None],
-) -> tuple[Bulk, Bulk | None]:
-    """The devices measure, then the users measure (unless ``--users 0``), against the same three role processes."""
+) -> tuple[Bulk | None, Bulk | None]:
+    """The devices measure (unless ``--devices 0``), then the users measure (unless ``--users 0``),
+    against the same role processes (``--workers`` workers in one group, a projector, an API)."""
     port = free_port()
     settings = bench_settings(
         bootstrap,
@@ -326,27 +340,45 @@ async def run_herald(
     log = Acceptances(bootstrap, f"{settings.topic_prefix}events")
     service = mint_token(settings, "bench-bulk", scopes=(SCOPE_WRITE,))
     timeout = aiohttp.ClientTimeout(total=900)
-    async with (
-        role("projector", settings, tag="-bulk") as projector,
-        role("worker", settings, tag="-bulk") as worker,
-        role("api", settings, tag="-bulk") as api,
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {service}"}, timeout=timeout) as http,
-    ):
-        roles = [worker, api, projector]
+    async with contextlib.AsyncExitStack() as stack:
+        projector = await stack.enter_async_context(role("projector", settings, tag="-bulk"))
+        workers = [
+            await stack.enter_async_context(
+                role("worker", settings, tag=f"-bulk-{i}" if args.workers > 1 else "-bulk", root=args.worker_tree)
+            )
+            for i in range(args.workers)
+        ]
+        api = await stack.enter_async_context(role("api", settings, tag="-bulk"))
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {service}"}, timeout=timeout)
+        )
+        roles = [*workers, api, projector]
+        if len(workers) > 1:  # distinct names for the CPU figures
+            for i, worker in enumerate(workers):
+                worker.name = f"worker{i + 1}"
         await wait_ready(base, api)
         await log.start()
         try:
-            await register(settings, f"{settings.topic_prefix}events", warm + devices)
-            await devices_projected(database_url, f"bulkw-{tag}-", len(warm), 300)
-            await devices_projected(database_url, f"bulkd-{tag}-", len(devices), 300)
-            # Warm-up, not measured: a small bulk through every stage.
-            warm_tokens = [t for _, t in warm]
-            warmup = Bulk(len(warm_tokens))
-            bulk_id = await post_bulk(http, base, {"device_tokens": warm_tokens, "title": "warm-up"}, warmup)
-            await log.wait(bulk_id, len(warm_tokens), 300)
-            await pushes_received(emulator, warm_tokens, 300)
-            await rows_of_bulk(database_url, bulk_id, len(warm_tokens), 300)
-            emulator.clear()
+            # Warm-up, not measured: a small bulk through every stage (group joins, connections, caches).
+            if tokens:
+                await register(settings, f"{settings.topic_prefix}events", warm + devices)
+                await devices_projected(database_url, f"bulkw-{tag}-", len(warm), 300)
+                await devices_projected(database_url, f"bulkd-{tag}-", len(devices), 300)
+                warm_tokens = [t for _, t in warm]
+                warmup = Bulk(len(warm_tokens))
+                bulk_id = await post_bulk(http, base, {"device_tokens": warm_tokens, "title": "warm-up"}, warmup)
+                await log.wait(bulk_id, len(warm_tokens), 300)
+                await pushes_received(emulator, warm_tokens, 300)
+                await rows_of_bulk(database_url, bulk_id, len(warm_tokens), 300)
+                emulator.clear()
+            else:
+                # Enough users that every request partition (so every worker) sees some.
+                warm_users = [f"bulkw-{tag}-{i}" for i in range(WARM_USERS)]
+                warmup = Bulk(len(warm_users))
+                body: dict[str, object] = {"user_ids": warm_users, "channels": ["websocket"], "title": "warm-up"}
+                bulk_id = await post_bulk(http, base, body, warmup)
+                await log.wait(bulk_id, len(warm_users), 300)
+                await rows_of_bulk(database_url, bulk_id, len(warm_users), 300)
             # What the roles burn doing nothing (polls, timers): part of any bulk's CPU, per second of it.
             idle_before = {r.name: cpu_seconds(r.pid) for r in roles}
             await asyncio.sleep(IDLE_SAMPLE_SECONDS)
@@ -356,17 +388,53 @@ async def run_herald(
             )
             say(f"idle CPU before the bulk: {idle}")
 
-            say(f"{len(devices):,} devices registered and projected; measuring the push bulk")
-            pushes = await _measure(roles, http, base, log, database_url, emulator, tokens, args)
-            say(f"devices, {len(tokens):,}: {pushes.seconds:.2f} s; {pushes.stages()}")
+            pushes = None
+            if tokens:
+                say(f"{len(devices):,} devices registered and projected; measuring the push bulk")
+                async with profiled(workers, args.profile, "devices"):
+                    pushes = await _measure(roles, http, base, log, database_url, emulator, tokens, args)
+                say(f"devices, {len(tokens):,}: {pushes.seconds:.2f} s; {pushes.stages()}")
             campaign = None
             if args.users:
                 users = [f"bulku-{tag}-{i}" for i in range(args.users)]
-                campaign = await _measure(roles, http, base, log, database_url, None, users, args)
+                async with profiled(workers, args.profile, "users"):
+                    campaign = await _measure(roles, http, base, log, database_url, None, users, args)
                 say(f"users, {len(users):,}: {campaign.seconds:.2f} s; {campaign.stages()}")
         finally:
             await log.stop()
     return pushes, campaign
+
+
+@contextlib.asynccontextmanager
+async def profiled(workers: list[Role], out: str | None, what: str) -> AsyncIterator[None]:
+    """py-spy on every worker for the block (``out/<worker>-<what>.txt``, collapsed stacks); nothing without ``out``."""
+    if not out:
+        yield
+        return
+    os.makedirs(out, exist_ok=True)
+    procs = []
+    for w in workers:
+        command = [
+            "py-spy",
+            "record",
+            "-r",
+            "100",
+            "-f",
+            "raw",
+            "-o",
+            f"{out}/{w.name}-{what}.txt",
+            "--pid",
+            str(w.pid),
+        ]
+        devnull = asyncio.subprocess.DEVNULL
+        procs.append(await asyncio.create_subprocess_exec(*command, stdout=devnull, stderr=devnull))
+    await asyncio.sleep(1)  # attached before the bulk starts
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+            await proc.wait()
 
 
 async def _measure(
@@ -397,6 +465,9 @@ async def _measure(
     else:
         bulk.projected = await rows_of_bulk(database_url, bulk_id, len(targets), args.within)
     bulk.cpu = {r.name: cpu_seconds(r.pid) - cpu_before[r.name] for r in roles}
+    workers = [r.name for r in roles if r.name.startswith("worker")]
+    if len(workers) > 1:
+        bulk.cpu["workers together"] = sum(bulk.cpu[name] for name in workers)
     bulk.load = os.getloadavg()[0]
     return bulk
 
@@ -406,7 +477,8 @@ async def _measure(
 
 @dataclass
 class Result:
-    pushes: Bulk
+    pushes: Bulk | None
+    """``None`` with ``--devices 0``."""
     campaign: Bulk | None
     """``None`` with ``--users 0``."""
     raw_push_seconds: float
@@ -427,9 +499,11 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = _say) -
         keys={KEY_ID: (TEAM_ID, public_pem)}, topics=[TOPIC], inspect_port=None, max_records=2 * args.devices + 1000
     )
     async with broker() as bootstrap, emulator:
-        raw_push = await raw_pushes(emulator, private_pem, tokens, args.concurrency)
-        emulator.clear()
-        say(f"baseline: raw h2, {len(tokens):,} pushes in {raw_push:.2f} s")
+        raw_push = 0.0
+        if tokens:
+            raw_push = await raw_pushes(emulator, private_pem, tokens, args.concurrency)
+            emulator.clear()
+            say(f"baseline: raw h2, {len(tokens):,} pushes in {raw_push:.2f} s")
         loop_seconds = 0.0
         if args.users:
             loop_args = argparse.Namespace(users=1000, rate=100.0, seconds=1.0, burst=args.users)
@@ -445,19 +519,22 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = _say) -
 def rows(result: Result, args: argparse.Namespace) -> list[Row]:
     """Summary rows: measure, Herald, baseline, ratio (baseline time / Herald time), target."""
     p, c = result.pushes, result.campaign
-    summary = [
-        (
-            f"bulk to {args.devices:,} APNs device tokens: POST -> every push at the emulator",
-            f"{p.seconds:.1f} s ({args.devices / p.seconds:,.0f}/s)",
-            f"{result.raw_push_seconds:.1f} s (raw h2, {args.concurrency} in flight)",
-            f"{result.raw_push_seconds / p.seconds:.2f}",
-            "<= 20 s",
-        ),
-    ]
-    if c is not None:
+    summary: list[Row] = []
+    if p is not None:
         summary.append(
             (
-                f"bulk to {args.users:,} user_ids: POST -> all accepted and projected",
+                f"bulk to {args.devices:,} APNs device tokens: POST -> every push at the emulator",
+                f"{p.seconds:.1f} s ({args.devices / p.seconds:,.0f}/s)",
+                f"{result.raw_push_seconds:.1f} s (raw h2, {args.concurrency} in flight)",
+                f"{result.raw_push_seconds / p.seconds:.2f}",
+                "<= 20 s",
+            )
+        )
+    if c is not None:
+        workers = f", {args.workers} workers" if args.workers > 1 else ""
+        summary.append(
+            (
+                f"bulk to {args.users:,} user_ids: POST -> all accepted and projected{workers}",
                 f"{c.seconds:.1f} s ({args.users / c.seconds:,.0f}/s)",
                 f"{result.raw_loop_seconds:.1f} s (raw aiokafka loop)",
                 f"{result.raw_loop_seconds / c.seconds:.2f}",
@@ -467,6 +544,10 @@ def rows(result: Result, args: argparse.Namespace) -> list[Row]:
     return summary
 
 
+def _absolute(path: str) -> Path:
+    return Path(path).resolve()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", type=int, default=10_000, help="device tokens (one user each) in the push bulk")
@@ -474,6 +555,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=100, help="pushes in flight for the raw h2 baseline")
     p.add_argument(
         "--in-flight", type=int, default=100, help="HERALD_APNS_MAX_IN_FLIGHT of the worker (1: one push at a time)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="herald worker processes in one consumer group")
+    p.add_argument("--profile", metavar="DIR", help="py-spy every worker during the measured bulks (stacks in DIR)")
+    p.add_argument(
+        "--worker-tree", metavar="DIR", type=_absolute, help="run the workers from this checkout of the project"
     )
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")

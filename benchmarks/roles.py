@@ -45,13 +45,22 @@ class Role:
 
 
 @contextlib.asynccontextmanager
-async def role(name: str, settings: Settings, *, tag: str = "", **extra: str) -> AsyncIterator[Role]:
-    """``herald NAME`` in its own process for the duration of the block; its log in test-output."""
+async def role(
+    name: str, settings: Settings, *, tag: str = "", root: Path | None = None, **extra: str
+) -> AsyncIterator[Role]:
+    """``herald NAME`` in its own process for the duration of the block; its log in test-output.
+
+    ``root``: run the code of another checkout of the project (its directory comes first on
+    the import path), e.g. to compare a role's CPU between two commits in one run.
+    """
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{name}{tag}.log"
+    env = role_env(settings, **extra)
+    if root is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "herald.cli", name, env=role_env(settings, **extra), cwd=ROOT, stdout=out, stderr=out
+            sys.executable, "-m", "herald.cli", name, env=env, cwd=root or ROOT, stdout=out, stderr=out
         )
         running = Role(name, proc, log)
         try:
