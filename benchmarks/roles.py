@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 import time
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -57,6 +58,9 @@ async def role(
     log = LOGS / f"{name}{tag}.log"
     env = role_env(settings, **extra)
     if root is not None:
+        # Only the settings that checkout knows: it refuses to start on an unknown HERALD_* name.
+        known = await _setting_variables(root)
+        env = {k: v for k, v in env.items() if not k.startswith("HERALD_") or k in known}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -67,6 +71,26 @@ async def role(
             yield running
         finally:
             await stop(running)
+
+
+_SETTING_VARIABLES: dict[Path, frozenset[str]] = {}
+
+
+async def _setting_variables(root: Path) -> frozenset[str]:
+    """The ``HERALD_*`` variable names the checkout at ``root`` defines (asked once per checkout)."""
+    known = _SETTING_VARIABLES.get(root)
+    if known is None:
+        script = (
+            "from engine.settings import PREFIX, Settings; print(*(PREFIX + n.upper() for n in Settings.field_names()))"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=PIPE
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"could not read the settings of {root}")
+        known = _SETTING_VARIABLES[root] = frozenset(out.decode().split())
+    return known
 
 
 async def stop(running: Role, *, kill: bool = False) -> None:
