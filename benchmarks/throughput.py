@@ -24,6 +24,7 @@ import asyncio
 import os
 import signal
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -138,13 +139,21 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
     await ensure_topics(settings)
     base = f"http://127.0.0.1:{port}"
     users = [f"u{i}" for i in range(args.users)]
-    async with (
-        role("projector", settings, tag="-throughput") as projector,
-        role("worker", settings, tag="-throughput") as worker,
-        role("api", settings, tag="-throughput") as api,
-    ):
-        await wait_ready(base, api)
-        return await _measure(settings, base, users, database_url, args, [worker, api, projector])
+    with tempfile.TemporaryDirectory(prefix="herald-stages-") as folder:
+        stages = StageRun(Path(folder)) if args.stages else None
+        if stages is not None:
+            (stages.folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+
+        def hooks(role_name: str) -> dict[str, str]:
+            return stages.env(role_name) if stages is not None else {}
+
+        async with (
+            role("projector", settings, tag="-throughput") as projector,
+            role("worker", settings, tag="-throughput", root=None, **hooks("worker")) as worker,
+            role("api", settings, tag="-throughput", root=None, **hooks("api")) as api,
+        ):
+            await wait_ready(base, api)
+            return await _measure(settings, base, users, database_url, args, [worker, api, projector], stages)
 
 
 async def start_profilers(roles: list[Role], out: str) -> list[asyncio.subprocess.Process]:
@@ -190,6 +199,8 @@ OTHER_CPU_PER_NOTIFICATION: dict[str, list[float]] = {}
 """The broker's and the benchmark process's CPU milliseconds per notification in each burst."""
 SYSTEM_SHARE: dict[str, list[float]] = {}
 """Role -> the share of its burst CPU time spent in the kernel (system calls: sockets, mostly)."""
+STAGE_REPORTS: list[list[str]] = []
+"""``--stages``: the stage table of each round's steady phase."""
 SYSCALLS_PER_NOTIFICATION: dict[str, list[tuple[float, float]]] = {}
 """Role -> (read, write) system calls per notification in each burst (each a socket round of some kind)."""
 
@@ -207,6 +218,7 @@ async def _measure(
     database_url: str,
     args: argparse.Namespace,
     roles: list[Role],
+    stages: StageRun | None = None,
 ) -> tuple[list[float], float, float]:
     current: list[Phase] = [Phase()]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -238,6 +250,8 @@ async def _measure(
             current[0] = steady = Phase()
             await publish(producer, topic, users, steady, int(args.rate * args.seconds), args.rate, "steady")
             await wait_phase(steady, 120, "steady phase")
+            if stages is not None:
+                STAGE_REPORTS.append(stage_report(steady, await stages.collect(["worker", "api"])))
             current[0] = burst = Phase()
             cpu_before = {r.name: cpu_split(r.pid) for r in roles}
             # Where the rest of the two cores goes: the broker and this process (producer, clients).
@@ -348,6 +362,238 @@ async def run_baseline(bootstrap: str, args: argparse.Namespace, partitions: int
     return steady.latencies_ms(), rate
 
 
+# ---------------------------------------------------------------------------- stages (--stages)
+#
+# Where the steady phase's latency goes. With ``--stages`` the worker and the api run with
+# timestamp hooks (a generated ``sitecustomize`` wraps a few functions; nothing else
+# changes): each records, per notification id, the wall-clock time at which it passed a
+# stage, and writes them to a file when the benchmark asks. The benchmark adds its own
+# send and receive times. All processes share the machine's clock.
+
+STAGE_LOG_ENV = "BENCH_STAGE_LOG"
+"""File a role's stage stamps go to (not ``HERALD_*``: the roles refuse unknown settings)."""
+STAGE_ROLE_ENV = "BENCH_STAGE_ROLE"
+STAGE_CAP = 200_000
+"""Notifications a role stamps at most (bounded memory)."""
+STAGES = (
+    ("sent", "bench: the request handed to its producer"),
+    ("polled", "worker: the record handed out by the Kafka client (after the broker's fetch)"),
+    ("handled", "worker: ingest starts on it (after Faust's thread hop and the agent's buffer)"),
+    ("decided", "worker: notification.accepted decided (the event's time)"),
+    ("submitted", "worker: frame queued for the live dispatch"),
+    ("acked", "worker: the broker acknowledged notification.accepted"),
+    ("taken", "worker: the dispatch task took the frame's batch"),
+    ("published", "worker: presence read and PUBLISH answered by Redis"),
+    ("gateway", "api: the frame arrived from the Redis subscription"),
+    ("written", "api: the frame written to the socket (receipt queued)"),
+    ("client", "bench: the frame read by the user's client"),
+)
+SITECUSTOMIZE = "import benchmarks.throughput as _bench\n_bench.install_stage_hooks()\n"
+
+
+def install_stage_hooks() -> None:
+    """In a role process started by ``--stages``: wrap the stage points with timestamp recorders."""
+    import threading
+
+    path = os.environ.get(STAGE_LOG_ENV)
+    if not path:
+        return
+    stamps: dict[str, dict[str, float]] = {}
+
+    def stamp(nid: str, stage: str, at: float | None = None) -> None:
+        if nid in stamps or len(stamps) < STAGE_CAP:
+            stamps.setdefault(nid, {}).setdefault(stage, time.time() if at is None else at)
+
+    def dump_on_request() -> None:
+        trigger = Path(path + ".dump")
+        while True:
+            if trigger.exists():
+                tmp = Path(path + ".tmp")
+                tmp.write_bytes(orjson.dumps(dict(stamps)))
+                tmp.replace(path)
+                trigger.unlink()
+            time.sleep(0.05)
+
+    threading.Thread(target=dump_on_request, name="bench-stage-dump", daemon=True).start()
+    role_name = os.environ.get(STAGE_ROLE_ENV)
+    if role_name == "worker":
+        _hook_worker(stamp)
+    elif role_name == "api":
+        _hook_api(stamp)
+
+
+def _request_id(value: bytes | None) -> str | None:
+    try:
+        rid = orjson.loads(value or b"")["id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return rid if isinstance(rid, str) else None
+
+
+def _hook_worker(stamp: Callable[..., None]) -> None:
+    from typing import Any
+
+    from aiokafka.consumer.fetcher import Fetcher
+
+    from streams.ingest import Ingest
+    from streams.live_dispatch import LiveDispatch
+    from streams.websocket_dispatch import RedisDispatcher
+
+    fetched_records = Fetcher.fetched_records
+
+    async def polled(self: Any, *args: Any, **kwargs: Any) -> Any:
+        batches = await fetched_records(self, *args, **kwargs)
+        now = time.time()
+        for tp, records in batches.items():
+            if ".requests." in tp.topic:
+                for record in records:
+                    if (rid := _request_id(record.value)) is not None:
+                        stamp(rid, "polled", now)
+        return batches
+
+    handle = Ingest.handle
+
+    async def handled(self: Any, message: Any, priority: Any) -> None:
+        if (rid := _request_id(message.value)) is not None:
+            stamp(rid, "handled")
+        await handle(self, message, priority)
+
+    submit = LiveDispatch.submit
+
+    async def submitted(self: Any, item: Any) -> None:
+        nid = item.cause.data.notification_id
+        stamp(nid, "decided", item.cause.time.timestamp())
+        stamp(nid, "submitted")
+
+        def acked(_: Any) -> None:
+            stamp(nid, "acked")
+
+        for ack in item.after:
+            if asyncio.isfuture(ack):
+                ack.add_done_callback(acked)
+        await submit(self, item)
+
+    dispatch = LiveDispatch._dispatch_until_done
+    current: list[list[str]] = [[]]
+
+    async def taken(self: Any, batch: Any) -> None:
+        current[0] = [item.cause.data.notification_id for item in batch]
+        for nid in current[0]:
+            stamp(nid, "taken")
+        await dispatch(self, batch)
+
+    dispatch_many = RedisDispatcher.dispatch_many
+
+    async def published(self: Any, items: Any) -> Any:
+        result = await dispatch_many(self, items)
+        now = time.time()
+        for nid in current[0]:
+            stamp(nid, "published", now)
+        return result
+
+    Fetcher.fetched_records = polled
+    Ingest.handle = handled  # type: ignore[method-assign]
+    LiveDispatch.submit = submitted  # type: ignore[method-assign]
+    LiveDispatch._dispatch_until_done = taken  # type: ignore[method-assign]
+    RedisDispatcher.dispatch_many = published  # type: ignore[method-assign]
+
+
+def _hook_api(stamp: Callable[..., None]) -> None:
+    from typing import Any
+
+    from api.ws.gateway import Hub
+    from api.ws.receipts import Receipts
+
+    deliver_remote = Hub.deliver_remote
+
+    async def arrived(self: Any, user_id: str, frame: Any) -> int:
+        carried = frame.get("notification") if isinstance(frame, dict) else None
+        if isinstance(carried, dict) and isinstance(carried.get("id"), str):
+            stamp(carried["id"], "gateway")
+        return await deliver_remote(self, user_id, frame)
+
+    delivered = Receipts.delivered
+
+    async def written(self: Any, notifications: Any, **kwargs: Any) -> None:
+        notifications = list(notifications)
+        for item in notifications:
+            stamp(item["id"], "written")
+        await delivered(self, notifications, **kwargs)
+
+    Hub.deliver_remote = arrived  # type: ignore[method-assign]
+    Receipts.delivered = written  # type: ignore[method-assign]
+
+
+@dataclass
+class StageRun:
+    """The files of one ``--stages`` run: a ``sitecustomize`` directory and each role's stamp file."""
+
+    folder: Path
+
+    def env(self, role_name: str) -> dict[str, str]:
+        paths = [str(self.folder), str(Path(__file__).resolve().parent.parent)]
+        if os.environ.get("PYTHONPATH"):
+            paths.append(os.environ["PYTHONPATH"])
+        return {
+            "PYTHONPATH": os.pathsep.join(paths),
+            STAGE_LOG_ENV: str(self.folder / f"{role_name}.json"),
+            STAGE_ROLE_ENV: role_name,
+        }
+
+    async def collect(self, role_names: list[str], within: float = 30.0) -> dict[str, dict[str, float]]:
+        """Ask each role for its stamps; merged by notification id."""
+        for name in role_names:
+            (self.folder / f"{name}.json").unlink(missing_ok=True)
+            (self.folder / f"{name}.json.dump").touch()
+        merged: dict[str, dict[str, float]] = {}
+        deadline = time.monotonic() + within
+        for name in role_names:
+            out = self.folder / f"{name}.json"
+            while not out.exists():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"--stages: {name} wrote no stamps within {within} s (see its log)")
+                await asyncio.sleep(0.05)
+            for nid, stages in orjson.loads(out.read_bytes()).items():
+                merged.setdefault(nid, {}).update(stages)
+        return merged
+
+
+def stage_report(phase: Phase, stamps: dict[str, dict[str, float]]) -> list[str]:
+    """Lines of the stage table: per stage, p50/p99 since the publish and of the step from the previous stage."""
+    wall = time.time() - time.monotonic()  # the benchmark's monotonic times on the roles' clock
+    rows: dict[str, dict[str, float]] = {}
+    for rid, sent in phase.sent.items():
+        if rid not in phase.received:
+            continue
+        row = {"sent": sent + wall, **stamps.get(rid, {}), "client": phase.received[rid] + wall}
+        rows[rid] = row
+    lines = [
+        f"stages of the steady phase ({len(rows)} notifications; ms; p50 / p99):",
+        f"  {'stage':<10} {'since publish':>17} {'step from previous':>20}  what",
+    ]
+    previous = "sent"
+    for name, what in STAGES[1:]:
+        since = [(r[name] - r["sent"]) * 1000 for r in rows.values() if name in r]
+        step = [(r[name] - r[previous]) * 1000 for r in rows.values() if name in r and previous in r]
+        if not since:
+            lines.append(f"  {name:<10} {'(no stamps)':>17} {'':>20}  {what}")
+            continue
+        lines.append(
+            f"  {name:<10} {percentile(since, 50):7.1f} / {percentile(since, 99):7.1f} "
+            f"{percentile(step, 50):8.1f} / {percentile(step, 99):8.1f}  {what}"
+        )
+        previous = name
+    waits = [(r["acked"] - r["taken"]) * 1000 for r in rows.values() if "acked" in r and "taken" in r]
+    if waits:
+        held = [w for w in waits if w > 0]
+        p50, p99 = (percentile(held, 50), percentile(held, 99)) if held else (0.0, 0.0)
+        lines.append(
+            f"  the dispatch task waited for the acceptance's ack for {len(held)} of {len(waits)} frames "
+            f"(p50 {p50:.1f} ms, p99 {p99:.1f} ms of those)"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -384,6 +630,8 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = print) 
                 for name, v in SYSCALLS_PER_NOTIFICATION.items()
             )
             other = ", ".join(f"{name} {v[-1]:.2f}" for name, v in OTHER_CPU_PER_NOTIFICATION.items())
+            if STAGE_REPORTS:
+                say("\n".join(f"round {r + 1}: {line}" for line in STAGE_REPORTS[-1]))
             say(
                 f"round {r + 1}: CPU ms per notification: {cpu}; not Herald: {other}\n"
                 f"round {r + 1}: read/write system calls per notification: {calls}\n"
@@ -440,6 +688,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=500, help="high-priority rate limit per user and hour in the run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", metavar="DIR", help="py-spy each role during the burst (collapsed stacks in DIR)")
+    p.add_argument(
+        "--stages",
+        action="store_true",
+        help="break the steady phase's latency into stages (timestamp hooks in the worker and the api)",
+    )
     return p
 
 
