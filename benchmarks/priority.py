@@ -212,10 +212,14 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
             load_before = _loadavg()
             cpu_before = [cpu_seconds(w.pid) for w in workers]
             interval = args.interval_ms / 1000
+            marks = [(time.monotonic(), [cpu_seconds(w.pid) for w in workers])]
             unloaded, _ = await measure_high(producer, log, names.request("high"), args.high, interval, "a")
+            marks.append((time.monotonic(), [cpu_seconds(w.pid) for w in workers]))
             queue_seconds = await publish_low(bootstrap, names.request("low"), args.low, "x")
+            marks.append((time.monotonic(), [cpu_seconds(w.pid) for w in workers]))
             backlog_start = args.low - log.low_accepted
             loaded, phase = await measure_high(producer, log, names.request("high"), args.high, interval, "b")
+            marks.append((time.monotonic(), [cpu_seconds(w.pid) for w in workers]))
             backlog_end = args.low - log.low_accepted
             drain_start = last_change = time.monotonic()
             last_count = log.low_accepted
@@ -229,6 +233,11 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
             done = log.low_accepted >= args.low
             drained = time.monotonic() - drain_start + phase if done else float("nan")
             cpu = [cpu_seconds(w.pid) - before for w, before in zip(workers, cpu_before, strict=True)]
+            # Cores each worker process used in the idle phase and in the loaded phase.
+            busy = [
+                [(after[i] - before[i]) / (t1 - t0) for i in range(len(workers))]
+                for (t0, before), (t1, after) in ((marks[0], marks[1]), (marks[2], marks[3]))
+            ]
             load_after = _loadavg()
     finally:
         await producer.stop()
@@ -238,6 +247,7 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
         "split": split,
         "load": (load_before, load_after),
         "cpu_ms_per_request": [c * 1000 / (2 * args.high + args.low) for c in cpu],
+        "cores": busy,
         "unloaded": unloaded,
         "loaded": loaded,
         "queue_seconds": queue_seconds,
@@ -264,6 +274,14 @@ def report(args: argparse.Namespace, result: dict[str, object]) -> None:
     print(
         f"  worker CPU per request (both phases and the backlog): {' + '.join(f'{c:.3f}' for c in cpu)} ms;"
         f" load average {load[0]:.2f} -> {load[1]:.2f}"
+    )
+    cores = result["cores"]
+    assert isinstance(cores, list)
+    print(
+        "  cores used per worker process: idle phase "
+        + " + ".join(f"{c:.2f}" for c in cores[0])
+        + ", loaded phase "
+        + " + ".join(f"{c:.2f}" for c in cores[1])
     )
     print(_line("high, no backlog", unloaded))
     print(_line(f"high, {args.low:,} low queued", loaded))

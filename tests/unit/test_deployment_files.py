@@ -23,8 +23,9 @@ ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "herald" / "deploy"
 FIELDS = {f"HERALD_{name.upper()}" for name in Settings.field_names()}
 ROLES = {"worker", "projector", "api"}
-TOPOLOGY = {"worker": 3, "projector": 2, "api": 2}
-"""Replicas of each role by default: issue 14's fault-tolerance topology."""
+TOPOLOGY = {"worker": 3, "worker-high": 2, "projector": 2, "api": 2}
+"""Replicas of each role service by default: issue 14's fault-tolerance topology (``worker-high``:
+high-priority ingest in processes of its own, docs/deployment.md)."""
 EXPORTED_ELSEWHERE = {
     "kafka_consumergroup_lag_sum": "kafka-exporter",
     "haproxy_frontend_current_sessions": "lb",
@@ -118,7 +119,8 @@ def prometheus_jobs() -> dict[str, dict[str, Any]]:
 
 
 def test_compose_runs_every_production_role_with_known_settings() -> None:
-    assert set(role_services()) == ROLES
+    assert set(role_services()) == set(TOPOLOGY)
+    assert {s["command"][0] for s in role_services().values()} == ROLES
     for name, service in services().items():
         env = service.get("environment", {})
         unknown = {k for k in env if k.startswith("HERALD_")} - FIELDS
