@@ -1,0 +1,250 @@
+"""High-priority ingest in a worker process of its own (``herald worker --priorities high``).
+
+Two real ``herald worker`` processes on the session's broker, as ``docker-compose.yml``
+runs them: one ingesting ``high`` (its own consumer group and admission table), one
+ingesting ``medium,low`` and running the sinks and the scheduler. Email goes to Herald's
+SMTP capture server in the test process. Checked: every request is decided exactly once
+(a repeated high request is a duplicate), every notification is mailed exactly once,
+the high worker's group never consumes a sink's or the scheduler's topic while the other
+group never consumes ``requests.high``, routing in the high worker follows the contact
+preferences it folds itself, and a priority list naming no real priority stops the worker
+at start with status 2 and one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from engine.routing import TURNED_OFF
+from engine.settings import Settings
+from herald.broker import free_port
+from herald.smtp_capture import SmtpCapture
+from schemas.envelope import Envelope
+from schemas.events import ContactUpdated
+from schemas.ids import uuid7
+from streams.app import runs_sinks, worker_app_id
+from tests.support.event_log import append
+from tests.support.kafka import publish_json, request
+from tests.support.log_reader import TopicTail
+from tests.support.processes import ROOT, role_env, start_role, stop_role
+from tests.support.settings import isolated_settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+async def smtp() -> AsyncIterator[SmtpCapture]:
+    async with SmtpCapture() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def settings(kafka_bootstrap: str, redis_url: str, smtp: SmtpCapture) -> Settings:
+    return isolated_settings(
+        kafka_bootstrap,
+        redis_url,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        smtp_tls="none",  # the capture server is on loopback and has no TLS
+        scheduler_tick_seconds=0.2,
+        log_level="INFO",
+    )
+
+
+def _halves(settings: Settings) -> tuple[Settings, Settings]:
+    return settings.replace(worker_priorities="high"), settings.replace(worker_priorities="medium,low")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def _ready(port: int, proc: subprocess.Popen[bytes], log: Path, *, within: float = 90.0) -> None:
+    """Until the worker's ``/readyz`` answers 200 (it holds partitions); fails at once if it exits."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited with {proc.returncode}:\n{_tail(log)}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready after {within} s:\n{_tail(log)}")
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+async def workers(settings: Settings, output_dir: Path) -> AsyncIterator[None]:
+    """``herald worker`` twice: ``--priorities high`` and ``medium,low`` (each set through its setting)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for half, name in zip(_halves(settings), ("high", "medium-low"), strict=True):
+            port = free_port()
+            log = output_dir / f"priority-split-{name}.log"
+            log.write_bytes(b"")
+            proc = start_role("worker", half.replace(metrics_port=port), log)
+            procs.append(proc)
+            await _ready(port, proc, log)
+        yield
+    finally:
+        for proc in procs:
+            stop_role(proc)
+
+
+@pytest.fixture(scope="module")
+async def log(settings: Settings, workers: None) -> AsyncIterator[TopicTail]:
+    tail = TopicTail(settings.kafka_bootstrap, f"{settings.topic_prefix}events")
+    await tail.start()
+    yield tail
+    await tail.stop()
+
+
+def _user(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+async def _committed(settings: Settings, group: str, topic: str) -> list[int | None]:
+    """The committed offset of each partition of ``topic`` for consumer group ``group``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return [await consumer.committed(TopicPartition(topic, p)) for p in range(settings.topic_partitions)]
+    finally:
+        await consumer.stop()
+
+
+def test_the_split_names_its_groups_and_runs_the_sinks_in_one_of_them(settings: Settings) -> None:
+    high, rest = _halves(settings)
+    assert worker_app_id(settings) == settings.app_id and runs_sinks(settings)
+    # The sink worker keeps the app id (scheduler agenda, registry, offsets); the other has its own.
+    assert worker_app_id(rest) == settings.app_id and runs_sinks(rest)
+    assert worker_app_id(high) == f"{settings.app_id}-high" and not runs_sinks(high)
+    # However three priorities are split, exactly one group runs the sinks.
+    for groups in (("high", "medium", "low"), ("high,medium", "low"), ("high", "medium,low"), ("high,low", "medium")):
+        parts = [settings.replace(worker_priorities=g) for g in groups]
+        assert sum(map(runs_sinks, parts)) == 1, groups
+        assert len({worker_app_id(p) for p in parts}) == len(parts), groups
+
+
+async def test_each_request_is_decided_once_and_mailed_once(
+    settings: Settings, smtp: SmtpCapture, log: TopicTail
+) -> None:
+    sent: dict[str, tuple[str, str]] = {}  # request id -> (priority, address)
+    repeated: tuple[str, dict[str, Any]] | None = None  # the first high request: (user, request)
+    for priority in ("high", "medium", "low", "high", "low", "high"):
+        user = _user(priority)
+        address = f"{user}@example.test"
+        body = request(user, f"{priority} news", priority=priority, channels=["email"], email=address)
+        await publish_json(settings.kafka_bootstrap, f"{settings.topic_prefix}requests.{priority}", user, body)
+        sent[str(body["id"])] = (priority, address)
+        repeated = repeated or (user, body)
+    assert repeated is not None
+    # The same high request again: the high worker's own admission table knows it.
+    await publish_json(settings.kafka_bootstrap, f"{settings.topic_prefix}requests.high", *repeated)
+
+    for nid, (priority, address) in sent.items():
+        async with asyncio.timeout(60):
+            await smtp.wait_for(1, to=address)
+        await log.wait_events(1, within=60, type="delivery.succeeded", subject=nid)
+        accepted = log.events(type="notification.accepted", subject=nid)
+        assert len(accepted) == 1, (priority, accepted)
+        assert accepted[0]["data"]["priority"] == priority
+    [duplicate] = await log.wait_events(1, within=60, type="notification.duplicate")
+    assert duplicate["subject"] == repeated[1]["id"]
+
+    # Both groups have committed what they consumed: the high group its request topic, the
+    # other the email topic. Neither ever committed the other's topics.
+    high_group, rest_group = (worker_app_id(half) for half in _halves(settings))
+    prefix = settings.topic_prefix
+    for group, topic in ((high_group, "requests.high"), (rest_group, "deliveries.email")):
+        deadline = time.monotonic() + 30
+        while not any(await _committed(settings, group, f"{prefix}{topic}")):
+            assert time.monotonic() < deadline, f"{group} never committed {topic}"
+            await asyncio.sleep(0.2)
+    for topic in ("deliveries.email", "deliveries.websocket", "scheduled", "requests.medium", "requests.low"):
+        assert not any(await _committed(settings, high_group, f"{prefix}{topic}")), f"the high group consumed {topic}"
+    assert not any(await _committed(settings, rest_group, f"{prefix}requests.high")), "both groups ingested high"
+
+    # Exactly one mail per notification, also after both workers had every chance to send another.
+    marker = _user("marker")
+    body = request(marker, "last", priority="low", channels=["email"], email=f"{marker}@example.test")
+    await publish_json(settings.kafka_bootstrap, f"{prefix}requests.low", marker, body)
+    async with asyncio.timeout(60):
+        await smtp.wait_for(1, to=f"{marker}@example.test")
+    for _, address in sent.values():
+        assert len(smtp.to(address)) == 1, address
+
+
+async def test_the_high_worker_routes_by_the_contact_preferences_it_folds(settings: Settings, log: TopicTail) -> None:
+    user = _user("pref")
+    contact = ContactUpdated(user_id=user, email=f"{user}@example.test", channels=("websocket",))
+    env = Envelope(id=uuid7(), source="tests", time=datetime.now(UTC), data=contact, subject=None, userid=user)
+    await append(settings.kafka_bootstrap, f"{settings.topic_prefix}events", [env])
+
+    async def cancelled_by_preference() -> bool:
+        # The fold and the request are on different topics: ask until the fold has the contact.
+        body = request(user, "only live", priority="high", channels=["websocket", "email"])
+        await publish_json(settings.kafka_bootstrap, f"{settings.topic_prefix}requests.high", user, body)
+        found = await log.wait_events(1, within=30, type="notification.accepted", subject=body["id"])
+        assert found
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for event in log.events(subject=body["id"]):
+                if event["type"] == "delivery.cancelled" and event["data"]["channel"] == "email":
+                    return bool(event["data"]["reason"] == TURNED_OFF)
+                if event["type"] in {"delivery.succeeded", "delivery.failed"} and event["data"]["channel"] == "email":
+                    return False  # routed before the fold had the contact: try again
+            await asyncio.sleep(0.05)
+        return False
+
+    deadline = time.monotonic() + 60
+    while not await cancelled_by_preference():
+        assert time.monotonic() < deadline, "the high worker never applied the contact's channels"
+
+
+@pytest.fixture
+def no_broker_settings() -> Settings:
+    # Nothing listens there: a refused configuration must stop the worker before it connects.
+    return Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}", jwt_secret="s" * 40, log_level="INFO")
+
+
+@pytest.mark.parametrize(
+    ("option", "variable", "says"),
+    [
+        (["--priorities", "hgh"], None, "unknown priority 'hgh'"),
+        (["--priorities", ","], None, "must name at least one of high, medium, low"),
+        ([], "high,HIGH", "unknown priority 'HIGH'"),
+        ([], "low,low", "names a priority twice"),
+    ],
+)
+def test_a_worker_with_bad_priorities_exits_2_with_one_line(
+    no_broker_settings: Settings, option: list[str], variable: str | None, says: str
+) -> None:
+    extra = {"HERALD_WORKER_PRIORITIES": variable} if variable is not None else {}
+    done = subprocess.run(
+        [sys.executable, "-m", "herald.cli", "worker", *option],
+        cwd=ROOT,
+        env=role_env(no_broker_settings, **extra),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2, done.stderr.decode()
+    assert len(lines) == 1 and says in lines[0] and lines[0].startswith("herald: configuration error:"), lines
