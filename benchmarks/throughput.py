@@ -46,6 +46,8 @@ from streams.admin import ensure_topics
 
 REDIS = "redis://127.0.0.1:6379/14"
 PRODUCER_LINGER_MS = 5
+FETCH_WAIT_MS = 20
+"""The tests' Tansu setting (``bench_settings``); ``--fetch-wait`` sets it for Herald and the raw loop alike."""
 
 
 @dataclass
@@ -131,7 +133,8 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
         redis_url=REDIS,
         jwt_secret=bench_secret(),
         http_port=port,
-        producer_linger_ms=PRODUCER_LINGER_MS,
+        producer_linger_ms=args.linger,
+        kafka_fetch_max_wait_ms=args.fetch_wait,
         # Enough room for the run's users (the limiter still runs on every request).
         rate_limit_high=args.limit,
         log_level="WARNING",
@@ -239,7 +242,7 @@ async def _measure(
 
         readers = [asyncio.create_task(reader(ws)) for ws in sockets]
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, linger_ms=PRODUCER_LINGER_MS, max_batch_size=256 * 1024
+            bootstrap_servers=settings.kafka_bootstrap, linger_ms=args.linger, max_batch_size=256 * 1024
         )
         await producer.start()
         topic = f"{settings.topic_prefix}requests.high"
@@ -303,12 +306,12 @@ async def run_baseline(bootstrap: str, args: argparse.Namespace, partitions: int
     group = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "rebalance_timeout_ms": 6000}
     loop_consumer = AIOKafkaConsumer(
         source, bootstrap_servers=bootstrap, group_id=f"b{tag}", auto_offset_reset="earliest",
-        fetch_max_wait_ms=20, enable_auto_commit=False, **group,
+        fetch_max_wait_ms=args.fetch_wait, enable_auto_commit=False, **group,
     )  # fmt: skip
-    loop_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=PRODUCER_LINGER_MS)
+    loop_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=args.linger)
     final = AIOKafkaConsumer(
-        sink, bootstrap_servers=bootstrap, group_id=f"f{tag}", auto_offset_reset="earliest", fetch_max_wait_ms=20,
-        **group,
+        sink, bootstrap_servers=bootstrap, group_id=f"f{tag}", auto_offset_reset="earliest",
+        fetch_max_wait_ms=args.fetch_wait, **group,
     )  # fmt: skip
     for client in (loop_consumer, loop_producer, final):
         await client.start()
@@ -337,7 +340,7 @@ async def run_baseline(bootstrap: str, args: argparse.Namespace, partitions: int
                     current[0].see(orjson.loads(r.value)["id"], now)
 
     tasks = [asyncio.create_task(relay()), asyncio.create_task(tail())]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=PRODUCER_LINGER_MS, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=args.linger, max_batch_size=256 * 1024)
     await producer.start()
     users = [f"u{i}" for i in range(args.users)]
     try:
@@ -689,6 +692,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", metavar="DIR", help="py-spy each role during the burst (collapsed stacks in DIR)")
     p.add_argument(
+        "--linger",
+        type=int,
+        default=PRODUCER_LINGER_MS,
+        help="producer linger (ms) of every producer in the run: the benchmark's, Herald's roles' and the raw loop's",
+    )
+    p.add_argument(
+        "--fetch-wait",
+        type=int,
+        default=FETCH_WAIT_MS,
+        help="consumer fetch wait (ms) of Herald's roles and of the raw loop's consumers alike (Tansu holds a fetch "
+        "for the whole wait)",
+    )
+    p.add_argument(
         "--stages",
         action="store_true",
         help="break the steady phase's latency into stages (timestamp hooks in the worker and the api)",
@@ -699,7 +715,10 @@ def parser() -> argparse.ArgumentParser:
 async def main() -> None:
     args = parser().parse_args()
     result = await measure(args)
-    print(f"\nmedians of {args.rounds} rounds")
+    print(
+        f"\nmedians of {args.rounds} rounds (fetch wait {args.fetch_wait} ms, linger {args.linger} ms: "
+        "Herald and raw loop alike)"
+    )
     for row in rows(result, args):
         print(" | ".join(row))
     cpu = ", ".join(f"{name} {statistics.median(v):.2f}" for name, v in CPU_PER_NOTIFICATION.items())
