@@ -282,18 +282,26 @@ def projector_round(
         }
 
 
-def rebuild_round(bootstrap: str, prefix: str, n: int) -> dict[str, float]:
-    """(c): ``herald rebuild`` as a process on a scratch database.
+def rebuild_round(bootstrap: str, prefix: str, n: int, tree: str | None = None) -> dict[str, float]:
+    """(c): ``herald rebuild`` as a process on a scratch database; ``tree``: the ``herald`` of
+    another source tree.
 
     The replay ends with the last progress line (printed as the replay returns); the
-    command then computes and prints the read models' fingerprint and exits.
+    command then computes and prints the read models' fingerprint and exits. CPU seconds of
+    the process and its Postgres backends are read when the first index-build line comes
+    (the replay is over): per event, start-up included (2-3 s of the process's).
     """
     scratch: contextlib.AbstractContextManager[str] = scratch_database()
     with scratch as url:
+        dsn = url.replace("+psycopg", "")
+        database = dsn.rsplit("/", 1)[1]
         env = herald_env(bootstrap, prefix, url, "unused")
+        if tree:
+            env["PYTHONPATH"] = tree
         started = time.perf_counter()
         replayed = indexed = None
-        with process([sys.executable, "-m", "herald.cli", "rebuild"], env) as proc:
+        cpu = pg_cpu = float("nan")
+        with process([sys.executable, "-m", "herald.cli", "rebuild"], env, cwd=tree) as proc:
             assert proc.stdout is not None
             lines = []
             for raw in proc.stdout:
@@ -303,6 +311,8 @@ def rebuild_round(bootstrap: str, prefix: str, n: int) -> dict[str, float]:
                     replayed = time.perf_counter() - started
                     print(f"    {line}", flush=True)
                 elif line.startswith("building indexes:"):
+                    if indexed is None:
+                        cpu, pg_cpu = cpu_seconds(proc.pid), backend_cpu(dsn, database)
                     indexed = time.perf_counter() - started
                     print(f"    {line}", flush=True)
             code = proc.wait()
@@ -314,6 +324,8 @@ def rebuild_round(bootstrap: str, prefix: str, n: int) -> dict[str, float]:
             "replay_seconds": replayed,
             "index_seconds": (indexed - replayed) if indexed is not None else 0.0,
             "rate": n / replayed,
+            "cpu_us": cpu / n * 1e6,
+            "pg_cpu_us": pg_cpu / n * 1e6,
         }
 
 
@@ -331,7 +343,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--rebuild-rounds", type=int, default=1)
     cli.add_argument(
         "--compare-tree",
-        help="also run (b) with the herald of this source tree (e.g. `git archive <commit> | tar -x -C DIR`)",
+        help="also run (b) and (c) with the herald of this source tree (e.g. `git archive <commit> | tar -x -C DIR`)",
     )
     cli.add_argument("--quick", action="store_true", help="a smoke run: 20,000 events, one round, rebuild 50,000")
     return cli
@@ -399,18 +411,26 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                     flush=True,
                 )
         rebuilt: list[dict[str, float]] = []
+        rebuilt_compared: list[dict[str, float]] = []
         if args.rebuild_events:
             rprefix = f"rebuild{secrets.token_hex(3)}."
             seconds = await produce(bootstrap, TopicNames(rprefix).events, args.rebuild_events, args.users, "rebuild")
             print(f"produced {args.rebuild_events:,} events for the rebuild in {seconds:.1f} s", flush=True)
             for r in range(args.rebuild_rounds):
-                rebuilt.append(await asyncio.to_thread(rebuild_round, bootstrap, rprefix, args.rebuild_events))
-                print(
-                    f"  rebuild round {r + 1}: {rebuilt[-1]['seconds']:.1f} s in all, replay"
-                    f" {rebuilt[-1]['replay_seconds']:.1f} s ({rebuilt[-1]['rate']:,.0f} events/s),"
-                    f" then indexes {rebuilt[-1]['index_seconds']:.1f} s",
-                    flush=True,
-                )
+                trees: list[tuple[str | None, list[dict[str, float]]]] = [(None, rebuilt)]
+                if args.compare_tree:
+                    trees.append((args.compare_tree, rebuilt_compared))
+                for tree, results in trees if r % 2 == 0 else trees[::-1]:  # alternating who goes first
+                    results.append(
+                        await asyncio.to_thread(rebuild_round, bootstrap, rprefix, args.rebuild_events, tree)
+                    )
+                    print(
+                        f"  rebuild round {r + 1}{f' ({tree})' if tree else ''}: {results[-1]['seconds']:.1f} s in"
+                        f" all, replay {results[-1]['replay_seconds']:.1f} s ({results[-1]['rate']:,.0f} events/s),"
+                        f" then indexes {results[-1]['index_seconds']:.1f} s; CPU per event to the replay's end:"
+                        f" herald {results[-1]['cpu_us']:.0f} us, Postgres {results[-1]['pg_cpu_us']:.0f} us",
+                        flush=True,
+                    )
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -441,6 +461,21 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             f"   {med([r['rate'] for r in rebuilt]):,.0f} events/s"
         )
         print(f"      then the indexes built in  {med([r['index_seconds'] for r in rebuilt]):10.1f} s")
+        print(
+            f"      CPU per event to the replay's end: herald {med([r['cpu_us'] for r in rebuilt]):.0f} us,"
+            f" Postgres {med([r['pg_cpu_us'] for r in rebuilt]):.0f} us (start-up included)"
+        )
+    if rebuilt_compared:
+        print(f"  (c) at {args.compare_tree}")
+        print(f"      whole command              {med([r['seconds'] for r in rebuilt_compared]):10.1f} s")
+        print(
+            f"      until the replay ended     {med([r['replay_seconds'] for r in rebuilt_compared]):10.1f} s"
+            f"   {med([r['rate'] for r in rebuilt_compared]):,.0f} events/s"
+        )
+        print(
+            f"      CPU per event to the replay's end: herald {med([r['cpu_us'] for r in rebuilt_compared]):.0f} us,"
+            f" Postgres {med([r['pg_cpu_us'] for r in rebuilt_compared]):.0f} us"
+        )
     figures = {"events": float(total), "raw": raw_rate, "rate": rate}
     if rebuilt:
         figures.update(rebuild_events=float(args.rebuild_events), rebuild_seconds=med([r["seconds"] for r in rebuilt]))

@@ -131,3 +131,7 @@ class CoreWriter:
     async def add_stats(self, deltas: Sequence[tuple[str, str, str, int]]) -> None:
         """Add ``(scope, metric, key, delta)`` to the counters."""
         await stats.add(self._conn, Counter({(s, m, k): n for s, m, k, n in deltas}))
+
+    async def insert_stats(self, counters: Sequence[tuple[str, str, str, int]]) -> None:
+        """``(scope, metric, key, count)`` of counters not there yet (here: added like deltas)."""
+        await self.add_stats(counters)

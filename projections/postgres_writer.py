@@ -269,6 +269,10 @@ class PostgresWriter:
         if emptied:
             await self._pg.execute(DROP_EMPTY_STATS, [list(c) for c in zip(*emptied, strict=True)])
 
+    async def insert_stats(self, counters: Sequence[tuple[str, str, str, int]]) -> None:
+        """``(scope, metric, key, count)`` of counters not there yet (non-zero): one binary ``COPY``."""
+        await self._copy_tuples("stat_counters", STAT_COLUMNS, counters)
+
     async def _copy(
         self,
         table: str,

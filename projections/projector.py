@@ -27,7 +27,7 @@ from engine.topics import TopicNames
 from projections import poison, stats
 from projections.batch import Prepared, apply_prepared, prepare, writer_for
 from projections.contiguity import Contiguity
-from projections.models import ProjectorOffset
+from projections.models import ProjectorOffset, StatCounterRow
 from projections.poison import Skipped, describe
 from projections.reader import read_with_data
 from projections.sql import insert_for
@@ -124,6 +124,9 @@ class Projector:
         self._analyze_at = ANALYZE_FIRST
         self._deferred: Counter[stats.Key] | None = None
         """Counter deltas of committed transactions not written yet (a rebuild), else None."""
+        self._no_counters = False
+        """``stat_counters`` is known to be empty (a rebuild's first write is then a plain insert)."""
+        self._writing_counters = asyncio.Lock()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Project until ``stopping`` is set; any error that retries cannot cure propagates.
@@ -365,11 +368,18 @@ class Projector:
     async def _write_deferred(self, *, finished: bool = False) -> None:
         """Write the summed counter deltas in one transaction; ``finished``: also remove the
         marker of an unfinished replay (everything committed is then counted)."""
+        async with self._writing_counters:  # one at a time: the first may insert rather than add
+            await self._write_deferred_now(finished)
+
+    async def _write_deferred_now(self, finished: bool) -> None:
         deltas, self._deferred = self._deferred or Counter(), Counter()
         try:
             async with self._engine.begin() as conn:
                 writer = await writer_for(conn)
-                await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
+                if self._no_counters:  # a rebuild's counters: their final values, no upsert needed
+                    await writer.insert_stats([(*key, n) for key, n in deltas.items() if n != 0])
+                else:
+                    await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
                 if finished:
                     o = ProjectorOffset
                     await conn.execute(delete(o).where(o.topic == self._topic, o.partition == REBUILDING))
@@ -377,6 +387,7 @@ class Projector:
             deltas.update(self._deferred or ())  # whatever committed meanwhile
             self._deferred = deltas
             raise
+        self._no_counters = False
         log.info("stat counters written", extra={"counters": len(deltas), "finished": finished})
 
     async def _refuse_unfinished_rebuild(self) -> None:
@@ -393,6 +404,8 @@ class Projector:
                 .values(topic=self._topic, partition=REBUILDING, next_offset=0)
                 .on_conflict_do_nothing()
             )
+            # Nothing else writes counters while the marker is there (the projector refuses to run).
+            self._no_counters = (await conn.execute(select(StatCounterRow.scope).limit(1))).first() is None
 
     async def _analyze(self) -> None:
         # Autovacuum refreshes planner statistics about once a minute; a fast-growing read
