@@ -506,7 +506,9 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = _say) -
             say(f"baseline: raw h2, {len(tokens):,} pushes in {raw_push:.2f} s")
         loop_seconds = 0.0
         if args.users:
-            loop_args = argparse.Namespace(users=1000, rate=100.0, seconds=1.0, burst=args.users)
+            loop_args = argparse.Namespace(
+                users=1000, rate=100.0, seconds=1.0, burst=args.users, linger=PRODUCER_LINGER_MS, fetch_wait=20
+            )
             _, loop_rate = await run_baseline(bootstrap, loop_args, partitions=Settings().topic_partitions)
             loop_seconds = args.users / loop_rate
             say(f"baseline: raw aiokafka loop, {args.users:,} records in {loop_seconds:.2f} s")
