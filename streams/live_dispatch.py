@@ -3,17 +3,20 @@
 Agents submit each notification due on the WebSocket now and move on; one task takes
 everything submitted since its last pass and
 
-1. waits until the log appends the batch depends on (its ``notification.accepted``
-   events) are acknowledged by the broker, so a gateway's ``delivery.succeeded`` never
-   reaches the log ahead of the acceptance it follows;
+1. takes only frames whose log appends (their ``notification.accepted`` events) the
+   broker has acknowledged, so a gateway's ``delivery.succeeded`` never reaches the log
+   ahead of the acceptance it follows: the acknowledged front of a lane, in submission
+   order, so a frame never waits for a later frame's acknowledgement, and each
+   acknowledgement wakes the task (no frame waits for a batch in flight to be acked);
 2. reads the presence of every user of the batch in one pipelined round trip;
 3. publishes every frame to the gateways holding its user in a second one;
 4. hands the batch, each item with the nodes that took it, to ``on_result`` (which
    records ``delivery.deferred`` for those no gateway took: the user is offline).
 
-High-priority items have a lane of their own that is always served first, and other
-batches are smaller, so a backlog of low-priority frames delays a high one by at most
-one small batch.
+High-priority items have a lane of their own that is always served first when its front
+is acknowledged, and other batches are smaller, so a backlog of low-priority frames
+delays a high one by at most one small batch (a background batch is served only while
+no high-priority frame is ready).
 
 At-least-once holds because the worker's commits wait for this queue to drain
 (``drained``, wired into the producer flush that Faust performs before every offset
@@ -132,9 +135,20 @@ class LiveDispatch:
             self._space.clear()
             await self._space.wait()
             self._check_alive()
+        if item.after:
+            # Futures, so readiness can be checked without awaiting; each one still pending
+            # wakes the task when the broker answers.
+            acks = [asyncio.ensure_future(ack) for ack in item.after]
+            for ack in acks:
+                if not ack.done():
+                    ack.add_done_callback(self._acked)
+            item.after = acks
         lane = self._urgent if item.urgent else self._background
         lane.pending.append(item)
         lane.submitted += 1
+        self._wake.set()
+
+    def _acked(self, _: Any) -> None:
         self._wake.set()
 
     async def drained(self) -> None:
@@ -181,16 +195,17 @@ class LiveDispatch:
 
     async def _run(self) -> None:
         while True:
-            if self._urgent.pending:
-                lane, size = self._urgent, self._max_batch
-            elif self._background.pending:
-                lane, size = self._background, self._max_background_batch
-            else:
+            lane, count = self._urgent, _ready(self._urgent.pending, self._max_batch)
+            if not count:
+                lane, count = self._background, _ready(self._background.pending, self._max_background_batch)
+            if not count:
+                # Nothing acknowledged yet (or nothing at all): a submit or an ack wakes us.
+                # No await between the checks above and clear(): no wake-up is lost.
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = lane.pending[:size]
-            del lane.pending[: len(batch)]
+            batch = lane.pending[:count]
+            del lane.pending[:count]
             self._space.set()
             await self._dispatch_until_done(batch)
             lane.completed += len(batch)
@@ -200,12 +215,9 @@ class LiveDispatch:
 
     async def _dispatch_until_done(self, batch: list[Live]) -> None:
         delay = self._retry_base
-        # A failed append fails the agent's own send too (Faust's flush raises before the
-        # commit), so the input is reprocessed: the frame may go out, never lost. One wait
-        # for the whole batch, on the acknowledgements not in yet.
-        pending = [ack for item in batch for ack in item.after if not _done(ack)]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        # Every item's appends are acknowledged (``_ready``). A failed append fails the
+        # agent's own send too (Faust's flush raises before the commit), so the input is
+        # reprocessed: the frame may go out, never lost.
         for item in batch:
             item.after = ()
         while True:
@@ -225,6 +237,16 @@ class LiveDispatch:
             # Outside the retry: the frames are out; a failure here is a bug, not Redis.
             await self._on_result(batch)
             return
+
+
+def _ready(pending: list[Live], limit: int) -> int:
+    """How many items at the front of ``pending`` (at most ``limit``) have every append acknowledged."""
+    count = 0
+    for item in pending:
+        if count == limit or not all(_done(ack) for ack in item.after):
+            break
+        count += 1
+    return count
 
 
 def _done(ack: Awaitable[Any]) -> bool:

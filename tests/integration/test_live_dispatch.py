@@ -8,15 +8,21 @@ worker runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from api.ws.presence import RedisPresence
+from herald.broker import free_port, tansu_binary, wait_for_port
 from streams.live_dispatch import Live, LiveDispatch
 from streams.websocket_dispatch import RedisDispatcher, render_message
 from tests.support.waiting import eventually
@@ -115,3 +121,80 @@ async def test_a_dead_dispatch_task_fails_the_next_submit_loudly(redis: Redis) -
     await asyncio.wait({task}, timeout=10)
     with pytest.raises(RuntimeError, match="live dispatch task died"):
         await dispatch.submit(live("ana", "a1"))
+
+
+@contextlib.asynccontextmanager
+async def paused_broker() -> AsyncIterator[tuple[str, Callable[[bool], None]]]:
+    """A private Tansu and a switch that stops (``True``) or resumes (``False``) the process: while
+    it is stopped, no append is acknowledged (a real broker that has not answered yet)."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+        "--advertised-listener-url", f"tcp://127.0.0.1:{port}", "--storage-engine", "memory://tansu/",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def stopped(stop: bool) -> None:
+        os.kill(proc.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+
+    try:
+        await wait_for_port("127.0.0.1", port)
+        yield f"127.0.0.1:{port}", stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        await proc.wait()
+
+
+async def test_an_acknowledged_frame_goes_out_while_a_later_one_waits_for_its_acceptance(redis: Redis) -> None:
+    """A frame goes out only once its acceptance is acknowledged, and does not wait for a later
+    frame's acknowledgement (the batch used to wait for its slowest one)."""
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+
+    async def recorded(batch: Sequence[Live]) -> None:
+        return None
+
+    async with paused_broker() as (bootstrap, stopped), Gateway(redis, prefix) as gateway:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        await admin.create_topics([NewTopic("accepted", 1, 1)])
+        await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=60_000)
+        await producer.start()
+        try:
+            assert await gateway.presence.join("ana", "c1", 5)
+            first = await producer.send("accepted", b"a0")
+            await first  # on the log
+            stopped(True)
+            second = await producer.send("accepted", b"a1")  # not acknowledged while the broker is stopped
+            dispatch = LiveDispatch(RedisDispatcher(redis, prefix), recorded)
+            await dispatch.submit(Live("ana", render_message("ana", b'{"id":"a0"}'), "a0", after=(first,)))
+            await dispatch.submit(Live("ana", render_message("ana", b'{"id":"a1"}'), "a1", after=(second,)))
+
+            async def front_out() -> bool:
+                return gateway.received == ["a0"]
+
+            await eventually(front_out, what="the acknowledged frame at the gateway")
+            # A later urgent frame whose append is on the log overtakes the unacknowledged one:
+            # by the time it arrives, the task has passed over a1 and held it back.
+            await dispatch.submit(Live("ana", render_message("ana", b'{"id":"u0"}'), "u0", after=(first,), urgent=True))
+
+            async def urgent_out() -> bool:
+                return "u0" in gateway.received
+
+            await eventually(urgent_out, what="the urgent frame at the gateway")
+            assert gateway.received == ["a0", "u0"], "a1 went out before its acceptance was acknowledged"
+            assert not second.done()
+            stopped(False)
+
+            async def all_out() -> bool:
+                return gateway.received == ["a0", "u0", "a1"]
+
+            await eventually(all_out, what="a1 at the gateway once acknowledged")
+            assert second.done() and second.exception() is None
+            await dispatch.drained()
+            await dispatch.close()
+        finally:
+            stopped(False)
+            await producer.stop()
