@@ -31,7 +31,7 @@ from schemas.errors import InvalidMessage
 from schemas.events import NotificationAccepted, NotificationRejected
 from streams.admission_store import AdmissionStore
 from streams.dead_letters import dead_letter, header_items, read_or_dead_letter, record_source
-from streams.internals import kafka_client
+from streams.internals import current_assignment, kafka_client
 from streams.live_dispatch import LiveDispatch
 from streams.metrics import (
     NOTIFICATIONS_CREATED,
@@ -42,7 +42,7 @@ from streams.metrics import (
 )
 from streams.priority_gate import PriorityGate
 from streams.priority_poll import LagProbe, install_priority_polls
-from streams.publish import append
+from streams.publish import append, send
 from streams.router import Contacts, no_contacts, route_accepted
 from streams.topics import Topics
 
@@ -105,12 +105,20 @@ def install(
 
 
 def _lag_probe(app: faust.App, topic: str, probe: LagProbe) -> Callable[[], bool]:
+    # Asked once per lower-priority record: the partitions of ``topic`` are worked out once
+    # per assignment (aiokafka builds a new one at every rebalance), not on every call.
+    cached: list[Any] = [None, ()]  # [assignment, its partitions of ``topic``]
+
     def lagging() -> bool:
-        consumer = app.consumer
-        client = kafka_client(consumer)
+        client = kafka_client(app.consumer)
         if client is None:
             return False
-        return any(probe(client, tp) for tp in consumer.assignment() if tp.topic == topic)
+        assignment = current_assignment(client)
+        if assignment is None:
+            return False
+        if assignment is not cached[0]:
+            cached[0], cached[1] = assignment, tuple(tp for tp in assignment.tps if tp.topic == topic)
+        return any(probe(client, tp) for tp in cached[1])
 
     return lagging
 
@@ -162,7 +170,7 @@ class Ingest:
         try:
             outcome = self._admit(request, message, priority)
             raw = encode(outcome)
-            appended = await topics.events.send(key=(outcome.userid or "").encode(), value=raw)
+            appended = await send(topics.events, (outcome.userid or "").encode(), raw)
             if isinstance(outcome.data, NotificationAccepted):
                 await route_accepted(topics, self._settings, self._live, outcome, raw, appended, self._contacts)
             elif isinstance(outcome.data, NotificationRejected):

@@ -84,6 +84,7 @@ REQUIRED: tuple[Internal, ...] = (
     Internal(AIOKAFKA, SubscriptionState, "subscription", "partition lag"),
     Internal(AIOKAFKA, Subscription, "assignment", "partition lag"),
     Internal(AIOKAFKA, Assignment, "state_value", "partition lag"),
+    Internal(AIOKAFKA, Assignment, "tps", "partition lag"),
     Internal(AIOKAFKA, TopicPartitionState, "highwater", "partition lag", assigned=True),
     Internal(AIOKAFKA, TopicPartitionState, "has_valid_position", "partition lag"),
     Internal(AIOKAFKA, TopicPartitionState, "position", "partition lag"),
@@ -136,6 +137,16 @@ def kafka_client(consumer: Any) -> aiokafka.AIOKafkaConsumer | None:
     """The aiokafka consumer behind a Faust consumer; ``None`` until the consumer has started."""
     thread = getattr(consumer, "_thread", None)
     return getattr(thread, "_consumer", None) if thread is not None else None
+
+
+def current_assignment(client: aiokafka.AIOKafkaConsumer) -> Assignment | None:
+    """The client's current assignment (a new object at every rebalance); ``None`` if it has none.
+
+    Its ``tps`` are the assigned partitions. Cheaper than ``Consumer.assignment()``, which
+    copies every partition into a new set of Faust ``TP``s on each call.
+    """
+    subscription = client._subscription.subscription
+    return subscription.assignment if subscription is not None else None
 
 
 def fetched_position(client: aiokafka.AIOKafkaConsumer, tp: Any) -> tuple[int, int] | None:

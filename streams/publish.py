@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
+from typing import Any
 
 import faust
 
 from schemas.codec import encode
 from schemas.envelope import Envelope
+
+log = logging.getLogger(__name__)
+
+
+async def send(topic: faust.TopicT, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    """Hand one record to the app's producer; the future of its broker acknowledgement.
+
+    The same producer and the same record as ``topic.send`` (raw key and value, the
+    default partitioner over the key), without Faust's per-message bookkeeping on top
+    (its pending message, future message and send callback: about a third of a send's
+    cost in the worker). Offset commits still wait for it: Faust flushes this producer
+    before every commit. A send the broker finally refuses is logged, as Faust logs its
+    own (``_on_published``).
+    """
+    producer = await topic.app.maybe_start_producer()
+    sent: asyncio.Future[Any] = await producer.send(topic.get_topic_name(), key, value, None, None, None)
+    sent.add_done_callback(_report_failure)
+    return sent
+
+
+def _report_failure(sent: asyncio.Future[Any]) -> None:
+    if sent.cancelled():
+        return
+    exc = sent.exception()
+    if exc is not None:
+        log.error("record not appended", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
 async def append(topic: faust.TopicT, envelopes: Iterable[Envelope]) -> None:
@@ -19,4 +48,4 @@ async def append(topic: faust.TopicT, envelopes: Iterable[Envelope]) -> None:
     pipeline sends instead of paying one broker round trip per event.
     """
     for env in envelopes:
-        await topic.send(key=(env.userid or "").encode(), value=encode(env))
+        await send(topic, (env.userid or "").encode(), encode(env))
