@@ -47,12 +47,14 @@ class Role:
 
 @contextlib.asynccontextmanager
 async def role(
-    name: str, settings: Settings, *, tag: str = "", root: Path | None = None, **extra: str
+    name: str, settings: Settings, *, tag: str = "", root: Path | None = None, nice: int = 0, **extra: str
 ) -> AsyncIterator[Role]:
     """``herald NAME`` in its own process for the duration of the block; its log in test-output.
 
     ``root``: run the code of another checkout of the project (its directory comes first on
     the import path), e.g. to compare a role's CPU between two commits in one run.
+    ``nice``: the process's scheduling niceness (``nice -n``; every thread has it; a negative one
+    needs privilege), as an operator gives a role more or less CPU weight.
     """
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{name}{tag}.log"
@@ -63,8 +65,9 @@ async def role(
         env = {k: v for k, v in env.items() if not k.startswith("HERALD_") or k in known}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     with log.open("wb") as out:
+        niced = ["nice", "-n", str(nice)] if nice else []  # nice execs the role: the same pid
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "herald.cli", name, env=env, cwd=root or ROOT, stdout=out, stderr=out
+            *niced, sys.executable, "-m", "herald.cli", name, env=env, cwd=root or ROOT, stdout=out, stderr=out
         )
         running = Role(name, proc, log)
         try:
