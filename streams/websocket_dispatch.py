@@ -34,12 +34,43 @@ def render_message(user_id: str, frame_json: bytes) -> bytes:
     return b'{"user_id":' + json.dumps(user_id).encode() + b',"frame":' + frame_json + b"}"
 
 
+# Presence and publish of a whole batch in one round trip, atomically. KEYS: the presence
+# hash of each distinct user of the batch; ARGV: now (unix seconds), the gateway channel
+# prefix, then per frame its user's index in KEYS and the message. Returns, per frame,
+# the nodes whose subscriber took it. Nodes are those whose entry has not expired, in
+# order, as ``engine.presence.live_nodes`` picks them (an unreadable expiry: absent).
+_DISPATCH = """
+local now = tonumber(ARGV[1])
+local nodes = {}
+for i, key in ipairs(KEYS) do
+  local entries = redis.call('HGETALL', key)
+  local live = {}
+  for j = 1, #entries, 2 do
+    local expiry = tonumber(entries[j + 1])
+    if expiry and expiry > now then live[#live + 1] = entries[j] end
+  end
+  table.sort(live)
+  nodes[i] = live
+end
+local out = {}
+for k = 3, #ARGV, 2 do
+  local reached = {}
+  for _, node in ipairs(nodes[tonumber(ARGV[k])]) do
+    if redis.call('PUBLISH', ARGV[2] .. node, ARGV[k + 1]) > 0 then reached[#reached + 1] = node end
+  end
+  out[#out + 1] = reached
+end
+return out
+"""
+
+
 class RedisDispatcher:
     """Production adapter: presence hash in Redis, then PUBLISH to each live gateway's channel."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._dispatch = redis.register_script(_DISPATCH)
 
     async def dispatch(self, user_id: str, frame: Mapping[str, Any]) -> list[str]:
         """Publish to the live gateways present for ``user_id``; a node counts if its subscriber got it
@@ -55,31 +86,17 @@ class RedisDispatcher:
         return reached
 
     async def dispatch_many(self, items: Sequence[tuple[str, bytes]]) -> list[list[str]]:
-        """Two pipelined round trips for the whole batch: every user's presence, then every publish."""
+        """One round trip for the whole batch: every user's presence and every publish, in one script."""
         if not items:
             return []
-        users = list(dict.fromkeys(user for user, _ in items))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.hgetall(presence_key(self._prefix, user))
-            raws = await pipe.execute()
-        now = time.time()
-        nodes_of = {
-            user: live_nodes({_text(n): _text(e) for n, e in raw.items()}, now=now)
-            for user, raw in zip(users, raws, strict=True)
-        }
-        targets: list[tuple[int, str]] = []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for index, (user, message) in enumerate(items):
-                for node in nodes_of[user]:
-                    pipe.publish(gateway_channel(self._prefix, node), message)
-                    targets.append((index, node))
-            receivers = await pipe.execute() if targets else []
-        reached: list[list[str]] = [[] for _ in items]
-        for (index, node), count in zip(targets, receivers, strict=True):
-            if count:
-                reached[index].append(node)
-        return reached
+        index: dict[str, int] = {}
+        args: list[str | bytes | float | int] = [time.time(), gateway_channel(self._prefix, "")]
+        for user, message in items:
+            args.append(index.setdefault(user, len(index) + 1))
+            args.append(message)
+        keys = [presence_key(self._prefix, user) for user in index]
+        reached = await self._dispatch(keys=keys, args=args)
+        return [[_text(node) for node in nodes] for nodes in reached]
 
 
 def _text(value: bytes | str) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -22,15 +23,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from api.ws.presence import RedisPresence
+from engine.presence import presence_key
 from herald.broker import free_port, tansu_binary, wait_for_port
 from streams.live_dispatch import Live, LiveDispatch
 from streams.websocket_dispatch import RedisDispatcher, render_message
 from tests.support.waiting import eventually
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+@pytest.fixture(params=[False, True], ids=["bytes", "decoded"])
+async def redis(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    # Decoded, as the roles' client is (herald/stack.py); bytes, as a bare client is.
+    client = Redis.from_url(redis_url, decode_responses=request.param)
     yield client
     await client.aclose()
 
@@ -198,3 +201,30 @@ async def test_an_acknowledged_frame_goes_out_while_a_later_one_waits_for_its_ac
         finally:
             stopped(False)
             await producer.stop()
+
+
+async def test_one_round_trip_reaches_every_live_node_of_a_user_and_no_expired_or_silent_one(redis: Redis) -> None:
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    async with Gateway(redis, prefix) as one, Gateway(redis, prefix) as two:
+        assert await one.presence.join("ana", "c1", 5)
+        assert await two.presence.join("ana", "c2", 5)
+        key = presence_key(prefix, "ana")
+        # A node whose entry expired, one whose expiry is unreadable, and one present but with
+        # no subscriber (crashed before its entry expired): none of them took the frame.
+        await redis.hset(key, mapping={"gone": str(time.time() - 1), "junk": "soon", "silent": str(time.time() + 60)})
+        dispatcher = RedisDispatcher(redis, prefix)
+        reached = await dispatcher.dispatch_many(
+            [
+                ("ana", render_message("ana", b'{"id":"n1"}')),
+                ("bob", render_message("bob", b'{"id":"n2"}')),
+                ("ana", render_message("ana", b'{"id":"n3"}')),
+            ]
+        )
+        live = sorted([one.presence.node_id, two.presence.node_id])
+        assert reached == [live, [], live]
+
+        async def both_received() -> bool:
+            return one.received == ["n1", "n3"] and two.received == ["n1", "n3"]
+
+        await eventually(both_received, what="both frames at both gateways of ana")
+        assert await dispatcher.dispatch_many([]) == []
