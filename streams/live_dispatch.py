@@ -1,16 +1,16 @@
-"""Live WebSocket hand-off in batches: one Redis round trip for presence, one for the frames.
+"""Live WebSocket hand-off in batches: one Redis round trip for the presence and the frames.
 
 Agents submit each notification due on the WebSocket now and move on; one task takes
-everything submitted since its last pass and
+what was submitted since its last pass and
 
 1. takes only frames whose log appends (their ``notification.accepted`` events) the
    broker has acknowledged, so a gateway's ``delivery.succeeded`` never reaches the log
    ahead of the acceptance it follows: the acknowledged front of a lane, in submission
    order, so a frame never waits for a later frame's acknowledgement, and each
    acknowledgement wakes the task (no frame waits for a batch in flight to be acked);
-2. reads the presence of every user of the batch in one pipelined round trip;
-3. publishes every frame to the gateways holding its user in a second one;
-4. hands the batch, each item with the nodes that took it, to ``on_result`` (which
+2. reads the presence of every user of the batch and publishes every frame to the
+   gateways holding its user, in one round trip (a script: ``RedisDispatcher``);
+3. hands the batch, each item with the nodes that took it, to ``on_result`` (which
    records ``delivery.deferred`` for those no gateway took: the user is offline).
 
 High-priority items have a lane of their own that is always served first when its front
