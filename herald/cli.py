@@ -127,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             probes = RoleHttp(settings, command)  # /metrics, /healthz, /readyz of a role without an API
             await probes.start()
         try:
+            if command == "worker":
+                # A new priority group starts where the group that ingested its priorities left off.
+                from herald.startup import until_reachable
+                from streams.app import take_over_request_offsets
+
+                await until_reachable("broker", settings.kafka_bootstrap, lambda: take_over_request_offsets(settings))
             async with run_stack(
                 settings, worker=roles["worker"], projector=roles["projector"], api=roles["api"]
             ) as stack:

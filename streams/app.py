@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.priority import Priority
-from engine.settings import Settings
+from engine.settings import PRIORITIES, Settings
+from engine.topics import TopicNames
 from schemas.envelope import Envelope
 from schemas.events import ContactUpdated
 from streams import delivery_attempt, ingest, scheduler, websocket_sink
@@ -104,6 +106,64 @@ def worker_app_id(settings: Settings) -> str:
     if runs_sinks(settings):
         return settings.app_id
     return "-".join((settings.app_id, *settings.worker_priorities))
+
+
+def _groups_ingesting(settings: Settings, priority: str) -> set[str]:
+    """Every app id (consumer group) a worker ingesting ``priority`` could have, whatever its other priorities."""
+    others = [p for p in PRIORITIES if p != priority]
+    subsets = [[], [others[0]], [others[1]], others]
+    return {worker_app_id(settings.replace(worker_priorities=",".join([priority, *s]))) for s in subsets}
+
+
+async def take_over_request_offsets(settings: Settings) -> dict[str, int]:
+    """Start this worker's group, on a request partition it never consumed, where another group left off.
+
+    When a deployment is split (``herald-high`` takes ``requests.high`` from the ``herald``
+    group), the new group has no committed offsets: without this it would read the topic
+    from its oldest record and decide again what the other group already decided. For each
+    partition of this worker's request topics on which its own group has committed nothing,
+    the furthest offset another group that may have ingested the priority committed is
+    committed to this group before the app starts. Partitions this group already consumed
+    are left alone (going back to an unsplit deployment: docs/deployment.md). Returns what
+    it committed, ``topic:partition -> offset``.
+    """
+    names = TopicNames(settings.topic_prefix)
+    own = worker_app_id(settings)
+    consumers: dict[str, AIOKafkaConsumer] = {}
+
+    async def consumer(group: str) -> AIOKafkaConsumer:
+        if group not in consumers:
+            client = AIOKafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+            )
+            await client.start()
+            consumers[group] = client
+        return consumers[group]
+
+    moved: dict[TopicPartition, int] = {}
+    try:
+        mine = await consumer(own)
+        for priority in settings.worker_priorities:
+            others = sorted(_groups_ingesting(settings, priority) - {own})
+            for partition in range(settings.topic_partitions):
+                tp = TopicPartition(names.request(priority), partition)
+                if await mine.committed(tp) is not None:
+                    continue
+                theirs = [await (await consumer(group)).committed(tp) for group in others]
+                furthest = max((offset for offset in theirs if offset is not None), default=None)
+                if furthest is not None:
+                    moved[tp] = furthest
+        if moved:
+            mine.assign(list(moved))
+            await mine.commit(dict(moved))
+            log.info(
+                "request offsets taken over from another priority group",
+                extra={"group": own, "partitions": len(moved)},
+            )
+    finally:
+        for client in consumers.values():
+            await client.stop()
+    return {f"{tp.topic}:{tp.partition}": offset for tp, offset in moved.items()}
 
 
 class ContactsOnly(DeviceRegistry):

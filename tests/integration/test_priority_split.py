@@ -7,8 +7,9 @@ SMTP capture server in the test process. Checked: every request is decided exact
 (a repeated high request is a duplicate), every notification is mailed exactly once,
 the high worker's group never consumes a sink's or the scheduler's topic while the other
 group never consumes ``requests.high``, routing in the high worker follows the contact
-preferences it folds itself, and a priority list naming no real priority stops the worker
-at start with status 2 and one line.
+preferences it folds itself, a new high group starts where the unsplit workers left off
+(nothing decided twice), and a priority list naming no real priority stops the worker at
+start with status 2 and one line.
 """
 
 from __future__ import annotations
@@ -216,6 +217,49 @@ async def test_the_high_worker_routes_by_the_contact_preferences_it_folds(settin
     deadline = time.monotonic() + 60
     while not await cancelled_by_preference():
         assert time.monotonic() < deadline, "the high worker never applied the contact's channels"
+
+
+async def test_a_new_high_group_starts_where_the_unsplit_workers_left_off(
+    kafka_bootstrap: str, redis_url: str, output_dir: Path
+) -> None:
+    unsplit = isolated_settings(kafka_bootstrap, redis_url, log_level="INFO")
+    high = unsplit.replace(worker_priorities="high")
+    topic = f"{unsplit.topic_prefix}requests.high"
+    log_path = output_dir / "priority-split-takeover.log"
+    log_path.write_bytes(b"")
+    port = free_port()
+    before = _user("before")
+    first = request(before, "decided by the unsplit worker", priority="high")
+    proc = start_role("worker", unsplit.replace(metrics_port=port), log_path)
+    tail = TopicTail(kafka_bootstrap, f"{unsplit.topic_prefix}events")
+    try:
+        await _ready(port, proc, log_path)
+        await tail.start()
+        await publish_json(kafka_bootstrap, topic, before, first)
+        await tail.wait_events(1, within=60, type="notification.accepted", subject=first["id"])
+        deadline = time.monotonic() + 30
+        while not any(await _committed(unsplit, unsplit.app_id, topic)):
+            assert time.monotonic() < deadline, "the unsplit worker never committed requests.high"
+            await asyncio.sleep(0.2)
+    finally:
+        stop_role(proc)
+    # The split: a new group for high. It must not decide the first request again.
+    port = free_port()
+    proc = start_role("worker", high.replace(metrics_port=port), log_path)
+    try:
+        await _ready(port, proc, log_path)
+        after = _user("after")
+        second = request(after, "decided by the high worker", priority="high")
+        await publish_json(kafka_bootstrap, topic, after, second)
+        await tail.wait_events(1, within=60, type="notification.accepted", subject=second["id"])
+        assert len(tail.events(subject=first["id"], type="notification.accepted")) == 1
+        assert not tail.events(subject=first["id"], type="notification.duplicate")
+        taken = await _committed(unsplit, worker_app_id(high), topic)
+        left = await _committed(unsplit, unsplit.app_id, topic)
+        assert all(o is None or (t is not None and t >= o) for t, o in zip(taken, left, strict=True)), (taken, left)
+    finally:
+        stop_role(proc)
+        await tail.stop()
 
 
 @pytest.fixture
