@@ -344,7 +344,13 @@ async def run_herald(
         projector = await stack.enter_async_context(role("projector", settings, tag="-bulk"))
         workers = [
             await stack.enter_async_context(
-                role("worker", settings, tag=f"-bulk-{i}" if args.workers > 1 else "-bulk", root=args.worker_tree)
+                role(
+                    "worker",
+                    settings,
+                    tag=f"-bulk-{i}" if args.workers > 1 else "-bulk",
+                    root=args.worker_tree,
+                    cprofile=args.cprofile / f"worker{i + 1}.prof" if args.cprofile else None,
+                )
             )
             for i in range(args.workers)
         ]
@@ -550,6 +556,12 @@ def _absolute(path: str) -> Path:
     return Path(path).resolve()
 
 
+def _new_directory(path: str) -> Path:
+    folder = Path(path).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", type=int, default=10_000, help="device tokens (one user each) in the push bulk")
@@ -560,6 +572,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="herald worker processes in one consumer group")
     p.add_argument("--profile", metavar="DIR", help="py-spy every worker during the measured bulks (stacks in DIR)")
+    p.add_argument(
+        "--cprofile",
+        metavar="DIR",
+        type=_new_directory,
+        help="run every worker under cProfile (stats in DIR/worker<N>.prof, whole run: warm-up included)",
+    )
     p.add_argument(
         "--worker-tree", metavar="DIR", type=_absolute, help="run the workers from this checkout of the project"
     )

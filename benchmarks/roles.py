@@ -47,7 +47,14 @@ class Role:
 
 @contextlib.asynccontextmanager
 async def role(
-    name: str, settings: Settings, *, tag: str = "", root: Path | None = None, nice: int = 0, **extra: str
+    name: str,
+    settings: Settings,
+    *,
+    tag: str = "",
+    root: Path | None = None,
+    nice: int = 0,
+    cprofile: Path | None = None,
+    **extra: str,
 ) -> AsyncIterator[Role]:
     """``herald NAME`` in its own process for the duration of the block; its log in test-output.
 
@@ -55,6 +62,8 @@ async def role(
     the import path), e.g. to compare a role's CPU between two commits in one run.
     ``nice``: the process's scheduling niceness (``nice -n``; every thread has it; a negative one
     needs privilege), as an operator gives a role more or less CPU weight.
+    ``cprofile``: run the role under cProfile, its stats written to this file when it stops
+    (the count of Python calls is a cost figure a busy machine does not move).
     """
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{name}{tag}.log"
@@ -67,7 +76,16 @@ async def role(
     with log.open("wb") as out:
         niced = ["nice", "-n", str(nice)] if nice else []  # nice execs the role: the same pid
         proc = await asyncio.create_subprocess_exec(
-            *niced, sys.executable, "-m", "herald.cli", name, env=env, cwd=root or ROOT, stdout=out, stderr=out
+            *niced,
+            sys.executable,
+            *(["-m", "cProfile", "-o", str(cprofile)] if cprofile is not None else []),
+            "-m",
+            "herald.cli",
+            name,
+            env=env,
+            cwd=root or ROOT,
+            stdout=out,
+            stderr=out,
         )
         running = Role(name, proc, log)
         try:
