@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import uvloop
 
-from engine.settings import DEV_JWT_SECRET, ConfigError, Settings
+from engine.settings import DEV_JWT_SECRET, PRIORITIES, ConfigError, Settings
 from herald import (
     apns_emulator_command,
     audit_command,
@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "worker" and args.priorities is not None:
             settings = settings.replace(worker_priorities=args.priorities)
+        if args.command == "dev" and tuple(settings.worker_priorities) != PRIORITIES:
+            # The one worker of the dev stack: a subset would leave the other priorities unread.
+            raise ConfigError("herald dev runs the only worker: HERALD_WORKER_PRIORITIES must name high, medium, low")
         if args.command in PRODUCTION_ROLES:
             # Imported here: the API's libraries (aiohttp, pyjwt) cost the tools ~0.3 s of start-up.
             from api.auth import refuse_dev_defaults
