@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import aiohttp
 import orjson
@@ -147,13 +148,13 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
         if stages is not None:
             (stages.folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
 
-        def hooks(role_name: str) -> dict[str, str]:
+        def hooks(role_name: str) -> StageEnv:
             return stages.env(role_name) if stages is not None else {}
 
         async with (
             role("projector", settings, tag="-throughput") as projector,
-            role("worker", settings, tag="-throughput", root=None, **hooks("worker")) as worker,
-            role("api", settings, tag="-throughput", root=None, **hooks("api")) as api,
+            role("worker", settings, tag="-throughput", **hooks("worker")) as worker,
+            role("api", settings, tag="-throughput", **hooks("api")) as api,
         ):
             await wait_ready(base, api)
             return await _measure(settings, base, users, database_url, args, [worker, api, projector], stages)
@@ -527,20 +528,28 @@ def _hook_api(stamp: Callable[..., None]) -> None:
     Receipts.delivered = written  # type: ignore[method-assign]
 
 
+class StageEnv(TypedDict, total=False):
+    """The environment ``--stages`` adds to a role."""
+
+    PYTHONPATH: str
+    BENCH_STAGE_LOG: str
+    BENCH_STAGE_ROLE: str
+
+
 @dataclass
 class StageRun:
     """The files of one ``--stages`` run: a ``sitecustomize`` directory and each role's stamp file."""
 
     folder: Path
 
-    def env(self, role_name: str) -> dict[str, str]:
+    def env(self, role_name: str) -> StageEnv:
         paths = [str(self.folder), str(Path(__file__).resolve().parent.parent)]
         if os.environ.get("PYTHONPATH"):
             paths.append(os.environ["PYTHONPATH"])
         return {
             "PYTHONPATH": os.pathsep.join(paths),
-            STAGE_LOG_ENV: str(self.folder / f"{role_name}.json"),
-            STAGE_ROLE_ENV: role_name,
+            "BENCH_STAGE_LOG": str(self.folder / f"{role_name}.json"),  # STAGE_LOG_ENV
+            "BENCH_STAGE_ROLE": role_name,  # STAGE_ROLE_ENV
         }
 
     async def collect(self, role_names: list[str], within: float = 30.0) -> dict[str, dict[str, float]]:
@@ -594,7 +603,22 @@ def stage_report(phase: Phase, stamps: dict[str, dict[str, float]]) -> list[str]
             f"  the dispatch task waited for the acceptance's ack for {len(held)} of {len(waits)} frames "
             f"(p50 {p50:.1f} ms, p99 {p99:.1f} ms of those)"
         )
+    lines.append("  spans, per notification (p50 / p99 ms):")
+    for start, end, what in SPANS:
+        spans = [(r[end] - r[start]) * 1000 for r in rows.values() if start in r and end in r]
+        if spans:
+            lines.append(f"    {start} -> {end}: {percentile(spans, 50):.1f} / {percentile(spans, 99):.1f}  {what}")
     return lines
+
+
+SPANS = (
+    ("sent", "polled", "to the worker: producer linger, broker, fetch wait"),
+    ("polled", "submitted", "in the worker up to the frame: thread hop, agent buffer, decision"),
+    ("submitted", "acked", "the acceptance's append: producer linger, broker"),
+    ("submitted", "published", "the live dispatch: the ack, the batch, Redis"),
+    ("acked", "published", "the live dispatch after the ack"),
+    ("gateway", "client", "the gateway and the client's socket"),
+)
 
 
 # ---------------------------------------------------------------------------- report
