@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import deliveries, devices, stats
@@ -191,10 +192,11 @@ def prepare(partition: int, offset: int, env: Envelope, data: dict[str, Any] | N
     delivery = deliveries.delivery_row(env)
     # Ids are checked here (the usual way an event does not fit); every other limit is the
     # database's: a batch it refuses is applied one event at a time to find the culprit.
-    reason = too_long(EventRow, ledger)
+    reason = _ledger_too_long(ledger)
     event = env.data
     if reason is None and isinstance(event, _CREATING):
-        reason = too_long(NotificationRow, {"id": event.notification_id, "user_id": event.user_id})
+        if max(len(event.notification_id or ""), len(event.user_id or "")) > _NOTIFICATION_ID_LIMIT:
+            reason = too_long(NotificationRow, {"id": event.notification_id, "user_id": event.user_id})
     elif reason is None and isinstance(event, devices.DEVICE_EVENTS):
         device = {k: getattr(event, k, None) for k in ("device_token", "user_id", "platform", "name")}
         reason = too_long(DeviceRow, device)
@@ -203,6 +205,36 @@ def prepare(partition: int, offset: int, env: Envelope, data: dict[str, Any] | N
     if reason is not None:
         raise ValueError(reason)
     return Prepared(offset, env, ledger, delivery)
+
+
+_LEDGER_STRINGS = ("event_id", "type", "subject", "user_id", "source", "correlation_id")
+
+
+def _shortest(table: Any, names: tuple[str, ...]) -> int:
+    """The shortest length limit among the string columns ``names`` of ``table``."""
+    limits = [c.type.length for c in table.__table__.columns if c.name in names and isinstance(c.type, String)]
+    return min(n for n in limits if n is not None)
+
+
+_LEDGER_SHORTEST = _shortest(EventRow, _LEDGER_STRINGS)
+"""The shortest limit of the ledger's string columns: values no longer than it all fit."""
+_NOTIFICATION_ID_LIMIT = _shortest(NotificationRow, ("id", "user_id"))
+
+
+def _ledger_too_long(ledger: dict[str, Any]) -> str | None:
+    """``too_long(EventRow, ledger)``, answered at once when every value is short (the usual case)."""
+    try:
+        longest = max(
+            len(ledger["event_id"]),
+            len(ledger["type"]),
+            len(ledger["subject"] or ""),
+            len(ledger["user_id"] or ""),
+            len(ledger["source"]),
+            len(ledger["correlation_id"] or ""),
+        )
+    except TypeError:  # not a string: the full check says what it makes of it
+        longest = _LEDGER_SHORTEST + 1
+    return None if longest <= _LEDGER_SHORTEST else too_long(EventRow, ledger)
 
 
 _encode_slow = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -262,23 +294,40 @@ def _channel_rows(prior: dict[str, _Prior], states: States) -> tuple[list[tuple[
 
 
 def _deltas(partition: int, fresh: Sequence[Prepared], prior: dict[str, _Prior], states: States) -> Counter[stats.Key]:
-    deltas: Counter[stats.Key] = Counter()
-    part = stats.partition_scope(partition)
+    """The batch's counter deltas: per user, and their sum in the partition's global scope.
+
+    Summed per ``(user, metric, key)`` first, a notification whose contributions did not
+    change skipped, and only then copied to the user's scope and added to the partition's:
+    one dictionary update per contribution instead of two (the result is the same).
+    """
+    by_user: dict[tuple[str, str, str], int] = {}
+    get = by_user.get
     for p in fresh:
         event = p.env.data
         if isinstance(event, DeliverySucceeded):
-            bucket = str(stats.latency_bucket(event.latency_ms))
-            deltas[(stats.user_scope(event.user_id), "latency", bucket)] += 1
-            deltas[(part, "latency", bucket)] += 1
+            key = (event.user_id, "latency", str(stats.latency_bucket(event.latency_ms)))
+            by_user[key] = get(key, 0) + 1
     for nid, state in states.items():
+        now = contributions(state)
         old = prior.get(nid)
-        user = stats.user_scope(state.user_id)
-        for metric, key in old.contributions if old is not None else ():
-            deltas[(user, metric, key)] -= 1
-            deltas[(part, metric, key)] -= 1
-        for metric, key in contributions(state):
-            deltas[(user, metric, key)] += 1
-            deltas[(part, metric, key)] += 1
+        user = state.user_id
+        if old is not None:
+            if old.contributions == now:
+                continue
+            for metric, name in old.contributions:
+                key = (user, metric, name)
+                by_user[key] = get(key, 0) - 1
+        for metric, name in now:
+            key = (user, metric, name)
+            by_user[key] = get(key, 0) + 1
+    deltas: Counter[stats.Key] = Counter()
+    part = stats.partition_scope(partition)
+    scopes: dict[str, str] = {}
+    for (user, metric, name), n in by_user.items():
+        if n:
+            scope = scopes.get(user) or scopes.setdefault(user, stats.user_scope(user))
+            deltas[(scope, metric, name)] = n
+            deltas[(part, metric, name)] += n
     return deltas
 
 

@@ -80,7 +80,7 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
         body = _DECODER.decode(raw.decode())  # decoding first spares json its encoding detection
     except (ValueError, RecursionError) as exc:
         raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
-    ce = {k[3:]: v for k, v in headers if k.startswith("ce_")}
+    ce = {k[3:]: v for k, v in headers if k.startswith("ce_")} if headers else None
     if ce:
         try:
             attrs: Any = {k: v.decode() for k, v in ce.items()}
@@ -91,27 +91,52 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
         attrs = body
     if not isinstance(attrs, dict):
         raise Unreadable("a CloudEvent must be a JSON object")
-    for name in ("id", "source", "type", "specversion"):
-        if not isinstance(attrs.get(name), str) or not attrs[name]:
-            raise Unreadable(f"missing or empty CloudEvents attribute {name}")
-    if attrs["specversion"] != SPECVERSION:
-        raise Unreadable(f"unsupported specversion {attrs['specversion']!r}")
-    data = attrs.get("data")
+    get = attrs.get
+    event_id: Any = get("id")
+    source: Any = get("source")
+    event_type: Any = get("type")
+    spec = get("specversion")
+    if not (type(event_id) is str and type(source) is str and type(event_type) is str):
+        event_id = source = event_type = ""  # the check below names the first one at fault
+    if not (event_id and source and event_type):
+        for name in ("id", "source", "type", "specversion"):
+            if not isinstance(attrs.get(name), str) or not attrs[name]:
+                raise Unreadable(f"missing or empty CloudEvents attribute {name}")
+    if spec != SPECVERSION:
+        if not isinstance(spec, str) or not spec:
+            raise Unreadable("missing or empty CloudEvents attribute specversion")
+        raise Unreadable(f"unsupported specversion {spec!r}")
+    data = get("data")
     if not isinstance(data, dict):
         raise Unreadable("data must be a JSON object")
-    event = _event(attrs["type"], data)
-    time = attrs.get("time")
+    event = _event(event_type, data)
+    time = get("time")
     try:
         when = parse_time(time) if time is not None else datetime.now(UTC)
     except (TypeError, ValueError, AttributeError):
         raise Unreadable(f"invalid time {time!r}") from None
-    optional: dict[str, Any] = {}
-    for name in _OPTIONAL_ATTRS:
-        value = attrs.get(name)
-        if value is not None and not isinstance(value, str):
-            raise Unreadable(f"attribute {name} must be a string")
-        optional[name] = value
-    return Envelope(id=attrs["id"], source=attrs["source"], time=when, data=event, **optional), data
+    subject, userid, priority, correlationid = get("subject"), get("userid"), get("priority"), get("correlationid")
+    if not (
+        (subject is None or type(subject) is str)
+        and (userid is None or type(userid) is str)
+        and (priority is None or type(priority) is str)
+        and (correlationid is None or type(correlationid) is str)
+    ):
+        for name in _OPTIONAL_ATTRS:
+            value = get(name)
+            if value is not None and not isinstance(value, str):
+                raise Unreadable(f"attribute {name} must be a string")
+    envelope = Envelope(
+        id=event_id,
+        source=source,
+        time=when,
+        data=event,
+        subject=subject,
+        userid=userid,
+        priority=priority,
+        correlationid=correlationid,
+    )
+    return envelope, data
 
 
 def _event(event_type: str, data: dict[str, Any]) -> Event:
