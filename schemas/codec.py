@@ -142,7 +142,8 @@ def _fields(cls: type[Event]) -> dict[str, tuple[bool, bool]]:
     return found
 
 
-_NAMES: dict[type, tuple[str, ...]] = {}
+_ENCODING: dict[type, tuple[tuple[str, bool, bool], ...]] = {}
+"""Per event class: each field's name, whether it is typed a datetime, whether a tuple."""
 
 
 def event_from_data(event_type: str, data: dict[str, Any], version: int | None = None) -> Event:
@@ -174,16 +175,17 @@ def event_from_data(event_type: str, data: dict[str, Any], version: int | None =
 def event_to_data(event: Event) -> dict[str, Any]:
     """The JSON-ready ``data`` object of ``event``."""
     out: dict[str, Any] = {}
-    names = _NAMES.get(type(event))
-    if names is None:
-        names = _NAMES[type(event)] = tuple(f.name for f in dataclasses.fields(event))
-    for name in names:
+    plan = _ENCODING.get(type(event))
+    if plan is None:
+        kinds = _fields(type(event))
+        plan = _ENCODING[type(event)] = tuple((f.name, *kinds[f.name]) for f in dataclasses.fields(event))
+    for name, is_time, is_tuple in plan:  # only the fields typed so are converted (two tests per field saved)
         value = getattr(event, name)
         if value is None:
             continue  # absent and null mean the same; some schemas do not admit null
-        if isinstance(value, datetime):
+        if is_time and isinstance(value, datetime):
             value = format_time(value)
-        elif isinstance(value, tuple):
+        elif is_tuple and isinstance(value, tuple):
             value = list(value)
         out[name] = value
     return out
