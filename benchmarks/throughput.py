@@ -153,7 +153,14 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
 
         async with (
             role("projector", settings, tag="-throughput") as projector,
-            role("worker", settings, tag="-throughput", **hooks("worker")) as worker,
+            role(
+                "worker",
+                settings,
+                tag="-throughput",
+                root=args.worker_tree,
+                cprofile=args.cprofile / "worker.prof" if args.cprofile else None,
+                **hooks("worker"),
+            ) as worker,
             role("api", settings, tag="-throughput", **hooks("api")) as api,
         ):
             await wait_ready(base, api)
@@ -706,6 +713,12 @@ def rows(result: Result, args: argparse.Namespace) -> list[tuple[str, str, str, 
     ]
 
 
+def _new_directory(path: str) -> Path:
+    folder = Path(path).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--burst", type=int, default=20_000, help="requests in the burst phase")
@@ -727,6 +740,18 @@ def parser() -> argparse.ArgumentParser:
         default=FETCH_WAIT_MS,
         help="consumer fetch wait (ms) of Herald's roles and of the raw loop's consumers alike (Tansu holds a fetch "
         "for the whole wait)",
+    )
+    p.add_argument(
+        "--worker-tree",
+        metavar="DIR",
+        type=lambda path: Path(path).resolve(),
+        help="run the worker from this checkout of the project (git archive <commit> | tar -x -C DIR)",
+    )
+    p.add_argument(
+        "--cprofile",
+        metavar="DIR",
+        type=_new_directory,
+        help="run the worker under cProfile (DIR/worker.prof, the whole run of the last round: Python calls)",
     )
     p.add_argument(
         "--stages",
