@@ -58,18 +58,22 @@ def _request(user: str, title: str) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def worker(settings: Settings, *, split: bool = False, high_nice: int = 0) -> AsyncIterator[list[Role]]:
+async def worker(
+    settings: Settings, *, split: bool = False, high_nice: int = 0, high_poll: int = 0
+) -> AsyncIterator[list[Role]]:
     """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``).
 
     ``split``: two processes instead, one ingesting high (``--priorities high``), the other
     medium and low with the sinks (logs ``worker-priority-high.log``, ``worker-priority-medium-low.log``).
-    ``high_nice``: the niceness of the process that ingests high (the one worker, or the high one).
+    ``high_nice``: the niceness of the process that ingests high (the one worker, or the high one);
+    ``high_poll``: its ``HERALD_KAFKA_MAX_POLL_RECORDS`` (0: the setting's).
     """
+    ingests_high = settings.replace(kafka_max_poll_records=high_poll) if high_poll else settings
     if not split:
-        async with role("worker", settings, tag="-priority", nice=high_nice) as one:
+        async with role("worker", ingests_high, tag="-priority", nice=high_nice) as one:
             yield [one]
         return
-    high = settings.replace(worker_priorities="high")
+    high = ingests_high.replace(worker_priorities="high")
     rest = settings.replace(worker_priorities="medium,low")
     async with (
         role("worker", high, tag="-priority-high", nice=high_nice) as first,
@@ -202,7 +206,7 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
-        async with worker(settings, split=split, high_nice=args.high_nice) as workers:
+        async with worker(settings, split=split, high_nice=args.high_nice, high_poll=args.high_poll) as workers:
             await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
             # Low warmed up too (in the split, the other process): no start-up in the measured phases.
             await publish_low(bootstrap, names.request("low"), 1, "warm")
@@ -269,6 +273,8 @@ def report(args: argparse.Namespace, result: dict[str, object]) -> None:
     mode = "two worker processes (high | medium+low)" if result["split"] else "one worker process"
     if args.high_nice:
         mode += f", the one ingesting high at nice {args.high_nice:+d}"
+    if args.high_poll:
+        mode += f", the one ingesting high polling at most {args.high_poll} records"
     print(f"\npriority isolation {gate}, {mode}: {args.high} high requests, one every {args.interval_ms} ms, per phase")
     cpu = result["cpu_ms_per_request"]
     load = result["load"]
@@ -396,6 +402,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="niceness of the worker process that ingests high, in both modes (e.g. -5: more CPU weight)",
+    )
+    parser.add_argument(
+        "--high-poll",
+        type=int,
+        default=0,
+        help="HERALD_KAFKA_MAX_POLL_RECORDS of the worker process that ingests high, in both modes (0: default)",
     )
     parser.add_argument(
         "--split",
