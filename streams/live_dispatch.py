@@ -135,6 +135,7 @@ class LiveDispatch:
             self._space.clear()
             await self._space.wait()
             self._check_alive()
+        waiting = False
         if item.after:
             # Futures, so readiness can be checked without awaiting; each one still pending
             # wakes the task when the broker answers.
@@ -142,11 +143,13 @@ class LiveDispatch:
             for ack in acks:
                 if not ack.done():
                     ack.add_done_callback(self._acked)
+                    waiting = True
             item.after = acks
         lane = self._urgent if item.urgent else self._background
         lane.pending.append(item)
         lane.submitted += 1
-        self._wake.set()
+        if not waiting:  # else its acknowledgement wakes the task: nothing is ready before it
+            self._wake.set()
 
     def _acked(self, _: Any) -> None:
         self._wake.set()
