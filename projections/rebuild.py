@@ -9,6 +9,11 @@ dropped for the replay and built again after it, from their own definitions: one
 per index instead of a random B-tree insert per row, which roughly halves Postgres's work
 per event during the replay. They are rebuilt whether the replay ends or fails; a
 rebuild killed outright leaves them missing until the next ``herald rebuild``.
+
+The stat counters are summed in memory over the whole replay and written once at its end
+(``Projector.catch_up(defer_stats=True)``): one row per counter instead of an upsert per
+batch that moves it. A rebuild killed before that write leaves a marker the projector
+refuses to start on (``projections.projector.UnfinishedRebuild``) until the next rebuild.
 """
 
 from __future__ import annotations
