@@ -610,6 +610,11 @@ def stage_report(phase: Phase, stamps: dict[str, dict[str, float]]) -> list[str]
             f"  the dispatch task waited for the acceptance's ack for {len(held)} of {len(waits)} frames "
             f"(p50 {p50:.1f} ms, p99 {p99:.1f} ms of those)"
         )
+    batches = {r["published"] for r in rows.values() if "published" in r}  # one stamp per Redis call
+    if batches:
+        lines.append(
+            f"  the live dispatch took them in {len(batches)} batches ({len(rows) / len(batches):.1f} a batch)"
+        )
     lines.append("  spans, per notification (p50 / p99 ms):")
     for start, end, what in SPANS:
         spans = [(r[end] - r[start]) * 1000 for r in rows.values() if start in r and end in r]
