@@ -109,7 +109,7 @@ async def test_a_token_taken_over_by_another_user_no_longer_gets_the_previous_ow
     assert (taken.status, taken.body["user_id"], taken.body["active"]) == (201, bob_id, True)
     assert alice_id not in str(taken.body)  # bob learns nothing about the previous owner
     assert (await alice.get("/api/devices")).body["results"] == []
-    [revoked] = log.events(type="device.unregistered", userid=alice_id)
+    [revoked] = await log.wait_events(1, type="device.unregistered", userid=alice_id)
     assert revoked["data"]["device_token"] == token
 
     after = await _push(service, alice_id, "for alice, after the sale")
@@ -135,7 +135,7 @@ async def test_registering_device_after_device_keeps_the_newest_within_the_cap(
         assert (await api.post("/api/devices", json={"device_token": token})).status == 201
     active = (await api.get("/api/devices?active=true")).body["results"]
     assert sorted(d["device_token"] for d in active) == sorted(tokens[-CAP:])
-    dropped = log.events(type="device.unregistered", userid=user)
+    dropped = await log.wait_events(len(tokens) - CAP, type="device.unregistered", userid=user)
     assert sorted(e["data"]["device_token"] for e in dropped) == sorted(tokens[:-CAP])
 
     nid = await _push(service, user, "to every device")
