@@ -33,7 +33,7 @@ PROGRAMS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.projector", [], ["--quick"]),
     ("benchmarks.admission", [], ["--rounds", "1", "--requests", "500"]),
     ("benchmarks.bulk", [], ["--quick"]),
-    ("benchmarks.priority", ["--runs", "5"], ["--runs", "1", "--high", "50", "--low", "2000"]),
+    ("benchmarks.priority", ["--runs", "5", "--split"], ["--runs", "1", "--high", "50", "--low", "2000"]),
 ]
 
 
