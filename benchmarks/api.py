@@ -1,7 +1,7 @@
 """REST API and projector benchmark.
 
 1. Read latency with 1,000,000 notifications in Postgres (10,000 users x 100, inserted
-   set-based with COPY, with their channel rows and stat counters): median and p99 of
+   set-based with COPY, with their channel rows, stat counters and user stats rows): median and p99 of
    a filtered list page of 50 items, of the next page (keyset cursor), of a user's stats
    and of global stats, each over HTTP against the real aiohttp app.
 2. Projector throughput: N real events (accepted + delivery outcome) on the broker,
@@ -38,6 +38,7 @@ from engine.settings import Settings
 from engine.topics import TopicNames
 from projections import stats
 from projections.database import create_engine, migrate
+from projections.models import USER_COUNTERS
 from projections.projector import Projector
 from projections.queries import NotificationQueries
 from schemas.codec import decode, encode
@@ -106,9 +107,21 @@ def load_rows(url: str, rows: int) -> float:
         ) as copy:
             for i in range(rows):
                 copy.write_row((f"n-{i:08d}", "websocket", "delivered", 1, T0))
+        # A user's counters with a user_stats column go there, as the projector writes them.
+        split = stats.Deltas()
+        for (scope, metric, key), n in counters.items():
+            position = stats.USER_COLUMNS.get((metric, key)) if scope.startswith("u:") else None
+            if position is None:
+                split.counters[(scope, metric, key)] = n
+            else:
+                split.users[(scope.removeprefix("u:"), position)] = n
         with cur.copy("COPY stat_counters (scope, metric, key, count) FROM STDIN") as copy:
-            for (scope, metric, key), n in counters.items():
-                copy.write_row((scope, metric, key, n))
+            for row in split.counter_rows():
+                copy.write_row(row)
+        columns = ", ".join(name for name, _, _ in USER_COUNTERS)
+        with cur.copy(f"COPY user_stats (user_id, {columns}) FROM STDIN") as copy:
+            for row in split.user_rows():
+                copy.write_row(row)
         conn.commit()
     with psycopg.connect(_sync_url(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")

@@ -343,7 +343,8 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--rebuild-rounds", type=int, default=1)
     cli.add_argument(
         "--compare-tree",
-        help="also run (b) and (c) with the herald of this source tree (e.g. `git archive <commit> | tar -x -C DIR`)",
+        help="also run (b) and (c) with the herald of this source tree (e.g. `git archive <commit> | tar -x -C DIR`),"
+        " alternating which of the two goes first in each round",
     )
     cli.add_argument("--quick", action="store_true", help="a smoke run: 20,000 events, one round, rebuild 50,000")
     return cli
@@ -394,22 +395,17 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
         compared: list[dict[str, float]] = []
         for r in range(args.rounds):
             raw.append(await raw_consume(bootstrap, topic, total))
-            projected.append(await asyncio.to_thread(projector_round, bootstrap, prefix, topic, total, total))
-            print(
-                f"  round {r + 1}: raw consume {raw[-1]:,.0f} events/s; herald projector {projected[-1]['rate']:,.0f}"
-                f" events/s ({projected[-1]['rate_with_start']:,.0f} with start-up); CPU per event:"
-                f" projector {projected[-1]['cpu_us']:.0f} us, Postgres {projected[-1]['pg_cpu_us']:.0f} us",
-                flush=True,
-            )
-            if args.compare_tree:
-                compared.append(
-                    await asyncio.to_thread(projector_round, bootstrap, prefix, topic, total, total, args.compare_tree)
-                )
+            order = [None, args.compare_tree] if args.compare_tree else [None]
+            for tree in order if r % 2 == 0 else order[::-1]:  # alternating who goes first
+                results = compared if tree else projected
+                results.append(await asyncio.to_thread(projector_round, bootstrap, prefix, topic, total, total, tree))
                 print(
-                    f"  round {r + 1}: {args.compare_tree} projector {compared[-1]['rate']:,.0f} events/s; CPU per"
-                    f" event: projector {compared[-1]['cpu_us']:.0f} us, Postgres {compared[-1]['pg_cpu_us']:.0f} us",
+                    f"  round {r + 1}: {tree or 'herald'} projector {results[-1]['rate']:,.0f} events/s"
+                    f" ({results[-1]['rate_with_start']:,.0f} with start-up); CPU per event: projector"
+                    f" {results[-1]['cpu_us']:.0f} us, Postgres {results[-1]['pg_cpu_us']:.0f} us",
                     flush=True,
                 )
+            print(f"  round {r + 1}: raw consume {raw[-1]:,.0f} events/s", flush=True)
         rebuilt: list[dict[str, float]] = []
         rebuilt_compared: list[dict[str, float]] = []
         if args.rebuild_events:

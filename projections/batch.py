@@ -11,13 +11,13 @@ Steps, all inside the caller's transaction (writes through a ``Writer``: constan
    memory (``projections.notifications.fold``), and only the differences are written,
    each kind of write as one multi-row statement;
 4. stat counters move by the difference of what the touched notifications contribute
-   before and after.
+   before and after: a user's fixed counters as one ``user_stats`` row per user, the rest
+   (global ones, the latency histogram) as ``stat_counters`` rows.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -71,6 +71,8 @@ class Writer(Protocol):
     async def insert_deliveries(self, rows: Sequence[dict[str, Any]]) -> None: ...
     async def add_stats(self, deltas: Sequence[tuple[str, str, str, int]]) -> None: ...
     async def insert_stats(self, counters: Sequence[tuple[str, str, str, int]]) -> None: ...
+    async def add_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    async def insert_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
 
 
 async def writer_for(conn: AsyncConnection) -> Writer:
@@ -130,7 +132,7 @@ async def apply_prepared(
     partition: int,
     batch: Sequence[Prepared],
     writer: Writer | None = None,
-    stat_sink: Counter[stats.Key] | None = None,
+    stat_sink: stats.Deltas | None = None,
 ) -> int:
     """Apply prepared events (one partition, offset order); return how many were new.
 
@@ -175,7 +177,8 @@ async def apply_prepared(
     if stat_sink is not None:
         stat_sink.update(deltas)
     else:
-        await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
+        await writer.add_user_stats(deltas.user_rows())
+        await writer.add_stats(deltas.counter_rows())
     return len(fresh)
 
 
@@ -293,12 +296,13 @@ def _channel_rows(prior: dict[str, _Prior], states: States) -> tuple[list[tuple[
     return new, changed
 
 
-def _deltas(partition: int, fresh: Sequence[Prepared], prior: dict[str, _Prior], states: States) -> Counter[stats.Key]:
+def _deltas(partition: int, fresh: Sequence[Prepared], prior: dict[str, _Prior], states: States) -> stats.Deltas:
     """The batch's counter deltas: per user, and their sum in the partition's global scope.
 
     Summed per ``(user, metric, key)`` first, a notification whose contributions did not
-    change skipped, and only then copied to the user's scope and added to the partition's:
-    one dictionary update per contribution instead of two (the result is the same).
+    change skipped, and only then given to the user's row (or, without a column there, the
+    user's scope in ``stat_counters``) and added to the partition's: one dictionary update
+    per contribution instead of two (the result is the same).
     """
     by_user: dict[tuple[str, str, str], int] = {}
     get = by_user.get
@@ -320,14 +324,18 @@ def _deltas(partition: int, fresh: Sequence[Prepared], prior: dict[str, _Prior],
         for metric, name in now:
             key = (user, metric, name)
             by_user[key] = get(key, 0) + 1
-    deltas: Counter[stats.Key] = Counter()
+    deltas = stats.Deltas()
+    users, counters = deltas.users, deltas.counters
     part = stats.partition_scope(partition)
-    scopes: dict[str, str] = {}
+    column = stats.USER_COLUMNS.get
     for (user, metric, name), n in by_user.items():
         if n:
-            scope = scopes.get(user) or scopes.setdefault(user, stats.user_scope(user))
-            deltas[(scope, metric, name)] = n
-            deltas[(part, metric, name)] += n
+            position = column((metric, name))
+            if position is None:
+                counters[(stats.user_scope(user), metric, name)] = n
+            else:
+                users[(user, position)] = n
+            counters[(part, metric, name)] += n
     return deltas
 
 

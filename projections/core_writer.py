@@ -135,3 +135,11 @@ class CoreWriter:
     async def insert_stats(self, counters: Sequence[tuple[str, str, str, int]]) -> None:
         """``(scope, metric, key, count)`` of counters not there yet (here: added like deltas)."""
         await self.add_stats(counters)
+
+    async def add_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Add ``(user id, *deltas)`` rows to ``user_stats``."""
+        await stats.add_users(self._conn, list(rows))
+
+    async def insert_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``(user id, *counts)`` rows of users not there yet (here: added like deltas)."""
+        await self.add_user_stats(rows)

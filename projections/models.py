@@ -11,7 +11,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Dialect, Float, Index, Integer, PrimaryKeyConstraint, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -192,6 +205,41 @@ class StatCounterRow(Base):
     count: Mapped[int] = mapped_column(_BigInt, default=0)
 
 
+USER_STATUSES = ("pending", "delivered", "failed", "expired", "cancelled", "rejected", "rate_limited", "duplicate")
+USER_PRIORITIES = ("high", "medium", "low")
+USER_CHANNELS = ("websocket", "email", "apns", "webhook")
+USER_CHANNEL_STATES = ("pending", "deferred", "retrying", "delivered", "failed", "abandoned", "cancelled", "expired")
+USER_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("total", "total", ""),
+    ("unread", "unread", ""),
+    *((f"status_{s}", "status", s) for s in USER_STATUSES),
+    *((f"priority_{p}", "priority", p) for p in USER_PRIORITIES),
+    *((f"{c}_{s}", "channel", f"{c}.{s}") for c in USER_CHANNELS for s in USER_CHANNEL_STATES),
+)
+"""``(column, metric, key)`` of each counter of ``user_stats``, in column order. A literal
+list, not the channel registry's: a counter without a column (a channel added later) is kept
+in ``stat_counters`` under the user's scope, as every user counter was before ``v0007``."""
+
+
+class UserStatsRow(Base):
+    """A user's fixed counters behind ``/api/notifications/stats``, one row per user.
+
+    The same figures ``stat_counters`` holds under the scope ``u:<user id>`` for the metrics
+    of ``USER_COUNTERS``, packed into one row, so that a batch moves each of its users' figures
+    with one upsert instead of one per counter. Every counter counts notifications that are
+    not deleted, so ``total`` is 0 exactly when the row is all zeros: such a row is removed,
+    and the rows do not depend on how the log was batched. The latency histogram (open-ended
+    buckets) stays in ``stat_counters``.
+    """
+
+    __table__ = Table(
+        "user_stats",
+        Base.metadata,
+        Column("user_id", String(200), primary_key=True),
+        *(Column(name, _BigInt, nullable=False, server_default="0") for name, _, _ in USER_COUNTERS),
+    )
+
+
 class EventRow(Base):
     """Ledger of applied events: makes re-application a no-op and serves the audit trail."""
 
@@ -248,6 +296,7 @@ READ_MODELS: tuple[str, ...] = (
     "devices",
     "contacts",
     "stat_counters",
+    "user_stats",
     "projected_events",
     "projector_offsets",
     "skipped_events",

@@ -18,6 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection as PgConnection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from projections.models import USER_COUNTERS
 from projections.notifications import ChannelState, NotificationState, States
 
 CLAIM_OFFSET = (
@@ -146,6 +147,18 @@ DROP_EMPTY_STATS = (
     " WHERE s.scope = v.scope AND s.metric = v.metric AND s.key = v.key AND s.count = 0"
 )
 
+_USER_COLUMNS = ", ".join(name for name, _, _ in USER_COUNTERS)
+ADD_USER_STATS = (
+    f"INSERT INTO user_stats (user_id, {_USER_COLUMNS})"  # noqa: S608 - column names of the models, no input
+    f" SELECT * FROM unnest(%b::text[], {', '.join(['%b::int8[]'] * len(USER_COUNTERS))})"
+    " ON CONFLICT (user_id) DO UPDATE SET "
+    + ", ".join(f"{name} = user_stats.{name} + excluded.{name}" for name, _, _ in USER_COUNTERS)
+)
+"""A batch's users' counter deltas, one row per user (see ``projections.models.UserStatsRow``)."""
+_ALL_ZERO = " AND ".join(f"{name} = 0" for name, _, _ in USER_COUNTERS)
+DROP_EMPTY_USER_STATS = f"DELETE FROM user_stats WHERE user_id = ANY(%b::text[]) AND {_ALL_ZERO}"  # noqa: S608 - as above
+USER_STAT_COLUMNS = (("user_id", "text"), *((name, "int8") for name, _, _ in USER_COUNTERS))
+
 
 async def driver(conn: AsyncConnection) -> PgConnection[Any]:
     """The psycopg connection under ``conn`` (same session, same transaction)."""
@@ -273,6 +286,20 @@ class PostgresWriter:
         """``(scope, metric, key, count)`` of counters not there yet (non-zero): one binary ``COPY``."""
         await self._copy_tuples("stat_counters", STAT_COLUMNS, counters)
 
+    async def add_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Add ``(user id, *deltas)`` rows (sorted by user: a stable lock order) to ``user_stats``;
+        drop the rows left all zeros (only a falling ``total`` can leave one so)."""
+        if not rows:
+            return
+        await self._pg.execute(ADD_USER_STATS, [list(c) for c in zip(*rows, strict=True)])
+        emptied = [row[0] for row in rows if row[_TOTAL] < 0]
+        if emptied:
+            await self._pg.execute(DROP_EMPTY_USER_STATS, (emptied,))
+
+    async def insert_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``(user id, *counts)`` rows of users not there yet: one binary ``COPY``."""
+        await self._copy_tuples("user_stats", USER_STAT_COLUMNS, rows)
+
     async def _copy(
         self,
         table: str,
@@ -300,6 +327,8 @@ class PostgresWriter:
                 await copy.write_row(row)
 
 
+_TOTAL = 1 + [name for name, _, _ in USER_COUNTERS].index("total")
+"""Position of ``total`` in a ``user_stats`` row tuple."""
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _CHANNELS_JSON: dict[tuple[str, ...], str] = {}
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,7 +26,7 @@ from engine.topics import TopicNames
 from projections import poison, stats
 from projections.batch import Prepared, apply_prepared, prepare, writer_for
 from projections.contiguity import Contiguity
-from projections.models import ProjectorOffset, StatCounterRow
+from projections.models import ProjectorOffset, StatCounterRow, UserStatsRow
 from projections.poison import Skipped, describe
 from projections.reader import read_with_data
 from projections.sql import insert_for
@@ -122,10 +121,10 @@ class Projector:
         """Events skipped since start because they could not be applied (see ``projections.poison``)."""
         self._since_analyze = 0
         self._analyze_at = ANALYZE_FIRST
-        self._deferred: Counter[stats.Key] | None = None
+        self._deferred: stats.Deltas | None = None
         """Counter deltas of committed transactions not written yet (a rebuild), else None."""
         self._no_counters = False
-        """``stat_counters`` is known to be empty (a rebuild's first write is then a plain insert)."""
+        """The stat tables are known to be empty (a rebuild's first write is then a plain insert)."""
         self._writing_counters = asyncio.Lock()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -339,7 +338,7 @@ class Projector:
                 delay = min(delay * 2, RETRY_MAX_DELAY)
 
     async def _apply(self, partition: int, batch: list[Prepared], skipped: list[Skipped], next_offset: int) -> None:
-        sink: Counter[stats.Key] | None = None if self._deferred is None else Counter()
+        sink = None if self._deferred is None else stats.Deltas()
         async with self._engine.begin() as conn:
             writer = await writer_for(conn)
             stored = await writer.claim_offset(self._topic, partition)
@@ -372,19 +371,21 @@ class Projector:
             await self._write_deferred_now(finished)
 
     async def _write_deferred_now(self, finished: bool) -> None:
-        deltas, self._deferred = self._deferred or Counter(), Counter()
+        deltas, self._deferred = self._deferred or stats.Deltas(), stats.Deltas()
         try:
             async with self._engine.begin() as conn:
                 writer = await writer_for(conn)
                 if self._no_counters:  # a rebuild's counters: their final values, no upsert needed
-                    await writer.insert_stats([(*key, n) for key, n in deltas.items() if n != 0])
+                    await writer.insert_user_stats(deltas.user_rows())
+                    await writer.insert_stats(deltas.counter_rows())
                 else:
-                    await writer.add_stats([(*key, n) for key, n in sorted(deltas.items()) if n != 0])
+                    await writer.add_user_stats(deltas.user_rows())
+                    await writer.add_stats(deltas.counter_rows())
                 if finished:
                     o = ProjectorOffset
                     await conn.execute(delete(o).where(o.topic == self._topic, o.partition == REBUILDING))
         except BaseException:
-            deltas.update(self._deferred or ())  # whatever committed meanwhile
+            deltas.update(self._deferred or stats.Deltas())  # whatever committed meanwhile
             self._deferred = deltas
             raise
         self._no_counters = False
@@ -405,7 +406,9 @@ class Projector:
                 .on_conflict_do_nothing()
             )
             # Nothing else writes counters while the marker is there (the projector refuses to run).
-            self._no_counters = (await conn.execute(select(StatCounterRow.scope).limit(1))).first() is None
+            self._no_counters = (await conn.execute(select(StatCounterRow.scope).limit(1))).first() is None and (
+                await conn.execute(select(UserStatsRow.__table__.c.user_id).limit(1))
+            ).first() is None
 
     async def _analyze(self) -> None:
         # Autovacuum refreshes planner statistics about once a minute; a fast-growing read
@@ -414,7 +417,10 @@ class Projector:
         self._since_analyze = 0
         async with self._engine.begin() as conn:
             await conn.execute(
-                text("ANALYZE notifications, notification_channels, projected_events, deliveries, stat_counters")
+                text(
+                    "ANALYZE notifications, notification_channels, projected_events, deliveries, stat_counters,"
+                    " user_stats"
+                )
             )
 
     async def catch_up(
@@ -446,7 +452,7 @@ class Projector:
         await self._refuse_unfinished_rebuild()
         if defer_stats:
             await self._mark_rebuilding()
-            self._deferred = Counter()
+            self._deferred = stats.Deltas()
         try:
             return await self._catch_up(idle_timeout, batch_size, progress)
         finally:

@@ -1,8 +1,11 @@
-"""The ``stat_counters`` read model: additive counters and a latency histogram.
+"""The ``stat_counters`` and ``user_stats`` read models: additive counters and a latency histogram.
 
 Counters are maintained as deltas (what a batch changed), so reading stats costs a
-few dozen rows however many notifications exist. Latency percentiles come from a
-log-scale histogram with 5% wide buckets: an estimate within 2.5% of the true value.
+few dozen rows however many notifications exist. A user's fixed counters (``USER_COUNTERS``)
+are the columns of one ``user_stats`` row; the global ones (per event-log partition), the
+latency histogram and any counter without a column are ``stat_counters`` rows. Latency
+percentiles come from a log-scale histogram with 5% wide buckets: an estimate within 2.5%
+of the true value.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from projections.models import StatCounterRow
+from projections.models import USER_COUNTERS, StatCounterRow, UserStatsRow
 from projections.notifications import STATUSES
 from projections.sql import insert_rows
 
@@ -27,6 +30,48 @@ PERCENTILES = (50, 90, 95, 99)
 
 Key = tuple[str, str, str]
 """(scope, metric, key) of one counter."""
+
+
+UserKey = tuple[str, int]
+"""(user id, position in ``USER_COUNTERS``) of one counter of a ``user_stats`` row."""
+USER_COLUMNS: dict[tuple[str, str], int] = {(metric, key): i for i, (_, metric, key) in enumerate(USER_COUNTERS)}
+"""Position in a ``user_stats`` row of each ``(metric, key)`` that has a column."""
+USER_WIDTH = len(USER_COUNTERS)
+TOTAL = USER_COLUMNS[("total", "")]
+
+
+@dataclass(slots=True)
+class Deltas:
+    """What a batch (or a rebuild, summed) moves: the counters of ``user_stats`` rows, and the others."""
+
+    users: Counter[UserKey] = field(default_factory=Counter)
+    """Deltas of user counters that have a ``user_stats`` column (sparse: only those that move)."""
+    counters: Counter[Key] = field(default_factory=Counter)
+    """Deltas of ``stat_counters`` rows."""
+
+    def __len__(self) -> int:
+        return len(self.users) + len(self.counters)
+
+    def update(self, other: Deltas) -> None:
+        """Add ``other``'s deltas to these."""
+        self.users.update(other.users)
+        self.counters.update(other.counters)
+
+    def user_rows(self) -> list[tuple[Any, ...]]:
+        """``(user id, *deltas in USER_COUNTERS order)`` of every user something moved for, by user
+        id (a stable lock order)."""
+        dense: dict[str, list[int]] = {}
+        for (user, position), n in self.users.items():
+            if n:
+                row = dense.get(user)
+                if row is None:
+                    row = dense[user] = [0] * USER_WIDTH
+                row[position] = n
+        return [(user, *dense[user]) for user in sorted(dense)]
+
+    def counter_rows(self) -> list[tuple[str, str, str, int]]:
+        """``(scope, metric, key, delta)`` of the ``stat_counters`` rows that move, sorted (a stable lock order)."""
+        return [(*key, n) for key, n in sorted(self.counters.items()) if n != 0]
 
 
 def user_scope(user_id: str) -> str:
@@ -102,6 +147,30 @@ async def add(conn: AsyncConnection, deltas: Counter[Key]) -> None:
         )
 
 
+async def add_users(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    """Add ``(user id, *deltas)`` rows (see ``Deltas.user_rows``) to ``user_stats`` in one upsert;
+    remove the rows left all zeros (only a falling ``total`` can leave one so)."""
+    if not rows:
+        return
+    names = ["user_id", *(name for name, _, _ in USER_COUNTERS)]
+    table = UserStatsRow.__table__
+    await insert_rows(
+        conn,
+        UserStatsRow,
+        [dict(zip(names, row, strict=True)) for row in rows],
+        lambda stmt: stmt.on_conflict_do_update(
+            index_elements=["user_id"], set_={n: table.c[n] + stmt.excluded[n] for n in names[1:]}
+        ),
+    )
+    emptied = [row[0] for row in rows if row[1 + TOTAL] < 0]
+    if emptied:
+        await conn.execute(
+            delete(UserStatsRow).where(
+                table.c.user_id.in_(emptied), *(table.c[name] == 0 for name, _, _ in USER_COUNTERS)
+            )
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Stats:
     """What ``GET /api/notifications/stats`` returns."""
@@ -139,7 +208,13 @@ async def read(conn: AsyncConnection, *, user_id: str | None) -> Stats:
         .where(scope_filter)
         .group_by(StatCounterRow.metric, StatCounterRow.key)
     )
-    return summarise((str(m), str(k), int(n)) for m, k, n in await conn.execute(stmt))
+    rows = [(str(m), str(k), int(n)) for m, k, n in await conn.execute(stmt)]
+    if user_id is not None:
+        table = UserStatsRow.__table__
+        packed = (await conn.execute(select(table).where(table.c.user_id == user_id))).first()
+        if packed is not None:
+            rows.extend((metric, key, int(n)) for (_, metric, key), n in zip(USER_COUNTERS, packed[1:], strict=True))
+    return summarise(rows)
 
 
 def summarise(rows: Iterable[tuple[str, str, int]]) -> Stats:

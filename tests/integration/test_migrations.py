@@ -33,7 +33,7 @@ from projections.migrations import (
 from projections.models import READ_MODELS, Base
 from tests.support.api import own_database
 
-REVISIONS = (*LEDGER_REVISIONS, "v0006")
+REVISIONS = (*LEDGER_REVISIONS, "v0006", "v0007")
 """Every revision in order: the former ledger's versions, then those added since."""
 HEAD = REVISIONS[-1]
 
@@ -127,7 +127,7 @@ async def test_a_database_of_the_old_ledger_is_adopted_without_rerunning_ddl(emp
 async def test_a_partly_migrated_old_ledger_database_gets_the_remaining_revisions(empty: AsyncEngine) -> None:
     await old_ledger_database(empty, version=3)
     assert await differences(empty) != []  # the comparison sees what the models have and the database lacks
-    assert await migrate(empty) == ["v0004", "v0005", "v0006"]
+    assert await migrate(empty) == ["v0004", "v0005", "v0006", "v0007"]
     tables, revision = await state(empty)
     assert (revision, OLD_LEDGER in tables) == (HEAD, False)
     assert await differences(empty) == []  # webhook_url and ix_deliveries_at were added
@@ -137,7 +137,7 @@ async def test_a_partly_migrated_old_ledger_database_gets_the_remaining_revision
 
 async def test_revisions_after_the_baseline_skip_what_an_old_baseline_already_created(empty: AsyncEngine) -> None:
     await old_ledger_database(empty, version=1, baseline_from_models=True)
-    assert await migrate(empty) == ["v0002", "v0003", "v0004", "v0005", "v0006"]  # no "already exists" failure
+    assert await migrate(empty) == ["v0002", "v0003", "v0004", "v0005", "v0006", "v0007"]  # no "already exists" failure
     assert (await state(empty))[1] == HEAD
     assert await differences(empty) == []
 
@@ -185,7 +185,7 @@ async def test_devices_of_the_token_key_are_adopted_as_ios_and_keyed_by_platform
             ),
             {"at": datetime.now(UTC)},
         )
-    assert await migrate(empty) == ["v0006"]
+    assert await migrate(empty) == ["v0006", "v0007"]
     assert await differences(empty) == []
     async with empty.begin() as conn:
         rows = (await conn.execute(text("SELECT platform, device_token, user_id FROM devices"))).all()
