@@ -8,6 +8,8 @@ what was submitted since its last pass and
    ahead of the acceptance it follows: the acknowledged front of a lane, in submission
    order, so a frame never waits for a later frame's acknowledgement, and each
    acknowledgement wakes the task (no frame waits for a batch in flight to be acked);
+   a frame whose append is not acknowledged yet asks the producer (``push``) to send
+   what it holds back for its linger now (``streams.lingering``): the frame waits on it;
 2. reads the presence of every user of the batch and publishes every frame to the
    gateways holding its user, in one round trip (a script: ``RedisDispatcher``);
 3. hands the batch, each item with the nodes that took it, to ``on_result`` (which
@@ -87,7 +89,11 @@ class _Lane:
 
 
 class LiveDispatch:
-    """The batching queue in front of a ``BatchDispatcher``."""
+    """The batching queue in front of a ``BatchDispatcher``.
+
+    ``push``: called when a frame is queued whose appends are not acknowledged yet, to send
+    them without waiting for the producer's linger (``streams.lingering.lingering_sender``).
+    """
 
     def __init__(
         self,
@@ -99,8 +105,10 @@ class LiveDispatch:
         max_background_batch: int = 250,
         retry_base: float = 0.1,
         retry_max: float = 5.0,
+        push: Callable[[], None] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._push = push
         self._on_result = on_result
         self._max_pending = max_pending
         self._max_batch = max_batch
@@ -150,6 +158,9 @@ class LiveDispatch:
         lane.submitted += 1
         if not waiting:  # else its acknowledgement wakes the task: nothing is ready before it
             self._wake.set()
+        elif self._push is not None:
+            # The producer would hold the append back for its linger; the frame waits on it.
+            self._push()
 
     def _acked(self, _: Any) -> None:
         self._wake.set()

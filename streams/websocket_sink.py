@@ -21,6 +21,7 @@ from engine.delivery import websocket_outcome
 from engine.notification import accepted_event
 from schemas.events import NotificationAccepted
 from streams.dead_letters import decode_or_dead_letter
+from streams.lingering import faust_client, lingering_sender
 from streams.live_dispatch import Live, LiveDispatch
 from streams.metrics import DELIVERY_LATENCY, NOTIFICATIONS_DEFERRED, NOTIFICATIONS_DELIVERED
 from streams.publish import append
@@ -67,7 +68,8 @@ def live_dispatch(topics: Topics, dispatcher: Any) -> LiveDispatch:
 
         correlation.bind(None)
 
-    return LiveDispatch(dispatcher, recorded)
+    # Frames wait on their acceptance's append: it leaves without the producer's linger.
+    return LiveDispatch(dispatcher, recorded, push=lingering_sender(faust_client(topics.events.app)))
 
 
 def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:

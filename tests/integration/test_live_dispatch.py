@@ -13,7 +13,8 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from redis.asyncio import Redis
 from api.ws.presence import RedisPresence
 from engine.presence import presence_key
 from herald.broker import free_port, tansu_binary, wait_for_port
+from streams.lingering import lingering_sender
 from streams.live_dispatch import Live, LiveDispatch
 from streams.websocket_dispatch import RedisDispatcher, render_message
 from tests.support.waiting import eventually
@@ -45,7 +47,7 @@ class Gateway:
         self.presence = RedisPresence(redis, prefix, f"node-{uuid.uuid4().hex[:6]}", ttl=30)
         self.received: list[str] = []
 
-    async def deliver(self, user_id: str, frame: dict[str, Any]) -> int:
+    async def deliver(self, user_id: str, frame: dict[str, Any], text: str | None = None) -> int:
         self.received.append(frame["id"])
         return 1
 
@@ -126,10 +128,21 @@ async def test_a_dead_dispatch_task_fails_the_next_submit_loudly(redis: Redis) -
         await dispatch.submit(live("ana", "a1"))
 
 
+def _thread_states(pid: int) -> set[str]:
+    """The scheduler state of every thread of ``pid`` (``T``: stopped by a signal)."""
+    states = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # a thread that just ended
+            states.add(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return states
+
+
 @contextlib.asynccontextmanager
-async def paused_broker() -> AsyncIterator[tuple[str, Callable[[bool], None]]]:
+async def paused_broker() -> AsyncIterator[tuple[str, Callable[[bool], Awaitable[None]]]]:
     """A private Tansu and a switch that stops (``True``) or resumes (``False``) the process: while
-    it is stopped, no append is acknowledged (a real broker that has not answered yet)."""
+    it is stopped, no append is acknowledged (a real broker that has not answered yet). The switch
+    returns once every thread of the broker is stopped (or none is): a signal is delivered
+    asynchronously, and on a loaded machine a thread may still run for a moment after ``kill``."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
@@ -137,8 +150,14 @@ async def paused_broker() -> AsyncIterator[tuple[str, Callable[[bool], None]]]:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
-    def stopped(stop: bool) -> None:
+    async def stopped(stop: bool) -> None:
         os.kill(proc.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+
+        async def switched() -> bool:
+            states = _thread_states(proc.pid)
+            return bool(states) and (states == {"T"} if stop else "T" not in states)
+
+        await eventually(switched, what=f"the broker {'stopped' if stop else 'running'}")
 
     try:
         await wait_for_port("127.0.0.1", port)
@@ -169,7 +188,7 @@ async def test_an_acknowledged_frame_goes_out_while_a_later_one_waits_for_its_ac
             assert await gateway.presence.join("ana", "c1", 5)
             first = await producer.send("accepted", b"a0")
             await first  # on the log
-            stopped(True)
+            await stopped(True)
             second = await producer.send("accepted", b"a1")  # not acknowledged while the broker is stopped
             dispatch = LiveDispatch(RedisDispatcher(redis, prefix), recorded)
             await dispatch.submit(Live("ana", render_message("ana", b'{"id":"a0"}'), "a0", after=(first,)))
@@ -189,7 +208,7 @@ async def test_an_acknowledged_frame_goes_out_while_a_later_one_waits_for_its_ac
             await eventually(urgent_out, what="the urgent frame at the gateway")
             assert gateway.received == ["a0", "u0"], "a1 went out before its acceptance was acknowledged"
             assert not second.done()
-            stopped(False)
+            await stopped(False)
 
             async def all_out() -> bool:
                 return gateway.received == ["a0", "u0", "a1"]
@@ -199,7 +218,7 @@ async def test_an_acknowledged_frame_goes_out_while_a_later_one_waits_for_its_ac
             await dispatch.drained()
             await dispatch.close()
         finally:
-            stopped(False)
+            await stopped(False)
             await producer.stop()
 
 
@@ -228,3 +247,37 @@ async def test_one_round_trip_reaches_every_live_node_of_a_user_and_no_expired_o
 
         await eventually(both_received, what="both frames at both gateways of ana")
         assert await dispatcher.dispatch_many([]) == []
+
+
+async def test_a_waiting_frame_sends_its_lingering_acceptance_now(redis: Redis, kafka_bootstrap: str) -> None:
+    """A frame waits on its acceptance's append; the producer would hold the append back for its
+    linger (here a minute): ``push`` sends it at once, and records appended after it still go."""
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    topic = f"{prefix}accepted"
+
+    async def recorded(batch: Sequence[Live]) -> None:
+        return None
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 2, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=60_000, request_timeout_ms=120_000)
+    await producer.start()
+    async with Gateway(redis, prefix) as gateway:
+        try:
+            assert await gateway.presence.join("ana", "c1", 5)
+            dispatch = LiveDispatch(RedisDispatcher(redis, prefix), recorded, push=lingering_sender(lambda: producer))
+            for i in range(3):
+                appended = await producer.send(topic, b"a%d" % i, key=b"ana")
+                await dispatch.submit(Live("ana", render_message("ana", b'{"id":"a%d"}' % i), i, after=(appended,)))
+
+            async def all_out() -> bool:
+                return gateway.received == ["a0", "a1", "a2"]
+
+            # Well within the linger: without the push the first frame would wait a minute.
+            await eventually(all_out, timeout=20, what="the frames at the gateway before the producer's linger")
+            await dispatch.drained()
+            await dispatch.close()
+        finally:
+            await producer.stop()
