@@ -17,6 +17,7 @@ from projections.batch import apply_batch
 from projections.database import create_engine, migrate
 from projections.migrations import config
 from projections.models import USER_COUNTERS, StatCounterRow, UserStatsRow
+from projections.postgres_writer import PostgresWriter, driver
 from tests.integration.test_projection import apply_all, known_sequence
 from tests.support.api import own_database
 from tests.support.event_log import Log
@@ -164,3 +165,21 @@ async def test_the_migration_moves_user_counters_into_rows_and_back(empty: Async
         assert sorted((str(s), str(m), str(k), int(n)) for s, m, k, n in rows) == COUNTERS_BEFORE
         tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
     assert "user_stats" not in tables
+
+
+async def test_deltas_beyond_32_bits_add_up_too() -> None:
+    """The Postgres writer ships a batch's deltas as one ``int4[]``; a sum that does not fit takes
+    the wide statement, with the same result."""
+    width = len(USER_COUNTERS)
+    with own_database("herald_ustats") as url:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            for total in (3, 2**40, -(2**40) - 3):
+                async with engine.begin() as conn:
+                    writer = PostgresWriter(await driver(conn))
+                    await writer.add_user_stats([("ann", total, *[1] * (width - 1)), ("bo", 1, *[0] * (width - 1))])
+            assert await _user_row(engine, "bo") == {"total": 3}
+            assert await _user_row(engine, "ann") == {name: 3 for name, _, _ in USER_COUNTERS[1:]}
+        finally:
+            await engine.dispose()
