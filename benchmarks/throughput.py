@@ -517,11 +517,11 @@ def _hook_api(stamp: Callable[..., None]) -> None:
 
     deliver_remote = Hub.deliver_remote
 
-    async def arrived(self: Any, user_id: str, frame: Any) -> int:
+    async def arrived(self: Any, user_id: str, frame: Any, text: str | None = None) -> int:
         carried = frame.get("notification") if isinstance(frame, dict) else None
         if isinstance(carried, dict) and isinstance(carried.get("id"), str):
             stamp(carried["id"], "gateway")
-        return await deliver_remote(self, user_id, frame)
+        return await deliver_remote(self, user_id, frame, text)
 
     delivered = Receipts.delivered
 

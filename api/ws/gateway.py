@@ -115,21 +115,25 @@ class Hub:
             return len(self._connections.get(user_id, ()))
         return sum(len(by_id) for by_id in self._connections.values())
 
-    async def deliver_local(self, user_id: str, frame: dict[str, Any]) -> int:
-        """Queue ``frame`` on every connection of ``user_id`` here; return how many took it."""
+    async def deliver_local(self, user_id: str, frame: dict[str, Any], text: str | None = None) -> int:
+        """Queue ``frame`` on every connection of ``user_id`` here; return how many took it.
+
+        ``text``: the frame already rendered (by the worker), sent as it is.
+        """
         by_id = self._connections.get(user_id)
         if not by_id:
             return 0
-        text = frames.render(frame)
+        if text is None:
+            text = frames.render(frame)
         carried = frames.notification_of(frame)
         out = (
             Outgoing("control", text=text) if carried is None else Outgoing("live", text=text, notifications=[carried])
         )
         return sum(conn.offer(out) for conn in list(by_id.values()))
 
-    async def deliver_remote(self, user_id: str, frame: dict[str, Any]) -> int:
+    async def deliver_remote(self, user_id: str, frame: dict[str, Any], text: str | None = None) -> int:
         """A frame from the sink via Redis: deliver, or record that the user had just left."""
-        taken = await self.deliver_local(user_id, frame)
+        taken = await self.deliver_local(user_id, frame, text)
         carried = frames.notification_of(frame)
         if not taken and carried is not None:
             await self._receipts.dropped(carried)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from redis.asyncio import Redis
 
 from engine.presence import gateway_channel, live_nodes, presence_key
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 REFRESH_CHUNK = 2000
 """Users refreshed per Redis round trip."""
 
-Deliver = Callable[[str, dict[str, Any]], Awaitable[int]]
+Deliver = Callable[[str, dict[str, Any], str | None], Awaitable[int]]
+"""``(user, frame, text)``: ``text`` is the frame as the worker rendered it (sent as it is), if known."""
 Held = Callable[[], Collection[tuple[str, str]]]
 """``(user, connection)`` pairs this node holds now."""
 Resync = Callable[[], Awaitable[None]]
@@ -244,10 +245,28 @@ class RedisPresence:
             if message.get("type") != "message":
                 continue
             try:
-                payload = json.loads(message["data"])
-                await deliver(payload["user_id"], payload["frame"])
+                data = message["data"]
+                payload = orjson.loads(data)
+                await deliver(payload["user_id"], payload["frame"], frame_text(data))
             except Exception:
                 log.exception("gateway frame not delivered", extra={"node_id": self.node_id})
+
+
+_FRAME_AT = ',"frame":'
+"""Between the user and the frame in a message (``streams.websocket_dispatch.render_message``)."""
+
+
+def frame_text(data: str | bytes) -> str | None:
+    """The frame of a pub/sub message as the worker rendered it, to be sent without rendering it again.
+
+    A message is ``{"user_id":<string>,"frame":<frame>}``; a JSON string holds no unescaped
+    quote, so the first ``,"frame":`` is the one after the user. ``None`` for another layout.
+    """
+    text = data.decode() if isinstance(data, bytes) else data
+    at = text.find(_FRAME_AT)
+    if at < 0 or not text.startswith('{"user_id":') or not text.endswith("}"):
+        return None
+    return text[at + len(_FRAME_AT) : -1]
 
 
 async def _close_quietly(pubsub: Any) -> None:
