@@ -17,7 +17,12 @@ as in production) are produced once onto a 4-partition event log. Then, per roun
     to the end of the replay (its last progress line), and the index builds after it.
 
     uv run python -m benchmarks.projector [--events 200000] [--rounds 3]
-        [--rebuild-events 1000000] [--rebuild-rounds 1] [--users 10000]
+        [--rebuild-events 1000000] [--rebuild-rounds 1] [--users 10000] [--compare-tree DIR]
+
+``--compare-tree DIR`` runs (b) and (c) with the ``herald`` of another checkout too (e.g. a
+``git worktree`` of an older commit, on the same log and broker), alternating which of the two
+goes first from round to round: on a shared machine compare the CPU per event, which load moves
+less than the rates.
 
 Producing the events costs about 25 us each (encode + produce): ~5 s for 200,000 and
 ~30 s for 1,000,000 on an idle 2-core machine. ``--rebuild-events 0`` skips (c).
