@@ -2,12 +2,11 @@
 
 Neither library has a public way to set the consumer's fetch wait, to choose the
 partitions of one poll, to read a partition's fetched high watermark and position, to
-run something before the offset commit's producer flush, to pass over records no
-agent needs without the per-record machinery, or to hand a topic's records to its
-agent straight from the consumer. Herald needs all six
+run something before the offset commit's producer flush, or to pass over records no
+agent needs without the per-record machinery. Herald needs all five
 (``streams.consumer``, ``streams.priority_poll``, ``streams.consumer_lag``,
-``streams.app``, ``streams.request_inbox``), so the private names they use live here
-and nowhere else in ``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
+``streams.app``), so the private names they use live here and nowhere else in
+``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
 fetch wait ignored, a commit that no longer waits for live frames); instead
 ``check_internals()``, called when a worker's app is built, raises
 ``LibraryInternalsChanged`` naming the attribute, its owner and the installed library
@@ -17,21 +16,16 @@ version. pyproject.toml bounds both libraries to the minor versions checked here
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import re
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from types import ModuleType
 from typing import Any
 
 import aiokafka
 from aiokafka.consumer.subscription_state import Assignment, Subscription, SubscriptionState, TopicPartitionState
-from faust import streams as faust_streams
 from faust.agents.agent import Agent
-from faust.events import Event
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
@@ -54,7 +48,7 @@ class Internal:
     """
 
     library: str
-    owner: type[Any] | ModuleType
+    owner: type[Any]
     name: str
     used_by: str
     assigned: bool = False
@@ -63,7 +57,7 @@ class Internal:
     def missing(self) -> str | None:
         """Why the installed library does not meet this requirement, or ``None`` if it does."""
         if self.assigned:
-            if not isinstance(self.owner, type) or not _assigned_in(self.owner, self.name):
+            if not _assigned_in(self.owner, self.name):
                 return f"{_qualified(self.owner)} no longer assigns self.{self.name}"
             return None
         if not hasattr(self.owner, self.name):
@@ -119,16 +113,6 @@ REQUIRED: tuple[Internal, ...] = (
         "skipping records no agent needs",
         calls="set_read_offset(tp, offset)",
     ),
-    # Request records handed to their ingest agent from the consumer (``consumer_taking``).
-    Internal(FAUST, faust_consumer.Consumer, "_add_gap", "taking request records at the consumer"),
-    Internal(
-        FAUST,
-        faust_consumer.Consumer,
-        "_drain_messages",
-        "taking request records at the consumer",
-        calls="self._add_gap(tp, r_offset + 1, offset)",
-    ),
-    Internal(FAUST, faust_streams, "_current_event", "taking request records at the consumer"),
     # herald.supervisor: an agent's error is reported at once.
     Internal(FAUST, Agent, "_on_error", "agent crash supervision", assigned=True),
 )
@@ -234,15 +218,11 @@ PollChoice = Callable[[aiokafka.AIOKafkaConsumer, Set[Any]], Set[Any]]
 """Given the client and a poll's active partitions, the partitions to poll."""
 
 
-PollWait = Callable[[aiokafka.AIOKafkaConsumer], Awaitable[None]]
-"""Given the client, waits as long as the next poll can wait."""
-
-
-def consumer_with_poll_choice(base: type[Any], choose: PollChoice, wait: PollWait | None = None) -> type[Any]:
+def consumer_with_poll_choice(base: type[Any], choose: PollChoice) -> type[Any]:
     """``base`` (a Faust consumer class) polling only the partitions ``choose`` picks each time.
 
     When ``choose`` picks none, the poll is sat out (an empty set would mean "every
-    partition" to the client). ``wait``, when given, is awaited before every poll.
+    partition" to the client).
     """
 
     class ChoosingConsumer(base):  # type: ignore[misc]
@@ -251,8 +231,6 @@ def consumer_with_poll_choice(base: type[Any], choose: PollChoice, wait: PollWai
             if active_partitions:
                 client = kafka_client(self)
                 if client is not None:
-                    if wait is not None:
-                        await wait(client)
                     active_partitions = choose(client, active_partitions)
                 if not active_partitions:
                     await asyncio.sleep(min(timeout, 0.01))
@@ -301,64 +279,6 @@ def consumer_skipping(base: type[Any], wanted: Mapping[str, RecordFilter]) -> ty
     return SkippingConsumer
 
 
-RecordTaker = Callable[[Any], None]
-"""Takes a fetched record (a Faust ``Message``) for its agent; must not block."""
-
-
-def consumer_taking(base: type[Any], take: Mapping[str, RecordTaker]) -> type[Any]:
-    """``base`` (a Faust consumer class) handing each record of the topics in ``take`` to its taker.
-
-    ``take`` maps a topic name to a callable that keeps the record for the one agent that
-    processes it (``streams.request_inbox``). Such a record never reaches Faust's per-record
-    machinery (``Consumer._drain_messages``: two tasks, the conductor, the agent's stream);
-    it is read as ``_drain_messages`` reads one: an offset before the last read one is
-    passed over (already taken), a hole in the log after it is recorded as Faust records it
-    (``_add_gap``, so commits can pass offsets that do not exist), and it becomes the last
-    read offset. Acking it, once it is processed, is the taker's agent's job: the commit
-    guard (``committable_offset``) commits nothing past a record not acked.
-    """
-
-    class TakingConsumer(base):  # type: ignore[misc]
-        taken = 0
-        """Records handed to a taker so far."""
-
-        # Faust's signature, hence ``timeout``.
-        async def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109
-            read = self._read_offset
-            async for tp, message in super().getmany(timeout):
-                taker = take.get(tp.topic)
-                if taker is None:
-                    yield tp, message
-                    continue
-                offset = message.offset
-                last = read[tp]
-                if last is not None and offset < last:
-                    continue  # as _drain_messages: a record read before is not read again
-                if last and offset - last > 1:  # as _drain_messages (whose test is ``gap > 1 and r_offset``)
-                    await self._add_gap(tp, last + 1, offset)
-                read[tp] = offset
-                taker(message)
-                self.taken += 1
-
-    return TakingConsumer
-
-
-def set_current_event(app: Any, message: Any) -> tuple[contextvars.Token[Any], Event]:
-    """Make ``message`` the current event of this task, as Faust's stream does for each record it yields.
-
-    Table writes find their changelog partition from it (``Collection.partition_for_key``).
-    Keep the returned event referenced while it is current (Faust holds it by weak
-    reference) and pass the token to ``reset_current_event`` afterwards.
-    """
-    event = Event(app, message.key, message.value, message.headers, message)
-    return faust_streams._current_event.set(weakref.ref(event)), event
-
-
-def reset_current_event(token: contextvars.Token[Any]) -> None:
-    """Undo ``set_current_event``."""
-    faust_streams._current_event.reset(token)
-
-
 def flush_first(producer: Any, before: Callable[[], Awaitable[None]]) -> None:
     """Make ``producer.flush()`` (which Faust awaits before every offset commit) await ``before()`` first."""
     flush_producer = producer.flush
@@ -370,9 +290,7 @@ def flush_first(producer: Any, before: Callable[[], Awaitable[None]]) -> None:
     producer.flush = flush
 
 
-def _qualified(owner: type[Any] | ModuleType) -> str:
-    if isinstance(owner, ModuleType):
-        return owner.__name__
+def _qualified(owner: type[Any]) -> str:
     return f"{owner.__module__}.{owner.__qualname__}"
 
 
