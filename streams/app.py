@@ -136,7 +136,13 @@ async def take_over_request_offsets(settings: Settings) -> dict[str, int]:
             client = AIOKafkaConsumer(
                 bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
             )
-            await client.start()
+            try:
+                await client.start()
+            except BaseException:
+                # A broker not up yet is waited for by the caller's backoff: close what start()
+                # opened, or the client is collected unclosed (an ERROR line per attempt).
+                await client.stop()
+                raise
             consumers[group] = client
         return consumers[group]
 
