@@ -9,9 +9,7 @@ at its version without re-running DDL, and two processes starting together migra
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,20 +34,6 @@ from tests.support.api import own_database
 REVISIONS = (*LEDGER_REVISIONS, "v0006", "v0007")
 """Every revision in order: the former ledger's versions, then those added since."""
 HEAD = REVISIONS[-1]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def empty(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An engine on a database with no tables at all."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'herald.db'}")
-        yield engine
-        await engine.dispose()
-        return
-    with own_database("herald_migr") as url:
-        engine = create_engine(url)
-        yield engine
-        await engine.dispose()
 
 
 async def differences(engine: AsyncEngine) -> list[Any]:

@@ -3,11 +3,8 @@ when the row goes away, and the migration that moves ``stat_counters``' user sco
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic import command
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,20 +18,6 @@ from projections.postgres_writer import PostgresWriter, driver
 from tests.integration.test_projection import apply_all, known_sequence
 from tests.support.api import own_database
 from tests.support.event_log import Log
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def empty(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An engine on a database with no tables."""
-    if request.param == "sqlite":
-        eng = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'herald.db'}")
-        yield eng
-        await eng.dispose()
-        return
-    with own_database("herald_ustats") as url:
-        eng = create_engine(url)
-        yield eng
-        await eng.dispose()
 
 
 async def _user_row(engine: AsyncEngine, user: str) -> dict[str, int] | None:
