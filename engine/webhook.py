@@ -8,8 +8,10 @@ over ``id.timestamp.body``. The secret is ``whsec_`` + base64 (the format of the
 Standard Webhooks libraries) or any other text of at least ``MIN_SECRET_BYTES``, used
 as is. URLs are https only (a notification is personal data), ``http://`` only to a
 loopback host where the deployment allows it (``herald dev``, tests), bounded length, and
-never an internal IP literal or ``localhost`` (loopback only where allowed).
-The I/O is ``streams/webhook_sink.py``; ``verify`` is what a receiver (and the tests) do.
+never an internal IP literal or ``localhost`` (loopback only where allowed). A host name
+is checked where it resolves: ``reachable`` keeps only the resolved addresses Herald may
+connect to, and the sink connects only to those (a name of an internal host, or one that
+re-resolves to one, is never called). The I/O is ``streams/webhook_sink.py``; ``verify`` is what a receiver (and the tests) do.
 """
 
 from __future__ import annotations
@@ -112,6 +114,28 @@ def verify(key: bytes, received: dict[str, str], body: bytes, *, now: float) -> 
     return None
 
 
+def address_allowed(address: str, *, allow_loopback: bool) -> bool:
+    """Whether Herald may connect to the resolved IP ``address``: a public unicast address, or
+    loopback where the deployment allows loopback webhooks (``herald dev``, tests)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if allow_loopback and ip.is_loopback:
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def reachable(host: str, addresses: list[str], *, allow_loopback: bool) -> list[str]:
+    """Of the ``addresses`` ``host`` resolved to, those Herald may connect to; ``InvalidWebhook``
+    when there are none (the name points inside the network)."""
+    kept = [a for a in addresses if address_allowed(a, allow_loopback=allow_loopback)]
+    if not kept and addresses:
+        shown = ", ".join(sorted(set(addresses))[:4])
+        raise InvalidWebhook(f"{host} resolves only to internal addresses ({shown})")
+    return kept
+
+
 def _internal(host: str) -> bool:
     """``localhost`` or an IP literal that is not a public unicast address (loopback, private,
     link-local such as cloud metadata at 169.254.169.254, unspecified, multicast, reserved)."""
@@ -120,7 +144,7 @@ def _internal(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False  # a name: where it resolves is not checked here
+        return False  # a name: where it resolves is checked when connecting (``reachable``)
     return not address.is_global or address.is_multicast
 
 

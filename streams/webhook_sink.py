@@ -11,22 +11,27 @@ with ``HERALD_WEBHOOK_SECRET``. Redirects are not followed (the signature was fo
 Outcomes: 2xx -> the ``webhook-id`` is the provider id; 408, 429, 5xx, a timeout, a
 refused or lost connection -> retriable (the generic retry path, backoff with jitter);
 any other answer (4xx, 3xx) -> permanent. A URL that is not https (or loopback http
-where allowed) is refused before sending, permanently.
+where allowed) is refused before sending, permanently, and so is a host name that resolves
+only to internal addresses: the connector's resolver (``PublicResolver``) hands aiohttp only
+the addresses ``engine.webhook.reachable`` allows, so a name cannot point (or re-point, DNS
+rebinding) Herald at its own network.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import aiohttp
+import aiohttp.abc
 import faust
 import orjson
 
 from engine.retry import DeliveryError
 from engine.settings import Settings
-from engine.webhook import InvalidWebhook, check_url, headers, message_id, signing_key
+from engine.webhook import InvalidWebhook, check_url, headers, message_id, reachable, signing_key
 from schemas.codec import event_to_data, format_time
 from schemas.events import NotificationAccepted
 from streams.device_registry import DeviceRegistry
@@ -54,6 +59,35 @@ def classify(status: int, detail: str) -> DeliveryError:
     return DeliveryError(text, retriable=retriable)
 
 
+class InternalAddress(OSError):
+    """A webhook host resolved only to addresses Herald must not connect to."""
+
+
+class PublicResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's resolver, keeping only the addresses a webhook may be sent to.
+
+    aiohttp connects to exactly what its resolver returns (and never asks it for an IP
+    literal, which ``check_url`` judges), so the check holds for every connection,
+    including a name whose DNS answer changed since the URL was stored."""
+
+    def __init__(self, *, allow_loopback: bool) -> None:
+        self._inner = aiohttp.DefaultResolver()
+        self._allow_loopback = allow_loopback
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        try:
+            kept = set(reachable(host, [r["host"] for r in results], allow_loopback=self._allow_loopback))
+        except InvalidWebhook as exc:
+            raise InternalAddress(str(exc)) from None
+        return [r for r in results if r["host"] in kept]
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class WebhookSink:
     """POSTs signed notifications to users' webhook URLs; ``Sink`` of the ``webhook`` channel."""
 
@@ -64,6 +98,7 @@ class WebhookSink:
         self.registry = registry
         self._key = signing_key(settings.webhook_secret)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: PublicResolver | None = None
 
     def bind(self, app: faust.App, topics: Topics, settings: Settings) -> None:
         """Declare the registry's tables and agent on ``app`` (the contacts hold the URLs)."""
@@ -103,12 +138,20 @@ class WebhookSink:
             raise DeliveryError(
                 f"no answer within {self.settings.webhook_timeout_seconds:g}s", retriable=True
             ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, InternalAddress):
+                raise DeliveryError(f"webhook URL refused: {exc.os_error}", retriable=False) from None
+            raise DeliveryError(f"HTTP transport: {type(exc).__name__}: {exc}", retriable=True) from None
+        except aiohttp.InvalidUrlClientError as exc:
+            raise DeliveryError(f"webhook URL refused: {exc}", retriable=False) from None
         except aiohttp.ClientError as exc:
             raise DeliveryError(f"HTTP transport: {type(exc).__name__}: {exc}", retriable=True) from None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=100, limit_per_host=10)
+            if self._resolver is None:
+                self._resolver = PublicResolver(allow_loopback=self.settings.webhook_allow_loopback_http)
+            connector = aiohttp.TCPConnector(limit=100, limit_per_host=10, resolver=self._resolver)
             self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
@@ -117,3 +160,6 @@ class WebhookSink:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        resolver, self._resolver = self._resolver, None
+        if resolver is not None:
+            await resolver.close()  # a connector does not close a resolver it was given

@@ -13,7 +13,9 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 import uuid
 from collections import defaultdict
@@ -315,3 +317,41 @@ async def test_herald_dev_stands_in_for_every_unconfigured_channel_with_a_signat
         finally:
             for sink in sinks:
                 await sink.close()
+
+
+async def test_a_host_name_that_resolves_inside_the_network_is_refused_without_connecting() -> None:
+    """A public-looking name of an internal host (here the machine's own name, which resolves
+    to loopback) is not called when loopback webhooks are not allowed: no connection is
+    made and the delivery is abandoned, not retried. Where loopback is allowed (``herald
+    dev``, tests), the same name gets through, so the refusal is the address, not the name."""
+    name = socket.gethostname()
+    resolved = {a[4][0] for a in socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)}
+    assert resolved and all(not ipaddress.ip_address(a).is_global for a in resolved), (
+        f"this test needs the machine's name to resolve to an internal address; {name} -> {resolved}"
+    )
+    connections: list[str] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(name)
+        writer.close()
+
+    server = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    accepted = NotificationAccepted("n-ssrf-1", "erin", "Hi", "", "low", ("webhook",), "", {}, datetime.now(UTC))
+    strict = Settings().replace(webhook_secret=SECRET, webhook_allow_loopback_http=False)
+    sink = WebhookSink(strict, DeviceRegistry())
+    try:
+        with pytest.raises(DeliveryError, match=r"webhook URL refused: .* resolves only to internal addresses") as refused:
+            await sink.send(accepted, f"https://{name}:{port}/hook")
+        assert refused.value.retriable is False
+        assert connections == []
+        lenient = WebhookSink(strict.replace(webhook_allow_loopback_http=True), DeviceRegistry())
+        with pytest.raises(DeliveryError) as transport:  # connected; TLS to a plain socket then fails
+            await lenient.send(accepted, f"https://{name}:{port}/hook")
+        await lenient.close()
+        assert transport.value.retriable is True
+        assert connections == [name]
+    finally:
+        await sink.close()
+        server.close()
+        await server.wait_closed()

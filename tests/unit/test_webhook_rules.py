@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from engine.webhook import InvalidWebhook, check_url, message_id, signature, signing_key, verify
+from engine.webhook import (
+    InvalidWebhook,
+    address_allowed,
+    check_url,
+    message_id,
+    reachable,
+    signature,
+    signing_key,
+    verify,
+)
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -64,3 +73,31 @@ def test_https_to_a_public_host_and_loopback_http_where_allowed_are_accepted() -
         check_url("http://127.0.0.1:8081/in", allow_loopback_http=False)
     with pytest.raises(InvalidWebhook, match="internal address"):
         check_url("http://192.168.1.1/in", allow_loopback_http=True)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback_allowed", "allowed"),
+    [
+        ("93.184.215.14", False, True),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", False, True),
+        ("127.0.0.1", False, False),
+        ("127.0.0.1", True, True),
+        ("::1", True, True),
+        ("10.1.2.3", True, False),
+        ("169.254.169.254", False, False),
+        ("::ffff:10.0.0.1", False, False),
+        ("fe80::1%eth0", False, False),
+        ("224.0.0.1", False, False),
+        ("not an address", False, False),
+    ],
+)
+def test_a_resolved_address_is_connected_to_only_when_public_or_allowed_loopback(
+    address: str, loopback_allowed: bool, allowed: bool
+) -> None:
+    assert address_allowed(address, allow_loopback=loopback_allowed) is allowed
+
+
+def test_a_name_resolving_only_inside_the_network_is_refused_and_mixed_answers_keep_the_public_ones() -> None:
+    with pytest.raises(InvalidWebhook, match=r"hooks.corp resolves only to internal addresses \(10.0.0.5\)"):
+        reachable("hooks.corp", ["10.0.0.5"], allow_loopback=False)
+    assert reachable("hooks.example.com", ["10.0.0.5", "93.184.215.14"], allow_loopback=False) == ["93.184.215.14"]
