@@ -50,3 +50,27 @@ class TopicNames:
     def all(self) -> tuple[str, ...]:
         """Every topic, for creation at start-up."""
         return (*self.requests, self.events, *self.deliveries, self.deadletter, self.scheduled)
+
+
+def worker_group(app_id: str, priorities: tuple[str, ...] | list[str]) -> str:
+    """The consumer group (Faust app id) of a worker ingesting ``priorities``.
+
+    The worker that ingests ``low`` runs the sinks and keeps ``app_id``; a worker of a subset
+    without ``low`` gets the id suffixed with its priorities in canonical order (``herald-high``).
+    """
+    chosen = [p.value for p in Priority if p.value in priorities]
+    if Priority.LOW.value in chosen:
+        return app_id
+    return "-".join((app_id, *chosen))
+
+
+def groups_ingesting(app_id: str, priority: str) -> set[str]:
+    """Every consumer group a worker ingesting ``priority`` could have, whatever its other priorities."""
+    others = [p.value for p in Priority if p.value != priority]
+    subsets: list[list[str]] = [[], [others[0]], [others[1]], others]
+    return {worker_group(app_id, [priority, *s]) for s in subsets}
+
+
+def worker_groups(app_id: str) -> set[str]:
+    """Every consumer group any worker of the deployment could have (``app_id`` among them)."""
+    return {group for p in Priority for group in groups_ingesting(app_id, p.value)}

@@ -12,8 +12,8 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.priority import Priority
-from engine.settings import PRIORITIES, Settings
-from engine.topics import TopicNames
+from engine.settings import Settings
+from engine.topics import TopicNames, groups_ingesting, worker_group
 from schemas.envelope import Envelope
 from schemas.events import ContactUpdated
 from streams import delivery_attempt, ingest, scheduler, websocket_sink
@@ -103,16 +103,7 @@ def worker_app_id(settings: Settings) -> str:
     (``herald-high``): its own consumer group and its own admission table (``herald-dedupe``)
     changelog, never partitions of another group's table.
     """
-    if runs_sinks(settings):
-        return settings.app_id
-    return "-".join((settings.app_id, *settings.worker_priorities))
-
-
-def _groups_ingesting(settings: Settings, priority: str) -> set[str]:
-    """Every app id (consumer group) a worker ingesting ``priority`` could have, whatever its other priorities."""
-    others = [p for p in PRIORITIES if p != priority]
-    subsets = [[], [others[0]], [others[1]], others]
-    return {worker_app_id(settings.replace(worker_priorities=",".join([priority, *s]))) for s in subsets}
+    return worker_group(settings.app_id, settings.worker_priorities)
 
 
 async def take_over_request_offsets(settings: Settings) -> dict[str, int]:
@@ -150,7 +141,7 @@ async def take_over_request_offsets(settings: Settings) -> dict[str, int]:
     try:
         mine = await consumer(own)
         for priority in settings.worker_priorities:
-            others = sorted(_groups_ingesting(settings, priority) - {own})
+            others = sorted(groups_ingesting(settings.app_id, priority) - {own})
             for partition in range(settings.topic_partitions):
                 tp = TopicPartition(names.request(priority), partition)
                 if await mine.committed(tp) is not None:

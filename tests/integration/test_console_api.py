@@ -516,6 +516,38 @@ async def test_worker_lag_is_what_its_group_has_not_committed(console_stack, kaf
     assert (worker.group, worker.lag, worker.by_topic) == (group, 4, {topic: 4})
 
 
+async def test_in_a_priority_split_high_requests_count_for_the_group_that_ingests_them(console_stack, kafka_bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    """Compose's topology: ``worker-high`` (group ``APP-high``) ingests ``requests.high``; the
+    ``APP`` group's offsets on it are where the split left them. The lag of those partitions
+    is the ingesting group's, not the old offsets' growing distance to the end."""
+    stack, settings = console_stack
+    assert stack.engine is not None
+    names = TopicNames(settings.topic_prefix)
+    app = unique("split")
+    topic = names.request("high")
+    key = unique("split-key").encode()
+    await publish(kafka_bootstrap, topic, [(key, b"{}")] * 6)  # ingest dead-letters them: harmless
+    for group, behind in ((app, 5), (f"{app}-high", 2)):
+        committer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+        await committer.start()
+        try:
+            await committer.topics()
+            parts = committer.partitions_for_topic(topic)
+            ends = await committer.end_offsets([TopicPartition(topic, p) for p in parts])
+            [tp] = [tp for tp in ends if tp.partition == _partition_of(key, len(ends))]
+            committer.assign([tp])
+            await committer.commit({tp: ends[tp] - behind})
+        finally:
+            await committer.stop()
+    probe = LogProbe(settings.replace(app_id=app), AdminQueries(stack.engine).projected_positions)
+    try:
+        found = await probe.figures(datetime.now(UTC).replace(second=0, microsecond=0), 1)
+    finally:
+        await probe.close()
+    workers = [(lag.group, lag.lag, lag.by_topic) for lag in found.lag if lag.role == "worker"]
+    assert workers == [(f"{app}-high", 2, {topic: 2})]
+
+
 def _partition_of(key: bytes, partitions: int) -> int:
     """The partition Herald's producers (Kafka's default partitioner) put ``key`` in."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -1,8 +1,9 @@
 """What the console's overview reads from the broker: consumer lag per role and dead letters per minute.
 
-Lag is how far each role is behind the end of its input: the worker's consumer group
-(``HERALD_APP_ID``) by its committed offsets on its input topics (requests, deliveries,
-scheduled), the projector by the positions it commits with its rows
+Lag is how far each role is behind the end of its input: the worker's consumer groups
+by their committed offsets on their input topics (``HERALD_APP_ID`` on requests,
+deliveries and scheduled; in a priority split, each request partition under the group
+that committed furthest on it, e.g. ``herald-high``), the projector by the positions it commits with its rows
 (``projector_offsets``; it commits none to Kafka). Dead letters per minute come from the
 dead-letter topic's record timestamps without reading the records: ``offsets_for_times``
 at each minute boundary, the difference of two offsets being the records in between (one
@@ -27,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from engine.settings import Settings
-from engine.topics import TopicNames
+from engine.topics import TopicNames, worker_groups
 
 log = logging.getLogger(__name__)
 
@@ -148,24 +149,46 @@ class LogProbe:
     async def _probe(self, start_ms: int, minutes: int) -> BrokerFigures:
         consumer, admin = await self._clients()
         await consumer.topics()  # fresh metadata: topics created since the last probe
-        lag = [await self._worker_lag(consumer, admin), await self._projector_lag(consumer)]
+        lag = [*await self._worker_lags(consumer, admin), await self._projector_lag(consumer)]
         return BrokerFigures(lag, await self._dead_letters(consumer, start_ms, minutes))
 
-    async def _worker_lag(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> Lag:
-        group = self._settings.app_id
+    async def _worker_lags(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> list[Lag]:
+        """One row per worker consumer group that consumes something, ``HERALD_APP_ID``'s first.
+
+        In a priority split (``worker-high`` in compose) ``requests.high`` is ingested by the
+        group ``herald-high``, not ``herald``: each request partition counts for the group
+        that committed furthest on it (the one ingesting it now; a group left behind by a
+        split keeps its old offsets), the sinks' and the scheduler's topics for ``HERALD_APP_ID``.
+        """
         names = self._names
-        inputs = [
-            TopicPartition(topic, p)
-            for topic in (*names.requests, *names.deliveries, names.scheduled)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        own = self._settings.app_id
+
+        def partitions(topics: tuple[str, ...]) -> list[TopicPartition]:
+            return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+
+        requests = partitions(tuple(names.requests))
+        sinks = partitions((*names.deliveries, names.scheduled))
+        groups = [own, *sorted(worker_groups(own) - {own})]
         # The worker's input partitions, named: its table changelogs are read, not consumed.
-        committed = await admin.list_consumer_group_offsets(group, partitions=inputs) if inputs else {}
-        mine = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
-        if not mine:
-            return Lag("worker", group, None, {})
-        ends = await consumer.end_offsets(list(mine))
-        return _lag("worker", group, {tp: max(0, ends[tp] - offset) for tp, offset in mine.items()})
+        best: dict[TopicPartition, tuple[str, int]] = {}
+        for group in groups:
+            asked = requests + sinks if group == own else requests
+            committed = await admin.list_consumer_group_offsets(group, partitions=asked) if asked else {}
+            for tp, meta in committed.items():
+                if meta.offset < 0 or (group != own and tp not in requests):
+                    continue
+                held = best.get(tp)
+                if held is None or meta.offset > held[1] or (meta.offset == held[1] and held[0] == own):
+                    best[tp] = (group, meta.offset)  # a tie after a take-over: the split group ingests
+        if not best:
+            return [Lag("worker", own, None, {})]
+        ends = await consumer.end_offsets(list(best))
+        rows = []
+        for group in groups:
+            mine = {tp: max(0, ends[tp] - offset) for tp, (g, offset) in best.items() if g == group}
+            if mine:
+                rows.append(_lag("worker", group, mine))
+        return rows
 
     async def _projector_lag(self, consumer: AIOKafkaConsumer) -> Lag:
         topic = self._names.events
