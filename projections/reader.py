@@ -18,10 +18,12 @@ import json
 import math
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from schemas.codec import parse_time
 from schemas.envelope import SPECVERSION, Envelope
@@ -40,6 +42,10 @@ class _Field:
     """The Python type a JSON value must have, or ``"time"`` / ``"tuple"`` for converted ones."""
     nullable: bool
     required: bool
+    default: Any = None
+    """The value of an absent optional field (the dataclass field's default)."""
+    factory: Callable[[], Any] | None = None
+    """Makes the value of an absent optional field, instead of ``default`` (a default factory)."""
 
 
 _ABSENT = object()
@@ -60,7 +66,14 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite
 """The standard library's (exact for integers of any size, unlike orjson's, which reads those
 beyond 64 bits as floats), refusing NaN, Infinity and out-of-range numbers: they are not
 JSON, and the projector writes ``data`` back as JSON."""
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+"""``bytes.translate`` table: every digit to ``0``, every other byte to a space."""
+_LONG_DIGITS = b"0" * 19
+"""A run of digits this long may be an integer orjson reads inexactly (beyond 64 bits: as a
+float; the shortest is -9223372036854775809, 19 digits)."""
 _PLANS: dict[str, tuple[type[Event], tuple[_Field, ...]]] = {}
+_READERS: dict[str, Callable[[dict[str, Any]], Event]] = {}
+"""The event type's reader, generated from its plan on first use (see ``_generate``)."""
 _OPTIONAL_ATTRS = ("subject", "userid", "priority", "correlationid")
 
 
@@ -76,10 +89,7 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
     if b"\\u0000" in raw:
         # Postgres text cannot hold NUL; one producer's "\u0000" must not stop the projector.
         raw = raw.replace(b"\\u0000", b"\\ufffd")
-    try:
-        body = _DECODER.decode(raw.decode())  # decoding first spares json its encoding detection
-    except (ValueError, RecursionError) as exc:
-        raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
+    body = _decode(raw)
     ce = {k[3:]: v for k, v in headers if k.startswith("ce_")} if headers else None
     if ce:
         try:
@@ -139,37 +149,83 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
     return envelope, data
 
 
+def _decode(raw: bytes) -> Any:
+    """The JSON value in ``raw``, exactly as the standard library reads it (``_DECODER``).
+
+    orjson reads faster, and the same for every text both accept, except integers beyond
+    64 bits (it reads them as floats): a text with a run of 19 digits or more goes to the
+    standard library, as does one orjson refuses (the standard library then says what is
+    wrong, or reads what only it accepts, e.g. a lone surrogate escape). Both refuse NaN,
+    Infinity and numbers beyond a double's range.
+    """
+    if _LONG_DIGITS not in raw.translate(_DIGITS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return _DECODER.decode(raw.decode())  # decoding first spares json its encoding detection
+    except (ValueError, RecursionError) as exc:
+        raise Unreadable(f"not JSON: {type(exc).__name__}: {exc}") from None
+
+
 def _event(event_type: str, data: dict[str, Any]) -> Event:
-    plan = _PLANS.get(event_type) or _plan(event_type)
-    cls, fields = plan
-    kwargs: dict[str, Any] = {}
-    for f in fields:
-        name = f.name
-        value = data.get(name, _ABSENT)
-        kind = f.kind
-        if type(value) is kind:  # the usual case, checked first: a field of exactly its type
-            kwargs[name] = value
-            continue
-        if value is _ABSENT:
-            if f.required:
-                raise Unreadable(f"{event_type}: missing {name}")
-            continue
-        if value is None:
-            if not f.nullable:
-                raise Unreadable(f"{event_type}: {name} must not be null")
-        elif kind == "time":
-            try:
-                value = parse_time(value)
-            except (TypeError, ValueError, AttributeError):
-                raise Unreadable(f"{event_type}: {name} is not a timestamp") from None
-        elif kind == "tuple":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise Unreadable(f"{event_type}: {name} must be a list of strings")
-            value = tuple(value)
-        elif not isinstance(kind, type) or not _fits(value, kind):
-            raise Unreadable(f"{event_type}: {name} must be of type {getattr(kind, '__name__', kind)}")
-        kwargs[name] = value
-    return cls(**kwargs)
+    reader = _READERS.get(event_type) or _generate(event_type)
+    return reader(data)
+
+
+def _generate(event_type: str) -> Callable[[dict[str, Any]], Event]:
+    """A reader of ``event_type``'s ``data`` that checks each field of its plan, unrolled.
+
+    A field of exactly its type is taken as it is (the usual case, one ``type() is`` test);
+    anything else goes to ``_converted``, which applies the plan's rules (absent, null,
+    timestamps, tuples, numbers). The event is built with positional arguments.
+    """
+    cls, fields = _PLANS.get(event_type) or _plan(event_type)
+    lines = ["def read(data):", "    get = data.get"]
+    names: dict[str, Any] = {"cls": cls, "convert": _converted, "ABSENT": _ABSENT, "event_type": event_type}
+    args = []
+    for i, f in enumerate(fields):
+        names[f"f{i}"] = f
+        value = f"v{i}"
+        lines.append(f"    {value} = get({f.name!r}, ABSENT)")
+        if isinstance(f.kind, type):
+            names[f"k{i}"] = f.kind
+            lines.append(f"    if type({value}) is not k{i}:")
+            lines.append(f"        {value} = convert(event_type, f{i}, {value})")
+        else:  # converted kinds ("time", "tuple"): never taken as they are
+            lines.append(f"    {value} = convert(event_type, f{i}, {value})")
+        args.append(value)
+    lines.append(f"    return cls({', '.join(args)})")
+    exec("\n".join(lines), names)  # noqa: S102 - text built from the event classes' own field names
+    reader: Callable[[dict[str, Any]], Event] = names["read"]
+    _READERS[event_type] = reader
+    return reader
+
+
+def _converted(event_type: str, f: _Field, value: Any) -> Any:
+    """A field's value that is not exactly of its type: converted, its default, or ``Unreadable``."""
+    name, kind = f.name, f.kind
+    if value is _ABSENT:
+        if f.required:
+            raise Unreadable(f"{event_type}: missing {name}")
+        return f.default if f.factory is None else f.factory()
+    if value is None:
+        if not f.nullable:
+            raise Unreadable(f"{event_type}: {name} must not be null")
+        return None
+    if kind == "time":
+        try:
+            return parse_time(value)
+        except (TypeError, ValueError, AttributeError):
+            raise Unreadable(f"{event_type}: {name} is not a timestamp") from None
+    if kind == "tuple":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Unreadable(f"{event_type}: {name} must be a list of strings")
+        return tuple(value)
+    if not isinstance(kind, type) or not _fits(value, kind):
+        raise Unreadable(f"{event_type}: {name} must be of type {getattr(kind, '__name__', kind)}")
+    return value
 
 
 def _fits(value: Any, kind: type) -> bool:
@@ -202,7 +258,9 @@ def _plan(event_type: str) -> tuple[type[Event], tuple[_Field, ...]]:
         else:
             kind = base
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        fields.append(_Field(f.name, kind, nullable, required))
+        default = None if f.default is dataclasses.MISSING else f.default
+        factory = None if f.default_factory is dataclasses.MISSING else f.default_factory
+        fields.append(_Field(f.name, kind, nullable, required, default, factory))
     plan = (cls, tuple(fields))
     _PLANS[event_type] = plan
     return plan
