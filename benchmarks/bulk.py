@@ -26,15 +26,19 @@ the worker's ingest decisions on the log; pushes/rows = the sink or the projecto
 CPU seconds each role used.
 
     uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100] [--in-flight 100]
-        [--workers 1] [--profile DIR] [--worker-tree DIR]
+        [--workers 1] [--profile DIR] [--worker-tree DIR] [--work-records]
 
 ``--users 0`` measures the push bulk alone (no raw loop baseline, no campaign); ``--devices 0``
 the campaign alone (no raw h2 baseline, no devices; the warm-up is a small ``user_ids`` bulk).
-``--workers N`` runs N ``herald worker`` processes in one consumer group (the request topics'
-partitions, and so the campaign's users, spread over them); the CPU of each is printed and
-their sum is the worker's figure. ``--profile DIR`` records every worker with py-spy during
-the measured bulks (``uv tool install py-spy``). ``--worker-tree DIR`` runs the workers from
-another checkout of the project (``git archive <commit> | tar -x -C DIR``) for a comparison
+``--work-records`` measures the delivery side alone: instead of the POST, the push bulk's
+work records (a ``notification.accepted`` naming each token, as ingest writes them) are
+produced straight onto the APNs delivery topic; time = first record sent -> last push, and
+the worker's CPU is the sink's (its ingest idle). ``--workers N`` runs N ``herald worker``
+processes in one consumer group (the request topics' partitions, and so the campaign's
+users, spread over them); the CPU of each is printed and their sum is the worker's figure.
+``--profile DIR`` records every worker with py-spy during the measured bulks (``uv tool
+install py-spy``). ``--worker-tree DIR`` runs the workers from another checkout of the
+project (``git archive <commit> | tar -x -C DIR``) for a comparison
 of the same build of everything else.
 """
 
@@ -69,7 +73,7 @@ from herald.apns_emulator import ApnsEmulator, generate_signing_key
 from herald.broker import free_port
 from schemas.codec import encode
 from schemas.envelope import Envelope
-from schemas.events import DeviceRegistered
+from schemas.events import DeviceRegistered, NotificationAccepted
 from schemas.ids import uuid7
 from streams.admin import ensure_topics
 
@@ -250,6 +254,46 @@ async def register(settings: Settings, topic: str, devices: list[tuple[str, str]
         await producer.stop()
 
 
+def work_records(tokens: list[str], title: str, body: str) -> list[tuple[bytes, bytes]]:
+    """The APNs work records a push bulk to ``tokens`` makes: each a ``notification.accepted``
+    naming its token, keyed by its user, encoded as the worker's ingest encodes it."""
+    now = datetime.now(UTC)
+    bulk, tag = uuid7(), uuid.uuid4().hex[:6]
+    records = []
+    for i, token in enumerate(tokens):
+        user, nid = f"bulkr-{tag}-{i}", uuid7()
+        accepted = NotificationAccepted(
+            notification_id=nid,
+            user_id=user,
+            title=title,
+            body=body,
+            priority="medium",
+            channels=("apns",),
+            category="",
+            data={},
+            requested_at=now,
+            device_token=token,
+        )
+        env = Envelope(
+            id=nid, source="herald/ingest", time=now, data=accepted, subject=nid, userid=user, correlationid=bulk
+        )
+        records.append((user.encode(), encode(env)))
+    return records
+
+
+async def put_work(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], bulk: Bulk) -> None:
+    """Produce ``records`` to ``topic`` (``bulk.posted``: the first sent, ``bulk.answered``: all acked)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=PRODUCER_LINGER_MS, max_batch_size=16 * 1024)
+    await producer.start()
+    try:
+        bulk.posted = time.monotonic()
+        futures = [await producer.send(topic, key=key, value=value) for key, value in records]
+        await asyncio.gather(*futures)
+        bulk.answered = time.monotonic()
+    finally:
+        await producer.stop()
+
+
 # ---------------------------------------------------------------------------- herald
 
 
@@ -267,6 +311,8 @@ class Bulk:
     last_push: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)
     load: float = 0.0
+    answered_is: str = "POST answered (all on the broker)"
+    """What ``answered`` is (``--work-records``: every work record on the broker)."""
 
     @property
     def done(self) -> float:
@@ -280,7 +326,7 @@ class Bulk:
         def at(t: float) -> str:
             return f"{t - self.posted:6.2f} s"
 
-        parts = [f"POST answered (all on the broker) {at(self.answered)}"]
+        parts = [f"{self.answered_is} {at(self.answered)}"]
         parts.append(f"first accepted {at(self.first_accepted)}, last accepted {at(self.accepted)}")
         if self.first_push is not None and self.last_push is not None:
             parts.append(f"first push {at(self.first_push)}, last push {at(self.last_push)}")
@@ -333,6 +379,7 @@ async def run_herald(
         apns_max_in_flight=args.in_flight,
     )
     await ensure_topics(settings)
+    args.bootstrap, args.delivery_topic = bootstrap, f"{settings.topic_prefix}deliveries.apns"
     base = f"http://127.0.0.1:{port}"
     tag = uuid.uuid4().hex[:6]
     warm = [(f"bulkw-{tag}-{i}", uuid.uuid4().hex + uuid.uuid4().hex) for i in range(WARM_DEVICES)]
@@ -462,9 +509,15 @@ async def _measure(
         body |= {"user_ids": targets, "channels": ["websocket"]}
     cpu_before = {r.name: cpu_seconds(r.pid) for r in roles}
     wall, mono = time.time(), time.monotonic()
-    bulk_id = await post_bulk(http, base, body, bulk)
-    bulk.accepted = await log.wait(bulk_id, len(targets), args.within)
-    bulk.first_accepted = log.first_at[bulk_id]
+    if emulator is not None and args.work_records:
+        work = work_records(targets, str(body["title"]), str(body["body"]))
+        await put_work(args.bootstrap, args.delivery_topic, work, bulk)
+        bulk.first_accepted = bulk.accepted = bulk.answered
+        bulk.answered_is = "work records on the broker (no ingest)"
+    else:
+        bulk_id = await post_bulk(http, base, body, bulk)
+        bulk.accepted = await log.wait(bulk_id, len(targets), args.within)
+        bulk.first_accepted = log.first_at[bulk_id]
     if emulator is not None:
         first, last = await pushes_received(emulator, targets, args.within)
         bulk.first_push, bulk.last_push = mono + first - wall, mono + last - wall
@@ -580,6 +633,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--worker-tree", metavar="DIR", type=_absolute, help="run the workers from this checkout of the project"
+    )
+    p.add_argument(
+        "--work-records",
+        action="store_true",
+        help="the delivery side alone: the push bulk's work records put straight on the APNs delivery topic",
     )
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")
