@@ -292,3 +292,169 @@ def decode(
             raise InvalidMessage(f"attribute {name} must be a string", **hints)
         optional[name] = value
     return Envelope(id=attrs["id"], source=attrs["source"], time=time, data=event, **optional)
+
+
+# --- Records the worker wrote itself ---------------------------------------------------------
+#
+# A delivery work record is a ``notification.accepted`` the worker encoded after ``decode``
+# had validated the request it came from. Validating it again against its JSON Schema was
+# the largest part of a push's cost in the sink (issue 9). ``decode_written`` reads such a
+# record with a structural decode only: orjson, then the exact layout ``encode`` writes,
+# every attribute and field of the right JSON type for the event class. A record off that
+# layout in any way is left to the full ``decode`` (whose reason dead-letters it), so bad
+# bytes still fail loudly. Not repeated: the content rules the edge checked (the schema's
+# enums, lengths and formats inside ``data``, device platforms); the channel registry
+# check is cheap and kept.
+
+_STR, _INT, _FLOAT, _BOOL, _TIME, _STRS, _DICT = range(7)
+_Plan = tuple[dict[str, tuple[int, bool]], frozenset[str]]
+_PLANS: dict[type[Event], _Plan | None] = {}
+"""Per event class: each field's JSON kind and whether it may be null, and the required fields;
+``None`` when a field has a type the structural decode does not know (always ``decode``)."""
+_KINDS = {
+    "str": _STR,
+    "int": _INT,
+    "float": _FLOAT,
+    "bool": _BOOL,
+    "datetime": _TIME,
+    "tuple[str, ...]": _STRS,
+    "dict[str, Any]": _DICT,
+}
+
+
+def _plan(cls: type[Event]) -> _Plan | None:
+    if cls in _PLANS:
+        return _PLANS[cls]
+    hints = _hints(cls)
+    fields: dict[str, tuple[int, bool]] = {}
+    required: set[str] = set()
+    for f in dataclasses.fields(cls):
+        text = str(hints[f.name]).replace("typing.", "").replace("datetime.datetime", "datetime")
+        text = text.replace("<class '", "").replace("'>", "")
+        nullable = text.endswith(" | None")
+        kind = _KINDS.get(text.removesuffix(" | None"))
+        if kind is None:
+            _PLANS[cls] = None
+            return None
+        fields[f.name] = (kind, nullable)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.add(f.name)
+    _PLANS[cls] = found = (fields, frozenset(required))
+    return found
+
+
+def _inexact(value: Any) -> bool:
+    """Whether a float or an integer beyond 64 bits is anywhere in ``value``.
+
+    orjson reads an integer beyond 64 bits as a float (and keeps one up to 2**64 - 1), where
+    ``decode`` refuses integers beyond signed 64 bits: such records are left to ``decode``.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) or (isinstance(item, int) and not _INT64_MIN <= item <= _INT64_MAX):
+            return True
+    return False
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _field(kind: int, value: Any) -> Any:
+    """``value`` (not null) as a field of ``kind`` takes it; ``_OFF`` if it is of another JSON type."""
+    if kind == _STR:
+        return value if isinstance(value, str) else _OFF
+    if kind == _TIME:
+        if not isinstance(value, str):
+            return _OFF
+        try:
+            return parse_time(value)
+        except ValueError:
+            return _OFF
+    if kind == _STRS:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return _OFF
+        return tuple(value)
+    if kind == _DICT:
+        return value if isinstance(value, dict) and not (value and _inexact(value)) else _OFF
+    if kind == _INT:
+        return value if isinstance(value, int) and not isinstance(value, bool) and not _inexact(value) else _OFF
+    if kind == _BOOL:
+        return value if isinstance(value, bool) else _OFF
+    return _OFF  # _FLOAT: left to decode, as floats in _DICT
+
+
+_OFF = object()
+_OPTIONAL_ATTRS = ("subject", "userid", "priority", "correlationid")
+
+
+def decode_written(
+    raw: bytes | None, headers: Iterable[tuple[str, bytes]] = (), *, expect: type[Event]
+) -> Envelope | None:
+    """A record the worker wrote itself (an ``expect`` event) read without JSON Schema validation.
+
+    The envelope ``decode`` returns for it, or ``None`` when ``raw`` is not exactly in the
+    layout ``encode`` writes for ``expect`` (another type, binary mode, an unknown attribute
+    or field, a JSON type the class does not take, bytes that are not JSON, a float or an
+    integer beyond 64 bits anywhere in it): the caller then decodes it with ``decode``, whose reason dead-letters it.
+    """
+    cls = expect
+    if raw is None:
+        return None
+    plan = _plan(cls)
+    if plan is None:
+        return None
+    fields, required = plan
+    for key, _ in headers:
+        if key.startswith("ce_"):
+            return None  # binary mode: never written by Herald
+    try:
+        attrs = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(attrs, dict) or attrs.get("type") != cls.TYPE or attrs.get("specversion") != SPECVERSION:
+        return None
+    if attrs.get("datacontenttype", CONTENT_TYPE) != CONTENT_TYPE or not _KNOWN_ATTRS.issuperset(attrs):
+        return None
+    event_id, source, stamp, data = attrs.get("id"), attrs.get("source"), attrs.get("time"), attrs.get("data")
+    if not (isinstance(event_id, str) and isinstance(source, str) and isinstance(stamp, str)):
+        return None
+    if not (0 < len(event_id) <= MAX_ID_LENGTH and 0 < len(source) <= MAX_ID_LENGTH) or not isinstance(data, dict):
+        return None
+    optional: dict[str, Any] = {}
+    for name in _OPTIONAL_ATTRS:
+        value = attrs.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_ID_LENGTH):
+            return None
+        optional[name] = value
+    try:
+        version = version_of(cls.TYPE, attrs.get("dataschema"))
+        time = parse_time(stamp)
+    except (InvalidMessage, ValueError):
+        return None
+    if version != cls.VERSION:
+        data = upcast(cls.TYPE, version, data)
+    if not required.issubset(data):
+        return None
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        spec = fields.get(name)
+        if spec is None:
+            return None  # a field the class does not have
+        if value is None:
+            if not spec[1]:
+                return None
+        else:
+            value = _field(spec[0], value)
+            if value is _OFF:
+                return None
+        kwargs[name] = value
+    try:
+        check_channels(cls.TYPE, data)
+    except InvalidMessage:
+        return None
+    return Envelope(id=event_id, source=source, time=time, data=cls(**kwargs), **optional)

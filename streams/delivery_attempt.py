@@ -33,6 +33,7 @@ from engine.notification import accepted_event, follow
 from engine.retry import DeliveryError, RetryPolicy, attempt_outcome
 from engine.routing import due, expired_event
 from engine.settings import Settings
+from schemas.codec import decode_written
 from schemas.envelope import Envelope
 from schemas.errors import HeraldError
 from schemas.events import (
@@ -153,11 +154,12 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
         async for event in stream.events():
             message = event.message
             correlation.bind(None)  # this record's id once it is read; none for unreadable bytes
-            cause = await decode_or_dead_letter(topics, message, expect=NotificationAccepted)
+            headers = header_items(message.headers)
+            cause = await read_work(topics, message, headers)
             if cause is None:
                 continue
             correlation.bind(cause.correlationid or cause.id)  # on every log line of this delivery
-            number, target = work_of(header_items(message.headers))
+            number, target = work_of(headers)
             await _deliver(topics, settings, sink, policy, message, cause, number, target, sent, in_flight)
             expired = sent.expire(message.partition)
             if expired:
@@ -165,6 +167,24 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
 
     # concurrency > 1: that many actors read the topic's one queue, each a record at a time.
     app.agent(topics.deliveries[sink.channel], name=f"herald.sink.{sink.channel}", concurrency=concurrency)(deliver)
+
+
+async def read_work(topics: Topics, message: faust.types.Message, headers: list[tuple[str, bytes]]) -> Envelope | None:
+    """The work record's ``notification.accepted``, or ``None`` once it is dead-lettered.
+
+    The worker wrote the record itself, from a request it validated: a structural decode
+    (``schemas.codec.decode_written``) reads it without validating it against its schema
+    again. A record not in that layout gets the full decode, which dead-letters it with its
+    reason (or reads it, when only the layout differed).
+    """
+    try:
+        cause = decode_written(message.value, headers, expect=NotificationAccepted)
+    except Exception:  # a bug of the structural decode: loud, and the full decode decides
+        log.exception("structural decode failed", extra={"topic": message.topic, "offset": message.offset})
+        cause = None
+    if cause is not None:
+        return cause
+    return await decode_or_dead_letter(topics, message, expect=NotificationAccepted)
 
 
 async def _deliver(
