@@ -17,10 +17,10 @@ local store after a rebalance (another worker may have written the partition mea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from engine.settings import ConfigError, Settings
@@ -99,17 +99,26 @@ class SentTargets:
         worker killed right after a provider's answer lost the pair and its replacement, which
         restores the table from the changelog, sent again. Awaited here, the window of a
         second send is the provider's round trip plus this one produce (docs/reliability.md).
+
+        What the table's ``__setitem__`` does (changelog record, then the local store), the
+        record handed to the app's producer directly: the same key and value bytes (the
+        changelog topic's own serialisers) to the same partition, without Faust's send buffer
+        and per-message bookkeeping (as ``streams.publish.send``). The in-memory store keeps
+        no changelog offsets, which is all Faust's callback for the record would record.
         """
-        send_changelog = getattr(self._table, "send_changelog", None)
-        if send_changelog is None:  # a plain mapping (no changelog to wait for)
+        table = self._table
+        if getattr(table, "send_changelog", None) is None:  # a plain mapping (no changelog to wait for)
             self.add(key, provider_id, partition)
             return
         index = self._partition_index(partition)
         now = self._clock()
         value = {"at": now, "p": partition, "id": provider_id}
-        # What the table's __setitem__ does (changelog record, then the local store), keeping the record's future.
-        written = send_changelog(partition, key, value)
-        self._table.data[key] = value
+        topic = table.changelog_topic
+        raw_key, _ = topic.prepare_key(key, table.key_serializer)
+        raw_value, _ = topic.prepare_value(value, table.value_serializer)
+        producer = await topic.app.maybe_start_producer()
+        written = await producer.send(topic.get_topic_name(), raw_key, raw_value, partition, None, None)
+        table.data[key] = value
         index.append((now, key))
         await written
 
@@ -168,19 +177,41 @@ class InFlight:
     """
 
     def __init__(self) -> None:
-        self._busy: dict[str, asyncio.Event] = {}
+        self._busy: dict[str, list[asyncio.Future[None]]] = {}
+        """Pairs held -> the deliveries waiting for each (a future each, made only for one that waits)."""
 
-    @contextlib.asynccontextmanager
-    async def claim(self, key: str) -> AsyncIterator[None]:
-        """Hold ``key`` for the block; wait first while another delivery holds it."""
-        while (busy := self._busy.get(key)) is not None:
-            await busy.wait()
-        done = self._busy[key] = asyncio.Event()
-        try:
-            yield
-        finally:
-            del self._busy[key]
-            done.set()
+    def claim(self, key: str) -> _Claim:
+        """Hold ``key`` for an ``async with`` block; wait first while another delivery holds it."""
+        return _Claim(self._busy, key)
 
     def __len__(self) -> int:
         return len(self._busy)
+
+
+class _Claim:
+    """One delivery's hold on a pair (``InFlight.claim``): a plain context manager, no task or event per push."""
+
+    __slots__ = ("_busy", "_key")
+
+    def __init__(self, busy: dict[str, list[asyncio.Future[None]]], key: str) -> None:
+        self._busy = busy
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        busy, key = self._busy, self._key
+        while (waiting := busy.get(key)) is not None:
+            released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiting.append(released)
+            try:
+                await released
+            finally:
+                if not released.done():  # cancelled while waiting: no longer among the waiters
+                    released.cancel()
+        busy[key] = []
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for released in self._busy.pop(self._key):
+            if not released.done():
+                released.set_result(None)

@@ -75,11 +75,15 @@ async def test_the_sent_pair_is_on_the_changelog_before_the_outcome_is_recorded(
     on_changelog_at_outcome: dict[str, bool] = {}
     written: dict[str, Any] = {}
     record = delivery_attempt._record
-    send_changelog = table.send_changelog
+    producer = stack.faust_app.producer
+    send = producer.send
 
-    def spy(partition: int | None, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
-        written[key] = send_changelog(partition, key, value, *args, **kwargs)  # the record's future: acked?
-        return written[key]
+    async def spy(topic: str, key: bytes | None, value: bytes | None, *args: Any, **kwargs: Any) -> Any:
+        sent = await send(topic, key, value, *args, **kwargs)
+        if topic == changelog and key is not None:  # the pair's changelog record: its future, acked?
+            text = key.decode()
+            written[json.loads(text) if text.startswith('"') else text] = sent
+        return sent
 
     async def observed(*args: Any, **kwargs: Any) -> None:
         cause, target, failure = args[3], args[5], args[8]
@@ -90,7 +94,7 @@ async def test_the_sent_pair_is_on_the_changelog_before_the_outcome_is_recorded(
             on_changelog_at_outcome[key] = json.dumps(key).encode() in keys or key.encode() in keys
         await record(*args, **kwargs)
 
-    monkeypatch.setattr(table, "send_changelog", spy)
+    monkeypatch.setattr(producer, "send", spy)  # every produce of the app, whichever path it takes
     monkeypatch.setattr(delivery_attempt, "_record", observed)
     log = TopicTail(settings.kafka_bootstrap, stack.topics.names.events)
     await log.start()

@@ -1,10 +1,16 @@
 """``SentTargets`` expiry logic over a plain mapping (the Faust table's dict interface):
 remembered for the TTL, forgotten after it, oldest first and bounded per event, and the
-index rebuilt from the table after a rebalance."""
+index rebuilt from the table after a rebalance; its durable write over a real Faust table;
+``InFlight``'s hold on a pair."""
 
 from __future__ import annotations
 
-from streams.sent_targets import EXPIRE_PER_EVENT, SentTargets
+import asyncio
+from typing import Any
+
+import faust
+
+from streams.sent_targets import EXPIRE_PER_EVENT, InFlight, SentTargets
 
 
 class Clock:
@@ -67,3 +73,91 @@ def test_a_pair_sent_again_after_expiry_is_not_deleted_by_its_old_index_entry() 
     assert sent.expire(0) == 0 and "k" in table
     clock.now += 11
     assert sent.expire(0) == 1 and "k" not in table
+
+
+async def _settle() -> None:
+    for _ in range(5):  # a few loop turns: every runnable step runs
+        await asyncio.sleep(0)
+
+
+async def test_in_flight_holds_a_pair_for_one_delivery_at_a_time_and_others_freely() -> None:
+    flight = InFlight()
+    order: list[str] = []
+    first_in, release_first = asyncio.Event(), asyncio.Event()
+
+    async def deliver(name: str, key: str, hold: asyncio.Event | None = None) -> None:
+        async with flight.claim(key):
+            order.append(f"{name} in")
+            if hold is not None:
+                first_in.set()
+                await hold.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(deliver("a", "n1\x1ft", release_first))
+    await first_in.wait()
+    second = asyncio.create_task(deliver("b", "n1\x1ft"))
+    third = asyncio.create_task(deliver("c", "n2\x1ft"))
+    await _settle()
+    assert order == ["a in", "c in", "c out"] and len(flight) == 1  # b waits for a; c's pair is another
+    release_first.set()
+    await asyncio.wait_for(asyncio.gather(first, second, third), 5)
+    assert order == ["a in", "c in", "c out", "a out", "b in", "b out"] and len(flight) == 0
+
+
+async def test_a_waiter_cancelled_while_waiting_leaves_the_pair_usable() -> None:
+    flight = InFlight()
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with flight.claim("k"):
+            held.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with flight.claim("k"):
+            pass
+
+    running = asyncio.create_task(holder())
+    await held.wait()
+    cancelled, queued = asyncio.create_task(waiter()), asyncio.create_task(waiter())
+    await _settle()
+    cancelled.cancel()
+    await _settle()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(running, queued), 5)
+    assert cancelled.cancelled() and len(flight) == 0
+    await asyncio.wait_for(waiter(), 5)  # free again
+
+
+async def test_a_durable_pair_is_the_changelog_record_faust_would_write_and_waits_for_its_ack() -> None:
+    # A real Faust table (no broker): the record handed to the producer is the one the table's own
+    # write would produce (its changelog topic, serialisers and the event's partition).
+    app = faust.App("sent-targets-unit", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    table: Any = app.Table("herald.sink.apns.sent", default=None, partitions=4, key_type=str)
+    acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    produced: list[tuple[Any, ...]] = []
+
+    class Producer:
+        async def send(self, *record: Any) -> asyncio.Future[None]:
+            produced.append(record)
+            return acked
+
+    async def started() -> Producer:
+        return Producer()
+
+    app.maybe_start_producer = started  # type: ignore[method-assign]
+    clock = Clock()
+    sent = SentTargets(table, ttl=60, clock=clock)
+    key = SentTargets.key("n1", "ab" * 32)
+    adding = asyncio.create_task(sent.add_durably(key, "apns-id-1", partition=2))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not adding.done()  # waits for the broker's acknowledgement
+    acked.set_result(None)
+    await asyncio.wait_for(adding, 5)
+    value = {"at": clock.now, "p": 2, "id": "apns-id-1"}
+    faust_record = table.changelog_topic.as_future_message(
+        key=key, value=value, partition=2, key_serializer=table.key_serializer, value_serializer=table.value_serializer
+    ).message
+    assert produced == [(table.changelog_topic.get_topic_name(), faust_record.key, faust_record.value, 2, None, None)]
+    assert table.data[key] == value and sent.sent(key) and len(sent) == 1
