@@ -31,18 +31,18 @@ from schemas.errors import InvalidMessage
 from schemas.events import NotificationAccepted, NotificationRejected
 from streams.admission_store import AdmissionStore
 from streams.dead_letters import dead_letter, header_items, read_or_dead_letter, record_source
-from streams.internals import current_assignment, kafka_client
+from streams.internals import TakeEpoch, consumer_taking, current_assignment, kafka_client
 from streams.live_dispatch import LiveDispatch
 from streams.metrics import (
     NOTIFICATIONS_CREATED,
     NOTIFICATIONS_DUPLICATE,
     NOTIFICATIONS_RATE_LIMITED,
     NOTIFICATIONS_REJECTED,
-    PRIORITY_WAITS,
 )
 from streams.priority_gate import PriorityGate
 from streams.priority_poll import LagProbe, install_priority_polls
 from streams.publish import append, send
+from streams.request_inbox import Inbox, process
 from streams.router import Contacts, no_contacts, route_accepted
 from streams.topics import Topics
 
@@ -70,7 +70,8 @@ def install(
     ``contacts`` gives a user's contact preferences for routing (``streams.router``).
 
     Also makes the app's consumer poll request partitions by agent backlog and priority
-    (``streams.priority_poll``); call it before the app starts.
+    (``streams.priority_poll``) and hand their records straight to the agents' inboxes
+    (``streams.request_inbox``); call it before the app starts.
     """
     table = app.Table(
         "herald-dedupe",
@@ -90,9 +91,15 @@ def install(
     gate = PriorityGate(enabled=settings.priority_isolation)
     probe = LagProbe()
     ingest = Ingest(topics, settings, store, policy, live, contacts)
+    inboxes: dict[str, Inbox] = {}
+    epoch = TakeEpoch()  # the consumer's moves: a record taken before the last one is read again
     for priority in map(Priority, settings.worker_priorities):  # this worker's priorities only (streams.app)
+        inbox = inboxes[topics.names.request(priority)] = Inbox(epoch)
+        gate.track(priority, inbox.__len__)
         gate.track_lag(priority, _lag_probe(app, topics.names.request(priority), probe))
-        _install_one(app, topics, priority, gate, ingest)
+        _install_one(app, topics, priority, gate, ingest, inbox)
+    takers = {topic: inbox.put for topic, inbox in inboxes.items()}
+    app.transport.Consumer = consumer_taking(app.transport.Consumer, takers, epoch)  # type: ignore[misc]
     install_priority_polls(
         app,
         gate,
@@ -123,15 +130,12 @@ def _lag_probe(app: faust.App, topic: str, probe: LagProbe) -> Callable[[], bool
     return lagging
 
 
-def _install_one(app: faust.App, topics: Topics, priority: Priority, gate: PriorityGate, ingest: Ingest) -> None:
+def _install_one(
+    app: faust.App, topics: Topics, priority: Priority, gate: PriorityGate, ingest: Ingest, inbox: Inbox
+) -> None:
     async def agent(stream: faust.StreamT[bytes]) -> None:
-        queue = stream.channel.queue  # type: ignore[attr-defined]
-        gate.track(priority, queue.qsize)
-        async for event in stream.events():
-            if await gate.wait_turn(priority):
-                PRIORITY_WAITS.labels(priority.value).inc()
-            with gate.busy(priority):
-                await ingest.handle(event.message, priority)
+        # The stream subscribes the topic; its records come through the inbox (streams.request_inbox).
+        await process(app, inbox, priority, gate, ingest)
 
     app.agent(topics.requests[priority], name=f"herald.ingest.{priority.value}")(agent)
 

@@ -2,11 +2,12 @@
 
 Neither library has a public way to set the consumer's fetch wait, to choose the
 partitions of one poll, to read a partition's fetched high watermark and position, to
-run something before the offset commit's producer flush, or to pass over records no
-agent needs without the per-record machinery. Herald needs all five
+run something before the offset commit's producer flush, to pass over records no
+agent needs without the per-record machinery, or to hand a topic's records to its
+agent straight from the consumer. Herald needs all six
 (``streams.consumer``, ``streams.priority_poll``, ``streams.consumer_lag``,
-``streams.app``), so the private names they use live here and nowhere else in
-``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
+``streams.app``, ``streams.request_inbox``), so the private names they use live here
+and nowhere else in ``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
 fetch wait ignored, a commit that no longer waits for live frames); instead
 ``check_internals()``, called when a worker's app is built, raises
 ``LibraryInternalsChanged`` naming the attribute, its owner and the installed library
@@ -16,16 +17,21 @@ version. pyproject.toml bounds both libraries to the minor versions checked here
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
 from typing import Any
 
 import aiokafka
 from aiokafka.consumer.subscription_state import Assignment, Subscription, SubscriptionState, TopicPartitionState
+from faust import streams as faust_streams
 from faust.agents.agent import Agent
+from faust.events import Event
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
@@ -48,7 +54,7 @@ class Internal:
     """
 
     library: str
-    owner: type[Any]
+    owner: type[Any] | ModuleType
     name: str
     used_by: str
     assigned: bool = False
@@ -57,7 +63,7 @@ class Internal:
     def missing(self) -> str | None:
         """Why the installed library does not meet this requirement, or ``None`` if it does."""
         if self.assigned:
-            if not _assigned_in(self.owner, self.name):
+            if not isinstance(self.owner, type) or not _assigned_in(self.owner, self.name):
                 return f"{_qualified(self.owner)} no longer assigns self.{self.name}"
             return None
         if not hasattr(self.owner, self.name):
@@ -112,6 +118,30 @@ REQUIRED: tuple[Internal, ...] = (
         "_drain_messages",
         "skipping records no agent needs",
         calls="set_read_offset(tp, offset)",
+    ),
+    # Request records handed to their ingest agent from the consumer (``consumer_taking``).
+    Internal(FAUST, faust_consumer.Consumer, "_add_gap", "taking request records at the consumer"),
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "_drain_messages",
+        "taking request records at the consumer",
+        calls="self._add_gap(tp, r_offset + 1, offset)",
+    ),
+    Internal(FAUST, faust_streams, "_current_event", "taking request records at the consumer"),
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "perform_seek",
+        "taking request records at the consumer",
+        calls="await self.seek_to_committed()",
+    ),
+    Internal(
+        FAUST,
+        faust_consumer.ThreadDelegateConsumer,
+        "_seek",
+        "taking request records at the consumer",
+        calls="self._thread.seek(partition, offset)",
     ),
     # herald.supervisor: an agent's error is reported at once.
     Internal(FAUST, Agent, "_on_error", "agent crash supervision", assigned=True),
@@ -218,11 +248,15 @@ PollChoice = Callable[[aiokafka.AIOKafkaConsumer, Set[Any]], Set[Any]]
 """Given the client and a poll's active partitions, the partitions to poll."""
 
 
-def consumer_with_poll_choice(base: type[Any], choose: PollChoice) -> type[Any]:
+PollWait = Callable[[aiokafka.AIOKafkaConsumer], Awaitable[None]]
+"""Given the client, waits as long as the next poll can wait."""
+
+
+def consumer_with_poll_choice(base: type[Any], choose: PollChoice, wait: PollWait | None = None) -> type[Any]:
     """``base`` (a Faust consumer class) polling only the partitions ``choose`` picks each time.
 
     When ``choose`` picks none, the poll is sat out (an empty set would mean "every
-    partition" to the client).
+    partition" to the client). ``wait``, when given, is awaited before every poll.
     """
 
     class ChoosingConsumer(base):  # type: ignore[misc]
@@ -231,6 +265,8 @@ def consumer_with_poll_choice(base: type[Any], choose: PollChoice) -> type[Any]:
             if active_partitions:
                 client = kafka_client(self)
                 if client is not None:
+                    if wait is not None:
+                        await wait(client)
                     active_partitions = choose(client, active_partitions)
                 if not active_partitions:
                     await asyncio.sleep(min(timeout, 0.01))
@@ -279,6 +315,149 @@ def consumer_skipping(base: type[Any], wanted: Mapping[str, RecordFilter]) -> ty
     return SkippingConsumer
 
 
+RecordTaker = Callable[[Any], None]
+"""Takes a fetched record (a Faust ``Message``) for its agent; must not block."""
+
+
+class TakeEpoch:
+    """Counts the seeks and rebalances of the worker's consumer (``consumer_taking``).
+
+    A record taken before the latest one is dead: the consumer has since been moved back
+    (to the committed offset, at the end of every rebalance) and reads it again, so its
+    agent's inbox drops it (``streams.request_inbox``) rather than process it twice or,
+    worse, lose it when Faust clears its buffers on resuming the flow.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
+
+
+def consumer_taking(base: type[Any], take: Mapping[str, RecordTaker], epoch: TakeEpoch) -> type[Any]:
+    """``base`` (a Faust consumer class) handing each record of the topics in ``take`` to its taker.
+
+    ``take`` maps a topic name to a callable that keeps the record for the one agent that
+    processes it (``streams.request_inbox``). Such a record never reaches Faust's per-record
+    machinery (``Consumer._drain_messages``: two tasks, the conductor, the agent's stream).
+    Records of a partition are taken in offset order, each once per position of the
+    consumer: the next offset to take is kept per partition, set where the consumer is moved
+    (``perform_seek`` to the committed offsets at the end of every rebalance; a ``seek`` of
+    a request partition is refused) and forgotten for revoked and newly assigned partitions.
+    A record before it was taken already and is passed over. A record after it is a hole in
+    the log (recorded as Faust records one, ``_add_gap``, so commits can pass offsets that
+    do not exist) only in a poll issued after the consumer's last move: a poll issued before
+    it (its records handed out after the move completed) brings records of the position the
+    consumer left, and of those only the next offset to take is taken; the rest come again
+    from the new position. Faust's own reading recorded such a stale record as a hole after
+    the rebalance's seek, and the commit guard then committed past requests never
+    processed. Every move bumps ``epoch``: a record taken before it is dead (read again). A
+    partition without a committed offset is moved to the start of its log (the consumer's
+    ``auto_offset_reset`` is ``earliest``), where the client's own seek leaves it where it
+    was. Acking a record, once it is processed, is the taker's agent's job: the commit
+    guard (``committable_offset``) commits nothing past a record not acked.
+    """
+
+    class TakingConsumer(base):  # type: ignore[misc]
+        taken = 0
+        """Records handed to a taker so far."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._next_take: dict[Any, int] = {}
+
+        def _moved(self, offsets: Mapping[Any, int | None]) -> None:
+            next_take = self._next_take
+            for tp, offset in offsets.items():
+                if offset is None:
+                    next_take.pop(tp, None)
+                else:
+                    next_take[tp] = offset
+            epoch.bump()
+
+        async def perform_seek(self) -> None:
+            await super().perform_seek()
+            read = self._read_offset
+            moved = {tp: read.get(tp) for tp in self.assignment() if tp.topic in take}
+            # Seek again, with no await in between: a poll handed out while the client sought
+            # (its records taken, now dead) may have moved the client past the committed
+            # offset. The client seeks only to a committed offset above 0: none (or 0) means
+            # the start of the log. Faust's ``_seek`` is the client's synchronous seek.
+            for tp, offset in moved.items():
+                await self._seek(tp, offset or 0)
+            self._moved(moved)
+
+        # Faust moves request partitions only with ``perform_seek`` (its ``seek_wait`` moves the
+        # tables' changelogs): moving one alone would leave the records taken of the others
+        # live but their next offsets unread, so it is refused rather than half followed.
+        async def seek(self, partition: Any, offset: int) -> None:
+            _refuse_moving({partition}, take)
+            await super().seek(partition, offset)
+
+        async def seek_wait(self, partitions: Mapping[Any, int]) -> None:
+            _refuse_moving(partitions, take)
+            await super().seek_wait(partitions)
+
+        async def on_partitions_revoked(self, revoked: Set[Any]) -> None:
+            self._moved(dict.fromkeys(revoked))  # before Faust clears its buffers (and the inboxes)
+            await super().on_partitions_revoked(revoked)
+
+        async def on_partitions_assigned(self, assigned: Set[Any], generation_id: int = 0) -> None:
+            # The client starts every assigned partition at its committed offset again.
+            self._moved(dict.fromkeys(self._next_take))
+            await super().on_partitions_assigned(assigned, generation_id)
+
+        # Faust's signature, hence ``timeout``.
+        async def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109
+            read = self._read_offset
+            next_take = self._next_take
+            polled_in = epoch.value  # before the poll is issued
+            async for tp, message in super().getmany(timeout):
+                taker = take.get(tp.topic)
+                if taker is None:
+                    yield tp, message
+                    continue
+                offset = message.offset
+                expected = next_take.get(tp)
+                if expected is not None and offset != expected:
+                    if offset < expected or polled_in != epoch.value:
+                        continue  # taken already, or read from a position the consumer has left
+                    await self._add_gap(tp, expected, offset - 1)  # a hole in the log
+                    if polled_in != epoch.value:
+                        continue
+                next_take[tp] = offset + 1
+                read[tp] = offset
+                taker(message)
+                self.taken += 1
+
+    return TakingConsumer
+
+
+def _refuse_moving(partitions: Iterable[Any], take: Mapping[str, RecordTaker]) -> None:
+    moved = sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions if tp.topic in take)
+    if moved:
+        raise RuntimeError(f"request partitions {moved} are moved only by a rebalance (consumer_taking)")
+
+
+def set_current_event(app: Any, message: Any) -> tuple[contextvars.Token[Any], Event]:
+    """Make ``message`` the current event of this task, as Faust's stream does for each record it yields.
+
+    Table writes find their changelog partition from it (``Collection.partition_for_key``).
+    Keep the returned event referenced while it is current (Faust holds it by weak
+    reference) and pass the token to ``reset_current_event`` afterwards.
+    """
+    event = Event(app, message.key, message.value, message.headers, message)
+    return faust_streams._current_event.set(weakref.ref(event)), event
+
+
+def reset_current_event(token: contextvars.Token[Any]) -> None:
+    """Undo ``set_current_event``."""
+    faust_streams._current_event.reset(token)
+
+
 def flush_first(producer: Any, before: Callable[[], Awaitable[None]]) -> None:
     """Make ``producer.flush()`` (which Faust awaits before every offset commit) await ``before()`` first."""
     flush_producer = producer.flush
@@ -290,7 +469,9 @@ def flush_first(producer: Any, before: Callable[[], Awaitable[None]]) -> None:
     producer.flush = flush
 
 
-def _qualified(owner: type[Any]) -> str:
+def _qualified(owner: type[Any] | ModuleType) -> str:
+    if isinstance(owner, ModuleType):
+        return owner.__name__
     return f"{owner.__module__}.{owner.__qualname__}"
 
 

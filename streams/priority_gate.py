@@ -1,6 +1,6 @@
 """Priority isolation inside one worker: lower priorities wait while higher ones are queued.
 
-Each ingest agent reports how many records it has buffered (its stream's queue),
+Each ingest agent reports how many records it has buffered (its inbox, ``streams.request_inbox``),
 whether it is processing one, and whether its partitions have lag in the Kafka client
 (fetched or on the broker, not yet handed out). Before handling a record, the medium
 agent waits until high has none of these; the low agent waits for high and medium. A

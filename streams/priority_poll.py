@@ -15,10 +15,18 @@ worker's consumer leaves out:
 
 Left-out records stay buffered in the client and come with a later poll.
 ``streams.priority_gate`` does the same for records already handed to the agents.
+
+Polls are paced while the agents have a backlog (``PollPace``): the consumer hands request
+records to the agents without per-record work (``streams.request_inbox``), so left alone it
+polls again at once, each poll a round trip to Faust's consumer thread bringing a few of
+the worker's own log records (hundreds of polls a second in a bulk, where Faust's
+per-record delivery used to space them out). Records of a priority with nothing queued are
+never held back by it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Set
@@ -28,7 +36,7 @@ import faust
 
 from engine.priority import Priority
 from engine.topics import TopicNames
-from streams.internals import consumer_with_poll_choice, fetched_position
+from streams.internals import consumer_with_poll_choice, current_assignment, fetched_position
 from streams.priority_gate import PriorityGate
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,47 @@ class LagProbe:
             self._seen[tp] = (highwater, position, now)
             return True
         return now - first[2] < self.stale_after
+
+
+class PollPace:
+    """Waits before a poll while the ingest agents have a backlog, unless a priority with none has lag.
+
+    With at least ``backlog`` records queued or in flight (``PriorityGate.pending``), about a
+    ``backlog``'s worth of work, the next poll waits up to ``pause`` seconds: the queued
+    priorities' new records would wait behind their backlog anyway, and the other topics'
+    records (the worker's log, the sinks' work) wait at most ``pause``. Lag (records fetched
+    or on the broker, not handed out) of a priority with nothing queued ends the wait at
+    once, checked every ``step`` seconds: a fresh high-priority request is polled as before.
+    """
+
+    def __init__(
+        self,
+        gate: PriorityGate,
+        lagging: Callable[[Any, Priority], bool],
+        *,
+        backlog: int = 50,
+        pause: float = 0.02,
+        step: float = 0.002,
+    ) -> None:
+        self.gate = gate
+        self.lagging = lagging
+        self.backlog = backlog
+        self.pause = pause
+        self.step = step
+        self.paused = 0
+        """Polls that waited so far."""
+
+    async def __call__(self, client: Any) -> None:
+        pending = {p: self.gate.pending(p) for p in _ORDER}
+        if sum(pending.values()) < self.backlog:
+            return
+        idle = [p for p in _ORDER if not pending[p]]
+        self.paused += 1
+        deadline = time.monotonic() + self.pause
+        while not any(self.lagging(client, p) for p in idle):
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(self.step)
 
 
 def prioritized(
@@ -114,5 +163,11 @@ def install_priority_polls(
             log.exception("priority poll failed; polling every partition")
             return active
 
+    def lagging(client: Any, priority: Priority) -> bool:
+        name = names.request(priority)
+        assignment = current_assignment(client)
+        return assignment is not None and any(probe(client, tp) for tp in assignment.tps if tp.topic == name)
+
+    pace = PollPace(gate, lagging)
     # The poll hook is private to Faust: streams.internals.
-    app.transport.Consumer = consumer_with_poll_choice(app.transport.Consumer, choose)  # type: ignore[misc]
+    app.transport.Consumer = consumer_with_poll_choice(app.transport.Consumer, choose, pace)  # type: ignore[misc]

@@ -78,6 +78,14 @@ def test_a_method_that_stopped_calling_what_herald_hooks_is_named() -> None:
         check_internals([needs_flush])
 
 
+def test_a_missing_module_attribute_is_named_with_its_module() -> None:
+    import faust.streams
+
+    with pytest.raises(LibraryInternalsChanged, match=r"faust\.streams has no attribute '_current_stream_event'"):
+        check_internals([Internal(FAUST, faust.streams, "_current_stream_event", "taking request records")])
+    check_internals([Internal(FAUST, faust.streams, "_current_event", "taking request records")])
+
+
 class _Acks:
     """The state Faust's consumer keeps per partition for its commit decision."""
 
