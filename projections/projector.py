@@ -121,6 +121,8 @@ class Projector:
         """Events skipped since start because they could not be applied (see ``projections.poison``)."""
         self._since_analyze = 0
         self._analyze_at = ANALYZE_FIRST
+        self._analyzing: asyncio.Task[None] | None = None
+        """The refresh of the planner statistics in progress, if any (see ``_analyze_soon``)."""
         self._deferred: stats.Deltas | None = None
         """Counter deltas of committed transactions not written yet (a rebuild), else None."""
         self._no_counters = False
@@ -167,6 +169,7 @@ class Projector:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetcher
+            await self._stop_analyzing()
             await consumer.stop()
 
     async def _gather(self, consumer: AIOKafkaConsumer) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
@@ -256,6 +259,8 @@ class Projector:
         failure cancels the others (their transactions roll back, nothing half-applied).
         ``applied()`` is called after each partition's commit.
         """
+        if self._analyzing is not None and self._analyzing.done():
+            self._raise_analyze_failure()
         if len(works) == 1 or self._engine.dialect.name != "postgresql":  # SQLite: one writer at a time
             for work in works:
                 await self._apply_work(work)
@@ -361,8 +366,40 @@ class Projector:
             self._progress.notify_all()
         self._since_analyze += fresh
         if self._since_analyze >= self._analyze_at and self._engine.dialect.name == "postgresql":
-            self._analyze_at = min(self._analyze_at * 2, ANALYZE_EVERY)
-            await self._analyze()
+            self._analyze_soon()
+
+    def _analyze_soon(self) -> None:
+        """Start a refresh of the planner statistics beside the batches, unless one is running.
+
+        An ``ANALYZE`` of tables with a million rows takes a second or more; awaited here it
+        held up its partition's transaction slot, and with it the whole poll, while this
+        process had nothing left to prepare. It runs on its own connection and needs no lock
+        the batches take. A refresh that fails beyond its retries stops the projector before
+        the next poll is applied (``_raise_analyze_failure``).
+        """
+        if self._analyzing is not None:
+            if not self._analyzing.done():
+                return  # the count goes on; the batch after this one finishes starts the next
+            self._raise_analyze_failure()
+        self._analyze_at = min(self._analyze_at * 2, ANALYZE_EVERY)
+        self._since_analyze = 0
+        self._analyzing = asyncio.create_task(self._retrying(self._analyze), name="projector-analyze")
+
+    def _raise_analyze_failure(self) -> None:
+        """The error of a finished refresh of the planner statistics, if it failed."""
+        task, self._analyzing = self._analyzing, None
+        if task is not None and task.done() and not task.cancelled():
+            task.result()
+
+    async def _stop_analyzing(self) -> None:
+        """Cancel a refresh still running (the projector stops, or a replay ended)."""
+        task, self._analyzing = self._analyzing, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif task is not None and not task.cancelled() and task.exception() is not None:
+            log.warning("planner statistics refresh failed", extra={"error": repr(task.exception())})
 
     async def _write_deferred(self, *, finished: bool = False) -> None:
         """Write the summed counter deltas in one transaction; ``finished``: also remove the
@@ -414,7 +451,6 @@ class Projector:
         # Autovacuum refreshes planner statistics about once a minute; a fast-growing read
         # model (a replay, a backlog) meanwhile looks empty to the planner, whose sequential
         # scans then make every batch slower than the last. Refresh them ourselves.
-        self._since_analyze = 0
         async with self._engine.begin() as conn:
             await conn.execute(
                 text(
@@ -518,6 +554,7 @@ class Projector:
                 fetcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetcher
+                await self._stop_analyzing()
         finally:
             await consumer.stop()
         return self.applied - start_applied
