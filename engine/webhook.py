@@ -11,7 +11,8 @@ loopback host where the deployment allows it (``herald dev``, tests), bounded le
 never an internal IP literal or ``localhost`` (loopback only where allowed). A host name
 is checked where it resolves: ``reachable`` keeps only the resolved addresses Herald may
 connect to, and the sink connects only to those (a name of an internal host, or one that
-re-resolves to one, is never called). The I/O is ``streams/webhook_sink.py``; ``verify`` is what a receiver (and the tests) do.
+re-resolves to one, is never called).
+The I/O is ``streams/webhook_sink.py``; ``verify`` is what a receiver (and the tests) do.
 """
 
 from __future__ import annotations

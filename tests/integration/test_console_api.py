@@ -496,16 +496,7 @@ async def test_worker_lag_is_what_its_group_has_not_committed(console_stack, kaf
     key = unique("lagging").encode()
     await publish(kafka_bootstrap, topic, [(key, b"{}")] * 5)  # ingest dead-letters them: harmless
     # A worker of another group that read nothing of this partition but its first record.
-    committer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
-    await committer.start()
-    try:
-        await committer.topics()
-        ends = await committer.end_offsets([TopicPartition(topic, p) for p in committer.partitions_for_topic(topic)])
-        [tp] = [tp for tp in ends if tp.partition == _partition_of(key, len(ends))]
-        committer.assign([tp])
-        await committer.commit({tp: ends[tp] - 4})
-    finally:
-        await committer.stop()
+    await _commit_behind_the_end(kafka_bootstrap, group, topic, key, 4)
     queries = AdminQueries(stack.engine)
     probe = LogProbe(settings.replace(app_id=group), queries.projected_positions)
     try:
@@ -516,7 +507,9 @@ async def test_worker_lag_is_what_its_group_has_not_committed(console_stack, kaf
     assert (worker.group, worker.lag, worker.by_topic) == (group, 4, {topic: 4})
 
 
-async def test_in_a_priority_split_high_requests_count_for_the_group_that_ingests_them(console_stack, kafka_bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+async def test_in_a_priority_split_high_requests_lag_under_the_ingesting_group(
+    console_stack, kafka_bootstrap: str
+) -> None:  # type: ignore[no-untyped-def]
     """Compose's topology: ``worker-high`` (group ``APP-high``) ingests ``requests.high``; the
     ``APP`` group's offsets on it are where the split left them. The lag of those partitions
     is the ingesting group's, not the old offsets' growing distance to the end."""
@@ -528,17 +521,7 @@ async def test_in_a_priority_split_high_requests_count_for_the_group_that_ingest
     key = unique("split-key").encode()
     await publish(kafka_bootstrap, topic, [(key, b"{}")] * 6)  # ingest dead-letters them: harmless
     for group, behind in ((app, 5), (f"{app}-high", 2)):
-        committer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
-        await committer.start()
-        try:
-            await committer.topics()
-            parts = committer.partitions_for_topic(topic)
-            ends = await committer.end_offsets([TopicPartition(topic, p) for p in parts])
-            [tp] = [tp for tp in ends if tp.partition == _partition_of(key, len(ends))]
-            committer.assign([tp])
-            await committer.commit({tp: ends[tp] - behind})
-        finally:
-            await committer.stop()
+        await _commit_behind_the_end(kafka_bootstrap, group, topic, key, behind)
     probe = LogProbe(settings.replace(app_id=app), AdminQueries(stack.engine).projected_positions)
     try:
         found = await probe.figures(datetime.now(UTC).replace(second=0, microsecond=0), 1)
@@ -546,6 +529,20 @@ async def test_in_a_priority_split_high_requests_count_for_the_group_that_ingest
         await probe.close()
     workers = [(lag.group, lag.lag, lag.by_topic) for lag in found.lag if lag.role == "worker"]
     assert workers == [(f"{app}-high", 2, {topic: 2})]
+
+
+async def _commit_behind_the_end(bootstrap: str, group: str, topic: str, key: bytes, behind: int) -> None:
+    """Commit for ``group``, on the partition of ``topic`` that ``key`` goes to, ``behind`` records before its end."""
+    committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await committer.start()
+    try:
+        await committer.topics()
+        ends = await committer.end_offsets([TopicPartition(topic, p) for p in committer.partitions_for_topic(topic)])
+        [tp] = [tp for tp in ends if tp.partition == _partition_of(key, len(ends))]
+        committer.assign([tp])
+        await committer.commit({tp: ends[tp] - behind})
+    finally:
+        await committer.stop()
 
 
 def _partition_of(key: bytes, partitions: int) -> int:

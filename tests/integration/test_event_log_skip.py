@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from api.publisher import Publisher
 from engine.routing import TURNED_OFF
@@ -24,9 +24,8 @@ from herald.stack import Stack, run_stack
 from schemas.envelope import Envelope
 from schemas.events import ContactUpdated
 from tests.integration.stream_core_support import core_settings
-from tests.support.kafka import publish, request
+from tests.support.kafka import committed_to_the_end, publish, request
 from tests.support.log_reader import TopicTail
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -111,27 +110,7 @@ async def _append_contact(settings: Settings, names: TopicNames, user: str, *, c
 
 async def _committed_to_the_end(settings: Settings, topic: str) -> None:
     """Until the worker's group has committed every partition of ``topic`` up to its end offset."""
-    group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.app_id)
-    await group.start()  # not subscribed: it never joins the group, it only reads its committed offsets
-    try:
-        await group.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(group.partitions_for_topic(topic) or ())]
-        assert tps, f"{topic} has no partitions"
-        ends = await group.end_offsets(tps)
-
-        async def behind() -> dict[int, tuple[int | None, int]]:
-            committed = {tp.partition: (await group.committed(tp), ends[tp]) for tp in tps}
-            return {p: c for p, c in committed.items() if c[0] is None or c[0] < c[1]}
-
-        async def caught_up() -> bool:
-            return not await behind()
-
-        try:
-            await eventually(caught_up, timeout=60, interval=0.2, what=f"the worker's commits on {topic}")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; (committed, end) by partition: {await behind()}") from None
-    finally:
-        await group.stop()
+    await committed_to_the_end(settings.kafka_bootstrap, settings.app_id, topic)
 
 
 def _json(body: dict[str, object]) -> bytes:

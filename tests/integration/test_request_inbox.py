@@ -20,17 +20,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from engine.settings import Settings
 from herald.broker import free_port
 from streams.admin import ensure_topics
 from streams.app import worker_app_id
-from tests.support.kafka import request
+from tests.support.kafka import committed_to_the_end, request
 from tests.support.log_reader import TopicTail
 from tests.support.processes import start_role, stop_role
 from tests.support.settings import isolated_settings
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -209,22 +208,4 @@ async def _all_accepted(log: TopicTail, ids: list[str], *, within: float) -> Non
 
 async def _committed_to_the_end(settings: Settings, topic: str) -> None:
     """Until the worker's group has committed every partition of ``topic`` up to its end offset."""
-    group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=worker_app_id(settings))
-    await group.start()  # not subscribed: it only reads the group's committed offsets
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        ends = await group.end_offsets(tps)
-
-        async def behind() -> dict[int, tuple[int | None, int]]:
-            committed = {tp.partition: (await group.committed(tp), ends[tp]) for tp in tps}
-            return {p: c for p, c in committed.items() if c[0] != c[1]}
-
-        async def caught_up() -> bool:
-            return not await behind()
-
-        try:
-            await eventually(caught_up, timeout=60, interval=0.2, what=f"the worker's commits on {topic}")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; (committed, end) by partition: {await behind()}") from None
-    finally:
-        await group.stop()
+    await committed_to_the_end(settings.kafka_bootstrap, worker_app_id(settings), topic)

@@ -341,7 +341,8 @@ async def test_a_host_name_that_resolves_inside_the_network_is_refused_without_c
     strict = Settings().replace(webhook_secret=SECRET, webhook_allow_loopback_http=False)
     sink = WebhookSink(strict, DeviceRegistry())
     try:
-        with pytest.raises(DeliveryError, match=r"webhook URL refused: .* resolves only to internal addresses") as refused:
+        refusal = r"webhook URL refused: .* resolves only to internal addresses"
+        with pytest.raises(DeliveryError, match=refusal) as refused:
             await sink.send(accepted, f"https://{name}:{port}/hook")
         assert refused.value.retriable is False
         assert connections == []
