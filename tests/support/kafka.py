@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,7 +26,7 @@ def request(user: str, title: str = "Hello", **data: Any) -> dict[str, Any]:
 async def publish(
     bootstrap: str,
     topic: str,
-    records: list[tuple[bytes | None, bytes | None]] | list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+    records: Sequence[tuple[bytes | None, bytes | None] | tuple[bytes, bytes, list[tuple[str, bytes]]]],
 ) -> None:
     """Publish raw ``(key, value[, headers])`` records, in order, and wait for acks."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=16384)
@@ -33,7 +34,7 @@ async def publish(
     try:
         for record in records:
             key, value = record[0], record[1]
-            headers = record[2] if len(record) > 2 else None  # type: ignore[misc]
+            headers = record[2] if len(record) > 2 else None
             await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     finally:
         await producer.stop()
