@@ -17,7 +17,13 @@ as in production) are produced once onto a 4-partition event log. Then, per roun
     to the end of the replay (its last progress line), and the index builds after it.
 
     uv run python -m benchmarks.projector [--events 200000] [--rounds 3]
-        [--rebuild-events 1000000] [--rebuild-rounds 1] [--users 10000] [--compare-tree DIR]
+        [--rebuild-events 1000000] [--rebuild-rounds 1] [--rebuild-processes 1,2] [--users 10000]
+        [--compare-tree DIR]
+
+``--rebuild-processes`` passes ``--processes N`` to ``herald rebuild`` (default: none, the
+command's own default); several values (``1,2``) are each measured in every rebuild round, in
+alternating order. The rebuild's CPU is its process's and its children's (the replays of
+``--processes N``, counted once they are reaped, before the index builds).
 
 ``--compare-tree DIR`` runs (b) and (c) with the ``herald`` of another checkout too (e.g. a
 ``git worktree`` of an older commit, on the same log and broker), alternating which of the two
@@ -38,6 +44,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -205,13 +212,17 @@ def herald_env(bootstrap: str, prefix: str, database_url: str, group: str) -> di
     return env
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (0 once it is gone)."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of a process (0 once it is gone); ``children``: plus those of
+    its children it has waited for."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def backend_cpu(dsn: str, database: str) -> float:
@@ -220,6 +231,50 @@ def backend_cpu(dsn: str, database: str) -> float:
         pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [database])]
         own = conn.execute("SELECT pg_backend_pid()").fetchone()
     return sum(cpu_seconds(pid) for pid in pids if own is None or pid != own[0])
+
+
+class BackendCpuSampler:
+    """CPU seconds of the Postgres backends of ``database``, including those that disconnected
+    since (the connections of ``herald rebuild --processes N``'s children end with them): each
+    backend's CPU is sampled every ``interval`` seconds in a thread and its last sample kept."""
+
+    def __init__(self, dsn: str, database: str, interval: float = 0.2) -> None:
+        self._dsn, self._database, self._interval = dsn, database, interval
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backend-cpu", daemon=True)
+
+    def __enter__(self) -> BackendCpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def total(self) -> float:
+        """Summed CPU of every backend seen so far (the live ones sampled now)."""
+        self._sample_with(None)
+        return sum(self._seen.values())
+
+    def _run(self) -> None:
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            while not self._stop.wait(self._interval):
+                self._sample_with(conn)
+
+    def _sample_with(self, conn: psycopg.Connection[tuple[int]] | None) -> None:
+        if conn is None:
+            with psycopg.connect(self._dsn, autocommit=True) as own:
+                return self._sample_with(own)
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [self._database])]
+        mine = conn.execute("SELECT pg_backend_pid()").fetchone()
+        for pid in pids:
+            if mine is not None and pid == mine[0]:
+                continue
+            cpu = cpu_seconds(pid)
+            if cpu:
+                self._seen[pid] = max(cpu, self._seen.get(pid, 0.0))
+        return None
 
 
 def stored(dsn: str, topic: str) -> int:
@@ -287,14 +342,18 @@ def projector_round(
         }
 
 
-def rebuild_round(bootstrap: str, prefix: str, n: int, tree: str | None = None) -> dict[str, float]:
+def rebuild_round(
+    bootstrap: str, prefix: str, n: int, tree: str | None = None, processes: int | None = None
+) -> dict[str, float]:
     """(c): ``herald rebuild`` as a process on a scratch database; ``tree``: the ``herald`` of
-    another source tree.
+    another source tree; ``processes``: its ``--processes`` (default: none given).
 
     The replay ends with the last progress line (printed as the replay returns); the
     command then computes and prints the read models' fingerprint and exits. CPU seconds of
-    the process and its Postgres backends are read when the first index-build line comes
-    (the replay is over): per event, start-up included (2-3 s of the process's).
+    the process (and its reaped children: ``--processes``) and its Postgres backends (sampled
+    all along: a child's connections end with it) are read when the first index-build line
+    comes (the replay is over): per event, start-up included (2-3 s of the process's, and
+    about as much per child).
     """
     scratch: contextlib.AbstractContextManager[str] = scratch_database()
     with scratch as url:
@@ -306,7 +365,10 @@ def rebuild_round(bootstrap: str, prefix: str, n: int, tree: str | None = None) 
         started = time.perf_counter()
         replayed = indexed = None
         cpu = pg_cpu = float("nan")
-        with process([sys.executable, "-m", "herald.cli", "rebuild"], env, cwd=tree) as proc:
+        command = [sys.executable, "-m", "herald.cli", "rebuild"]
+        if processes is not None:
+            command += ["--processes", str(processes)]
+        with BackendCpuSampler(dsn, database) as backends, process(command, env, cwd=tree) as proc:
             assert proc.stdout is not None
             lines = []
             for raw in proc.stdout:
@@ -317,7 +379,7 @@ def rebuild_round(bootstrap: str, prefix: str, n: int, tree: str | None = None) 
                     print(f"    {line}", flush=True)
                 elif line.startswith("building indexes:"):
                     if indexed is None:
-                        cpu, pg_cpu = cpu_seconds(proc.pid), backend_cpu(dsn, database)
+                        cpu, pg_cpu = cpu_seconds(proc.pid, children=True), backends.total()
                     indexed = time.perf_counter() - started
                     print(f"    {line}", flush=True)
             code = proc.wait()
@@ -347,12 +409,26 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--rebuild-events", type=int, default=1_000_000, help="log size for (c); 0 skips it")
     cli.add_argument("--rebuild-rounds", type=int, default=1)
     cli.add_argument(
+        "--rebuild-processes",
+        type=_counts,
+        default=[],
+        help="--processes of herald rebuild (default: the command's own); several, comma separated (1,2),"
+        " are each measured in every rebuild round, in alternating order",
+    )
+    cli.add_argument(
         "--compare-tree",
         help="also run (b) and (c) with the herald of this source tree (e.g. `git archive <commit> | tar -x -C DIR`),"
         " alternating which of the two goes first in each round",
     )
     cli.add_argument("--quick", action="store_true", help="a smoke run: 20,000 events, one round, rebuild 50,000")
     return cli
+
+
+def _counts(value: str) -> list[int]:
+    counts = [int(v) for v in value.split(",") if v.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("one or more positive integers, comma separated")
+    return counts
 
 
 async def summary_rows(args: argparse.Namespace) -> list[Row]:
@@ -411,22 +487,25 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                     flush=True,
                 )
             print(f"  round {r + 1}: raw consume {raw[-1]:,.0f} events/s", flush=True)
-        rebuilt: list[dict[str, float]] = []
-        rebuilt_compared: list[dict[str, float]] = []
+        # (label, tree, --processes): the first is the one the summary row reports.
+        variants: list[tuple[str, str | None, int | None]] = [
+            (f"herald --processes {p}", None, p) for p in args.rebuild_processes
+        ] or [("herald", None, None)]
+        if args.compare_tree:
+            variants.append((args.compare_tree, args.compare_tree, None))
+        rebuilds: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in variants}
         if args.rebuild_events:
             rprefix = f"rebuild{secrets.token_hex(3)}."
             seconds = await produce(bootstrap, TopicNames(rprefix).events, args.rebuild_events, args.users, "rebuild")
             print(f"produced {args.rebuild_events:,} events for the rebuild in {seconds:.1f} s", flush=True)
             for r in range(args.rebuild_rounds):
-                trees: list[tuple[str | None, list[dict[str, float]]]] = [(None, rebuilt)]
-                if args.compare_tree:
-                    trees.append((args.compare_tree, rebuilt_compared))
-                for tree, results in trees if r % 2 == 0 else trees[::-1]:  # alternating who goes first
+                for label, tree, processes in variants if r % 2 == 0 else variants[::-1]:  # alternating who goes first
+                    results = rebuilds[label]
                     results.append(
-                        await asyncio.to_thread(rebuild_round, bootstrap, rprefix, args.rebuild_events, tree)
+                        await asyncio.to_thread(rebuild_round, bootstrap, rprefix, args.rebuild_events, tree, processes)
                     )
                     print(
-                        f"  rebuild round {r + 1}{f' ({tree})' if tree else ''}: {results[-1]['seconds']:.1f} s in"
+                        f"  rebuild round {r + 1} ({label}): {results[-1]['seconds']:.1f} s in"
                         f" all, replay {results[-1]['replay_seconds']:.1f} s ({results[-1]['rate']:,.0f} events/s),"
                         f" then indexes {results[-1]['index_seconds']:.1f} s; CPU per event to the replay's end:"
                         f" herald {results[-1]['cpu_us']:.0f} us, Postgres {results[-1]['pg_cpu_us']:.0f} us",
@@ -454,29 +533,21 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             f"      CPU per event              projector {med([p['cpu_us'] for p in compared]):.0f} us,"
             f" Postgres {med([p['pg_cpu_us'] for p in compared]):.0f} us"
         )
-    if rebuilt:
-        print(f"  (c) herald rebuild of {args.rebuild_events:,} events (target 60 s)")
-        print(f"      whole command              {med([r['seconds'] for r in rebuilt]):10.1f} s")
+    for label, rounds in rebuilds.items():
+        if not rounds:
+            continue
+        print(f"  (c) rebuild of {args.rebuild_events:,} events, {label} (target 60 s)")
+        print(f"      whole command              {med([r['seconds'] for r in rounds]):10.1f} s")
         print(
-            f"      until the replay ended     {med([r['replay_seconds'] for r in rebuilt]):10.1f} s"
-            f"   {med([r['rate'] for r in rebuilt]):,.0f} events/s"
+            f"      until the replay ended     {med([r['replay_seconds'] for r in rounds]):10.1f} s"
+            f"   {med([r['rate'] for r in rounds]):,.0f} events/s"
         )
-        print(f"      then the indexes built in  {med([r['index_seconds'] for r in rebuilt]):10.1f} s")
+        print(f"      then the indexes built in  {med([r['index_seconds'] for r in rounds]):10.1f} s")
         print(
-            f"      CPU per event to the replay's end: herald {med([r['cpu_us'] for r in rebuilt]):.0f} us,"
-            f" Postgres {med([r['pg_cpu_us'] for r in rebuilt]):.0f} us (start-up included)"
+            f"      CPU per event to the replay's end: herald {med([r['cpu_us'] for r in rounds]):.0f} us,"
+            f" Postgres {med([r['pg_cpu_us'] for r in rounds]):.0f} us (start-up included)"
         )
-    if rebuilt_compared:
-        print(f"  (c) at {args.compare_tree}")
-        print(f"      whole command              {med([r['seconds'] for r in rebuilt_compared]):10.1f} s")
-        print(
-            f"      until the replay ended     {med([r['replay_seconds'] for r in rebuilt_compared]):10.1f} s"
-            f"   {med([r['rate'] for r in rebuilt_compared]):,.0f} events/s"
-        )
-        print(
-            f"      CPU per event to the replay's end: herald {med([r['cpu_us'] for r in rebuilt_compared]):.0f} us,"
-            f" Postgres {med([r['pg_cpu_us'] for r in rebuilt_compared]):.0f} us"
-        )
+    rebuilt = rebuilds[variants[0][0]]
     figures = {"events": float(total), "raw": raw_rate, "rate": rate}
     if rebuilt:
         figures.update(rebuild_events=float(args.rebuild_events), rebuild_seconds=med([r["seconds"] for r in rebuilt]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -50,7 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub.add_parser("projector", help="event log -> read models")
     sub.add_parser("api", help="REST API and WebSocket gateway")
-    sub.add_parser("rebuild", help="drop the read models and replay the event log into them (projector stopped)")
+    rebuild = sub.add_parser(
+        "rebuild", help="drop the read models and replay the event log into them (projector stopped)"
+    )
+    rebuild.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="processes the replay is split between, each replaying its own partitions (Postgres); default: the"
+        " CPUs available, at most one per partition of the log; 1 replays in this process",
+    )
     apns_emulator_command.add_parser(sub)
     audit_command.add_parser(sub)
     why_command.add_parser(sub)
@@ -100,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return deadletters_command.run(args, settings)
     logs.configure(settings.log_level)
     if args.command == "rebuild":
-        return _run_rebuild(settings)
+        if args.processes is not None and args.processes < 1:
+            print("herald: --processes must be at least 1", file=sys.stderr)
+            return 2
+        return _run_rebuild(settings, args.processes)
     if args.command == "dev":
         from herald.dev_parts import missing_message
 
@@ -172,12 +185,18 @@ def _print_token(settings: Settings, user: str, scopes: tuple[str, ...], ttl: in
     return 0
 
 
-def _run_rebuild(settings: Settings) -> int:
+def _run_rebuild(settings: Settings, processes: int | None) -> int:
+    """``herald rebuild``: 0 once done; 1 if a child of a parallel replay failed (the projector then
+    refuses the read models until the next rebuild); 130/143 on Ctrl-C/SIGTERM (children stopped)."""
     from herald.progress import Progress
     from projections.database import create_engine
-    from projections.rebuild import fingerprint, rebuild
+    from projections.rebuild import RebuildFailed, default_processes, fingerprint, rebuild
 
     async def run() -> None:
+        # SIGTERM cancels the rebuild like Ctrl-C does, so that its child processes are stopped too.
+        main = asyncio.current_task()
+        if main is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         engine = create_engine(settings.database_url)
         try:
             bar = Progress("replaying the event log")
@@ -189,13 +208,30 @@ def _run_rebuild(settings: Settings) -> int:
                     indexes.append(Progress("building indexes"))
                 indexes[0](built, total)
 
-            applied = await rebuild(settings, engine, progress=bar, indexing=indexing)
+            applied = await rebuild(
+                settings,
+                engine,
+                progress=bar,
+                indexing=indexing,
+                processes=processes or default_processes(),
+                child_setup=functools.partial(logs.configure, settings.log_level),  # the same log lines
+            )
             (indexes[0] if indexes else bar).close()
             print(f"replayed {applied} events; read-model checksum {await fingerprint(engine)}")
         finally:
             await engine.dispose()
 
-    uvloop.run(run())
+    try:
+        uvloop.run(run())
+    except RebuildFailed as exc:
+        print(f"herald rebuild: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("herald rebuild: interrupted; run it again", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:
+        print("herald rebuild: terminated; run it again", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -466,6 +466,8 @@ class Projector:
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         defer_stats: bool = False,
+        partitions: Collection[int] | None = None,
+        rebuild_share: bool = False,
     ) -> int:
         """Project every partition up to the end of the log now, without a consumer group.
 
@@ -474,7 +476,7 @@ class Projector:
         brokers, Tansu among them, under-report end offsets), or after ``idle_timeout``
         seconds without records. ``batch_size``: events per transaction at most (default
         ``CATCH_UP_BATCH``: nobody waits on a rebuild's rows, so bigger transactions win).
-        ``progress(done, total)`` is called after each transaction (events applied or
+        ``progress(done, total)`` is called once at the start and after each transaction (events applied or
         skipped, and the count at the start between the stored and the end offsets).
         ``defer_stats``: sum the stat counters' deltas in memory and write them at the end
         (and whenever ``DEFERRED_STATS_LIMIT`` counters are pending): one upsert per counter
@@ -482,23 +484,39 @@ class Projector:
         Meanwhile a marker row (``REBUILDING``) says the counters lag the rows: it goes with
         the last write, and a replay that stops before that (killed) leaves it, so the
         projector refuses to start on those read models until ``herald rebuild`` runs again.
+        ``partitions``: replay only these partitions of the log (default: all of them).
+        ``rebuild_share``: this replay is one of several, each over its own ``partitions``
+        (``herald rebuild --processes N``), whose caller set the ``REBUILDING`` marker and
+        removes it once every share finished: this one neither refuses to start on the
+        marker, sets it nor removes it, and adds its summed counters (``defer_stats`` is
+        implied) to what the other shares wrote.
         Returns the events applied.
         """
         _tune_gc()
-        await self._refuse_unfinished_rebuild()
-        if defer_stats:
+        if not rebuild_share:
+            await self._refuse_unfinished_rebuild()
+        if rebuild_share:
+            self._no_counters = False  # other shares write counters too: add, never insert
+            self._deferred = stats.Deltas()
+        elif defer_stats:
             await self._mark_rebuilding()
             self._deferred = stats.Deltas()
         try:
-            return await self._catch_up(idle_timeout, batch_size, progress)
+            return await self._catch_up(idle_timeout, batch_size, progress, partitions)
         finally:
             if self._deferred is not None:
-                # Also when the replay failed: what committed is counted, and the marker goes.
-                await self._retrying(lambda: self._write_deferred(finished=True))
+                # Also when the replay failed: what committed is counted, and the marker goes
+                # (a share's marker is its caller's to remove).
+                finished = not rebuild_share
+                await self._retrying(lambda: self._write_deferred(finished=finished))
                 self._deferred = None
 
     async def _catch_up(
-        self, idle_timeout: float, batch_size: int | None, progress: Callable[[int, int], None] | None
+        self,
+        idle_timeout: float,
+        batch_size: int | None,
+        progress: Callable[[int, int], None] | None,
+        only: Collection[int] | None = None,
     ) -> int:
         s = self._settings
         size = batch_size or max(s.projector_batch_size, CATCH_UP_BATCH)
@@ -516,7 +534,11 @@ class Projector:
         start = self.applied + self.skipped
         try:
             partitions = await _partitions(consumer, self._topic)
-            tps = [TopicPartition(self._topic, p) for p in partitions]
+            if only is not None:
+                if missing := set(only) - partitions:
+                    raise ValueError(f"{self._topic} has no partition {', '.join(map(str, sorted(missing)))}")
+                partitions = set(only)
+            tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             stored = await self.stored_offsets()
             for tp in tps:
@@ -528,6 +550,8 @@ class Projector:
             total = 0
             for tp in tps:
                 total += max(0, ends[tp] - await consumer.position(tp))
+            if progress is not None:
+                progress(0, total)  # the total before the first transaction (a parallel rebuild sums them)
             ready: asyncio.Queue[list[_Work]] = asyncio.Queue(maxsize=READ_AHEAD)
 
             async def fetch() -> None:
