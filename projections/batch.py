@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import deliveries, devices, stats
 from projections.core_writer import CoreWriter
-from projections.models import ContactRow, DeviceRow, EventRow, NotificationRow
+from projections.models import USER_COUNTERS, ContactRow, DeviceRow, EventRow, NotificationRow
 from projections.notifications import (
     NotificationState,
     States,
@@ -269,15 +269,51 @@ class _Prior:
 
     mutable: tuple[Any, ...]
     channels: dict[str, tuple[Any, ...]]
-    contributions: list[tuple[str, str]]
+    contributions: _Contributions
 
     @staticmethod
     def of(state: NotificationState) -> _Prior:
         return _Prior(
             mutable_values(state),
             {name: channel_values(ch) for name, ch in state.channel_states.items()},
-            contributions(state),
+            _contributions(state),
         )
+
+
+_Contributions = tuple[tuple[int, ...], tuple[tuple[str, str], ...]]
+"""``contributions(state)`` split: positions in a ``user_stats`` row, and the ``(metric, key)``
+of the others (counters without a column)."""
+_NOTHING: _Contributions = ((), ())
+_CONTRIBUTIONS: dict[tuple[Any, ...], _Contributions] = {}
+_CONTRIBUTIONS_LIMIT = 4096
+"""Bound of ``_CONTRIBUTIONS`` (statuses x priorities x channel states: a few hundred in practice)."""
+
+
+def _contributions(state: NotificationState) -> _Contributions:
+    """``contributions(state)``, split (``_Contributions``), from a cache keyed by what it depends
+    on: the status, the priority, whether read, whether deleted, each channel's state. Computing
+    the list, its strings and lookups per notification was most of a batch's stat folding."""
+    if state.deleted_at is not None:
+        return _NOTHING
+    key = (
+        state.status,
+        state.priority,
+        state.read_at is None,
+        *[(n, c.state) for n, c in state.channel_states.items()],
+    )
+    found = _CONTRIBUTIONS.get(key)
+    if found is None:
+        positions, others = [], []
+        for pair in contributions(state):
+            position = stats.USER_COLUMNS.get(pair)
+            if position is None:
+                others.append(pair)
+            else:
+                positions.append(position)
+        found = (tuple(positions), tuple(others))
+        if len(_CONTRIBUTIONS) < _CONTRIBUTIONS_LIMIT:
+            _CONTRIBUTIONS[key] = found
+    return found
 
 
 def _channel_rows(prior: dict[str, _Prior], states: States) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -299,42 +335,61 @@ def _channel_rows(prior: dict[str, _Prior], states: States) -> tuple[list[tuple[
 def _deltas(partition: int, fresh: Sequence[Prepared], prior: dict[str, _Prior], states: States) -> stats.Deltas:
     """The batch's counter deltas: per user, and their sum in the partition's global scope.
 
-    Summed per ``(user, metric, key)`` first, a notification whose contributions did not
-    change skipped, and only then given to the user's row (or, without a column there, the
-    user's scope in ``stat_counters``) and added to the partition's: one dictionary update
-    per contribution instead of two (the result is the same).
+    A notification whose contributions did not change is skipped; the others add theirs
+    (and take back the old ones) as positions of the user's ``user_stats`` row, summed per
+    ``(user, position)``; counters without a column (the latency histogram) go to the user's
+    scope in ``stat_counters``. The partition's global counters are the sums per position.
     """
-    by_user: dict[tuple[str, str, str], int] = {}
-    get = by_user.get
+    users: dict[tuple[str, int], int] = {}
+    others: dict[tuple[str, str, str], int] = {}
+    get, other, column = users.get, others.get, stats.USER_COLUMNS.get
     for p in fresh:
         event = p.env.data
         if isinstance(event, DeliverySucceeded):
-            key = (event.user_id, "latency", str(stats.latency_bucket(event.latency_ms)))
-            by_user[key] = get(key, 0) + 1
+            bucket = str(stats.latency_bucket(event.latency_ms))
+            position = column(("latency", bucket))
+            if position is None:
+                key = (event.user_id, "latency", bucket)
+                others[key] = other(key, 0) + 1
+            else:
+                at = (event.user_id, position)
+                users[at] = get(at, 0) + 1
     for nid, state in states.items():
-        now = contributions(state)
+        now = _contributions(state)
         old = prior.get(nid)
         user = state.user_id
         if old is not None:
             if old.contributions == now:
                 continue
-            for metric, name in old.contributions:
+            positions, pairs = old.contributions
+            for position in positions:
+                at = (user, position)
+                users[at] = get(at, 0) - 1
+            for metric, name in pairs:
                 key = (user, metric, name)
-                by_user[key] = get(key, 0) - 1
-        for metric, name in now:
+                others[key] = other(key, 0) - 1
+        positions, pairs = now
+        for position in positions:
+            at = (user, position)
+            users[at] = get(at, 0) + 1
+        for metric, name in pairs:
             key = (user, metric, name)
-            by_user[key] = get(key, 0) + 1
+            others[key] = other(key, 0) + 1
     deltas = stats.Deltas()
-    users, counters = deltas.users, deltas.counters
+    counters = deltas.counters
     part = stats.partition_scope(partition)
-    column = stats.USER_COLUMNS.get
-    for (user, metric, name), n in by_user.items():
+    by_position = [0] * stats.USER_WIDTH
+    moved = {at: n for at, n in users.items() if n}
+    for (_, position), n in moved.items():
+        by_position[position] += n
+    deltas.users.update(moved)
+    for position, n in enumerate(by_position):
         if n:
-            position = column((metric, name))
-            if position is None:
-                counters[(stats.user_scope(user), metric, name)] = n
-            else:
-                users[(user, position)] = n
+            _, metric, name = USER_COUNTERS[position]
+            counters[(part, metric, name)] += n
+    for (user, metric, name), n in others.items():
+        if n:
+            counters[(stats.user_scope(user), metric, name)] = n
             counters[(part, metric, name)] += n
     return deltas
 
@@ -354,6 +409,20 @@ def _ledger_row(partition: int, offset: int, env: Envelope, data: dict[str, Any]
     }
 
 
+_MASKS: dict[tuple[str, ...], int] = {}
+
+
+def _channel_mask(channels: list[str]) -> int:
+    """``channel_mask(channels)``, computed once per channel list (they are few; bounded all the same)."""
+    key = tuple(channels)
+    mask = _MASKS.get(key)
+    if mask is None:
+        mask = channel_mask(channels)
+        if len(_MASKS) < 1024:
+            _MASKS[key] = mask
+    return mask
+
+
 def _row(s: NotificationState) -> dict[str, Any]:
     return {
         "id": s.id,
@@ -362,7 +431,7 @@ def _row(s: NotificationState) -> dict[str, Any]:
         "body": s.body,
         "priority": s.priority,
         "channels": list(s.channels),
-        "channel_mask": channel_mask(s.channels),
+        "channel_mask": _channel_mask(s.channels),
         "category": s.category,
         "data": s.data,
         "status": s.status,

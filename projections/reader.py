@@ -177,24 +177,53 @@ def _event(event_type: str, data: dict[str, Any]) -> Event:
 def _generate(event_type: str) -> Callable[[dict[str, Any]], Event]:
     """A reader of ``event_type``'s ``data`` that checks each field of its plan, unrolled.
 
-    A field of exactly its type is taken as it is (the usual case, one ``type() is`` test);
-    anything else goes to ``_converted``, which applies the plan's rules (absent, null,
-    timestamps, tuples, numbers). The event is built with positional arguments.
+    The usual cases are decided inline, without a call: a field of exactly its type is
+    taken as it is (one ``type() is`` test), an absent optional field takes its default,
+    a list of strings becomes a tuple, a timestamp string is parsed. Anything else goes to
+    ``_converted``, which applies the plan's rules (null, numbers, the errors). The event is
+    built with positional arguments.
     """
     cls, fields = _PLANS.get(event_type) or _plan(event_type)
     lines = ["def read(data):", "    get = data.get"]
-    names: dict[str, Any] = {"cls": cls, "convert": _converted, "ABSENT": _ABSENT, "event_type": event_type}
+    names: dict[str, Any] = {
+        "cls": cls,
+        "convert": _converted,
+        "ABSENT": _ABSENT,
+        "event_type": event_type,
+        "parse_time": parse_time,
+        "STRINGS": frozenset({str}),
+    }
     args = []
     for i, f in enumerate(fields):
         names[f"f{i}"] = f
+        names[f"d{i}"] = f.default
         value = f"v{i}"
+        convert = f"convert(event_type, f{i}, {value})"
+        # An absent optional field without a factory: its default, as ``_converted`` would.
+        absent = f"{value} = d{i} if {value} is ABSENT else {convert}"
+        if f.required or f.factory is not None:
+            absent = f"{value} = {convert}"
         lines.append(f"    {value} = get({f.name!r}, ABSENT)")
         if isinstance(f.kind, type):
             names[f"k{i}"] = f.kind
-            lines.append(f"    if type({value}) is not k{i}:")
-            lines.append(f"        {value} = convert(event_type, f{i}, {value})")
-        else:  # converted kinds ("time", "tuple"): never taken as they are
-            lines.append(f"    {value} = convert(event_type, f{i}, {value})")
+            lines += [f"    if type({value}) is not k{i}:", f"        {absent}"]
+        elif f.kind == "tuple":
+            lines += [
+                f"    if type({value}) is list and set(map(type, {value})) <= STRINGS:",
+                f"        {value} = tuple({value})",
+                "    else:",
+                f"        {absent}",
+            ]
+        else:  # "time": a string is parsed here; what does not parse gets its error from ``_converted``
+            lines += [
+                f"    if type({value}) is str:",
+                "        try:",
+                f"            {value} = parse_time({value})",
+                "        except (TypeError, ValueError, AttributeError):",
+                f"            {value} = {convert}",
+                "    else:",
+                f"        {absent}",
+            ]
         args.append(value)
     lines.append(f"    return cls({', '.join(args)})")
     exec("\n".join(lines), names)  # noqa: S102 - text built from the event classes' own field names

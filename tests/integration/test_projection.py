@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from projections.batch import apply_batch
 from projections.database import create_engine, migrate
-from projections.models import ProjectorOffset
+from projections.models import READ_MODELS, Base, ProjectorOffset
 from projections.queries import ListFilter, NotificationQueries
 from projections.rebuild import checksum
 from schemas.envelope import Envelope
@@ -146,6 +146,23 @@ async def test_applying_again_changes_nothing(engine: AsyncEngine) -> None:
         await conn.execute(delete(ProjectorOffset))  # offsets reset: a replay from scratch
     await apply_all(engine, log.envelopes, batch=7)
     assert await checksum(engine) == before
+
+
+async def test_a_batch_of_applied_and_new_events_applies_the_new_ones_once(engine: AsyncEngine) -> None:
+    """The ledger refuses the batch's copy (some events applied before): the new ones still
+    go in, exactly once, and the transaction goes on (Postgres: rolled back to a savepoint)."""
+    log, _ = known_sequence()
+    await apply_all(engine, log.envelopes, batch=500)
+    whole = await checksum(engine)
+    async with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name in READ_MODELS:
+                await conn.execute(table.delete())
+    half = len(log.envelopes) // 2
+    await apply_all(engine, log.envelopes[:half], batch=500)  # the first half applied before
+    async with engine.begin() as conn:
+        assert await apply_batch(conn, 0, list(enumerate(log.envelopes))) == len(log.envelopes) - half
+    assert await checksum(engine) == whole
 
 
 async def test_batch_size_does_not_change_the_result(engine: AsyncEngine, tmp_path: Path) -> None:

@@ -41,3 +41,37 @@ def test_user_rows_are_dense_sorted_and_leave_out_users_nothing_moved_for() -> N
     deltas.update(more)
     assert [row[0] for row in deltas.user_rows()] == ["zoe"]  # adam's moves cancelled out
     assert deltas.counter_rows() == [("p:1", "total", "", 3)]
+
+
+def test_the_cached_contributions_are_those_of_every_state() -> None:
+    """``projections.batch`` caches a notification's contributions by what they depend on: the
+    cache must answer what ``contributions`` says, for every status, priority, channel state,
+    read or not, deleted or not, whatever order the channels were added in."""
+    from datetime import UTC, datetime
+
+    from projections.batch import _contributions
+    from projections.notifications import ChannelState, NotificationState, contributions
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    names = [c.name for c in CHANNELS][:3]
+    checked = 0
+    for status in STATUSES:
+        for priority in ("high", "medium", "low"):
+            for first, second in [(a, b) for a in CHANNEL_STATES for b in CHANNEL_STATES][::7]:
+                for read in (None, when):
+                    for deleted in (None, when):
+                        for order in (names, names[::-1]):
+                            state = NotificationState(
+                                id="n", user_id="u", status=status, created_at=when, priority=priority
+                            )
+                            state.read_at, state.deleted_at = read, deleted
+                            for name, ch_state in zip(order, (first, second, "pending"), strict=True):
+                                state.channel_states[name] = ChannelState(state=ch_state)
+                            positions, others = _contributions(state)
+                            expected = contributions(state)
+                            assert sorted(positions) == sorted(
+                                stats.USER_COLUMNS[pair] for pair in expected if pair in stats.USER_COLUMNS
+                            )
+                            assert list(others) == [pair for pair in expected if pair not in stats.USER_COLUMNS]
+                            checked += 1
+    assert checked > 1000
