@@ -25,7 +25,9 @@ They also make a push cheaper in CPU, which bounds a worker's push rate (issue 9
 - literals are not Huffman-coded (pure-Python Huffman costs more CPU than the few bytes
   it saves on a device token or an id);
 - the frames of every push issued in one turn of the event loop go out in one TLS write,
-  with one refresh of aioapns' inactivity timer, instead of a write per push.
+  with one refresh of aioapns' inactivity timer, instead of a write per push;
+- a ``PushRequest`` carries its payload already serialised (the bytes the sink checked
+  against Apple's size limit), so the payload is not serialised a second time to send it.
 
 ``send_notification`` here is aioapns' own with those changes (aioapns 4.0's request
 handling: its channel pool, ``requests`` and ``request_streams`` maps are used as it uses them).
@@ -50,7 +52,22 @@ from aioapns.connection import (
 from h2.exceptions import ProtocolError
 from hpack import Encoder, NeverIndexedHeaderTuple
 
-__all__ = ["close_apns_client", "make_apns_client"]
+__all__ = ["PushRequest", "close_apns_client", "make_apns_client", "serialised"]
+
+
+def serialised(message: dict[str, Any]) -> bytes:
+    """A push payload's bytes on the wire, serialised exactly as aioapns does."""
+    return json.dumps(message, ensure_ascii=False).encode()
+
+
+class PushRequest(NotificationRequest):
+    """An aioapns request with its payload's bytes (``body``: ``serialised(message)``), sent as they are."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, *args: Any, body: bytes, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.body = body
 
 
 class _PlainEncoder(Encoder):
@@ -93,7 +110,7 @@ class _FlowControlledProtocol(APNsTLSClientProtocol):
         if self.auth_provider:
             headers.append((b"authorization", self.auth_provider.get_header().encode()))
         self.conn.send_headers(stream_id=stream_id, headers=headers)
-        data = json.dumps(request.message, ensure_ascii=False).encode()
+        data = request.body if isinstance(request, PushRequest) else serialised(request.message)
         self.conn.send_data(stream_id=stream_id, data=data, end_stream=True)
         self.flush()
         response: asyncio.Future[NotificationResult] = self.loop.create_future()

@@ -17,9 +17,7 @@ connection (aioapns giving up connecting, a GOAWAY under a send) -> retriable. O
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +35,7 @@ from schemas.channels import IOS
 from schemas.envelope import Envelope
 from schemas.events import DeviceInvalidated, NotificationAccepted
 from schemas.ids import derived_id
-from streams.apns_client import close_apns_client, make_apns_client
+from streams.apns_client import PushRequest, close_apns_client, make_apns_client, serialised
 from streams.device_registry import ACTIVE, DeviceRegistry
 from streams.metrics import APNS_TOKENS_INVALIDATED
 from streams.publish import append
@@ -76,18 +74,25 @@ def payload(accepted: NotificationAccepted) -> dict[str, Any]:
 
 def payload_size(body: dict[str, Any]) -> int:
     """Bytes on the wire, serialised exactly as aioapns does."""
-    return len(json.dumps(body, ensure_ascii=False).encode())
+    return len(serialised(body))
 
 
 def apns_id(notification_id: str, token: str) -> str:
-    """The ``apns-id`` of one notification to one device (a UUID, as APNs requires)."""
-    return str(uuid.UUID(derived_id(notification_id, "apns", token)))
+    """The ``apns-id`` of one notification to one device (a UUID, as APNs requires).
+
+    ``derived_id`` is already a canonical UUID string (``str(uuid.uuid5(...))``): no round trip through ``uuid.UUID``.
+    """
+    return derived_id(notification_id, "apns", token)
 
 
-def request_for(accepted: NotificationAccepted, token: str, *, now: datetime) -> NotificationRequest:
-    """The aioapns request of ``accepted`` for ``token``; ``DeliveryError`` if it cannot be sent."""
+def request_for(accepted: NotificationAccepted, token: str, *, now: datetime) -> PushRequest:
+    """The aioapns request of ``accepted`` for ``token``; ``DeliveryError`` if it cannot be sent.
+
+    Its payload is serialised once, here: the bytes checked against Apple's limit are the ones sent.
+    """
     body = payload(accepted)
-    size = payload_size(body)
+    raw = serialised(body)
+    size = len(raw)
     if size > MAX_PAYLOAD_BYTES:
         raise DeliveryError(
             f"payload is {size} bytes, over APNs' {MAX_PAYLOAD_BYTES}-byte limit: shorten title, body or data",
@@ -98,9 +103,10 @@ def request_for(accepted: NotificationAccepted, token: str, *, now: datetime) ->
     if accepted.expires_at is not None:
         # aioapns sends apns-expiration = now + ttl; 0 means "now or never" to APNs.
         ttl = max(0, int((accepted.expires_at - now).total_seconds()))
-    return NotificationRequest(
+    return PushRequest(
         device_token=token,
         message=body,
+        body=raw,
         notification_id=apns_id(accepted.notification_id, token),
         time_to_live=ttl,
         priority=10 if accepted.priority == "high" and not background else 5,

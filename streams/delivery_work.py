@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from schemas.codec import encode
 from schemas.envelope import Envelope
+from streams.publish import send
 from streams.topics import Topics
 
 ATTEMPT_HEADER = "herald-attempt"
@@ -37,8 +38,12 @@ async def hand_off(
 
 
 async def hand_off_raw(topics: Topics, channel: str, user_id: str, accepted: bytes) -> None:
-    """A first attempt on ``channel`` of an acceptance already encoded (no re-encoding on the hot path)."""
-    await topics.deliveries[channel].send(key=user_id.encode(), value=accepted)
+    """A first attempt on ``channel`` of an acceptance already encoded (no re-encoding on the hot path).
+
+    The record (no headers) goes to the app's producer directly (``streams.publish.send``),
+    without Faust's per-message bookkeeping.
+    """
+    await send(topics.deliveries[channel], user_id.encode(), accepted)
 
 
 def work_of(headers: Iterable[tuple[str, bytes]]) -> tuple[int, str | None]:

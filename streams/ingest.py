@@ -172,7 +172,10 @@ class Ingest:
             return
         correlation.bind(request.correlationid or request.id)
         try:
-            outcome = self._admit(request, message, priority)
+            try:
+                outcome = self._admit(request, message, priority)
+            finally:  # the admission entries' changelog records, straight to the producer
+                await self._store.send_changes()
             raw = encode(outcome)
             appended = await send(topics.events, (outcome.userid or "").encode(), raw)
             if isinstance(outcome.data, NotificationAccepted):

@@ -27,11 +27,12 @@ async def send(topic: faust.TopicT, key: bytes, value: bytes) -> asyncio.Future[
     """
     producer = await topic.app.maybe_start_producer()
     sent: asyncio.Future[Any] = await producer.send(topic.get_topic_name(), key, value, None, None, None)
-    sent.add_done_callback(_report_failure)
+    sent.add_done_callback(report_failure)
     return sent
 
 
-def _report_failure(sent: asyncio.Future[Any]) -> None:
+def report_failure(sent: asyncio.Future[Any]) -> None:
+    """A produce's done callback: a send the broker finally refused is logged (Faust's ``_on_published`` does)."""
     if sent.cancelled():
         return
     exc = sent.exception()

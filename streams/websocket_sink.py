@@ -19,8 +19,8 @@ import faust
 from engine import correlation
 from engine.delivery import websocket_outcome
 from engine.notification import accepted_event
-from schemas.events import NotificationAccepted
-from streams.dead_letters import decode_or_dead_letter
+from streams.dead_letters import header_items
+from streams.delivery_attempt import read_work
 from streams.lingering import faust_client, lingering_sender
 from streams.live_dispatch import Live, LiveDispatch
 from streams.metrics import DELIVERY_LATENCY, NOTIFICATIONS_DEFERRED, NOTIFICATIONS_DELIVERED
@@ -79,7 +79,9 @@ def install(app: faust.App, topics: Topics, live: LiveDispatch) -> None:
         async for event in stream.events():
             message = event.message
             correlation.bind(None)
-            env = await decode_or_dead_letter(topics, message, expect=NotificationAccepted)
+            # A work record the worker wrote itself: the delivery agents' structural read, the
+            # full decode (and the dead letter with its reason) for anything off that layout.
+            env = await read_work(topics, message, header_items(message.headers))
             if env is None:
                 continue
             accepted = accepted_event(env)
