@@ -185,8 +185,9 @@ async def apply_prepared(
 def prepare(partition: int, offset: int, env: Envelope, data: dict[str, Any] | None = None) -> Prepared:
     """The event's own rows, checked: raises if this event alone cannot be applied.
 
-    ``data``: the event's ``data`` object as read from the log, if at hand (the ledger keeps
-    it as is, instead of rebuilding it from the typed event).
+    ``data``: the event's ``data`` object as read from the log without its null members
+    (``projections.reader.read_with_data``), if at hand: the ledger keeps it as is, instead
+    of rebuilding it from the typed event.
     """
     ledger = _ledger_row(partition, offset, env, data)
     # Serialised once here (and reused by the Postgres writer), so that data no database or
@@ -405,7 +406,7 @@ def _ledger_row(partition: int, offset: int, env: Envelope, data: dict[str, Any]
         "correlation_id": env.correlationid,
         "partition": partition,
         "offset": offset,
-        "data": event_to_data(env.data) if data is None else {k: v for k, v in data.items() if v is not None},
+        "data": event_to_data(env.data) if data is None else data,
     }
 
 

@@ -75,6 +75,8 @@ _PLANS: dict[str, tuple[type[Event], tuple[_Field, ...]]] = {}
 _READERS: dict[str, Callable[[dict[str, Any]], Event]] = {}
 """The event type's reader, generated from its plan on first use (see ``_generate``)."""
 _OPTIONAL_ATTRS = ("subject", "userid", "priority", "correlationid")
+if [f.name for f in dataclasses.fields(Envelope)] != ["id", "source", "time", "data", *_OPTIONAL_ATTRS]:
+    raise RuntimeError("read_with_data builds Envelope positionally: update it to the new fields")
 
 
 def read(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ()) -> Envelope:
@@ -83,7 +85,8 @@ def read(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ()) -> Envelo
 
 
 def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ()) -> tuple[Envelope, dict[str, Any]]:
-    """``read``, and the event's ``data`` object as it is in the log."""
+    """``read``, and the event's ``data`` object as it is in the log without its null members
+    (as ``schemas.codec.event_to_data`` writes an event: what the ledger keeps)."""
     if raw is None:
         raise Unreadable("empty record (null value)")
     if b"\\u0000" in raw:
@@ -136,16 +139,11 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
             value = get(name)
             if value is not None and not isinstance(value, str):
                 raise Unreadable(f"attribute {name} must be a string")
-    envelope = Envelope(
-        id=event_id,
-        source=source,
-        time=when,
-        data=event,
-        subject=subject,
-        userid=userid,
-        priority=priority,
-        correlationid=correlationid,
-    )
+    # Positional, in the dataclass's field order (id, source, time, data, subject, userid,
+    # priority, correlationid): a little cheaper than keywords, thousands of times a second.
+    envelope = Envelope(event_id, source, when, event, subject, userid, priority, correlationid)
+    if b"null" in raw:  # a null member perhaps (else none: a C substring search, no dict walk)
+        data = {k: v for k, v in data.items() if v is not None}
     return envelope, data
 
 

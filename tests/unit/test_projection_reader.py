@@ -42,6 +42,18 @@ def test_integers_beyond_64_bits_are_read_and_written_exactly() -> None:
     assert json.loads(ledger["data_json"])["data"] == {"big": big, "small": -5, "f": 1.5}
 
 
+def test_the_ledger_keeps_data_without_its_null_members_as_the_typed_event_would_write_it() -> None:
+    raw = _record({"nested": None, "text": "null"})
+    assert raw.count(b":null") == 1
+    with_null = raw.replace(b'"category":""', b'"category":"","collapse_key":null')
+    for record in (raw, with_null):
+        env, data = read_with_data(record)
+        assert "collapse_key" not in data
+        ledger = prepare(0, 7, env, data).ledger
+        assert ledger["data"] == prepare(0, 7, env).ledger["data"]  # rebuilt from the typed event
+        assert json.loads(ledger["data_json"])["data"] == {"nested": None, "text": "null"}  # nested nulls kept
+
+
 @pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
 def test_nan_infinity_and_out_of_range_numbers_are_unreadable(number: bytes) -> None:
     raw = _record({"x": 1}).replace(b'{"x":1}', b'{"x":' + number + b"}")
