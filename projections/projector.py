@@ -468,6 +468,7 @@ class Projector:
         defer_stats: bool = False,
         partitions: Collection[int] | None = None,
         rebuild_share: bool = False,
+        refresh_statistics: bool = True,
     ) -> int:
         """Project every partition up to the end of the log now, without a consumer group.
 
@@ -490,9 +491,14 @@ class Projector:
         removes it once every share finished: this one neither refuses to start on the
         marker, sets it nor removes it, and adds its summed counters (``defer_stats`` is
         implied) to what the other shares wrote.
+        ``refresh_statistics``: refresh the planner statistics as the tables grow (see
+        ``ANALYZE_FIRST``); off for all shares of a parallel rebuild but one (the tables, and
+        their statistics, are the same for all: one refresh per share cost each an ANALYZE).
         Returns the events applied.
         """
         _tune_gc()
+        if not refresh_statistics:
+            self._analyze_at = 2**62  # an event count never reached
         if not rebuild_share:
             await self._refuse_unfinished_rebuild()
         if rebuild_share:

@@ -18,8 +18,10 @@ refuses to start on (``projections.projector.UnfinishedRebuild``) until the next
 With ``processes`` above one (``herald rebuild --processes N``, on Postgres) the replay is
 split between that many child processes, each replaying its own partitions of the log
 (partitions share no rows the projector reads): one Python process per core instead of one
-in all, the replay's bottleneck. The parent drops the models and indexes as above and sets
-the marker; each child sums its own counters and adds them when its partitions are done;
+in all, the replay's bottleneck. The children start first (they import meanwhile); the parent
+drops the models and indexes as above, sets the marker and lets them go; each child sums its
+own counters and adds them when its partitions are done (one of them refreshes the planner
+statistics as the tables grow);
 the parent removes the marker only once every child succeeded. A child that fails or is
 killed fails the rebuild (``RebuildFailed``) and the others are stopped; the marker stays.
 The children connect with ``settings.database_url`` (not ``engine``, which cannot cross a
@@ -177,17 +179,24 @@ async def rebuild(
     ``child_setup()``: run first in each child process (the caller's logging configuration,
     say); it crosses to the child pickled (a module-level function, or a ``functools.partial``).
     """
-    await drop_read_models(engine)
-    await migrate(engine)
-    deferred = await _drop_secondary_indexes(engine)
+    children: list[_Child] = []
     try:
         if processes > 1 and engine.dialect.name == "postgresql":
             shares = _split(sorted(await _log_partitions(settings)), processes)
             if len(shares) > 1:
-                return await _replay_in_processes(settings, engine, shares, progress, child_setup)
-        return await Projector(settings, engine).catch_up(progress=progress, defer_stats=True)
+                # Started first: they import and set up while the read models are dropped and recreated.
+                children = _start(settings, shares, child_setup)
+        await drop_read_models(engine)
+        await migrate(engine)
+        deferred = await _drop_secondary_indexes(engine)
+        try:
+            if children:
+                return await _replay_in_processes(settings, engine, children, progress)
+            return await Projector(settings, engine).catch_up(progress=progress, defer_stats=True)
+        finally:
+            await _create_indexes(engine, deferred, indexing)
     finally:
-        await _create_indexes(engine, deferred, indexing)
+        await _stop(children)  # already stopped unless the rebuild failed before their replay
 
 
 def _split(partitions: Sequence[int], processes: int) -> list[list[int]]:
@@ -224,16 +233,41 @@ class _Child:
     """What it said failed, if it did."""
     ended: bool = field(default=False)
     """Its end of the pipe closed (it exited or died)."""
+    stopped: bool = field(default=False)
+    """Awaited and its resources released (``_stop``)."""
+
+
+def _start(settings: Settings, shares: list[list[int]], setup: Callable[[], object] | None) -> list[_Child]:
+    """One child process per share (``_replay_share``), waiting for its go (``_replay_in_processes``)."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop and connections
+    children: list[_Child] = []
+    try:
+        for i, share in enumerate(shares):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_replay_share,
+                args=(settings, share, theirs, setup, i == 0),  # the first refreshes the planner statistics
+                name=f"herald-rebuild-{'-'.join(map(str, share))}",
+                daemon=True,  # never outlives a parent that exits without stopping it
+            )
+            process.start()
+            theirs.close()  # the child's end: closed here, its EOF tells the child is gone
+            children.append(_Child(share, process, ours))
+    except BaseException:
+        for child in children:
+            child.process.kill()
+        raise
+    log.info("replaying in processes", extra={"shares": shares, "pids": [c.process.pid for c in children]})
+    return children
 
 
 async def _replay_in_processes(
     settings: Settings,
     engine: AsyncEngine,
-    shares: list[list[int]],
+    children: list[_Child],
     progress: Callable[[int, int], None] | None,
-    child_setup: Callable[[], object] | None,
 ) -> int:
-    """Replay each share of the partitions in a child process (``_replay_share``); return events applied.
+    """Let the children replay their shares of the partitions; return events applied.
 
     The marker goes first and is removed only after every child finished its replay and wrote
     its counters. The first child that fails or dies raises ``RebuildFailed``; on any way out
@@ -241,21 +275,10 @@ async def _replay_in_processes(
     """
     topic = TopicNames(settings.topic_prefix).events
     await _mark(engine, topic)
-    context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop and connections
-    children: list[_Child] = []
     try:
-        for share in shares:
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_replay_share,
-                args=(settings, share, writer, child_setup),
-                name=f"herald-rebuild-{'-'.join(map(str, share))}",
-                daemon=True,  # never outlives a parent that exits without stopping it
-            )
-            process.start()
-            writer.close()  # the child's end: closed here, its EOF tells the child is gone
-            children.append(_Child(share, process, reader))
-        log.info("replaying in processes", extra={"shares": shares, "pids": [c.process.pid for c in children]})
+        for child in children:
+            with contextlib.suppress(OSError):  # a child already gone: ``_follow`` says why
+                child.messages.send(("go",))
         applied = await _follow(children, progress)
     finally:
         await _stop(children)
@@ -302,6 +325,7 @@ async def _reap(child: _Child) -> None:
 
 async def _stop(children: list[_Child]) -> None:
     """Terminate the children still running (SIGTERM, then SIGKILL past ``CHILD_STOP_SECONDS``) and wait for all."""
+    children = [c for c in children if not c.stopped]
     for child in children:
         if child.process.exitcode is None:
             child.process.terminate()
@@ -315,16 +339,23 @@ async def _stop(children: list[_Child]) -> None:
         child.process.join()
         child.process.close()
         child.messages.close()
+        child.stopped = True
 
 
 def _replay_share(
-    settings: Settings, partitions: list[int], messages: Connection, setup: Callable[[], object] | None
+    settings: Settings,
+    partitions: list[int],
+    messages: Connection,
+    setup: Callable[[], object] | None,
+    refresh_statistics: bool,
 ) -> None:
     """A child of a parallel rebuild: replay ``partitions``, reporting on ``messages``.
 
-    Messages: ``("progress", done, total)`` after each transaction, then ``("done", applied)``,
-    or ``("failed", error)`` and exit code 1. Ctrl-C is its parent's to handle (it stops the
-    children); a parent gone makes the next progress message fail, and the child with it.
+    It waits for the parent's ``("go",)`` (sent once the read models are recreated), then
+    sends ``("progress", done, total)`` after each transaction and ``("done", applied)``, or
+    ``("failed", error)`` and exits 1. Ctrl-C is its parent's to handle (it stops the
+    children); a parent gone ends the wait for the go, or makes the next progress message
+    fail, and the child with it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import uvloop
@@ -332,7 +363,9 @@ def _replay_share(
     try:
         if setup is not None:
             setup()
-        applied = uvloop.run(_replay_share_async(settings, partitions, messages))
+        if messages.recv() != ("go",):
+            raise RebuildFailed("the parent of this replay did not say go")
+        applied = uvloop.run(_replay_share_async(settings, partitions, messages, refresh_statistics))
     except BaseException as exc:
         log.exception("the replay of a share of the partitions failed", extra={"partitions": partitions})
         with contextlib.suppress(OSError):  # the parent is gone
@@ -342,7 +375,9 @@ def _replay_share(
     messages.close()
 
 
-async def _replay_share_async(settings: Settings, partitions: list[int], messages: Connection) -> int:
+async def _replay_share_async(
+    settings: Settings, partitions: list[int], messages: Connection, refresh_statistics: bool
+) -> int:
     from projections.database import create_engine
 
     engine = create_engine(settings.database_url)
@@ -352,7 +387,9 @@ async def _replay_share_async(settings: Settings, partitions: list[int], message
         def report(done: int, total: int) -> None:
             messages.send(("progress", done, total))
 
-        return await projector.catch_up(progress=report, partitions=partitions, rebuild_share=True)
+        return await projector.catch_up(
+            progress=report, partitions=partitions, rebuild_share=True, refresh_statistics=refresh_statistics
+        )
     finally:
         await engine.dispose()
 

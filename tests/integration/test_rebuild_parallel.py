@@ -182,7 +182,16 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_sigterm_stops_the_children_and_keeps_the_marker(settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("sig", "group", "code", "said"),
+    [(signal.SIGTERM, False, 143, "terminated"), (signal.SIGINT, True, 130, "interrupted")],
+    ids=["sigterm-to-the-parent", "ctrl-c-to-the-process-group"],
+)
+async def test_a_signal_stops_the_children_and_keeps_the_marker(
+    settings: Settings, sig: signal.Signals, group: bool, code: int, said: str
+) -> None:
+    """SIGTERM to the command alone, or Ctrl-C (SIGINT to its whole process group): the command
+    stops its children, waits for them and exits; nothing keeps running; the marker stays."""
     await _log(settings)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -194,6 +203,7 @@ async def test_sigterm_stops_the_children_and_keeps_the_marker(settings: Setting
         env=_env(settings),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a command typed at a terminal
     )
     assert proc.stderr is not None
     try:
@@ -204,14 +214,17 @@ async def test_sigterm_stops_the_children_and_keeps_the_marker(settings: Setting
                 break
         children = _child_pids(proc.pid)
         assert len(children) >= 2  # the two replays (and multiprocessing's resource tracker)
-        proc.send_signal(signal.SIGTERM)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 143, err.decode()
-    assert "terminated" in err.decode()
+    assert proc.returncode == code, err.decode()
+    assert said in err.decode()
 
     async def all_gone() -> bool:
         return not any(_running(pid) for pid in children)
