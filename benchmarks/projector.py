@@ -241,6 +241,9 @@ class BackendCpuSampler:
     def __init__(self, dsn: str, database: str, interval: float = 0.2) -> None:
         self._dsn, self._database, self._interval = dsn, database, interval
         self._seen: dict[int, float] = {}
+        self.herald: int | None = None
+        """A ``herald`` process whose and whose children's time queued for a CPU is sampled too."""
+        self._queued: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backend-cpu", daemon=True)
 
@@ -262,10 +265,29 @@ class BackendCpuSampler:
             while not self._stop.wait(self._interval):
                 self._sample_with(conn)
 
+    def queued(self) -> float:
+        """Seconds the ``herald`` process and its children were runnable but waiting for a CPU
+        (``/proc/PID/schedstat``): how much a shared machine held them back."""
+        self._sample_herald()
+        return sum(self._queued.values())
+
+    def _sample_herald(self) -> None:
+        if self.herald is None:
+            return
+        pids = [self.herald]
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{self.herald}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError):
+                waited = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+                self._queued[pid] = max(waited, self._queued.get(pid, 0.0))
+
     def _sample_with(self, conn: psycopg.Connection[tuple[int]] | None) -> None:
         if conn is None:
             with psycopg.connect(self._dsn, autocommit=True) as own:
                 return self._sample_with(own)
+        self._sample_herald()
         pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [self._database])]
         mine = conn.execute("SELECT pg_backend_pid()").fetchone()
         for pid in pids:
@@ -353,7 +375,8 @@ def rebuild_round(
     the process (and its reaped children: ``--processes``) and its Postgres backends (sampled
     all along: a child's connections end with it) are read when the first index-build line
     comes (the replay is over): per event, start-up included (2-3 s of the process's, and
-    about as much per child).
+    about as much per child). So is the time its processes spent runnable but waiting for a
+    CPU (``/proc/PID/schedstat``): on a shared machine, how far the wall times are from its own.
     """
     scratch: contextlib.AbstractContextManager[str] = scratch_database()
     with scratch as url:
@@ -364,12 +387,13 @@ def rebuild_round(
             env["PYTHONPATH"] = tree
         started = time.perf_counter()
         replayed = indexed = None
-        cpu = pg_cpu = float("nan")
+        cpu = pg_cpu = queued = float("nan")
         command = [sys.executable, "-m", "herald.cli", "rebuild"]
         if processes is not None:
             command += ["--processes", str(processes)]
         with BackendCpuSampler(dsn, database) as backends, process(command, env, cwd=tree) as proc:
             assert proc.stdout is not None
+            backends.herald = proc.pid
             lines = []
             for raw in proc.stdout:
                 line = raw.decode().rstrip()
@@ -380,6 +404,7 @@ def rebuild_round(
                 elif line.startswith("building indexes:"):
                     if indexed is None:
                         cpu, pg_cpu = cpu_seconds(proc.pid, children=True), backends.total()
+                        queued = backends.queued()
                     indexed = time.perf_counter() - started
                     print(f"    {line}", flush=True)
             code = proc.wait()
@@ -393,6 +418,7 @@ def rebuild_round(
             "rate": n / replayed,
             "cpu_us": cpu / n * 1e6,
             "pg_cpu_us": pg_cpu / n * 1e6,
+            "queued_seconds": queued,
         }
 
 
@@ -508,7 +534,8 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                         f"  rebuild round {r + 1} ({label}): {results[-1]['seconds']:.1f} s in"
                         f" all, replay {results[-1]['replay_seconds']:.1f} s ({results[-1]['rate']:,.0f} events/s),"
                         f" then indexes {results[-1]['index_seconds']:.1f} s; CPU per event to the replay's end:"
-                        f" herald {results[-1]['cpu_us']:.0f} us, Postgres {results[-1]['pg_cpu_us']:.0f} us",
+                        f" herald {results[-1]['cpu_us']:.0f} us, Postgres {results[-1]['pg_cpu_us']:.0f} us;"
+                        f" herald queued for a CPU {results[-1]['queued_seconds']:.1f} s (summed over its processes)",
                         flush=True,
                     )
 
@@ -546,6 +573,9 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
         print(
             f"      CPU per event to the replay's end: herald {med([r['cpu_us'] for r in rounds]):.0f} us,"
             f" Postgres {med([r['pg_cpu_us'] for r in rounds]):.0f} us (start-up included)"
+        )
+        print(
+            f"      herald queued for a CPU      {med([r['queued_seconds'] for r in rounds]):10.1f} s (a busy machine)"
         )
     rebuilt = rebuilds[variants[0][0]]
     figures = {"events": float(total), "raw": raw_rate, "rate": rate}
