@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 
 SOURCE = "herald/delivery"
 
+_SUCCEEDED: dict[tuple[str, str], tuple[Any, Any]] = {}
+"""Per (channel, priority): the delivered counter's and the latency histogram's children, looked up once
+(``labels()`` takes a lock on every call)."""
+
 
 class Sink(Protocol):
     """Port of one delivery channel (email, APNs, webhook; declared in ``engine.channels``)."""
@@ -271,8 +275,14 @@ async def _record(
     for env in events:
         data = env.data
         if isinstance(data, DeliverySucceeded):
-            NOTIFICATIONS_DELIVERED.labels(*labels).inc()
-            DELIVERY_LATENCY.labels(*labels).observe(data.latency_ms / 1000)
+            delivered = _SUCCEEDED.get(labels)
+            if delivered is None:
+                delivered = _SUCCEEDED[labels] = (
+                    NOTIFICATIONS_DELIVERED.labels(*labels),
+                    DELIVERY_LATENCY.labels(*labels),
+                )
+            delivered[0].inc()
+            delivered[1].observe(data.latency_ms / 1000)
         elif isinstance(data, DeliveryRetryScheduled):
             NOTIFICATIONS_FAILED.labels(*labels).inc()
             DELIVERY_RETRIES.labels(*labels).inc()
@@ -287,6 +297,8 @@ async def _record(
             if number == 1:  # a retry's record already names its target
                 extra.append(("herald-target", target.encode()))
             await dead_letter(topics, message, f"delivery abandoned: {data.error}", extra=extra)
+    if not log.isEnabledFor(logging.INFO):  # the line's fields are not built for nothing
+        return
     log.info(
         "delivery attempt",
         extra={

@@ -3,8 +3,9 @@
 Neither library has a public way to set the consumer's fetch wait, to choose the
 partitions of one poll, to read a partition's fetched high watermark and position, to
 run something before the offset commit's producer flush, to pass over records no
-agent needs without the per-record machinery, or to hand a topic's records to its
-agent straight from the consumer. Herald needs all six
+agent needs without the per-record machinery, to hand a topic's records to its
+agent straight from the consumer, or to deliver a record without a task per record.
+Herald needs all seven
 (``streams.consumer``, ``streams.priority_poll``, ``streams.consumer_lag``,
 ``streams.app``, ``streams.request_inbox``), so the private names they use live here
 and nowhere else in ``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
@@ -21,7 +22,7 @@ import contextvars
 import inspect
 import re
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Set
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
@@ -35,6 +36,7 @@ from faust.events import Event
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
+from mode.services import WaitResults
 
 FAUST = "faust-streaming"
 AIOKAFKA = "aiokafka"
@@ -143,6 +145,15 @@ REQUIRED: tuple[Internal, ...] = (
         "taking request records at the consumer",
         calls="self._thread.seek(partition, offset)",
     ),
+    # A record handed to its agents' streams without four tasks when nothing waits (``FirstStepWait``).
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "_drain_messages",
+        "delivering a record without a task per record",
+        calls="await self.wait_first(",
+    ),
+    Internal(FAUST, faust_consumer.Consumer, "wait_first", "delivering a record without a task per record"),
     # herald.supervisor: an agent's error is reported at once.
     Internal(FAUST, Agent, "_on_error", "agent crash supervision", assigned=True),
 )
@@ -189,6 +200,75 @@ def fetched_position(client: aiokafka.AIOKafkaConsumer, tp: Any) -> tuple[int, i
     return int(state.highwater), int(state.position)
 
 
+class FirstStepWait:
+    """A mode ``Service.wait_first`` that runs the first awaitable's first step before making any task.
+
+    Faust's consumer hands every fetched record to its agents' streams with
+    ``await self.wait_first(callback(message), self.suspend_flow.wait())``: four tasks (the
+    callback, the flow's wait, the service's stopped and crashed waits) and an
+    ``asyncio.wait`` per record, though the callback nearly always finishes at once (the
+    record put in a stream's queue). Here, for that call (two awaitables, no timeout, the
+    first a coroutine, the service running), the callback's first step runs first: if it
+    finishes, that is the result, no task made; if it waits, the rest of it (``_Resumed``,
+    which hands the loop what it waits on) races the flow's wait as before, in mode's own
+    ``wait_first``. Any other call is mode's unchanged.
+    """
+
+    # mode's signature, hence ``timeout``.
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109
+        if (
+            timeout is None
+            and len(coros) == 2
+            and inspect.iscoroutine(coros[0])
+            and not (self._stopped.is_set() or self._crashed.is_set())  # type: ignore[attr-defined]
+        ):
+            first, other = coros
+            try:
+                waits_on = first.send(None)
+            except StopIteration as finished:
+                _close(other)
+                return WaitResults([first], [finished.value], False)
+            except BaseException:
+                _close(other)
+                raise
+            coros = (_Resumed(first, waits_on), other)
+        return await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]
+
+
+def _close(waitable: Any) -> None:
+    if inspect.iscoroutine(waitable):  # never started: closed, not left to warn "never awaited"
+        waitable.close()
+
+
+class _Resumed:
+    """A coroutine stepped once already (it yielded ``waits_on``), awaited from there on."""
+
+    __slots__ = ("_coro", "_waits_on")
+
+    def __init__(self, coro: Any, waits_on: Any) -> None:
+        self._coro = coro
+        self._waits_on = waits_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waits_on = self._coro, self._waits_on
+        while True:  # ``yield from coro``, its first yield already made
+            try:
+                sent = yield waits_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001  # thrown in (a cancel): forwarded, as yield from does
+                try:
+                    waits_on = coro.throw(exc)
+                except StopIteration as finished:
+                    return finished.value
+            else:
+                try:
+                    waits_on = coro.send(sent)
+                except StopIteration as finished:
+                    return finished.value
+
+
 def consumer_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
     """Faust's aiokafka consumer class, its client built with ``fetch_max_wait_ms`` (Faust hard-codes 1500)."""
 
@@ -199,7 +279,7 @@ def consumer_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Cons
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
 
-    class Consumer(faust_aiokafka.Consumer):
+    class Consumer(FirstStepWait, faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
