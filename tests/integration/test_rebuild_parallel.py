@@ -25,6 +25,7 @@ from schemas.codec import encode
 from streams.admin import ensure_topics
 from tests.integration.test_projection import known_sequence
 from tests.support.event_log import Log
+from tests.support.processes import role_env
 from tests.support.waiting import eventually
 
 USERS = 40
@@ -128,15 +129,7 @@ async def test_a_killed_child_fails_the_rebuild_and_leaves_the_marker(settings: 
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    env.update(
-        HERALD_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        HERALD_TOPIC_PREFIX=settings.topic_prefix,
-        HERALD_DATABASE_URL=settings.database_url,
-        HERALD_KAFKA_FETCH_MAX_WAIT_MS="20",
-        HERALD_LOG_LEVEL="WARNING",
-    )
-    return env
+    return role_env(settings, HERALD_KAFKA_FETCH_MAX_WAIT_MS="20", HERALD_LOG_LEVEL="WARNING")
 
 
 async def _herald_rebuild(settings: Settings, *args: str) -> tuple[int, str, str]:
