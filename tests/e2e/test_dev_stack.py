@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,13 +18,14 @@ import pytest
 
 from herald.broker import free_port
 from tests.support.clients import next_frame
+from tests.support.processes import clean_env
 from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[dict[str, str]]:
     """`herald dev` on free ports, in its own working directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = clean_env()
     env.update(HERALD_HTTP_PORT=str(free_port()), HERALD_DEV_KAFKA_PORT=str(free_port()))
     cwd = tmp_path_factory.mktemp("dev")
     log = (output_dir / "herald-dev.log").open("wb")
@@ -49,7 +49,7 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Ite
 
 
 def _token(user: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = clean_env()
     out = subprocess.run(
         [sys.executable, "-m", "herald.cli", "token", user], env=env, capture_output=True, text=True, check=True
     )

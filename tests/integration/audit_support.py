@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.settings import Settings
+from tests.support.processes import clean_env
 
 ROOT = Path(__file__).parents[2]
 FIELDS = (
@@ -33,7 +33,7 @@ class Outcome:
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a ``herald`` process configured like ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = clean_env()
     env.update({f"HERALD_{name.upper()}": str(getattr(settings, name)) for name in FIELDS})
     env.update(HERALD_JWT_SECRET=settings.jwt_secret, HERALD_LOG_LEVEL="WARNING", **extra)
     return env

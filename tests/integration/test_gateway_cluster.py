@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from herald.stack import Stack, run_stack
 from tests.support.clients import UserClient, missed_notifications, next_frame
 from tests.support.kafka import publish, request
 from tests.support.log_reader import log_records, of_type
+from tests.support.processes import clean_env
 from tests.support.settings import isolated_settings, reset_schema
 from tests.support.waiting import eventually
 
@@ -61,7 +61,7 @@ async def worker(cluster_settings: Settings) -> AsyncIterator[Stack]:
 
 def _start_gateway(settings: Settings, node: str, output_dir: Path) -> Gateway:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = clean_env()
     env.update(
         HERALD_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         HERALD_TOPIC_PREFIX=settings.topic_prefix,

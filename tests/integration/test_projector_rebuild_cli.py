@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 from engine.settings import Settings
@@ -14,6 +13,7 @@ from projections.rebuild import fingerprint
 from streams.admin import ensure_topics
 from tests.integration.test_projection import known_sequence
 from tests.support.event_log import append
+from tests.support.processes import clean_env
 
 
 async def test_rebuild_shows_progress_and_reproduces_the_read_models(settings: Settings) -> None:
@@ -28,7 +28,7 @@ async def test_rebuild_shows_progress_and_reproduces_the_read_models(settings: S
     finally:
         await engine.dispose()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = clean_env()
     env.update(
         HERALD_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         HERALD_TOPIC_PREFIX=settings.topic_prefix,

@@ -6,7 +6,6 @@ HTTP behaviour against a running API (real broker, Postgres, Redis).
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from herald.broker import free_port
 from herald.stack import Stack, run_stack
 from tests.support.api import PG_ADMIN_URL, isolated_settings, own_database
 from tests.support.event_log import Log, append
+from tests.support.processes import clean_env
 from tests.support.settings import TEST_JWT_SECRET
 from tests.support.waiting import eventually
 
@@ -35,7 +35,7 @@ HUNDRED_YEARS = 100 * 365 * 24 * 3600
 
 def _env(**herald: str) -> dict[str, str]:
     """The process environment without any ``HERALD_*`` variable of this shell, plus ``herald``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = clean_env()
     env.update({f"HERALD_{k.upper()}": v for k, v in herald.items()})
     return env
 

@@ -11,7 +11,6 @@ processes stayed up until a signal.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ from herald.broker import free_port
 from streams.admin import ensure_topics
 from tests.support.api import isolated_settings, own_database
 from tests.support.kafka import publish, request
+from tests.support.processes import clean_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 ROOT = Path(__file__).parents[2]
@@ -47,7 +47,7 @@ FIELDS = (
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = clean_env()
     env.update({f"HERALD_{name.upper()}": str(getattr(settings, name)) for name in FIELDS})
     env.update(HERALD_JWT_SECRET=uuid.uuid4().hex + uuid.uuid4().hex, HERALD_LOG_LEVEL="INFO", **extra)
     return env

@@ -12,10 +12,14 @@ from engine.settings import Settings
 ROOT = Path(__file__).parents[2]
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``HERALD_*`` variable of the shell, plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}, **extra}
+
+
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a ``herald`` process read exactly ``settings`` (plus ``extra``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    return {**env, **settings.to_env(), **extra}
+    return clean_env(**settings.to_env(), **extra)
 
 
 def start_role(role: str, settings: Settings, log: Path, **extra: str) -> subprocess.Popen[bytes]:
