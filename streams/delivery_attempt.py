@@ -167,6 +167,7 @@ def install(app: faust.App, topics: Topics, settings: Settings, sink: Sink) -> N
             await _deliver(topics, settings, sink, policy, message, cause, number, target, sent, in_flight)
             expired = sent.expire(message.partition)
             if expired:
+                await sent.send_changes()  # the tombstones, in the order written (after any re-add before them)
                 SENT_TARGETS_EXPIRED.labels(sink.channel).inc(expired)
 
     # concurrency > 1: that many actors read the topic's one queue, each a record at a time.

@@ -161,3 +161,110 @@ async def test_a_durable_pair_is_the_changelog_record_faust_would_write_and_wait
     ).message
     assert produced == [(table.changelog_topic.get_topic_name(), faust_record.key, faust_record.value, 2, None, None)]
     assert table.data[key] == value and sent.sent(key) and len(sent) == 1
+
+
+class _SpyProducer:
+    """The app's producer: every record handed to it, acknowledged at once (after a loop turn when ``yields``)."""
+
+    def __init__(self, *, yields: bool = False) -> None:
+        self.produced: list[tuple[Any, ...]] = []
+        self.yields = yields
+
+    async def send(self, *record: Any) -> asyncio.Future[None]:
+        if self.yields:
+            await asyncio.sleep(0)
+        self.produced.append(record)
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
+
+
+def _faust_table(name: str, producer: _SpyProducer) -> tuple[Any, list[Any]]:
+    app = faust.App(name, broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    table: Any = app.Table("herald.sink.apns.sent", default=None, partitions=4, key_type=str)
+    buffered: list[Any] = []
+    table.send_changelog = lambda *args, **kwargs: buffered.append(args)  # Faust's send buffer: must stay unused
+
+    async def started() -> _SpyProducer:
+        return producer
+
+    app.maybe_start_producer = started  # type: ignore[method-assign]
+    return table, buffered
+
+
+def _faust_record(table: Any, key: str, value: Any, partition: int) -> tuple[Any, ...]:
+    topic = table.changelog_topic
+    serializer = table.value_serializer if value is not None else "raw"  # Table.on_key_del: a raw tombstone
+    message = topic.as_future_message(
+        key=key, value=value, partition=partition, key_serializer=table.key_serializer, value_serializer=serializer
+    ).message
+    return (topic.get_topic_name(), message.key, message.value, partition, None, None)
+
+
+def _restored(table: Any, produced: list[tuple[Any, ...]]) -> dict[bytes, bytes]:
+    """The changelog read back (last record per key, tombstones dropped): what a restart restores."""
+    last: dict[bytes, bytes | None] = {}
+    for _, key, value, *_rest in produced:
+        last[key] = value
+    return {key: value for key, value in last.items() if value is not None}
+
+
+def _as_records(table: Any) -> dict[bytes, bytes]:
+    return {
+        _faust_record(table, key, value, 0)[1]: _faust_record(table, key, value, 0)[2]
+        for key, value in table.data.items()
+    }
+
+
+async def test_expiry_tombstones_go_to_the_producer_in_write_order_before_a_re_add_of_the_pair() -> None:
+    # The gap fixed: tombstones went through Faust's send buffer (produced later) while sent pairs
+    # went to the producer directly, so a pair expired and then sent again could end deleted on
+    # the changelog (the tombstone after the re-add) though the local store held it.
+    producer = _SpyProducer()
+    table, buffered = _faust_table("sent-targets-order", producer)
+    clock = Clock()
+    sent = SentTargets(table, ttl=10, clock=clock)
+    await sent.add_durably("k", "id-1", partition=1)
+    await sent.add_durably("other", "id-2", partition=1)
+    first = dict(table.data)
+    clock.now += 11
+    assert sent.expire(1) == 2 and not table.data  # the local store at once, the tombstones not yet sent
+    assert len(producer.produced) == 2
+    await sent.add_durably("k", "id-3", partition=1)  # another actor re-sends the pair before this one's send_changes
+    await sent.send_changes()
+    assert producer.produced == [
+        _faust_record(table, "k", first["k"], 1),
+        _faust_record(table, "other", first["other"], 1),
+        _faust_record(table, "k", None, 1),
+        _faust_record(table, "other", None, 1),
+        _faust_record(table, "k", table.data["k"], 1),
+    ]
+    assert buffered == []
+    assert _restored(table, producer.produced) == _as_records(table) and sent.sent("k")
+
+
+async def test_actors_writing_at_once_hand_every_record_over_once_in_the_order_written() -> None:
+    # A sink's actors share the table; a producer that yields in its send lets a second actor's
+    # send_changes start while the first one's records are going out.
+    producer = _SpyProducer(yields=True)
+    table, buffered = _faust_table("sent-targets-concurrent", producer)
+    clock = Clock()
+    sent = SentTargets(table, ttl=10, clock=clock)
+    written: list[tuple[bytes, bool]] = []
+    tasks = []
+    for i in range(4):
+        tasks.append(asyncio.create_task(sent.add_durably(f"k{i}", None, partition=0)))
+        written.append((table.changelog_topic.prepare_key(f"k{i}", table.key_serializer)[0], True))
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    clock.now += 11
+    assert sent.expire(0) == 4
+    written += [(key, False) for key, _ in written]
+    tasks = [asyncio.create_task(sent.send_changes())]
+    for i in range(2):  # re-added while the tombstones are going out
+        tasks.append(asyncio.create_task(sent.add_durably(f"k{i}", None, partition=0)))
+        written.append((table.changelog_topic.prepare_key(f"k{i}", table.key_serializer)[0], True))
+        await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert [(key, value is not None) for _, key, value, *_ in producer.produced] == written
+    assert buffered == []
+    assert _restored(table, producer.produced) == _as_records(table) and set(table.data) == {"k0", "k1"}
