@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import aiohttp
 import orjson
@@ -161,10 +161,40 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
                 cprofile=args.cprofile / "worker.prof" if args.cprofile else None,
                 **hooks("worker"),
             ) as worker,
-            role("api", settings, tag="-throughput", **hooks("api")) as api,
+            role("api", settings, tag="-throughput", root=args.api_tree, **api_env(args, hooks("api"))) as api,
         ):
             await wait_ready(base, api)
             return await _measure(settings, base, users, database_url, args, [worker, api, projector], stages)
+
+
+API_PROFILE_ENV = "BENCH_API_PROFILE"
+"""``--cprofile-api``: the file the api's CPU-time profile goes to."""
+API_PROFILE_SITECUSTOMIZE = """\
+import atexit, cProfile, os, time
+_profile = cProfile.Profile(time.process_time)
+_profile.enable()
+
+def _dump():
+    _profile.disable()
+    _profile.dump_stats(os.environ["BENCH_API_PROFILE"])
+
+atexit.register(_dump)
+"""
+
+
+def api_env(args: argparse.Namespace, stage_env: StageEnv) -> ApiEnv:
+    """The api's extra environment: the stage hooks', or (``--cprofile-api``) a CPU-time profiler's."""
+    if not args.cprofile_api:
+        return cast(ApiEnv, stage_env)  # a StageEnv is an ApiEnv without the profile
+    if stage_env:
+        raise SystemExit("--cprofile-api and --stages both hook the api: use one of them")
+    folder = args.cprofile_api / "api-sitecustomize"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(API_PROFILE_SITECUSTOMIZE)
+    paths = [str(folder), str(args.api_tree or Path(__file__).resolve().parent.parent)]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    return ApiEnv(PYTHONPATH=os.pathsep.join(paths), BENCH_API_PROFILE=str(args.cprofile_api / "api.prof"))
 
 
 async def start_profilers(roles: list[Role], out: str) -> list[asyncio.subprocess.Process]:
@@ -543,6 +573,12 @@ class StageEnv(TypedDict, total=False):
     BENCH_STAGE_ROLE: str
 
 
+class ApiEnv(StageEnv, total=False):
+    """The api's extra environment: ``StageEnv``, or ``--cprofile-api``'s."""
+
+    BENCH_API_PROFILE: str  # API_PROFILE_ENV
+
+
 @dataclass
 class StageRun:
     """The files of one ``--stages`` run: a ``sitecustomize`` directory and each role's stamp file."""
@@ -657,6 +693,7 @@ async def measure(args: argparse.Namespace, say: Callable[[str], None] = print) 
             result.base_rate.append(base_rate)
             result.base_p50.append(percentile(base_lat, 50))
             result.base_p99.append(percentile(base_lat, 99))
+            db: str
             with scratch_database() as db:
                 lat, rate, frames_rate = await run_herald(bootstrap, db, args)
             result.herald_rate.append(rate)
@@ -753,10 +790,22 @@ def parser() -> argparse.ArgumentParser:
         help="run the worker from this checkout of the project (git archive <commit> | tar -x -C DIR)",
     )
     p.add_argument(
+        "--api-tree",
+        metavar="DIR",
+        type=lambda path: Path(path).resolve(),
+        help="run the api from this checkout of the project (git archive <commit> | tar -x -C DIR)",
+    )
+    p.add_argument(
         "--cprofile",
         metavar="DIR",
         type=_new_directory,
         help="run the worker under cProfile (DIR/worker.prof, the whole run of the last round: Python calls)",
+    )
+    p.add_argument(
+        "--cprofile-api",
+        metavar="DIR",
+        type=_new_directory,
+        help="run the api under cProfile timing CPU, not wall-clock, time (DIR/api.prof, the last round's whole run)",
     )
     p.add_argument(
         "--stages",

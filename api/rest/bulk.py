@@ -20,11 +20,13 @@ together exceed ``HERALD_BULK_MAX_ENCODED_BYTES`` is refused with 413.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
@@ -33,8 +35,9 @@ from api.publisher import Publisher, RawRecord
 from api.rest.envelopes import REQUEST_FIELDS, SOURCE, build_request, check_address
 from api.rest.params import json_body, path_id
 from engine.settings import Settings
+from engine.topics import TopicNames
 from projections.queries import NotificationQueries
-from schemas.codec import encode
+from schemas.codec import encode, envelope_to_dict, schema
 from schemas.envelope import Envelope
 from schemas.events import BulkTargetRefused
 from schemas.ids import derived_id, uuid7
@@ -158,22 +161,29 @@ class BulkRoutes:
         # The content is checked once, whoever the targets: bad content is a 422, never a refusal per target.
         build_request({**body, "user_id": CONTENT_PROBE_USER}, notification_id=bulk_id, correlation_id=bulk_id)
         size = self._check_size(body, bulk_id, recipients)
-        requests = []
+        names = self._publisher.names
+        template = _Template.of(body, bulk_id, names)
+        requests: list[RawRecord] = []
         for user_id, token in recipients:
-            data: dict[str, Any] = {**body, "user_id": user_id, "device_token": token}
             nid = derived_id(bulk_id, user_id, token or "")
+            if token is None and template.fits(user_id):
+                requests.append(template.record(nid, user_id))
+                continue
+            data: dict[str, Any] = {**body, "user_id": user_id, "device_token": token}
             try:
-                requests.append(build_request(data, notification_id=nid, correlation_id=bulk_id))
+                env, priority_ = build_request(data, notification_id=nid, correlation_id=bulk_id, now=template.now)
             except Problem as exc:  # this target's own fault (e.g. an overlong user id)
                 refused.append(Refusal(token or user_id, exc.detail, device=token is not None, user_id=user_id))
+                continue
+            requests.append(RawRecord(names.request(priority_), user_id.encode(), encode(env), []))
         priority = str(body.get("priority") or "medium")
         facts = [r.fact(bulk_id, principal.subject, priority) for r in refused]
-        records = [RawRecord(self._publisher.names.events, (f.userid or "").encode(), encode(f), []) for f in facts]
+        records = [RawRecord(names.events, (f.userid or "").encode(), encode(f), []) for f in facts]
         self._check_budget(size, len(requests), sum(len(r.value or b"") for r in records))
         # The refusals first: a bulk whose answer is lost and is retried (same Idempotency-Key)
         # records them once (derived ids), and never publishes requests whose refusals are missing.
         await self._publisher.forward(records)
-        await self._publisher.request_many(requests)
+        await self._publisher.forward(requests)
         location = f"/api/notifications/bulk/{bulk_id}"
         answer = [r.answer(bulk_id) for r in refused]
         return web.json_response(
@@ -259,6 +269,57 @@ class BulkRoutes:
         if not by_status:
             raise Problem(404, "Not Found", "no notification of this bulk has been projected (yet)")
         return web.json_response({"bulk_id": bulk_id, "projected": sum(by_status.values()), "by_status": by_status})
+
+
+_USER_ID = schema("notification.requested")["properties"]["user_id"]
+_USER_ID_LENGTHS = range(int(_USER_ID["minLength"]), int(_USER_ID["maxLength"]) + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A bulk's request, encoded once: each user's record is it with the user and the id put in.
+
+    The content was validated once (with ``CONTENT_PROBE_USER``); a user id the request
+    schema takes as it is (a string of its lengths) changes nothing else, so its record is
+    the template's document with ``id``, ``subject``, ``userid`` and ``data.user_id`` set:
+    what ``encode(build_request(...))`` makes of it (tests/unit/test_bulk_template.py),
+    without validating and building the same request again per target.
+    """
+
+    topic: str
+    document: dict[str, Any]
+    data: dict[str, Any]
+    now: datetime
+
+    @classmethod
+    def of(cls, body: dict[str, Any], bulk_id: str, topics: TopicNames) -> _Template:
+        now = datetime.now(UTC)
+        env, priority = build_request(
+            {**body, "user_id": CONTENT_PROBE_USER}, notification_id=bulk_id, correlation_id=bulk_id, now=now
+        )
+        document = envelope_to_dict(env)
+        topic = topics.request(priority)
+        return cls(topic, document, document["data"], now)
+
+    def fits(self, user_id: str) -> bool:
+        """Whether the schema takes ``user_id`` as it is (else the request is built and checked as usual)."""
+        return len(user_id) in _USER_ID_LENGTHS
+
+    def value(self, notification_id: str, user_id: str) -> bytes:
+        """The encoded request of ``user_id``."""
+        document = self.document.copy()
+        document["id"] = document["subject"] = notification_id
+        document["userid"] = user_id
+        data = document["data"] = self.data.copy()
+        data["user_id"] = user_id
+        try:
+            return orjson.dumps(document)
+        except TypeError:  # as schemas.codec.encode: an integer beyond 64 bits in the content
+            return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def record(self, notification_id: str, user_id: str) -> RawRecord:
+        """The request of ``user_id`` for its priority topic."""
+        return RawRecord(self.topic, user_id.encode(), self.value(notification_id, user_id), [])
 
 
 def _target_length(recipient: tuple[str, str | None]) -> int:

@@ -1,8 +1,12 @@
 """One client WebSocket: a bounded send queue, one writer, at most one copy of each notification.
 
-Frames never go to the socket from the code that produces them: they are queued, and
-a single writer task sends them in order. A client that reads slower than frames
-arrive fills the queue and is closed with ``CLOSE_TOO_SLOW`` instead of growing memory.
+Frames never go to the socket from the code that produces them: they are collected and
+written once per event-loop turn, every frame of the turn in one write (one system call
+for a burst of frames), with their receipts. When that cannot be done at once (the socket's
+buffer is full, a replay runs, the compressed protocol was negotiated, receipts are
+backed up), frames are queued and a single writer task sends them in order. A client that
+reads slower than frames arrive fills the queue and is closed with ``CLOSE_TOO_SLOW``
+instead of growing memory.
 While the missed-notification replay runs, live frames are held back (within the same
 bound) and sent after it, so the client sees its backlog first, then live ones; a
 notification already sent on this connection is never sent on it again.
@@ -13,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import Counter
@@ -48,6 +53,21 @@ SLOW_CLOSED = Counter("websocket_slow_clients_closed_total", "Connections closed
 Written = Callable[["Connection", list[dict[str, Any]], str], Awaitable[None]]
 """Called after notifications were written: ``(connection, notifications, via)``."""
 
+WRITE_BUFFER_LIMIT = 64 * 1024
+"""Bytes waiting in the socket's buffer above which frames go through the queue (and its bound)."""
+
+
+class Recorder(Protocol):
+    """Takes the receipts of notifications written in an event-loop turn, without waiting."""
+
+    def room(self) -> bool:
+        """Whether ``delivered_now`` takes receipts now (else the writer task waits for room)."""
+        ...
+
+    def delivered_now(self, notifications: list[dict[str, Any]], *, connection: str, via: str) -> None:
+        """``notifications`` were written to ``connection``."""
+        ...
+
 
 @dataclass(slots=True)
 class Outgoing:
@@ -73,6 +93,7 @@ class Connection:
         on_written: Written,
         frame_policy: BucketPolicy | None = None,
         request: web.BaseRequest | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.ws = ws
         self._request = request  # its transport is aborted if a slow client will not take the close
@@ -90,6 +111,13 @@ class Connection:
         self._frame_policy = frame_policy
         self._frames: Bucket | None = None
         self._read: OrderedDict[str, str] = OrderedDict()
+        self._recorder = recorder
+        # Written in this event-loop turn, by _flush: frames, in order, taken while the
+        # queue is empty and the writer idle (so nothing queued can overtake them).
+        self._pending: list[Outgoing] = []
+        self._transport = request.transport if request is not None and recorder is not None else None
+        # The compressed protocol (permessage-deflate) is aiohttp's to write.
+        self._plain = not ws.compress
 
     def take_frame(self) -> float:
         """Count one client frame: 0 if within the connection's rate, else seconds until one is allowed."""
@@ -174,6 +202,13 @@ class Connection:
             await asyncio.wait([self._closer], timeout=10)
 
     def _put(self, frame: Outgoing) -> bool:
+        if self._pending or self._writable():
+            self._pending.append(frame)
+            if len(self._pending) == 1:
+                asyncio.get_running_loop().call_soon(self._flush)
+            elif len(self._pending) >= self._limit:
+                self._flush()  # the turn's frames stay within the queue's bound
+            return True
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
@@ -196,6 +231,49 @@ class Connection:
         transport = self._request.transport if self._request is not None else None
         if transport is not None and not transport.is_closing():
             transport.abort()
+
+    def _writable(self) -> bool:
+        """Whether frames can be written in this turn: nothing queued before them, room everywhere."""
+        transport = self._transport
+        return (
+            transport is not None
+            and self._plain
+            and self._held is None
+            and not self._busy
+            and self._queue.empty()
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < WRITE_BUFFER_LIMIT
+            and self._recorder is not None
+            and self._recorder.room()
+        )
+
+    def _flush(self) -> None:
+        """Write the turn's frames in one go and record their receipts (no task, no await)."""
+        pending, self._pending = self._pending, []
+        transport, recorder = self._transport, self._recorder
+        if self.closing or not pending or transport is None or recorder is None:
+            return  # dropped like queued frames: never delivered, so they replay later
+        if transport.is_closing() or self.ws.closed:
+            self.closing = True
+            return
+        data = []
+        written: list[dict[str, Any]] = []
+        for frame in pending:
+            text, notifications, _ = self._render(frame)
+            if text is None:
+                continue
+            data.append(text_frame(text.encode()))
+            written.extend(notifications)
+        if not data:
+            return
+        try:
+            transport.write(b"".join(data))
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("websocket write failed; connection closing", extra={"user_id": self.user_id, "error": repr(exc)})
+            self.closing = True
+            return
+        if written:
+            recorder.delivered_now(written, connection=self.id, via="live")
 
     async def _write_loop(self) -> None:
         while not self.closing:
@@ -233,3 +311,17 @@ class Connection:
         if len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
         return True
+
+
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A server's (unmasked, uncompressed, final) WebSocket text frame of ``payload`` (RFC 6455 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return _HEADER_16(0x81, 126, size) + payload
+    return _HEADER_64(0x81, 127, size) + payload

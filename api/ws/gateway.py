@@ -120,24 +120,28 @@ class Hub:
 
         ``text``: the frame already rendered (by the worker), sent as it is.
         """
+        return self._offer(user_id, frame, text, frames.notification_of(frame))
+
+    async def deliver_remote(self, user_id: str, frame: dict[str, Any], text: str | None = None) -> int:
+        """A frame from the sink via Redis: deliver, or record that the user had just left."""
+        carried = frames.notification_of(frame)
+        taken = self._offer(user_id, frame, text, carried)
+        if not taken and carried is not None:
+            await self._receipts.dropped(carried)
+        return taken
+
+    def _offer(self, user_id: str, frame: dict[str, Any], text: str | None, carried: dict[str, Any] | None) -> int:
         by_id = self._connections.get(user_id)
         if not by_id:
             return 0
         if text is None:
             text = frames.render(frame)
-        carried = frames.notification_of(frame)
         out = (
             Outgoing("control", text=text) if carried is None else Outgoing("live", text=text, notifications=[carried])
         )
+        if len(by_id) == 1:
+            return int(next(iter(by_id.values())).offer(out))
         return sum(conn.offer(out) for conn in list(by_id.values()))
-
-    async def deliver_remote(self, user_id: str, frame: dict[str, Any], text: str | None = None) -> int:
-        """A frame from the sink via Redis: deliver, or record that the user had just left."""
-        taken = await self.deliver_local(user_id, frame, text)
-        carried = frames.notification_of(frame)
-        if not taken and carried is not None:
-            await self._receipts.dropped(carried)
-        return taken
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /ws/notifications?token=JWT[&since=ID]``."""
@@ -170,6 +174,7 @@ class Hub:
             on_written=self._written,
             frame_policy=self._frame_policy,
             request=request,
+            recorder=self._receipts,
         )
         self._connections.setdefault(user_id, {})[conn_id] = conn
         ACTIVE_CONNECTIONS.inc()

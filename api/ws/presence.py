@@ -241,6 +241,10 @@ class RedisPresence:
                 await _close_quietly(current)
 
     async def _listen(self, pubsub: Any, deliver: Deliver) -> None:
+        stream = _raw_stream(pubsub)
+        if stream is not None:
+            await _listen_raw(stream, deliver)
+            return
         async for message in pubsub.listen():
             if message.get("type") != "message":
                 continue
@@ -250,6 +254,115 @@ class RedisPresence:
                 await deliver(payload["user_id"], payload["frame"], frame_text(data))
             except Exception:
                 log.exception("gateway frame not delivered", extra={"node_id": self.node_id})
+
+
+READ_SIZE = 256 * 1024
+"""Bytes read from the subscription's socket at a time."""
+
+
+def _raw_stream(pubsub: Any) -> asyncio.StreamReader | None:
+    """The subscription's socket, when its messages may be read without redis-py's parser.
+
+    redis-py's pure-Python parser costs more per pub/sub message than everything else the
+    gateway does with a frame (it is the parser when hiredis is not installed). Its
+    connection's stream holds exactly the unread replies once subscribed (the parser keeps
+    nothing buffered between replies): read from there. ``None`` (redis-py's own loop is
+    used) for any other parser or state.
+    """
+    connection = getattr(pubsub, "connection", None)
+    parser = getattr(connection, "_parser", None)
+    stream = getattr(connection, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader) or type(parser).__name__ not in _PYTHON_PARSERS:
+        return None
+    if getattr(parser, "_buffer", None) or getattr(parser, "_chunks", None):
+        return None
+    return stream
+
+
+_PYTHON_PARSERS = frozenset({"_AsyncRESP2Parser", "_AsyncRESP3Parser"})
+
+
+async def _listen_raw(stream: asyncio.StreamReader, deliver: Deliver) -> None:
+    """Deliver every ``message`` reply read from ``stream``; return when Redis closes it."""
+    buffer = b""
+    while True:
+        chunk = await stream.read(READ_SIZE)
+        if not chunk:
+            raise ConnectionError("the gateway subscription's connection was closed")
+        buffer = buffer + chunk if buffer else chunk
+        messages, used = parse_replies(buffer)
+        buffer = buffer[used:]
+        for data in messages:
+            try:
+                payload = orjson.loads(data)
+                await deliver(payload["user_id"], payload["frame"], frame_text(data))
+            except Exception:
+                log.exception("gateway frame not delivered")
+
+
+class _More(Exception):
+    """The buffer ends inside a reply."""
+
+
+def parse_replies(buffer: bytes) -> tuple[list[bytes], int]:
+    """The data of the pub/sub ``message`` replies complete in ``buffer`` (RESP2 or RESP3), and
+    how many bytes they and the other complete replies (subscribe confirmations, pushes) took."""
+    messages: list[bytes] = []
+    pos = 0
+    size = len(buffer)
+    while pos < size:
+        try:
+            reply, end = _reply(buffer, pos)
+        except _More:
+            break
+        pos = end
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message" and isinstance(reply[2], bytes):
+            messages.append(reply[2])
+    return messages, pos
+
+
+def _reply(buffer: bytes, pos: int) -> tuple[Any, int]:
+    """One RESP2/RESP3 reply at ``pos``: (value, the position after it); ``_More`` if incomplete."""
+    end = buffer.find(b"\r\n", pos)
+    if end < 0:
+        raise _More
+    kind = buffer[pos]
+    if kind in _BLOBS:
+        length = int(buffer[pos + 1 : end])
+        if length < 0:
+            return None, end + 2
+        start = end + 2
+        stop = start + length
+        if len(buffer) < stop + 2:
+            raise _More
+        return buffer[start:stop], stop + 2
+    if kind in _AGGREGATES:
+        count = int(buffer[pos + 1 : end])
+        if count < 0:
+            return None, end + 2
+        if kind in _PAIRED:
+            count *= 2
+        items = []
+        at = end + 2
+        for _ in range(count):
+            item, at = _reply(buffer, at)
+            items.append(item)
+        if kind == _ATTRIBUTE:  # metadata about the reply that follows it
+            return _reply(buffer, at)
+        return items, at
+    if kind in _LINES:
+        return buffer[pos + 1 : end], end + 2
+    raise ConnectionError(f"unexpected reply type {chr(kind)!r} on the gateway subscription")
+
+
+_BLOBS = frozenset(b"$=!")
+"""Length-prefixed: bulk string, verbatim string, blob error."""
+_AGGREGATES = frozenset(b"*>~%|")
+"""Counted: array, push, set, map and attribute (these two count pairs)."""
+_PAIRED = frozenset(b"%|")
+_ATTRIBUTE = ord("|")
+_LINES = frozenset(b"+-:_,#(")
+"""One line: simple string, error, integer, null, double, boolean, big number."""
 
 
 _FRAME_AT = ',"frame":'

@@ -49,24 +49,33 @@ class Receipts:
     def __init__(self, publisher: Publisher | None, node_id: str, *, buffer: int = BUFFER) -> None:
         self._publisher = publisher
         self._node_id = node_id
-        self._in_flight: dict[str, set[asyncio.Future[None]]] = {}
+        self._buffer = buffer
         # Writers hand receipts to one drain task and move on: a slow broker slows the
         # receipts, not the frames (until ``buffer`` receipts wait; then writers wait too).
-        self._queue: asyncio.Queue[tuple[Envelope, asyncio.Future[None]]] = asyncio.Queue(buffer)
+        # The receipts waiting for the drain task are one batch: one future settles when all
+        # of them are on the broker (or failed), and each user with a receipt in it waits on that.
+        self._waiting: list[Envelope] = []
+        self._batch: asyncio.Future[None] | None = None
+        self._batch_users: set[str] = set()
+        self._in_flight: dict[str, set[asyncio.Future[None]]] = {}
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
+        self._metrics: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     async def delivered(self, notifications: Iterable[dict[str, Any]], *, connection: str, via: str) -> None:
         """``notifications`` (client views) were written to ``connection``."""
-        now = datetime.now(UTC)
-        for item in notifications:
-            created = _created(item)
-            priority = str(item.get("priority", ""))
-            FRAMES_DELIVERED.labels(priority, via).inc()
-            GATEWAY_LATENCY.labels(priority, via).observe(max(0.0, (now - created).total_seconds()))
-            env = websocket_delivered(
-                item, node=self._node_id, connection=connection, via=via, created_at=created, now=now
-            )
+        for env in self._receipts(notifications, connection, via):
             await self._append(env)
+
+    def room(self) -> bool:
+        """Whether receipts are taken without waiting (``delivered_now``)."""
+        return len(self._waiting) < self._buffer
+
+    def delivered_now(self, notifications: Iterable[dict[str, Any]], *, connection: str, via: str) -> None:
+        """``delivered`` without waiting: for a writer that checked ``room()`` before writing."""
+        for env in self._receipts(notifications, connection, via):
+            self._take(env)
 
     async def dropped(self, notification: dict[str, Any]) -> None:
         """A frame reached this node after the user's last socket here closed: left for replay."""
@@ -84,7 +93,7 @@ class Receipts:
 
     async def close(self, *, within: float = 5.0) -> None:
         """Wait (bounded) for every queued receipt, then stop the drain task."""
-        pending = [fut for futs in self._in_flight.values() for fut in futs]
+        pending = {fut for futs in self._in_flight.values() for fut in futs}
         if pending:
             await asyncio.wait(pending, timeout=within)
         if self._drainer is not None:
@@ -92,54 +101,114 @@ class Receipts:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drainer
 
+    def _receipts(self, notifications: Iterable[dict[str, Any]], connection: str, via: str) -> list[Envelope]:
+        now = datetime.now(UTC)
+        out = []
+        for item in notifications:
+            created = _created(item)
+            priority = str(item.get("priority", ""))
+            metrics = self._metrics.get((priority, via))
+            if metrics is None:  # labels() takes a lock per call: each child is looked up once
+                metrics = self._metrics[(priority, via)] = (
+                    FRAMES_DELIVERED.labels(priority, via),
+                    GATEWAY_LATENCY.labels(priority, via),
+                )
+            metrics[0].inc()
+            metrics[1].observe(max(0.0, (now - created).total_seconds()))
+            out.append(
+                websocket_delivered(
+                    item, node=self._node_id, connection=connection, via=via, created_at=created, now=now
+                )
+            )
+        return out
+
     async def _append(self, env: Envelope) -> None:
         if self._publisher is None:
             return
+        while len(self._waiting) >= self._buffer:
+            self._room.clear()
+            await self._room.wait()
+        self._take(env)
+
+    def _take(self, env: Envelope) -> None:
+        if self._publisher is None:
+            return
         user = env.userid or ""
-        settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._in_flight.setdefault(user, set()).add(settled)
-        settled.add_done_callback(lambda done: self._settled(user, env, done))
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = asyncio.get_running_loop().create_future()
+        if user not in self._batch_users:
+            self._batch_users.add(user)
+            self._in_flight.setdefault(user, set()).add(batch)
+        self._waiting.append(env)
         if self._drainer is None or self._drainer.done():
             # A fresh context: the drain outlives the request that started it, and must not
             # log that request's correlation id on every later receipt.
             self._drainer = asyncio.create_task(
                 self._drain(self._publisher), name="receipts-drain", context=contextvars.Context()
             )
-        await self._queue.put((env, settled))
+        self._wake.set()
 
     async def _drain(self, publisher: Publisher) -> None:
         while True:
-            env, settled = await self._queue.get()
-            try:
-                sent = await publisher.enqueue(env)
-            except Exception as exc:  # noqa: BLE001 - reported by _settled (log line + metric)
-                settled.set_exception(exc)
-                continue
-            sent.add_done_callback(functools.partial(_chain, target=settled))
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                envelopes, self._waiting = self._waiting, []
+                batch = self._batch or asyncio.get_running_loop().create_future()
+                users = self._batch_users
+                self._batch, self._batch_users = None, set()
+                self._room.set()
+                settle = _Settle(self, batch, users)
+                for env in envelopes:
+                    try:
+                        sent = await publisher.enqueue(env)
+                    except Exception as exc:  # noqa: BLE001 - reported by _failed (log line + metric)
+                        _failed(env, exc)
+                        continue
+                    settle.count += 1
+                    sent.add_done_callback(functools.partial(settle.done, env))
+                settle.sent_all()
 
-    def _settled(self, user: str, env: Envelope, fut: asyncio.Future[None]) -> None:
-        pending = self._in_flight.get(user)
-        if pending is not None:
-            pending.discard(fut)
-            if not pending:
-                self._in_flight.pop(user, None)
-        if fut.cancelled() or fut.exception() is not None:
-            RECEIPTS_FAILED.inc()
-            log.error(
-                "receipt not appended",
-                extra={**_log_extra(env), "error": repr(None if fut.cancelled() else fut.exception())},
-            )
+    def _settled(self, batch: asyncio.Future[None], users: set[str]) -> None:
+        if not batch.done():
+            batch.set_result(None)
+        for user in users:
+            pending = self._in_flight.get(user)
+            if pending is not None:
+                pending.discard(batch)
+                if not pending:
+                    self._in_flight.pop(user, None)
 
 
-def _chain(source: asyncio.Future[Any], *, target: asyncio.Future[None]) -> None:
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (exc := source.exception()) is not None:
-        target.set_exception(exc)
-    else:
-        target.set_result(None)
+class _Settle:
+    """Counts a batch's receipts down to its future settling."""
+
+    __slots__ = ("batch", "count", "owner", "sending", "users")
+
+    def __init__(self, owner: Receipts, batch: asyncio.Future[None], users: set[str]) -> None:
+        self.owner = owner
+        self.batch = batch
+        self.users = users
+        self.count = 0
+        self.sending = True
+
+    def done(self, env: Envelope, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            _failed(env, None if sent.cancelled() else sent.exception())
+        self.count -= 1
+        if not self.count and not self.sending:
+            self.owner._settled(self.batch, self.users)
+
+    def sent_all(self) -> None:
+        self.sending = False
+        if not self.count:
+            self.owner._settled(self.batch, self.users)
+
+
+def _failed(env: Envelope, exc: BaseException | None) -> None:
+    RECEIPTS_FAILED.inc()
+    log.error("receipt not appended", extra={**_log_extra(env), "error": repr(exc)})
 
 
 def _created(item: dict[str, Any]) -> datetime:
