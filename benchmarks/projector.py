@@ -58,6 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import broker, scratch_database
 from engine.topics import TopicNames
+from projections.models import READ_MODELS, Base
+from projections.rebuild import UNSTABLE_COLUMNS
 from schemas.codec import encode
 from schemas.envelope import Envelope
 from schemas.events import (
@@ -310,6 +312,23 @@ def stored(dsn: str, topic: str) -> int:
         return int(value[0]) if value else 0
 
 
+def read_model_digests(dsn: str) -> dict[str, str]:
+    """Per read model ``rows:digest`` (the sum of its rows' MD5s, as ``herald rebuild``'s fingerprint
+    computes it, unstable columns left out): the same log must give the same digests whatever the
+    code that projected it (``--compare-tree``)."""
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        for name in READ_MODELS:
+            table = Base.metadata.tables[name]
+            columns = ", ".join(f'"{c.name}"' for c in table.columns if (name, c.name) not in UNSTABLE_COLUMNS)
+            row_hash = f"('x' || substr(md5(ROW({columns})::text), 1, 15))::bit(60)::bigint"
+            row = conn.execute(f"SELECT count(*), coalesce(sum({row_hash}), 0) FROM {name}").fetchone()
+            assert row is not None
+            out[name] = f"{int(row[0])}:{int(row[1]):x}"
+    return out
+
+
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], cwd: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -353,6 +372,8 @@ def projector_round(
                 time.sleep(0.05)
             cpu = cpu_seconds(proc.pid)
             pg_cpu = backend_cpu(dsn, database)
+        digests = read_model_digests(dsn)
+        print(f"    read models ({tree or 'herald'}): {' '.join(f'{k}={v}' for k, v in digests.items())}", flush=True)
         assert first is not None
         timed = max(n - first[1], 1)
         return {
