@@ -56,6 +56,13 @@ use. Sampling every column cost a fifth of Postgres's CPU per event of a 40,000-
 An ANALYZE restricted to some columns leaves the others' statistics as they were and does not
 reset the table's count of changes since its last analysis, so autovacuum still analyzes every
 column on its own schedule (the API's queries)."""
+ANALYZE_TARGET = 10
+"""Statistics target of the projector's refreshes (Postgres's default is 100): a sample of 3,000
+rows instead of 30,000. Its columns are unique keys and a channel name, whose statistics a
+small sample gets right; what the refresh is for is the table's size and the plans it
+invalidates. Autovacuum's own ANALYZE (the default target) follows on its schedule (see
+``ANALYZED``). Measured: the refreshes' Postgres CPU 6.8 -> 2.9 us per event of a 38,861-event
+backlog."""
 ANALYZE = "ANALYZE " + ", ".join(f"{table} ({', '.join(columns)})" for table, columns in ANALYZED)
 LINGER_THRESHOLD = 16
 """Records in one poll that count as a backlog worth lingering for (see ``Projector._gather``)."""
@@ -468,6 +475,7 @@ class Projector:
         # small (sequential scans), which make every batch slower than the last. Refresh them
         # ourselves (an ANALYZE also invalidates those plans): see ``ANALYZED``.
         async with self._engine.begin() as conn:
+            await conn.execute(text(f"SET LOCAL default_statistics_target = {ANALYZE_TARGET}"))
             await conn.execute(text(ANALYZE))
 
     async def catch_up(

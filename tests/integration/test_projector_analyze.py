@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from projections.database import create_engine, migrate
-from projections.projector import ANALYZED, Projector
+from projections.projector import ANALYZE_TARGET, ANALYZED, Projector
 from tests.integration.test_projection import apply_all, known_sequence
 from tests.support.api import own_database
 from tests.support.settings import isolated_settings
@@ -49,3 +49,18 @@ async def test_refresh_analyzes_the_key_columns_of_the_tables_the_projector_read
     expected = {(table, column) for table, columns in ANALYZED for column in columns}
     assert analyzed == expected
     assert not {table for table, _ in analyzed} & {"deliveries"}
+
+
+async def test_refresh_samples_with_its_own_statistics_target() -> None:
+    """The refresh sets a small statistics target for its own transaction only."""
+    with own_database("herald_analyze") as url:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            projector = Projector(isolated_settings("127.0.0.1:1", "redis://127.0.0.1:1", database_url=url), engine)
+            await projector._analyze()
+            async with engine.connect() as conn:
+                target = (await conn.execute(text("SHOW default_statistics_target"))).scalar_one()
+        finally:
+            await engine.dispose()
+    assert int(target) != ANALYZE_TARGET  # SET LOCAL: the pooled connection is back to the default
