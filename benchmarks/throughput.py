@@ -561,8 +561,19 @@ def _hook_api(stamp: Callable[..., None]) -> None:
             stamp(item["id"], "written")
         await delivered(self, notifications, **kwargs)
 
+    delivered_now = getattr(Receipts, "delivered_now", None)  # the frames written in their turn (not before)
+
+    def written_now(self: Any, notifications: Any, **kwargs: Any) -> None:
+        now = time.time()
+        for item in notifications:
+            stamp(item["id"], "written", now)
+        assert delivered_now is not None
+        delivered_now(self, notifications, **kwargs)
+
     Hub.deliver_remote = arrived  # type: ignore[method-assign]
     Receipts.delivered = written  # type: ignore[method-assign]
+    if delivered_now is not None:
+        Receipts.delivered_now = written_now  # type: ignore[method-assign]
 
 
 class StageEnv(TypedDict, total=False):

@@ -265,11 +265,15 @@ async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server not ready after 90 s")
 
 
-def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+API_TREE: Path | None = None
+"""``--api-tree``: run the herald server from this checkout of the project."""
+
+
+def _spawn(command: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile
         )
 
 
@@ -337,7 +341,11 @@ async def server(kind: str, bootstrap: str, database_url: str) -> AsyncIterator[
         def url(user: str) -> str:
             return f"ws://127.0.0.1:{port}/ws?user={user}"
 
-    proc = _spawn(command, env, ROOT / "test-output" / f"bench-ws-{kind}.log")
+    cwd = ROOT
+    if kind.startswith("herald") and API_TREE is not None:
+        cwd = API_TREE
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(API_TREE), env.get("PYTHONPATH", "")) if p)
+    proc = _spawn(command, env, ROOT / "test-output" / f"bench-ws-{kind}.log", cwd)
     try:
         await _wait_ready(port, proc)
         yield Server(kind, proc.pid, port, channel, url, settings)
@@ -441,6 +449,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"open-file limit: {hard} (target {args.idle} idle connections -> measuring {idle})")
     print(f"cpus: {os.cpu_count()}, client processes: {args.procs}, source addresses 127.0.0.2-{args.procs + 1}")
     async with broker() as bootstrap:
+        database_url: str
         with scratch_database() as database_url:
             print("\n## Idle connections held by one server process")
             header = (
@@ -476,11 +485,18 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--serve-bare", nargs=3, metavar=("PORT", "REDIS_URL", "CHANNEL"))
+    parser.add_argument(
+        "--api-tree",
+        metavar="DIR",
+        type=lambda path: Path(path).resolve(),
+        help="run the herald server from this checkout of the project (git archive <commit> | tar -x -C DIR)",
+    )
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     options = _args()
+    API_TREE = options.api_tree
     if options.serve_bare:
         raise_nofile()
         asyncio.run(serve_bare(int(options.serve_bare[0]), options.serve_bare[1], options.serve_bare[2]))
