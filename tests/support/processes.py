@@ -19,7 +19,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a ``herald`` process read exactly ``settings`` (plus ``extra``)."""
-    return clean_env(**settings.to_env(), **extra)
+    return clean_env(**{**settings.to_env(), **extra})
 
 
 def start_role(role: str, settings: Settings, log: Path, **extra: str) -> subprocess.Popen[bytes]:
