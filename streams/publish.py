@@ -21,12 +21,19 @@ async def send(topic: faust.TopicT, key: bytes, value: bytes) -> asyncio.Future[
     The same producer and the same record as ``topic.send`` (raw key and value, the
     default partitioner over the key), without Faust's per-message bookkeeping on top
     (its pending message, future message and send callback: about a third of a send's
-    cost in the worker). Offset commits still wait for it: Faust flushes this producer
-    before every commit. A send the broker finally refuses is logged, as Faust logs its
-    own (``_on_published``).
+    cost in the worker), and without Faust's ``Producer.send`` wrapper around aiokafka's
+    (its transaction lookup, header conversion and ``on_produce_message`` signal, which no
+    one here receives): the record goes to aiokafka's producer itself, the one Faust's
+    wraps. Offset commits still wait for it: Faust flushes this producer before every commit.
+    A send the broker finally refuses is logged, as Faust logs its own (``_on_published``).
     """
     producer = await topic.app.maybe_start_producer()
-    sent: asyncio.Future[Any] = await producer.send(topic.get_topic_name(), key, value, None, None, None)
+    client = getattr(producer, "_producer", None)  # aiokafka's producer behind Faust's (started by now)
+    sent: asyncio.Future[Any]
+    if client is not None:
+        sent = await client.send(topic.get_topic_name(), value, key=key)
+    else:  # another transport: Faust's producer
+        sent = await producer.send(topic.get_topic_name(), key, value, None, None, None)
     sent.add_done_callback(report_failure)
     return sent
 

@@ -9,6 +9,7 @@ gateway that wrote the frame to a socket (``api/ws/receipts.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -30,9 +31,17 @@ from streams.websocket_frames import live_message
 
 log = logging.getLogger(__name__)
 
+_DELIVERED: dict[str, tuple[Any, Any]] = {}
+"""Per priority: the delivered counter's and the latency histogram's children, looked up once
+(``labels()`` takes a lock on every call)."""
+
 
 def live_dispatch(topics: Topics, dispatcher: Any) -> LiveDispatch:
     """The worker's batched hand-off to the gateways, recording who was offline."""
+
+    deferred = NOTIFICATIONS_DEFERRED.labels("websocket")
+    debug = functools.partial(log.isEnabledFor, logging.DEBUG)
+    info = functools.partial(log.isEnabledFor, logging.INFO)
 
     async def recorded(batch: Sequence[Live]) -> None:
         now = datetime.now(UTC)
@@ -44,18 +53,25 @@ def live_dispatch(topics: Topics, dispatcher: Any) -> LiveDispatch:
                 # Handed off to the gateways holding the user. Each records delivery.succeeded
                 # itself once the frame is on a socket (or delivery.deferred if the user just
                 # left): only the gateway knows, and an unrecorded frame is replayed on reconnect.
-                NOTIFICATIONS_DELIVERED.labels("websocket", accepted.priority).inc()
-                DELIVERY_LATENCY.labels("websocket", accepted.priority).observe(
-                    max(0.0, (now - accepted.requested_at).total_seconds())
-                )
-                log.debug(
-                    "websocket hand-off",
-                    extra={"notification_id": accepted.notification_id, "user_id": accepted.user_id},
-                )
+                delivered = _DELIVERED.get(accepted.priority)
+                if delivered is None:
+                    delivered = _DELIVERED[accepted.priority] = (
+                        NOTIFICATIONS_DELIVERED.labels("websocket", accepted.priority),
+                        DELIVERY_LATENCY.labels("websocket", accepted.priority),
+                    )
+                delivered[0].inc()
+                delivered[1].observe(max(0.0, (now - accepted.requested_at).total_seconds()))
+                if debug():
+                    log.debug(
+                        "websocket hand-off",
+                        extra={"notification_id": accepted.notification_id, "user_id": accepted.user_id},
+                    )
                 continue
             outcome = websocket_outcome(env, [], now=now)
             await append(topics.events, [outcome])
-            NOTIFICATIONS_DEFERRED.labels("websocket").inc()
+            deferred.inc()
+            if not info():  # the line's fields are not built for nothing
+                continue
             log.info(
                 "websocket delivery deferred: user offline",
                 extra={
