@@ -14,6 +14,7 @@ do NaN, Infinity and numbers beyond a double's range, which are not JSON.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import types
@@ -141,7 +142,7 @@ def read_with_data(raw: bytes | None, headers: Iterable[tuple[str, bytes]] = ())
                 raise Unreadable(f"attribute {name} must be a string")
     # Positional, in the dataclass's field order (id, source, time, data, subject, userid,
     # priority, correlationid): a little cheaper than keywords, thousands of times a second.
-    envelope = Envelope(event_id, source, when, event, subject, userid, priority, correlationid)
+    envelope = _envelope(event_id, source, when, event, subject, userid, priority, correlationid)
     if b"null" in raw:  # a null member perhaps (else none: a C substring search, no dict walk)
         data = {k: v for k, v in data.items() if v is not None}
     return envelope, data
@@ -223,11 +224,45 @@ def _generate(event_type: str) -> Callable[[dict[str, Any]], Event]:
                 f"        {absent}",
             ]
         args.append(value)
-    lines.append(f"    return cls({', '.join(args)})")
+    setters = _setters(cls, [f.name for f in fields])
+    if setters is None:
+        lines.append(f"    return cls({', '.join(args)})")
+    else:  # the frozen dataclass's __init__ without its per-field object.__setattr__ (see _setters)
+        names["new"] = object.__new__
+        lines.append("    event = new(cls)")
+        for i, (setter, value) in enumerate(zip(setters, args, strict=True)):
+            names[f"s{i}"] = setter
+            lines.append(f"    s{i}(event, {value})")
+        lines.append("    return event")
     exec("\n".join(lines), names)  # noqa: S102 - text built from the event classes' own field names
     reader: Callable[[dict[str, Any]], Event] = names["read"]
     _READERS[event_type] = reader
     return reader
+
+
+def _setters(cls: type, names: list[str]) -> list[Callable[[Any, Any], None]] | None:
+    """The slot setters of ``cls``'s fields ``names``, in order, if ``object.__new__(cls)``
+    and one call of each is what the class's own ``__init__`` does with those values.
+
+    A frozen dataclass's generated ``__init__`` sets each field with ``object.__setattr__``
+    (a lookup by name each); the slot's descriptor sets it directly, about half the cost
+    (2.7 instead of 5.4 us for ``NotificationAccepted``'s 18 fields on the benchmark
+    machine). ``None`` (build with the constructor) for a class that is not a slotted
+    dataclass of exactly those fields, or that has a ``__post_init__``.
+    """
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return None
+    if [f.name for f in dataclasses.fields(cls)] != names or getattr(cls, "__slots__", None) is None:
+        return None
+    if cls.__new__ is not object.__new__:
+        return None
+    setters = []
+    for name in names:
+        descriptor = inspect.getattr_static(cls, name, None)
+        if type(descriptor) is not types.MemberDescriptorType:
+            return None
+        setters.append(descriptor.__set__)
+    return setters
 
 
 def _converted(event_type: str, f: _Field, value: Any) -> Any:
@@ -291,3 +326,25 @@ def _plan(event_type: str) -> tuple[type[Event], tuple[_Field, ...]]:
     plan = (cls, tuple(fields))
     _PLANS[event_type] = plan
     return plan
+
+
+def _builder(cls: type) -> Callable[..., Any]:
+    """``cls``'s constructor taking every field positionally (no defaults), its fields set by their slot
+    descriptors (``_setters``) when that is what its ``__init__`` does: 2.8 -> 1.4 us for an
+    ``Envelope``."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    setters = _setters(cls, names)
+    if setters is None:
+        return cls
+    params = ", ".join(f"v{i}" for i in range(len(names)))
+    lines = [f"def build({params}):", "    built = new(cls)"]
+    lines += [f"    s{i}(built, v{i})" for i in range(len(names))]
+    lines.append("    return built")
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    scope.update({f"s{i}": setter for i, setter in enumerate(setters)})
+    exec("\n".join(lines), scope)  # noqa: S102 - text built from the class's own field count
+    build: Callable[..., Any] = scope["build"]
+    return build
+
+
+_envelope: Callable[..., Envelope] = _builder(Envelope)
