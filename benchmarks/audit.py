@@ -91,8 +91,9 @@ async def main() -> None:
     async with broker() as bootstrap:
         prefix = f"audit{secrets.token_hex(3)}."
         topic = TopicNames(prefix).events
-        seconds = await produce(bootstrap, topic, args.events, args.users, "audit")
-        total = sum((await end_offsets(bootstrap, topic)).values())
+        acked: dict[int, int] = {}
+        seconds = await produce(bootstrap, topic, args.events, args.users, "audit", acked)
+        total = sum((await end_offsets(bootstrap, topic, acked)).values())
         print(f"produced {total:,} events over {args.users:,} users in {seconds:.1f} s", flush=True)
         raw = await raw_consume(bootstrap, topic, total)
         print(f"(a) raw consume: {raw:,.0f} events/s ({total / raw:.1f} s for the log)", flush=True)

@@ -53,6 +53,7 @@ from pathlib import Path
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import RecordMetadata
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -144,8 +145,11 @@ def _record(env: Envelope) -> tuple[bytes, bytes]:
     return (env.userid or "").encode(), encode(env)
 
 
-async def produce(bootstrap: str, topic: str, n: int, users: int, seed: str) -> float:
-    """Create ``topic`` and append ``n`` events; return the seconds it took."""
+async def produce(
+    bootstrap: str, topic: str, n: int, users: int, seed: str, acked: dict[int, int] | None = None
+) -> float:
+    """Create ``topic`` and append ``n`` events; return the seconds it took. ``acked``: filled with
+    each partition's end after the acknowledged appends (what ``end_offsets`` must reach)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -157,23 +161,32 @@ async def produce(bootstrap: str, topic: str, n: int, users: int, seed: str) -> 
     await producer.start()
     try:
         futures = []
+        ends = acked if acked is not None else {}
         for key, value in events(seed, n, users):
             futures.append(await producer.send(topic, key=key, value=value))
             if len(futures) >= 20_000:
-                await asyncio.gather(*futures)
+                _note_ends(ends, await asyncio.gather(*futures))
                 futures.clear()
-        await asyncio.gather(*futures)
+        _note_ends(ends, await asyncio.gather(*futures))
     finally:
         await producer.stop()
     return time.perf_counter() - started
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def _note_ends(ends: dict[int, int], acknowledged: list[RecordMetadata]) -> None:
+    for metadata in acknowledged:
+        ends[metadata.partition] = max(ends.get(metadata.partition, 0), metadata.offset + 1)
+
+
+async def end_offsets(bootstrap: str, topic: str, acked: dict[int, int] | None = None) -> dict[int, int]:
+    """The topic's end offsets, at least the ends of the appends ``acked`` (see ``produce``): Tansu
+    reports the base offset of a partition's last record batch + 1, short of its end."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+        ends = {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+        return {p: max(end, (acked or {}).get(p, 0)) for p, end in ends.items()}
     finally:
         await consumer.stop()
 
@@ -514,8 +527,9 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
     async with broker() as bootstrap:
         prefix = f"bench{secrets.token_hex(3)}."
         topic = TopicNames(prefix).events
-        seconds = await produce(bootstrap, topic, args.events, args.users, "backlog")
-        ends = await end_offsets(bootstrap, topic)
+        acked: dict[int, int] = {}
+        seconds = await produce(bootstrap, topic, args.events, args.users, "backlog", acked)
+        ends = await end_offsets(bootstrap, topic, acked)
         total = sum(ends.values())
         print(f"produced {total:,} events over {args.users:,} users in {seconds:.1f} s", flush=True)
         raw: list[float] = []
