@@ -371,6 +371,10 @@ class NotificationQueries:
     async def stats(self, user_id: str | None) -> stats.Stats:
         """A user's stats, or the global ones for ``None``."""
         async with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Its two reads (counter rows, then the packed user row) see one snapshot: in
+                # READ COMMITTED a batch committed between them showed half of it.
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             return await stats.read(conn, user_id=user_id)
 
     async def bulk_summary(self, bulk_id: str) -> dict[str, int]:
