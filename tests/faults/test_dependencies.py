@@ -59,6 +59,11 @@ CPU_SHARE = 0.10
 role uses ~1.0)."""
 BUSY_SHARE = 0.5
 """Most CPU time a role that keeps working through an outage (ingesting load, retrying) may use."""
+CHANNELS_BUSY_SHARE = 0.75
+"""``BUSY_SHARE`` for the worker while SMTP and APNs refuse, then are down: every retry opens a
+new TLS connection to APNs. On a machine of this project's kind about 2.5x slower per core than
+usual the worker used 0.48-0.54 of a core there with the code of 4 December and of 3 December
+alike (work, not a spin); a spinning worker uses ~1.0."""
 FIGURES: dict[str, object] = {}
 
 
@@ -393,7 +398,7 @@ async def test_smtp_451_then_down_and_apns_503_then_unreachable_retry_with_backo
                 used = {name: round(top.roles[name].cpu_seconds() - cpu[name], 2) for name in top.roles}
                 report(f"channels: CPU seconds over the {wall:.0f} s of refusals and downtime", used)
                 # The worker ingests the load and retries every delivery meanwhile: busy, not spinning.
-                assert used["worker"] < BUSY_SHARE * wall, "the worker spins while SMTP and APNs are away"
+                assert used["worker"] < CHANNELS_BUSY_SHARE * wall, "the worker spins while SMTP and APNs are away"
 
                 # 3. Back: each email and each push arrives, once.
                 await back.start()
