@@ -19,19 +19,14 @@ only builds their ``Admission`` state from the entries that matter for one reque
 writes back what changed.
 
 Over a Faust table, a write (``save``, ``expire``) changes the local store at once and
-keeps the entry's changelog record (the bytes the table's own write would produce: its
-changelog topic's serialisers, the record's partition) until ``send_changes`` hands it to
-the app's producer directly, as ``streams.publish.send`` does, instead of through Faust's
-send buffer (a loop pass and a future message per record, and a flush task per buffered
-record past 100: the "producer buffer full" of a bulk). Records go in the order written, so
-an entry deleted and written again in one request ends written. Offset commits still wait
-for them: Faust flushes this producer before every commit. The in-memory store keeps no
-changelog offsets, all Faust's sent callback would record.
+keeps the entry's changelog record in a ``streams.changelog_outbox.ChangelogOutbox`` until
+``send_changes`` hands it to the app's producer directly, in the order written, instead of
+through Faust's send buffer (a loop pass and a future message per record, and a flush task
+per buffered record past 100: the "producer buffer full" of a bulk).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -41,7 +36,7 @@ from typing import Any
 from engine.admission import Admission, AdmissionPolicy
 from engine.dedupe import Seen, SeenKeys
 from engine.rate_limit import Window
-from streams.publish import report_failure
+from streams.changelog_outbox import ChangelogOutbox
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +60,8 @@ class AdmissionStore:
         self._windows: dict[tuple[str, str], Window] = {}
         self._partitions: dict[int, _Partition] = {}
         self._built = False
-        self._changelog: Any = getattr(table, "changelog_topic", None)
-        """The table's changelog topic; ``None`` for a plain mapping (its writes are the whole story)."""
-        self._unsent: deque[tuple[bytes | None, bytes | None, int]] = deque()
-        """Changelog records written to the local store, not yet handed to the producer (``send_changes``)."""
-        self._sending = asyncio.Lock()
+        self._outbox = ChangelogOutbox(table) if getattr(table, "changelog_topic", None) is not None else None
+        """The table's unsent changelog records; ``None`` for a plain mapping (its writes are the whole story)."""
 
     def invalidate(self) -> None:
         """Forget the derived state (call on rebalance: another worker may have written meanwhile)."""
@@ -132,44 +124,24 @@ class AdmissionStore:
         """Hand the changelog records written so far to the app's producer, in order (no ack awaited).
 
         The ingest agents (one per priority) share the store: one of them at a time hands
-        records over (a lock), so records keep the order they were written in, whichever
-        agent wrote them, and a caller returns only once its own records are with the producer.
+        records over, so records keep the order they were written in, whichever agent wrote
+        them, and a caller returns only once its own records are with the producer.
         """
-        unsent = self._unsent
-        topic = self._changelog
-        if not unsent or topic is None:
-            return
-        async with self._sending:
-            producer = await topic.app.maybe_start_producer()
-            name = topic.get_topic_name()
-            while unsent:
-                key, value, partition = unsent[0]
-                sent = await producer.send(name, key, value, partition, None, None)
-                unsent.popleft()
-                sent.add_done_callback(report_failure)
+        if self._outbox is not None:
+            await self._outbox.send()
 
     def __len__(self) -> int:
         return len(self._table)
 
     def _write(self, table_key: str, value: list[Any] | None, partition: int) -> None:
         """Set (``value``) or delete (``None``) one entry, its changelog record kept for ``send_changes``."""
-        table = self._table
-        topic = self._changelog
-        if topic is None:  # a plain mapping
-            if value is None:
-                del table[table_key]
-            else:
-                table[table_key] = value
-            return
-        # What the table's own __setitem__/__delitem__ would produce (a tombstone: no value, raw).
-        raw_key, _ = topic.prepare_key(table_key, table.key_serializer)
-        if value is None:
-            table.data.pop(table_key, None)
-            self._unsent.append((raw_key, None, partition))
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.write(table_key, value, partition)
+        elif value is None:  # a plain mapping
+            del self._table[table_key]
         else:
-            raw_value, _ = topic.prepare_value(value, table.value_serializer)
-            table.data[table_key] = value
-            self._unsent.append((raw_key, raw_value, partition))
+            self._table[table_key] = value
 
     def _partition(self, partition: int) -> _Partition:
         state = self._partitions.get(partition)

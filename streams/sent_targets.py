@@ -14,12 +14,11 @@ per-partition index (oldest first) makes that O(1) per event; it is rebuilt from
 local store after a rebalance (another worker may have written the partition meanwhile).
 
 Over a Faust table every write (a sent pair, an expiry's tombstone) changes the local
-store at once and keeps its changelog record (the bytes the table's own write would
-produce, the event's partition) until ``send_changes`` hands it to the app's producer
-directly, in the order written (as ``streams.admission_store`` does), not through Faust's
-send buffer: a tombstone written before a re-add of the same pair lands before it, so the
-changelog, and a table restored from it, ends with the pair. Offset commits still wait
-for the records: Faust flushes this producer before every commit.
+store at once and keeps its changelog record in a ``streams.changelog_outbox.ChangelogOutbox``
+until ``send_changes`` hands it to the app's producer directly, in the order written (as
+``streams.admission_store`` does), not through Faust's send buffer: a tombstone written
+before a re-add of the same pair lands before it, so the changelog, and a table restored
+from it, ends with the pair.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from engine.settings import ConfigError, Settings
-from streams.publish import report_failure
+from streams.changelog_outbox import ChangelogOutbox
 
 MIN_TTL_SECONDS = 3600.0
 """Default floor: crash recovery and rebalances replay work well within an hour."""
@@ -80,11 +79,8 @@ class SentTargets:
         self._ttl = ttl
         self._clock = clock
         self._index: dict[int, deque[tuple[float, str]]] = {}
-        self._changelog: Any = table.changelog_topic if getattr(table, "send_changelog", None) is not None else None
-        """The table's changelog topic; ``None`` for a plain mapping (its writes are the whole story)."""
-        self._unsent: deque[_Record] = deque()
-        """Changelog records written to the local store, not yet handed to the producer (``send_changes``)."""
-        self._sending = asyncio.Lock()
+        self._outbox = ChangelogOutbox(table) if getattr(table, "send_changelog", None) is not None else None
+        """The table's unsent changelog records; ``None`` for a plain mapping (its writes are the whole story)."""
 
     @staticmethod
     def key(notification_id: str, target: str) -> str:
@@ -104,10 +100,10 @@ class SentTargets:
         index = self._partition_index(partition)
         now = self._clock()
         value = {"at": now, "p": partition, "id": provider_id}
-        if self._changelog is None:
+        if self._outbox is None:
             self._table[key] = value
         else:  # its changelog record handed over by the next send_changes
-            self._write(key, value, partition)
+            self._outbox.write(key, value, partition)
         index.append((now, key))
 
     async def add_durably(self, key: str, provider_id: str | None, partition: int) -> None:
@@ -126,12 +122,13 @@ class SentTargets:
         The record goes in the order of every write of this table (``send_changes``), so an
         expiry's tombstone written before it cannot land after it.
         """
-        if self._changelog is None:  # a plain mapping (no changelog to wait for)
+        outbox = self._outbox
+        if outbox is None:  # a plain mapping (no changelog to wait for)
             self.add(key, provider_id, partition)
             return
         index = self._partition_index(partition)
         now = self._clock()
-        record = self._write(key, {"at": now, "p": partition, "id": provider_id}, partition)
+        record = outbox.write(key, {"at": now, "p": partition, "id": provider_id}, partition, report=False)
         index.append((now, key))
         await self.send_changes()
         written = record.sent  # send_changes returns only once every record written before it is handed over
@@ -149,7 +146,7 @@ class SentTargets:
         cutoff = self._clock() - self._ttl
         removed = 0
         table = self._table
-        faust_table = self._changelog is not None
+        outbox = self._outbox
         while index and index[0][0] < cutoff and removed < EXPIRE_PER_EVENT:
             at, key = index.popleft()
             value = table.get(key)
@@ -157,8 +154,8 @@ class SentTargets:
                 continue
             if isinstance(value, dict) and isinstance(value.get("at"), int | float) and value["at"] > at:
                 continue  # sent again since (after an expiry): its newer entry is indexed too
-            if faust_table:
-                self._write(key, None, partition)
+            if outbox is not None:
+                outbox.write(key, None, partition)
             else:
                 del table[key]
             removed += 1
@@ -169,41 +166,12 @@ class SentTargets:
 
         Tombstones' acknowledgements are not awaited (offset commits wait for them: Faust
         flushes this producer before every commit; a refused one is logged). Several actors
-        of a sink's agent share the table: one of them at a time hands records over (a lock),
-        so records keep the order they were written in, whichever actor wrote them, and a
+        of a sink's agent share the table: one of them at a time hands records over, so
+        records keep the order they were written in, whichever actor wrote them, and a
         caller returns only once its own records are with the producer.
         """
-        unsent = self._unsent
-        topic = self._changelog
-        if not unsent or topic is None:
-            return
-        async with self._sending:
-            producer = await topic.app.maybe_start_producer()
-            name = topic.get_topic_name()
-            while unsent:
-                record = unsent[0]
-                sent = await producer.send(name, record.key, record.value, record.partition, None, None)
-                unsent.popleft()
-                record.sent = sent
-                if record.value is None:
-                    sent.add_done_callback(report_failure)
-
-    def _write(self, key: str, value: dict[str, Any] | None, partition: int) -> _Record:
-        """Set (``value``) or delete (``None``) one pair in the local store, its changelog record kept for
-        ``send_changes``: the bytes the table's own ``__setitem__``/``__delitem__`` would produce (the
-        changelog topic's serialisers; a tombstone: no value)."""
-        table = self._table
-        topic = self._changelog
-        raw_key, _ = topic.prepare_key(key, table.key_serializer)
-        if value is None:
-            table.data.pop(key, None)
-            record = _Record(raw_key, None, partition)
-        else:
-            raw_value, _ = topic.prepare_value(value, table.value_serializer)
-            table.data[key] = value
-            record = _Record(raw_key, raw_value, partition)
-        self._unsent.append(record)
-        return record
+        if self._outbox is not None:
+            await self._outbox.send()
 
     def invalidate(self) -> None:
         """Forget the indexes (after a rebalance): rebuilt from the table on next use."""
@@ -228,19 +196,6 @@ class SentTargets:
                 self._index[each] = deque(sorted(entries))
             index = self._index.setdefault(partition, deque())
         return index
-
-
-class _Record:
-    """One changelog record of the table, written locally and kept until ``send_changes`` hands it over."""
-
-    __slots__ = ("key", "partition", "sent", "value")
-
-    def __init__(self, key: bytes | None, value: bytes | None, partition: int) -> None:
-        self.key = key
-        self.value = value
-        self.partition = partition
-        self.sent: asyncio.Future[Any] | None = None
-        """The producer's future of the broker's acknowledgement, once handed over."""
 
 
 class InFlight:
