@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.channels import REGISTRY
 from projections import stats
@@ -261,6 +262,21 @@ class NotificationQueries:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose reads all see one snapshot (REPEATABLE READ on Postgres).
+
+        An answer built from several statements (a page, then its channel states; a
+        notification, its channel states, then its deliveries; the stats' counter rows, then
+        the packed user row) must not show half of a projector batch committed between two
+        of them, as READ COMMITTED would (each statement its own snapshot). Read-only: no
+        serialization failure can occur. SQLite (the embedded default) reads as before.
+        """
+        async with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            yield conn
+
     async def page(
         self, user_id: str | None, *, limit: int = 50, cursor: str | None = None, filters: ListFilter = ListFilter()
     ) -> Page:
@@ -275,7 +291,7 @@ class NotificationQueries:
             created_at, nid = decode_cursor(cursor)
             where.append(tuple_(n.created_at, n.id) < tuple_(created_at, nid))
         stmt = select(n).where(and_(*where)).order_by(n.created_at.desc(), n.id.desc()).limit(limit + 1)
-        async with self._engine.connect() as conn:
+        async with self._snapshot() as conn:
             rows = (await conn.execute(stmt)).all()
             page = rows[:limit]
             states = await self._channel_states(conn, [r.id for r in page])
@@ -303,7 +319,7 @@ class NotificationQueries:
         where = [n.id == notification_id, n.deleted_at.is_(None)]
         if user_id is not None:
             where.append(n.user_id == user_id)
-        async with self._engine.connect() as conn:
+        async with self._snapshot() as conn:
             row = (await conn.execute(select(n).where(*where))).first()
             if row is None:
                 return None
@@ -370,11 +386,7 @@ class NotificationQueries:
 
     async def stats(self, user_id: str | None) -> stats.Stats:
         """A user's stats, or the global ones for ``None``."""
-        async with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                # Its two reads (counter rows, then the packed user row) see one snapshot: in
-                # READ COMMITTED a batch committed between them showed half of it.
-                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with self._snapshot() as conn:  # counter rows, then the packed user row
             return await stats.read(conn, user_id=user_id)
 
     async def bulk_summary(self, bulk_id: str) -> dict[str, int]:
