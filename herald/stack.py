@@ -197,7 +197,9 @@ async def run_stack(
         if worker:
             dispatcher: Dispatcher
             if stack.redis is not None:
-                dispatcher = RedisDispatcher(stack.redis, settings.topic_prefix)
+                redis_dispatcher = RedisDispatcher(stack.redis, settings.topic_prefix)
+                exits.push_async_callback(redis_dispatcher.close)  # its kept connection, back to the pool
+                dispatcher = redis_dispatcher
             else:
                 dispatcher = HubDispatcher(_required(stack.hub, "gateway hub"), node)
             # Explicit sinks (tests) win; otherwise the channels configured in settings.
