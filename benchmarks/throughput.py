@@ -197,12 +197,18 @@ def api_env(args: argparse.Namespace, stage_env: StageEnv) -> ApiEnv:
     return ApiEnv(PYTHONPATH=os.pathsep.join(paths), BENCH_API_PROFILE=str(args.cprofile_api / "api.prof"))
 
 
-async def start_profilers(roles: list[Role], out: str) -> list[asyncio.subprocess.Process]:
-    """py-spy (if installed) on every role for the burst: collapsed stacks in ``out/<role>.txt``."""
+async def start_profilers(roles: list[Role], out: str, *, gil: bool = False) -> list[asyncio.subprocess.Process]:
+    """py-spy (if installed) on every role for the burst: collapsed stacks in ``out/<role>.txt``.
+
+    ``gil``: sample only the thread holding the GIL (py-spy ``--gil``): the Python CPU of a role,
+    without a thread's samples while it waits for the GIL (Faust's consumer thread, mostly).
+    """
     os.makedirs(out, exist_ok=True)
     procs = []
     for r in roles:
         command = ["py-spy", "record", "-r", "100", "-f", "raw", "-o", f"{out}/{r.name}.txt", "--pid", str(r.pid)]
+        if gil:
+            command.append("--gil")
         devnull = asyncio.subprocess.DEVNULL
         procs.append(await asyncio.create_subprocess_exec(*command, stdout=devnull, stderr=devnull))
     await asyncio.sleep(1)  # attached before the burst starts
@@ -292,14 +298,15 @@ async def _measure(
             await publish(producer, topic, users, steady, int(args.rate * args.seconds), args.rate, "steady")
             await wait_phase(steady, 120, "steady phase")
             if stages is not None:
-                STAGE_REPORTS.append(stage_report(steady, await stages.collect(["worker", "api"])))
+                stamps = await stages.collect(["worker", "api"])
+                STAGE_REPORTS.append(stage_report(steady, stamps, stages.gc_pauses, stages.stalls))
             current[0] = burst = Phase()
             cpu_before = {r.name: cpu_split(r.pid) for r in roles}
             # Where the rest of the two cores goes: the broker and this process (producer, clients).
             others = {"broker": _child_named("tansu"), "bench clients": os.getpid()}
             others_before = {name: cpu_seconds(pid) for name, pid in others.items() if pid is not None}
             calls_before = {r.name: syscalls(r.pid) for r in roles}
-            profilers = await start_profilers(roles, args.profile) if args.profile else []
+            profilers = await start_profilers(roles, args.profile, gil=args.profile_gil) if args.profile else []
             started = time.monotonic()
             await publish(producer, topic, users, burst, args.burst, None, "burst")
             await wait_phase(burst, 600, "burst phase")
@@ -308,6 +315,8 @@ async def _measure(
             for profiler in profilers:
                 profiler.send_signal(signal.SIGINT)
                 await profiler.wait()
+            if stages is not None:
+                STAGE_REPORTS[-1].extend(await produce_report(stages, args.burst))
             for r in roles:
                 (user0, sys0), (user1, sys1) = cpu_before[r.name], cpu_split(r.pid)
                 used = user1 - user0 + sys1 - sys0
@@ -419,7 +428,8 @@ STAGE_CAP = 200_000
 STAGES = (
     ("sent", "bench: the request handed to its producer"),
     ("polled", "worker: the record handed out by the Kafka client (after the broker's fetch)"),
-    ("handled", "worker: ingest starts on it (after Faust's thread hop and the agent's buffer)"),
+    ("inboxed", "worker: the record on the main loop, in its agent's inbox (after Faust's thread hop)"),
+    ("handled", "worker: ingest starts on it (after the agent's inbox)"),
     ("decided", "worker: notification.accepted decided (the event's time)"),
     ("submitted", "worker: frame queued for the live dispatch"),
     ("acked", "worker: the broker acknowledged notification.accepted"),
@@ -440,6 +450,9 @@ def install_stage_hooks() -> None:
     if not path:
         return
     stamps: dict[str, dict[str, float]] = {}
+    pauses = _record_gc_pauses()
+    stalls = LoopStalls()
+    produced = _count_produce_requests()
 
     def stamp(nid: str, stage: str, at: float | None = None) -> None:
         if nid in stamps or len(stamps) < STAGE_CAP:
@@ -450,7 +463,9 @@ def install_stage_hooks() -> None:
         while True:
             if trigger.exists():
                 tmp = Path(path + ".tmp")
-                tmp.write_bytes(orjson.dumps(dict(stamps)))
+                tmp.write_bytes(
+                    orjson.dumps({**stamps, GC_KEY: list(pauses), STALLS_KEY: list(stalls.seen), PRODUCE_KEY: produced})
+                )
                 tmp.replace(path)
                 trigger.unlink()
             time.sleep(0.05)
@@ -458,9 +473,118 @@ def install_stage_hooks() -> None:
     threading.Thread(target=dump_on_request, name="bench-stage-dump", daemon=True).start()
     role_name = os.environ.get(STAGE_ROLE_ENV)
     if role_name == "worker":
-        _hook_worker(stamp)
+        _hook_worker(stamp, stalls)
     elif role_name == "api":
-        _hook_api(stamp)
+        _hook_api(stamp, stalls)
+
+
+STALLS_KEY = "__stalls__"
+"""The key of a role's stamp file that holds its event loop's stalls."""
+
+
+class LoopStalls:
+    """The stalls of a role's event loop: stretches of ``threshold`` seconds or more in which it ran no
+    timer (one callback or a run of them held it), each with where the loop's thread was in it.
+
+    A callback every ``step`` seconds notes the time; a watcher thread samples the loop thread's
+    stack when the note is ``threshold`` old (a CPU-bound stretch: it takes the GIL at the next
+    switch interval), and the callback records the stall's start, length and that stack when it runs again.
+    """
+
+    def __init__(self, *, step: float = 0.002, threshold: float = 0.010) -> None:
+        self.step = step
+        self.threshold = threshold
+        self.seen: list[tuple[float, float, str]] = []
+        self._beat = 0.0
+        self._stack = ""
+        self._thread_id: int | None = None
+
+    def start(self) -> None:
+        """Start watching the running loop (idempotent; call it from the loop's thread)."""
+        import threading
+
+        if self._thread_id is not None:
+            return
+        self._thread_id = threading.get_ident()
+        loop = asyncio.get_running_loop()
+        self._beat = time.time()
+
+        def beat() -> None:
+            now = time.time()
+            if now - self._beat >= self.threshold and len(self.seen) < GC_CAP:
+                self.seen.append((self._beat, now - self._beat, self._stack))
+            self._beat, self._stack = now, ""
+            loop.call_later(self.step, beat)
+
+        loop.call_later(self.step, beat)
+        threading.Thread(target=self._watch, name="bench-loop-stalls", daemon=True).start()
+
+    def _watch(self) -> None:
+        import sys
+        import traceback
+
+        sampled = 0.0
+        while True:
+            time.sleep(self.step)
+            beat = self._beat
+            if time.time() - beat >= self.threshold and sampled != beat:
+                frame = sys._current_frames().get(self._thread_id or 0)
+                if frame is not None:
+                    summary = traceback.extract_stack(frame)[-14:]
+                    self._stack = " < ".join(
+                        f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.name}:{f.lineno}"
+                        for f in reversed(summary)
+                    )
+                sampled = beat
+
+
+GC_KEY = "__gc__"
+"""The key of a role's stamp file that holds its garbage collections, not a notification's stamps."""
+GC_CAP = 100_000
+
+
+PRODUCE_KEY = "__produce__"
+"""The key of a role's stamp file that holds its producers' counts: requests, partition batches, records."""
+
+
+def _count_produce_requests() -> dict[str, int]:
+    """Count this process's produce requests (aiokafka's sender), their partition batches and records."""
+    from typing import Any
+
+    from aiokafka.producer.sender import Sender
+
+    counts = {"requests": 0, "batches": 0, "records": 0}
+    send = Sender._send_produce_req
+
+    async def counted(self: Any, node_id: Any, batches: Any) -> Any:
+        counts["requests"] += 1
+        counts["batches"] += len(batches)
+        counts["records"] += sum(batch.record_count for batch in batches.values())
+        return await send(self, node_id, batches)
+
+    Sender._send_produce_req = counted
+    return counts
+
+
+def _record_gc_pauses() -> list[tuple[float, float, int]]:
+    """Every garbage collection of this process from now on: (start, seconds, generation).
+
+    Wall-clock start (the stamps' clock) and a ``perf_counter`` duration; a collection stops
+    the whole event loop, so each is a pause of every stage in flight.
+    """
+    import gc
+
+    pauses: list[tuple[float, float, int]] = []
+    started: list[float] = [0.0, 0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0], started[1] = time.time(), time.perf_counter()
+        elif len(pauses) < GC_CAP:
+            pauses.append((started[0], time.perf_counter() - started[1], info["generation"]))
+
+    gc.callbacks.append(on_gc)
+    return pauses
 
 
 def _request_id(value: bytes | None) -> str | None:
@@ -471,7 +595,7 @@ def _request_id(value: bytes | None) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
-def _hook_worker(stamp: Callable[..., None]) -> None:
+def _hook_worker(stamp: Callable[..., None], stalls: LoopStalls | None = None) -> None:
     from typing import Any
 
     from aiokafka.consumer.fetcher import Fetcher
@@ -495,6 +619,8 @@ def _hook_worker(stamp: Callable[..., None]) -> None:
     handle = Ingest.handle
 
     async def handled(self: Any, message: Any, priority: Any) -> None:
+        if stalls is not None:
+            stalls.start()
         if (rid := _request_id(message.value)) is not None:
             stamp(rid, "handled")
         await handle(self, message, priority)
@@ -532,6 +658,20 @@ def _hook_worker(stamp: Callable[..., None]) -> None:
             stamp(nid, "published", now)
         return result
 
+    try:
+        from streams.request_inbox import Inbox
+    except ImportError:  # an older tree: records reach the agent through Faust's stream
+        pass
+    else:
+        put = Inbox.put
+
+        def inboxed(self: Any, message: Any) -> None:
+            if (rid := _request_id(message.value)) is not None:
+                stamp(rid, "inboxed")
+            put(self, message)
+
+        Inbox.put = inboxed  # type: ignore[method-assign]
+
     Fetcher.fetched_records = polled
     Ingest.handle = handled  # type: ignore[method-assign]
     LiveDispatch.submit = submitted  # type: ignore[method-assign]
@@ -539,7 +679,7 @@ def _hook_worker(stamp: Callable[..., None]) -> None:
     RedisDispatcher.dispatch_many = published  # type: ignore[method-assign]
 
 
-def _hook_api(stamp: Callable[..., None]) -> None:
+def _hook_api(stamp: Callable[..., None], stalls: LoopStalls | None = None) -> None:
     from typing import Any
 
     from api.ws.gateway import Hub
@@ -548,6 +688,8 @@ def _hook_api(stamp: Callable[..., None]) -> None:
     deliver_remote = Hub.deliver_remote
 
     async def arrived(self: Any, user_id: str, frame: Any, text: str | None = None) -> int:
+        if stalls is not None:
+            stalls.start()
         carried = frame.get("notification") if isinstance(frame, dict) else None
         if isinstance(carried, dict) and isinstance(carried.get("id"), str):
             stamp(carried["id"], "gateway")
@@ -606,8 +748,15 @@ class StageRun:
             "BENCH_STAGE_ROLE": role_name,  # STAGE_ROLE_ENV
         }
 
+    gc_pauses: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    """Per role, its garbage collections (start, seconds, generation), from the last ``collect``."""
+    stalls: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
+    produced: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per role, its produce requests, partition batches and records so far, at the last ``collect``."""
+    """Per role, its event loop's stalls (start, seconds, the loop thread's stack in it), from the last ``collect``."""
+
     async def collect(self, role_names: list[str], within: float = 30.0) -> dict[str, dict[str, float]]:
-        """Ask each role for its stamps; merged by notification id."""
+        """Ask each role for its stamps; merged by notification id (each role's collections: ``gc_pauses``)."""
         for name in role_names:
             (self.folder / f"{name}.json").unlink(missing_ok=True)
             (self.folder / f"{name}.json.dump").touch()
@@ -619,13 +768,24 @@ class StageRun:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"--stages: {name} wrote no stamps within {within} s (see its log)")
                 await asyncio.sleep(0.05)
-            for nid, stages in orjson.loads(out.read_bytes()).items():
+            loaded = orjson.loads(out.read_bytes())
+            self.gc_pauses[name] = [tuple(pause) for pause in loaded.pop(GC_KEY, [])]
+            self.stalls[name] = [tuple(stall) for stall in loaded.pop(STALLS_KEY, [])]
+            self.produced[name] = loaded.pop(PRODUCE_KEY, {})
+            for nid, stages in loaded.items():
                 merged.setdefault(nid, {}).update(stages)
         return merged
 
 
-def stage_report(phase: Phase, stamps: dict[str, dict[str, float]]) -> list[str]:
-    """Lines of the stage table: per stage, p50/p99 since the publish and of the step from the previous stage."""
+def stage_report(
+    phase: Phase,
+    stamps: dict[str, dict[str, float]],
+    gc_pauses: dict[str, list[tuple[float, float, int]]] | None = None,
+    stalls: dict[str, list[tuple[float, float, str]]] | None = None,
+) -> list[str]:
+    """Lines of the stage table: per stage, p50/p99 since the publish and of the step from the previous stage;
+    then each role's garbage collections during the phase (``gc_pauses``) and how many of the slowest
+    notifications one of them paused."""
     wall = time.time() - time.monotonic()  # the benchmark's monotonic times on the roles' clock
     rows: dict[str, dict[str, float]] = {}
     for rid, sent in phase.sent.items():
@@ -667,6 +827,77 @@ def stage_report(phase: Phase, stamps: dict[str, dict[str, float]]) -> list[str]
         spans = [(r[end] - r[start]) * 1000 for r in rows.values() if start in r and end in r]
         if spans:
             lines.append(f"    {start} -> {end}: {percentile(spans, 50):.1f} / {percentile(spans, 99):.1f}  {what}")
+    if gc_pauses and rows:
+        lines.extend(gc_report(rows, gc_pauses))
+    if stalls and rows:
+        lines.extend(stall_report(rows, stalls))
+    return lines
+
+
+async def produce_report(stages: StageRun, burst: int) -> list[str]:
+    """The roles' produce requests in the burst (since the steady phase's ``collect``), per notification."""
+    before = {name: dict(counts) for name, counts in stages.produced.items()}
+    await stages.collect(list(before))
+    lines = ["  produce requests in the burst, per notification (requests, partition batches, records):"]
+    for name, counts in stages.produced.items():
+        was = before.get(name, {})
+        requests, batches, records = (counts.get(k, 0) - was.get(k, 0) for k in ("requests", "batches", "records"))
+        lines.append(
+            f"    {name}: {requests / burst:.3f}, {batches / burst:.3f}, {records / burst:.3f}"
+            + (f" ({records / requests:.1f} records a request)" if requests else "")
+        )
+    return lines
+
+
+def stall_report(rows: dict[str, dict[str, float]], stalls: dict[str, list[tuple[float, float, str]]]) -> list[str]:
+    """Each role's event-loop stalls inside the phase, how many of the slowest 1% of notifications one
+    held up, and the commonest places the loop's thread was in them (``LoopStalls``)."""
+    begin = min(r["sent"] for r in rows.values())
+    end = max(r["client"] for r in rows.values())
+    slowest = sorted(rows.values(), key=lambda r: r["client"] - r["sent"])[-max(1, len(rows) // 100) :]
+    lines = ["  event-loop stalls of 10 ms or more during the phase:"]
+    for name, seen in stalls.items():
+        inside = [s for s in seen if begin <= s[0] <= end]
+        if not inside:
+            lines.append(f"    {name}: none")
+            continue
+        lengths = [s[1] * 1000 for s in inside]
+        hit = [r for r in slowest if any(s[0] < r["client"] and s[0] + s[1] > r["sent"] for s in inside)]
+        lines.append(
+            f"    {name}: {len(inside)} stalls, {sum(lengths):.0f} ms in all, "
+            f"median {statistics.median(lengths):.1f} ms, longest {max(lengths):.1f} ms; "
+            f"{len(hit)} of the slowest {len(slowest)} notifications overlapped one"
+        )
+        places: dict[str, list[float]] = {}
+        for _start, length, stack in inside:
+            places.setdefault(stack or "(not sampled)", []).append(length * 1000)
+        for stack, own in sorted(places.items(), key=lambda item: -sum(item[1]))[:6]:
+            lines.append(f"      {len(own)} stalls, {sum(own):.0f} ms: {stack}")
+    return lines
+
+
+def gc_report(rows: dict[str, dict[str, float]], gc_pauses: dict[str, list[tuple[float, float, int]]]) -> list[str]:
+    """Each role's collections inside the phase (from the first publish to the last frame), and how many
+    of the slowest 1% of notifications (publish -> client) had a collection of a role in flight."""
+    begin = min(r["sent"] for r in rows.values())
+    end = max(r["client"] for r in rows.values())
+    lines = ["  garbage collections during the phase (count, total ms, longest ms, by generation):"]
+    inside = {name: [p for p in pauses if begin <= p[0] <= end] for name, pauses in gc_pauses.items()}
+    for name, pauses in inside.items():
+        by_generation = []
+        for generation in (0, 1, 2):
+            own = [p[1] * 1000 for p in pauses if p[2] == generation]
+            if own:
+                by_generation.append(f"gen{generation} {len(own)}, {sum(own):.1f}, {max(own):.1f}")
+        lines.append(f"    {name}: {'; '.join(by_generation) or 'none'}")
+    slowest = sorted(rows.values(), key=lambda r: r["client"] - r["sent"])[-max(1, len(rows) // 100) :]
+    for name, pauses in inside.items():
+        hit = [r for r in slowest if any(r["sent"] <= p[0] <= r["client"] for p in pauses)]
+        longest = [max((p[1] for p in pauses if r["sent"] <= p[0] <= r["client"]), default=0.0) for r in hit]
+        lines.append(
+            f"    the slowest {len(slowest)} notifications: {len(hit)} had a {name} collection in flight"
+            + (f" (longest of each, median {statistics.median(longest) * 1000:.1f} ms)" if hit else "")
+        )
     return lines
 
 
@@ -781,6 +1012,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=500, help="high-priority rate limit per user and hour in the run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", metavar="DIR", help="py-spy each role during the burst (collapsed stacks in DIR)")
+    p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil: CPU, not GIL waits)",
+    )
     p.add_argument(
         "--linger",
         type=int,
