@@ -13,7 +13,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -154,9 +154,13 @@ class Projector:
     async def run(self, stopping: asyncio.Event) -> None:
         """Project until ``stopping`` is set; any error that retries cannot cure propagates.
 
-        Reading and preparing the next records (JSON, checks, row building: Python work)
-        overlaps with applying the current ones (mostly waiting on Postgres), so the two
-        use both cores; at most ``READ_AHEAD`` polls wait prepared.
+        Each partition has its own apply lane (``_Lanes``): its polled records, read and
+        prepared (JSON, checks, row building: Python work), wait in its queue and are applied
+        in order, one transaction at a time, while other partitions' lanes apply theirs, up
+        to ``APPLY_CONCURRENCY`` transactions at once. So Postgres always has a transaction
+        to work on while this process reads, prepares and folds the next: the two cores
+        work at once instead of taking turns. A lane holds at most ``READ_AHEAD`` works
+        waiting; the fetcher reads only the partitions whose lanes have room.
         """
         s = self._settings
         _tune_gc()
@@ -175,47 +179,104 @@ class Projector:
         self._consumer = consumer
         await consumer.start()
         consumer.subscribe([self._topic], listener=_SeekToStored(self))
-        ready: asyncio.Queue[list[_Work]] = asyncio.Queue(maxsize=READ_AHEAD)
+        lanes = self._lanes()
 
         async def fetch() -> None:
             while True:
-                polled = self._contiguous(consumer, await self._gather(consumer))
-                if polled:
-                    await ready.put(await self._prepare_polled(polled))
+                assigned = consumer.assignment()
+                room = [tp for tp in assigned if lanes.has_room(tp.partition)]
+                if assigned and not room:
+                    await lanes.space()
+                    continue
+                whole = len(room) == len(assigned)
+                polled = self._contiguous(consumer, await self._gather(consumer, room, None if whole else lanes))
+                await self._dispatch(polled, lanes)
 
         fetcher = asyncio.create_task(fetch(), name="projector-fetch")
+        stop = asyncio.create_task(stopping.wait(), name="projector-stopping")
         try:
-            while not stopping.is_set():
-                await self._apply_side_by_side(await _next(ready, fetcher))
+            await lanes.watch(fetcher, stop)
+            fetcher.cancel()  # stopping: read no more; the transactions in flight commit
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
+            await lanes.finish(drop_waiting=True)
         finally:
+            stop.cancel()
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetcher
+            await lanes.cancel()
             await self._stop_analyzing()
             await consumer.stop()
 
-    async def _gather(self, consumer: AIOKafkaConsumer) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
-        """Records by partition: what is there now, plus what arrives within the linger window.
+    def _lanes(self, applied: Callable[[], None] | None = None) -> _Lanes:
+        """Apply lanes for this projector (one transaction at a time on SQLite: one writer)."""
+        concurrent = self._engine.dialect.name == "postgresql"
+
+        async def apply(work: _Work) -> None:
+            if self._analyzing is not None and self._analyzing.done():
+                self._raise_analyze_failure()
+            await self._apply_work(work)
+            if applied is not None:
+                applied()
+
+        return _Lanes(apply, APPLY_CONCURRENCY if concurrent else 1, READ_AHEAD)
+
+    async def _dispatch(self, polled: dict[int, list[ConsumerRecord[bytes, bytes]]], lanes: _Lanes) -> None:
+        """Read and prepare each partition's records (CPU only, no I/O) into its lane, yielding to
+        the event loop between chunks so that the transactions in flight get their next
+        statement out without waiting for the lot."""
+        for partition, records in polled.items():
+            work = _Work(partition, records[-1].offset + 1, [], [])
+            for start in range(0, len(records), PREPARE_CHUNK):
+                _prepare_into(work, records[start : start + PREPARE_CHUNK])
+                await asyncio.sleep(0)
+            lanes.put(work)
+
+    async def _gather(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition], lanes: _Lanes | None = None
+    ) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+        """Records of ``partitions`` (all assigned ones if empty) by partition: what is there now,
+        plus what arrives within the linger window, up to a batch per partition.
 
         A transaction costs about the same for 10 events as for 500, and brokers hand out a
         few record batches per fetch, so under load a short linger turns many small
         transactions into few large ones. Only a backlog lingers (a first poll of at least
         ``LINGER_THRESHOLD`` records): a lone write is projected at once, keeping
-        read-your-writes fast.
+        read-your-writes fast. The consumer hands out one partition's buffered records
+        before the next one's, so each partition still short of a batch is asked on its own;
+        only partitions that have records but less than a batch are waited for.
+        ``lanes``: some partitions were left out because their lanes were full; the wait for
+        records ends early (with what was gathered) when one of those gets room.
         """
         s = self._settings
+        size = s.projector_batch_size
         out: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
-        batches = await consumer.getmany(timeout_ms=200, max_records=s.projector_batch_size)
+        batches = await _getmany(consumer, partitions, 200, size, lanes)
         if sum(len(r) for r in batches.values()) < LINGER_THRESHOLD:
             return {tp.partition: records for tp, records in batches.items()}
-        deadline = asyncio.get_running_loop().time() + s.projector_linger_ms / 1000
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.projector_linger_ms / 1000
+        wanted = partitions or list(consumer.assignment())
         while batches:
             for tp, records in batches.items():
                 out.setdefault(tp.partition, []).extend(records)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 or max(len(r) for r in out.values()) >= s.projector_batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 break
-            batches = await consumer.getmany(timeout_ms=int(remaining * 1000), max_records=s.projector_batch_size)
+            batches = {}
+            for tp in wanted:  # what is buffered already: no wait
+                room = size - len(out.get(tp.partition, ()))
+                if room > 0:
+                    batches.update(await consumer.getmany(tp, timeout_ms=0, max_records=room))
+            if batches:
+                continue
+            # Linger only for the partitions that have records but less than a batch.
+            short = [tp for tp in wanted if 0 < len(out.get(tp.partition, ())) < size]
+            if not short:
+                break
+            room = min(size - len(out[tp.partition]) for tp in short)
+            batches = await _getmany(consumer, short, int(remaining * 1000), room, lanes)
         return out
 
     def _contiguous(
@@ -257,50 +318,6 @@ class Projector:
         work = _Work(partition, records[-1].offset + 1, [], [])
         _prepare_into(work, records)
         return work
-
-    async def _prepare_polled(self, polled: dict[int, list[ConsumerRecord[bytes, bytes]]]) -> list[_Work]:
-        """``_prepare_records`` for a poll, yielding to the event loop between chunks so that
-        the transaction in flight gets its next statement out without waiting for the lot."""
-        out = []
-        for partition, records in polled.items():
-            work = _Work(partition, records[-1].offset + 1, [], [])
-            for start in range(0, len(records), PREPARE_CHUNK):
-                _prepare_into(work, records[start : start + PREPARE_CHUNK])
-                await asyncio.sleep(0)
-            out.append(work)
-        return out
-
-    async def _apply_side_by_side(self, works: list[_Work], applied: Callable[[], None] | None = None) -> None:
-        """Apply a poll's partitions in concurrent transactions, one connection each (Postgres).
-
-        Partitions share no rows that the projector reads (a notification and its user's
-        counters live in one partition; device rows are locked per row, and a deadlock
-        between two transactions is retried like any transient error), so while Postgres
-        applies one partition's batch, this process folds and sends the next: the two cores
-        work at once instead of taking turns. Returns once every one committed; the first
-        failure cancels the others (their transactions roll back, nothing half-applied).
-        ``applied()`` is called after each partition's commit.
-        """
-        if self._analyzing is not None and self._analyzing.done():
-            self._raise_analyze_failure()
-        if len(works) == 1 or self._engine.dialect.name != "postgresql":  # SQLite: one writer at a time
-            for work in works:
-                await self._apply_work(work)
-                if applied is not None:
-                    applied()
-            return
-
-        slots = asyncio.Semaphore(APPLY_CONCURRENCY)
-
-        async def one(work: _Work) -> None:
-            async with slots:
-                await self._apply_work(work)
-            if applied is not None:
-                applied()
-
-        async with asyncio.TaskGroup() as group:
-            for work in works:
-                group.create_task(one(work))
 
     async def _apply_work(self, work: _Work) -> None:
         await self._retrying(lambda: self._apply_isolating(work))
@@ -577,32 +594,45 @@ class Projector:
                 total += max(0, ends[tp] - await consumer.position(tp))
             if progress is not None:
                 progress(0, total)  # the total before the first transaction (a parallel rebuild sums them)
-            ready: asyncio.Queue[list[_Work]] = asyncio.Queue(maxsize=READ_AHEAD)
+            report = None if progress is None else lambda: progress(self.applied + self.skipped - start, total)
+            lanes = self._lanes(report)
 
             async def fetch() -> None:
                 while True:
-                    behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-                    wait = idle_timeout if behind else 0.2
-                    polled = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=size * len(tps))
-                    if polled:
-                        await ready.put(await self._prepare_polled({tp.partition: r for tp, r in polled.items()}))
+                    room = [tp for tp in tps if lanes.has_room(tp.partition)]
+                    if not room:
+                        await lanes.space()
                         continue
-                    if behind:
-                        log.warning(
-                            "catch-up stopped: no records before the end offsets",
-                            extra={"behind": sorted(tp.partition for tp in behind)},
-                        )
-                    return
+                    polled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+                    for tp in room:  # buffered already: each partition a batch of its own
+                        polled.update(await consumer.getmany(tp, timeout_ms=0, max_records=size))
+                    if not polled and len(room) < len(tps):
+                        # Until records come, or a full lane gets room (its partition is read then).
+                        polled = await _getmany(consumer, room, int(idle_timeout * 1000), size, lanes)
+                        if not polled:
+                            continue
+                    elif not polled:
+                        behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+                        wait = idle_timeout if behind else 0.2
+                        polled = await consumer.getmany(*tps, timeout_ms=int(wait * 1000), max_records=size)
+                        if not polled:
+                            if behind:
+                                log.warning(
+                                    "catch-up stopped: no records before the end offsets",
+                                    extra={"behind": sorted(tp.partition for tp in behind)},
+                                )
+                            return
+                    await self._dispatch({tp.partition: records for tp, records in polled.items()}, lanes)
 
             fetcher = asyncio.create_task(fetch(), name="projector-catch-up-fetch")
             try:
-                while not (fetcher.done() and ready.empty()):
-                    report = None if progress is None else lambda: progress(self.applied + self.skipped - start, total)
-                    await self._apply_side_by_side(await _next(ready, fetcher), report)
+                await lanes.watch(fetcher)
+                await lanes.finish()  # everything read is applied
             finally:
                 fetcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetcher
+                await lanes.cancel()
                 await self._stop_analyzing()
         finally:
             await consumer.stop()
@@ -620,16 +650,118 @@ class _Work:
     skipped: list[Skipped]
 
 
-async def _next(ready: asyncio.Queue[list[_Work]], fetcher: asyncio.Task[None]) -> list[_Work]:
-    """The next prepared poll; ``[]`` after a short wait without one; the fetcher's error if it failed."""
-    getting = asyncio.ensure_future(ready.get())
-    done, _ = await asyncio.wait({getting, fetcher}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
-    if getting in done:
-        return getting.result()
-    getting.cancel()  # a cancelled get leaves its item in the queue
-    if fetcher.done() and not fetcher.cancelled():
-        fetcher.result()  # raises what stopped the fetcher
-    return []
+class _Lanes:
+    """One apply lane per partition: its works applied in order, one transaction at a time, by
+    its own task; at most ``concurrency`` transactions in flight across the lanes, at most
+    ``depth`` works waiting in each lane. A lane's failure stops the lot (``watch``)."""
+
+    def __init__(self, apply: Callable[[_Work], Awaitable[None]], concurrency: int, depth: int) -> None:
+        self._apply = apply
+        self._slots = asyncio.Semaphore(concurrency)
+        self._depth = depth
+        self._queues: dict[int, asyncio.Queue[_Work | None]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._room = asyncio.Event()
+        """Set whenever a lane takes a work from its queue."""
+        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Fails with the first lane's error."""
+
+    def has_room(self, partition: int) -> bool:
+        """Whether ``partition``'s lane takes another work now."""
+        queue = self._queues.get(partition)
+        return queue is None or queue.qsize() < self._depth
+
+    async def space(self) -> None:
+        """Until a lane takes a work from its queue (call right after finding no room: no await between)."""
+        self._room.clear()
+        await self._room.wait()
+
+    def space_event(self) -> asyncio.Event:
+        """The event ``space`` waits for (cleared by the caller before waiting)."""
+        return self._room
+
+    def put(self, work: _Work) -> None:
+        """Queue ``work`` on its partition's lane (started on first use)."""
+        queue = self._queues.get(work.partition)
+        if queue is None:
+            queue = self._queues[work.partition] = asyncio.Queue()
+            task = asyncio.create_task(self._lane(queue), name=f"projector-lane-{work.partition}")
+            task.add_done_callback(self._ended)
+            self._tasks[work.partition] = task
+        queue.put_nowait(work)
+
+    async def _lane(self, queue: asyncio.Queue[_Work | None]) -> None:
+        while (work := await queue.get()) is not None:
+            self._room.set()
+            async with self._slots:
+                await self._apply(work)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None and not self._failed.done():
+            self._failed.set_exception(exc)
+
+    async def watch(self, *tasks: asyncio.Task[Any]) -> None:
+        """Until one of ``tasks`` ends (its error raised) or a lane fails (its error raised)."""
+        done, _ = await asyncio.wait({self._failed, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (self._failed, *tasks):
+            if task in done:
+                task.result()
+
+    async def finish(self, *, drop_waiting: bool = False) -> None:
+        """Apply every work queued (``drop_waiting``: only those being applied now), then end
+        the lanes; the first failure raises."""
+        for queue in self._queues.values():
+            if drop_waiting:
+                while not queue.empty():
+                    queue.get_nowait()
+            queue.put_nowait(None)
+        running: set[asyncio.Future[None]] = set(self._tasks.values())
+        while running:
+            done, running = await asyncio.wait({self._failed, *running}, return_when=asyncio.FIRST_COMPLETED)
+            if self._failed in done:
+                self._failed.result()
+            running.discard(self._failed)
+
+    async def cancel(self) -> None:
+        """Stop every lane now (a transaction in flight rolls back)."""
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._failed.done() and not self._failed.cancelled():
+            self._failed.exception()  # retrieved: raised by watch or finish already, or moot
+        self._failed.cancel()
+
+
+async def _getmany(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    timeout_ms: int,
+    max_records: int,
+    lanes: _Lanes | None,
+) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """``consumer.getmany`` of ``partitions``; with ``lanes`` (some partitions were left out: their
+    lanes were full), it stops waiting, empty-handed, as soon as a lane takes a work."""
+    if lanes is None:
+        polled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        polled = await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        return polled
+    room = lanes.space_event()
+    room.clear()
+    getting: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = asyncio.ensure_future(
+        consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+    )
+    waking: asyncio.Future[Any] = asyncio.ensure_future(room.wait())
+    try:
+        await asyncio.wait({getting, waking}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waking.cancel()
+        if not getting.done():
+            getting.cancel()  # records are taken from the buffer only when getmany returns them
+            with contextlib.suppress(asyncio.CancelledError):
+                await getting
+    return getting.result() if not getting.cancelled() else {}
 
 
 def _prepare_into(work: _Work, records: list[ConsumerRecord[bytes, bytes]]) -> None:
