@@ -26,7 +26,7 @@ the worker's ingest decisions on the log; pushes/rows = the sink or the projecto
 CPU seconds each role used.
 
     uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100] [--in-flight 100]
-        [--workers 1] [--profile DIR] [--worker-tree DIR] [--work-records]
+        [--workers 1] [--profile DIR [--profile-gil]] [--worker-tree DIR] [--work-records] [--priority P]
 
 ``--users 0`` measures the push bulk alone (no raw loop baseline, no campaign); ``--devices 0``
 the campaign alone (no raw h2 baseline, no devices; the warm-up is a small ``user_ids`` bulk).
@@ -37,9 +37,12 @@ the worker's CPU is the sink's (its ingest idle). ``--workers N`` runs N ``heral
 processes in one consumer group (the request topics' partitions, and so the campaign's
 users, spread over them); the CPU of each is printed and their sum is the worker's figure.
 ``--profile DIR`` records every worker with py-spy during the measured bulks (``uv tool
-install py-spy``). ``--worker-tree DIR`` runs the workers from another checkout of the
-project (``git archive <commit> | tar -x -C DIR``) for a comparison
-of the same build of everything else.
+install py-spy``); ``--profile-gil`` samples only the thread holding the GIL (on a loaded
+machine plain samples also count a thread waiting for a core). ``--priority`` sends the
+campaign at another priority than the bulk's default (medium; ``benchmarks.throughput``'s
+burst is high). The broker's CPU is printed beside the roles'. ``--worker-tree DIR`` runs
+the workers from another checkout of the project (``git archive <commit> | tar -x -C DIR``)
+for a comparison of the same build of everything else.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ from benchmarks.apns import TOPIC, RawH2
 from benchmarks.apns import measure as raw_rate
 from benchmarks.common import Row, bench_settings, broker, scratch_database
 from benchmarks.roles import Role, bench_secret, role, wait_ready
-from benchmarks.throughput import cpu_seconds, run_baseline
+from benchmarks.throughput import _child_named, cpu_seconds, run_baseline
 from engine.settings import Settings
 from herald.apns_emulator import ApnsEmulator, generate_signing_key
 from herald.broker import free_port
@@ -433,24 +436,28 @@ async def run_herald(
                 await log.wait(bulk_id, len(warm_users), 300)
                 await rows_of_bulk(database_url, bulk_id, len(warm_users), 300)
             # What the roles burn doing nothing (polls, timers): part of any bulk's CPU, per second of it.
-            idle_before = {r.name: cpu_seconds(r.pid) for r in roles}
+            sampled = {r.name: r.pid for r in roles}
+            broker = _child_named("tansu")
+            if broker is not None:  # polled by every role's consumers, also while nothing is sent
+                sampled["broker"] = broker
+            idle_before = {name: cpu_seconds(pid) for name, pid in sampled.items()}
             await asyncio.sleep(IDLE_SAMPLE_SECONDS)
             idle = ", ".join(
-                f"{r.name} {(cpu_seconds(r.pid) - idle_before[r.name]) * 1000 / IDLE_SAMPLE_SECONDS:.0f} ms/s"
-                for r in roles
+                f"{name} {(cpu_seconds(pid) - idle_before[name]) * 1000 / IDLE_SAMPLE_SECONDS:.0f} ms/s"
+                for name, pid in sampled.items()
             )
             say(f"idle CPU before the bulk: {idle}")
 
             pushes = None
             if tokens:
                 say(f"{len(devices):,} devices registered and projected; measuring the push bulk")
-                async with profiled(workers, args.profile, "devices"):
+                async with profiled(workers, args.profile, "devices", gil=args.profile_gil):
                     pushes = await _measure(roles, http, base, log, database_url, emulator, tokens, args)
                 say(f"devices, {len(tokens):,}: {pushes.seconds:.2f} s; {pushes.stages()}")
             campaign = None
             if args.users:
                 users = [f"bulku-{tag}-{i}" for i in range(args.users)]
-                async with profiled(workers, args.profile, "users"):
+                async with profiled(workers, args.profile, "users", gil=args.profile_gil):
                     campaign = await _measure(roles, http, base, log, database_url, None, users, args)
                 say(f"users, {len(users):,}: {campaign.seconds:.2f} s; {campaign.stages()}")
         finally:
@@ -459,8 +466,11 @@ async def run_herald(
 
 
 @contextlib.asynccontextmanager
-async def profiled(workers: list[Role], out: str | None, what: str) -> AsyncIterator[None]:
-    """py-spy on every worker for the block (``out/<worker>-<what>.txt``, collapsed stacks); nothing without ``out``."""
+async def profiled(workers: list[Role], out: str | None, what: str, *, gil: bool = False) -> AsyncIterator[None]:
+    """py-spy on every worker for the block (``out/<worker>-<what>.txt``, collapsed stacks); nothing without ``out``.
+
+    ``gil``: only the thread holding the GIL is sampled (the interpreter's CPU, not threads
+    waiting for a core or in a system call; ``--profile-gil``)."""
     if not out:
         yield
         return
@@ -478,6 +488,7 @@ async def profiled(workers: list[Role], out: str | None, what: str) -> AsyncIter
             f"{out}/{w.name}-{what}.txt",
             "--pid",
             str(w.pid),
+            *(["--gil"] if gil else []),
         ]
         devnull = asyncio.subprocess.DEVNULL
         procs.append(await asyncio.create_subprocess_exec(*command, stdout=devnull, stderr=devnull))
@@ -507,7 +518,11 @@ async def _measure(
         body["device_tokens"] = targets
     else:
         body |= {"user_ids": targets, "channels": ["websocket"]}
+        if args.priority:
+            body["priority"] = args.priority
     cpu_before = {r.name: cpu_seconds(r.pid) for r in roles}
+    broker = _child_named("tansu")  # the broker's share of the two cores, beside the roles'
+    broker_before = cpu_seconds(broker) if broker is not None else 0.0
     wall, mono = time.time(), time.monotonic()
     if emulator is not None and args.work_records:
         work = work_records(targets, str(body["title"]), str(body["body"]))
@@ -527,6 +542,8 @@ async def _measure(
     workers = [r.name for r in roles if r.name.startswith("worker")]
     if len(workers) > 1:
         bulk.cpu["workers together"] = sum(bulk.cpu[name] for name in workers)
+    if broker is not None:
+        bulk.cpu["broker"] = cpu_seconds(broker) - broker_before
     bulk.load = os.getloadavg()[0]
     return bulk
 
@@ -626,6 +643,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="herald worker processes in one consumer group")
     p.add_argument("--profile", metavar="DIR", help="py-spy every worker during the measured bulks (stacks in DIR)")
     p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil)",
+    )
+    p.add_argument(
         "--cprofile",
         metavar="DIR",
         type=_new_directory,
@@ -638,6 +660,11 @@ def parser() -> argparse.ArgumentParser:
         "--work-records",
         action="store_true",
         help="the delivery side alone: the push bulk's work records put straight on the APNs delivery topic",
+    )
+    p.add_argument(
+        "--priority",
+        choices=("high", "medium", "low"),
+        help="priority of the campaign's notifications (default: the bulk's own, medium)",
     )
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")
