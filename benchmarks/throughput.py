@@ -316,7 +316,8 @@ async def _measure(
                 profiler.send_signal(signal.SIGINT)
                 await profiler.wait()
             if stages is not None:
-                STAGE_REPORTS[-1].extend(await produce_report(stages, args.burst))
+                burst_began = started + time.time() - time.monotonic()  # on the roles' clock
+                STAGE_REPORTS[-1].extend(await produce_report(stages, args.burst, since=burst_began))
             for r in roles:
                 (user0, sys0), (user1, sys1) = cpu_before[r.name], cpu_split(r.pid)
                 used = user1 - user0 + sys1 - sys0
@@ -834,8 +835,9 @@ def stage_report(
     return lines
 
 
-async def produce_report(stages: StageRun, burst: int) -> list[str]:
-    """The roles' produce requests in the burst (since the steady phase's ``collect``), per notification."""
+async def produce_report(stages: StageRun, burst: int, *, since: float = 0.0) -> list[str]:
+    """The roles' produce requests in the burst (since the steady phase's ``collect``), per notification;
+    then their garbage collections from ``since`` (the burst's start, wall clock) on."""
     before = {name: dict(counts) for name, counts in stages.produced.items()}
     await stages.collect(list(before))
     lines = ["  produce requests in the burst, per notification (requests, partition batches, records):"]
@@ -846,6 +848,12 @@ async def produce_report(stages: StageRun, burst: int) -> list[str]:
             f"    {name}: {requests / burst:.3f}, {batches / burst:.3f}, {records / burst:.3f}"
             + (f" ({records / requests:.1f} records a request)" if requests else "")
         )
+    lines.append("  garbage collections in the burst (us per notification, by generation; longest ms):")
+    for name, pauses in stages.gc_pauses.items():
+        inside = [p for p in pauses if p[0] >= since]
+        per = ", ".join(f"gen{g} {sum(p[1] for p in inside if p[2] == g) * 1e6 / burst:.1f}" for g in (0, 1, 2))
+        longest = max((p[1] for p in inside), default=0.0) * 1000
+        lines.append(f"    {name}: {per}; longest {longest:.1f} ms")
     return lines
 
 

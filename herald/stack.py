@@ -39,7 +39,7 @@ from projections.inbox import Inbox
 from projections.projector import Projector
 from projections.queries import NotificationQueries
 from streams.admin import ensure_topics
-from streams.app import check_ready, worker_app_id
+from streams.app import check_ready, tune_gc, worker_app_id
 from streams.app import create_app as create_faust_app
 from streams.channels import configured_sinks
 from streams.consumer_lag import faust_client
@@ -210,6 +210,7 @@ async def run_stack(
                     exits.push_async_callback(closer)
             stack.faust_app, stack.topics = create_faust_app(settings, dispatcher=dispatcher, sinks=sinks)
             await stack.faust_app.start()
+            tune_gc()  # the started worker's heap frozen out of collections, fewer young ones
             exits.callback(watch_lag("worker", worker_app_id(settings), faust_client(stack.faust_app)))
             exits.push_async_callback(stack.faust_app.stop)
             stack.supervisor.watch_faust(stack.faust_app)
