@@ -217,8 +217,9 @@ class PostgresWriter:
         events again from the log: the read models stay consistent, commits stop waiting
         for the disk.
         """
-        await self._pg.execute(ASYNC_COMMIT)
-        cur = await self._pg.execute(CLAIM_OFFSET, (topic, partition))
+        async with self._pg.pipeline():  # the transaction's start, both statements: one round trip
+            await self._pg.execute(ASYNC_COMMIT)
+            cur = await self._pg.execute(CLAIM_OFFSET, (topic, partition))
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import delete, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.settings import Settings
 from engine.topics import TopicNames
@@ -89,6 +89,11 @@ REBUILDING = -1
 """``projector_offsets.partition`` of the row that marks a replay whose summed stat counters are
 not written yet (see ``catch_up(defer_stats=True)``): no partition has this number."""
 
+SPARE_SECONDS = 1.0
+"""A connection a batch committed on is kept for the next batch if that comes within this many
+seconds (``Projector._transaction``); an older one goes back to the pool, and the next batch
+takes one from it (checked with a ping, as every checkout)."""
+
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between two collections of the youngest generation while projecting (Python's
 default is 700). The projector allocates a dozen short-lived objects per event, none in
@@ -150,6 +155,12 @@ class Projector:
         self._no_counters = False
         """The stat tables are known to be empty (a rebuild's first write is then a plain insert)."""
         self._writing_counters = asyncio.Lock()
+        self._outage: asyncio.Event | None = None
+        """Set when the operation retrying through a database outage got through or gave up."""
+        self._keeping = 0
+        """How many ``_keeping_connections`` blocks are open (batches then keep their connections)."""
+        self._spare: list[tuple[AsyncConnection, float]] = []
+        """Connections kept from committed batches, with when each was last used."""
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Project until ``stopping`` is set; any error that retries cannot cure propagates.
@@ -192,22 +203,23 @@ class Projector:
                 polled = self._contiguous(consumer, await self._gather(consumer, room, None if whole else lanes))
                 await self._dispatch(polled, lanes)
 
-        fetcher = asyncio.create_task(fetch(), name="projector-fetch")
-        stop = asyncio.create_task(stopping.wait(), name="projector-stopping")
-        try:
-            await lanes.watch(fetcher, stop)
-            fetcher.cancel()  # stopping: read no more; the transactions in flight commit
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
-            await lanes.finish(drop_waiting=True)
-        finally:
-            stop.cancel()
-            fetcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
-            await lanes.cancel()
-            await self._stop_analyzing()
-            await consumer.stop()
+        async with self._keeping_connections():
+            fetcher = asyncio.create_task(fetch(), name="projector-fetch")
+            stop = asyncio.create_task(stopping.wait(), name="projector-stopping")
+            try:
+                await lanes.watch(fetcher, stop)
+                fetcher.cancel()  # stopping: read no more; the transactions in flight commit
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetcher
+                await lanes.finish(drop_waiting=True)
+            finally:
+                stop.cancel()
+                fetcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetcher
+                await lanes.cancel()
+                await self._stop_analyzing()
+                await consumer.stop()
 
     def _lanes(self, applied: Callable[[], None] | None = None) -> _Lanes:
         """Apply lanes for this projector (one transaction at a time on SQLite: one writer)."""
@@ -355,35 +367,98 @@ class Projector:
         Each attempt is a whole transaction that either committed or did not: the retry
         re-reads the stored offset, so nothing is lost or applied twice. Past
         ``RETRY_HORIZON`` seconds the error propagates and the projector stops (loudly).
+        One outage has one sequence of retries: the first operation to find the database
+        unreachable retries with backoff; the others (the other partitions' lanes) wait for
+        it to get through or give up, then try again themselves (``_outage``).
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = RETRY_FIRST_DELAY
         attempt = 0
-        while True:
-            try:
-                return await operation()
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-                attempt += 1
-                waited = loop.time() - started
-                if waited + delay > RETRY_HORIZON:
-                    log.error(
-                        "database unreachable; giving up",
-                        extra={"attempt": attempt, "waited_seconds": round(waited, 1), "error": describe(exc)},
+        mine: asyncio.Event | None = None
+        try:
+            while True:
+                try:
+                    return await operation()
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
+                    if mine is None and self._outage is not None:
+                        await self._outage.wait()  # another operation is retrying: its outcome first
+                        continue
+                    if mine is None:
+                        mine = self._outage = asyncio.Event()
+                    attempt += 1
+                    waited = loop.time() - started
+                    if waited + delay > RETRY_HORIZON:
+                        log.error(
+                            "database unreachable; giving up",
+                            extra={"attempt": attempt, "waited_seconds": round(waited, 1), "error": describe(exc)},
+                        )
+                        raise
+                    log.warning(
+                        "database unreachable; retrying",
+                        extra={"attempt": attempt, "retry_in_seconds": delay, "error": describe(exc)},
                     )
-                    raise
-                log.warning(
-                    "database unreachable; retrying",
-                    extra={"attempt": attempt, "retry_in_seconds": delay, "error": describe(exc)},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_DELAY)
+        finally:
+            if mine is not None:
+                mine.set()
+                if self._outage is mine:
+                    self._outage = None
+
+    @contextlib.asynccontextmanager
+    async def _keeping_connections(self) -> AsyncIterator[None]:
+        """Within this block, a batch's connection is kept for the next one (``_transaction``);
+        the kept ones go back to the pool at its end."""
+        self._keeping += 1
+        try:
+            yield
+        finally:
+            self._keeping -= 1
+            if not self._keeping:
+                spare, self._spare = self._spare, []
+                for conn, _ in spare:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction for one batch, on a connection kept from an earlier batch when there is
+        a recent one (``SPARE_SECONDS``): a checkout from the pool costs a ping (a transaction
+        and ``SELECT 1``, two round trips) and a reset at check-in, per batch, on both sides of
+        the connection. A connection whose transaction failed goes back to the pool (which
+        throws it away if it is broken)."""
+        if not self._keeping:
+            async with self._engine.begin() as pooled:
+                yield pooled
+            return
+        loop = asyncio.get_running_loop()
+        found: AsyncConnection | None = None
+        while self._spare and found is None:
+            kept, used = self._spare.pop()
+            if loop.time() - used <= SPARE_SECONDS:
+                found = kept
+            else:
+                with contextlib.suppress(Exception):
+                    await kept.close()
+        conn = found or await self._engine.connect()
+        try:
+            async with conn.begin():
+                yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        if self._keeping:
+            self._spare.append((conn, loop.time()))
+        else:
+            await conn.close()
 
     async def _apply(self, partition: int, batch: list[Prepared], skipped: list[Skipped], next_offset: int) -> None:
         sink = None if self._deferred is None else stats.Deltas()
-        async with self._engine.begin() as conn:
+        async with self._transaction() as conn:
             writer = await writer_for(conn)
             stored = await writer.claim_offset(self._topic, partition)
             # Positions below the checkpoint were applied (or skipped) before a crash or rebalance.
@@ -624,16 +699,17 @@ class Projector:
                             return
                     await self._dispatch({tp.partition: records for tp, records in polled.items()}, lanes)
 
-            fetcher = asyncio.create_task(fetch(), name="projector-catch-up-fetch")
-            try:
-                await lanes.watch(fetcher)
-                await lanes.finish()  # everything read is applied
-            finally:
-                fetcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fetcher
-                await lanes.cancel()
-                await self._stop_analyzing()
+            async with self._keeping_connections():
+                fetcher = asyncio.create_task(fetch(), name="projector-catch-up-fetch")
+                try:
+                    await lanes.watch(fetcher)
+                    await lanes.finish()  # everything read is applied
+                finally:
+                    fetcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fetcher
+                    await lanes.cancel()
+                    await self._stop_analyzing()
         finally:
             await consumer.stop()
         return self.applied - start_applied

@@ -1,5 +1,6 @@
 """The projector's partitions are applied in lanes of their own: one partition whose transaction
-waits inside Postgres does not hold up the others, and it catches up once released.
+waits inside Postgres does not hold up the others, and it catches up once released; a backlog's
+batches keep their connections from one transaction to the next.
 
 Runs a live projector against the real broker and Postgres.
 """
@@ -10,10 +11,14 @@ from typing import Any
 
 import psycopg
 from aiokafka.partitioner import murmur2
+from sqlalchemy import event
+from sqlalchemy.pool import QueuePool
 
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.stack import run_stack
+from projections.database import create_engine, migrate
+from projections.projector import Projector
 from projections.queries import NotificationQueries
 from streams.admin import ensure_topics
 from tests.support.event_log import Log, append
@@ -77,3 +82,31 @@ async def test_a_partition_waiting_on_the_database_does_not_hold_up_the_others(s
         assert all(not task.done() for task in stack.tasks), "the projector stopped"
         assert (await queries.stats(slow)).as_json()["total"] == 2
         assert (await queries.stats(fast)).as_json()["total"] == 4
+
+
+async def test_a_backlog_keeps_its_connections_between_batches_and_hands_them_back(settings: Settings) -> None:
+    """Each batch is a transaction; a batch that follows another takes the connection the other
+    committed on rather than a pooled one (a checkout pings the database): many transactions,
+    a few checkouts, and none left checked out once the replay ends."""
+    await ensure_topics(settings)
+    log = Log(seed="keep")
+    for i in range(60):
+        log.accepted(f"user-{i % 6}", title=f"n {i}")
+    await append(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).events, log.envelopes)
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        checkouts: list[object] = []
+        event.listen(engine.sync_engine, "checkout", lambda *_: checkouts.append(None))
+        transactions: list[int] = []
+        applied = await Projector(settings, engine).catch_up(
+            batch_size=2, progress=lambda done, total: transactions.append(done)
+        )
+        assert applied == 60
+        assert len(transactions) - 1 >= 30  # the first report comes before any transaction
+        assert len(checkouts) < len(transactions) // 2
+        pool = engine.sync_engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.checkedout() == 0
+    finally:
+        await engine.dispose()
