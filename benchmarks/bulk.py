@@ -27,6 +27,7 @@ CPU seconds each role used.
 
     uv run python -m benchmarks.bulk [--devices 10000] [--users 100000] [--concurrency 100] [--in-flight 100]
         [--workers 1] [--profile DIR [--profile-gil]] [--worker-tree DIR] [--work-records] [--priority P]
+        [--campaigns N]
 
 ``--users 0`` measures the push bulk alone (no raw loop baseline, no campaign); ``--devices 0``
 the campaign alone (no raw h2 baseline, no devices; the warm-up is a small ``user_ids`` bulk).
@@ -40,7 +41,9 @@ users, spread over them); the CPU of each is printed and their sum is the worker
 install py-spy``); ``--profile-gil`` samples only the thread holding the GIL (on a loaded
 machine plain samples also count a thread waiting for a core). ``--priority`` sends the
 campaign at another priority than the bulk's default (medium; ``benchmarks.throughput``'s
-burst is high). The broker's CPU is printed beside the roles'. ``--worker-tree DIR`` runs
+burst is high); ``--campaigns N`` runs N campaigns of ``--users`` new users one after the
+other on the same roles and broker (the log longer for each). The broker's CPU is printed
+beside the roles'. ``--worker-tree DIR`` runs
 the workers from another checkout of the project (``git archive <commit> | tar -x -C DIR``)
 for a comparison of the same build of everything else.
 """
@@ -455,9 +458,13 @@ async def run_herald(
                     pushes = await _measure(roles, http, base, log, database_url, emulator, tokens, args)
                 say(f"devices, {len(tokens):,}: {pushes.seconds:.2f} s; {pushes.stages()}")
             campaign = None
-            if args.users:
-                users = [f"bulku-{tag}-{i}" for i in range(args.users)]
-                async with profiled(workers, args.profile, "users", gil=args.profile_gil):
+            for n in range(args.campaigns if args.users else 0):
+                # Later campaigns run on a longer log and a fuller admission table (new users each time).
+                prefix = f"bulku-{tag}-" if n == 0 else f"bulku-{tag}-{n}-"
+                users = [f"{prefix}{i}" for i in range(args.users)]
+                async with profiled(
+                    workers, args.profile, "users" if n == 0 else f"users{n + 1}", gil=args.profile_gil
+                ):
                     campaign = await _measure(roles, http, base, log, database_url, None, users, args)
                 say(f"users, {len(users):,}: {campaign.seconds:.2f} s; {campaign.stages()}")
         finally:
@@ -665,6 +672,12 @@ def parser() -> argparse.ArgumentParser:
         "--priority",
         choices=("high", "medium", "low"),
         help="priority of the campaign's notifications (default: the bulk's own, medium)",
+    )
+    p.add_argument(
+        "--campaigns",
+        type=int,
+        default=1,
+        help="campaigns of --users new users, one after the other on the same roles and broker (the last is reported)",
     )
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")
