@@ -291,13 +291,15 @@ async def _follow(children: list[_Child], progress: Callable[[int, int], None] |
     while not all(c.ended for c in children):
         moved = False
         for child in children:
-            while not child.ended and child.messages.poll():
-                moved = True
+            while not child.ended:
                 try:
+                    if not child.messages.poll():
+                        break
                     message = child.messages.recv()
-                except EOFError:
+                except (EOFError, OSError):  # its end closed: exited, or killed mid-message (a reset)
                     child.ended = True
                     break
+                moved = True
                 kind = message[0]
                 if kind == "progress":
                     child.done, child.total = message[1], message[2]
