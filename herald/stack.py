@@ -29,6 +29,7 @@ from api.ws.gateway import Hub
 from api.ws.presence import LocalPresence, Presence, RedisPresence
 from api.ws.receipts import Receipts
 from api.ws.replay import LogPosition, Replay
+from engine.gc_tuning import tune_gc
 from engine.settings import Settings
 from engine.topics import TopicNames
 from herald.startup import redacted, until_reachable
@@ -39,8 +40,9 @@ from projections.inbox import Inbox
 from projections.projector import Projector
 from projections.queries import NotificationQueries
 from streams.admin import ensure_topics
-from streams.app import check_ready, tune_gc, worker_app_id
+from streams.app import check_ready, worker_app_id
 from streams.app import create_app as create_faust_app
+from streams.app import tune_gc as tune_worker_gc
 from streams.channels import configured_sinks
 from streams.consumer_lag import faust_client
 from streams.consumer_lag import watch as watch_lag
@@ -49,6 +51,11 @@ from streams.topics import Topics
 from streams.websocket_dispatch import Dispatcher, RedisDispatcher
 
 log = logging.getLogger(__name__)
+
+API_GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between two young collections in the api (Python's default is 700), as the worker's
+``streams.app.GC_YOUNG_THRESHOLD``: its full collections walked the start-up heap too, pausing every
+connection 50-110 ms in a burst (``benchmarks.throughput --stages``)."""
 
 
 class HubDispatcher:
@@ -185,6 +192,7 @@ async def run_stack(
             exits.push_async_callback(runner.cleanup)
             stack.http_port = runner.addresses[0][1]
             log.info("api listening", extra={"url": f"http://{settings.http_host}:{stack.http_port}"})
+            tune_gc(API_GC_YOUNG_THRESHOLD)  # the started api's heap frozen out of collections, fewer young ones
         if projector:
             stack.projector = Projector(settings, _required(stack.engine, "database engine"))
             running = stack.projector  # kafka_consumer_lag{role="projector"} on /metrics
@@ -210,7 +218,7 @@ async def run_stack(
                     exits.push_async_callback(closer)
             stack.faust_app, stack.topics = create_faust_app(settings, dispatcher=dispatcher, sinks=sinks)
             await stack.faust_app.start()
-            tune_gc()  # the started worker's heap frozen out of collections, fewer young ones
+            tune_worker_gc()  # the started worker's heap frozen out of collections, fewer young ones
             exits.callback(watch_lag("worker", worker_app_id(settings), faust_client(stack.faust_app)))
             exits.push_async_callback(stack.faust_app.stop)
             stack.supervisor.watch_faust(stack.faust_app)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from engine import gc_tuning
 from engine.settings import Settings
 from engine.topics import TopicNames
 from projections import poison, stats
@@ -104,18 +104,8 @@ T = TypeVar("T")
 
 
 def _tune_gc() -> None:
-    """Fewer garbage collections while projecting (see ``GC_YOUNG_THRESHOLD``).
-
-    Objects alive now (modules, the engine, the consumer) are frozen out of later
-    collections; the young generation is collected after ``GC_YOUNG_THRESHOLD``
-    allocations instead of 700. Process-wide, and never lowered: other roles sharing the
-    process (``herald dev``) collect less often too, which costs them a little memory.
-    """
-    young, middle, old = gc.get_threshold()
-    if young < GC_YOUNG_THRESHOLD:
-        gc.collect()  # nothing unreachable is frozen
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    """Fewer garbage collections while projecting (``engine.gc_tuning``, ``GC_YOUNG_THRESHOLD``)."""
+    gc_tuning.tune_gc(GC_YOUNG_THRESHOLD)
 
 
 class TopicMissing(HeraldError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from engine import gc_tuning
 from engine.priority import Priority
 from engine.settings import Settings
 from engine.topics import TopicNames, groups_ingesting, worker_group
@@ -39,19 +39,13 @@ notification in flight, and these stay short at this size."""
 
 
 def tune_gc() -> None:
-    """Fewer and shorter garbage collections in a worker, once its app has started.
+    """Fewer and shorter garbage collections in a worker, once its app has started (``engine.gc_tuning``).
 
     What is alive then (modules, Faust's app, agents, tables as recovered) is frozen out of every
-    later collection (``gc.freeze``): a full collection, which walked all of it (20 ms in a burst),
-    walks only what came after. The youngest generation is collected after ``GC_YOUNG_THRESHOLD``
-    allocations. Process-wide and never lowered (``herald dev`` runs the projector in the process,
-    which raises it further).
+    later collection: a full collection, which walked all of it (20 ms in a burst), walks only
+    what came after. The youngest generation is collected after ``GC_YOUNG_THRESHOLD`` allocations.
     """
-    young, middle, old = gc.get_threshold()
-    gc.collect()  # nothing unreachable is frozen
-    gc.freeze()
-    if young < GC_YOUNG_THRESHOLD:
-        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    gc_tuning.tune_gc(GC_YOUNG_THRESHOLD)
 
 
 def create_app(
