@@ -170,8 +170,8 @@ class DatabaseSettings(_Concern):
     """SQLAlchemy async URL of the read models (``postgresql+psycopg://...`` in production)."""
     projector_group: str = "herald-projector"
     """Consumer group of the projector."""
-    projector_batch_size: int = 500
-    """Events applied per projector transaction at most."""
+    projector_batch_size: int = 1000  # 10% less CPU per event than 500 (benchmarks.projector, 4 Dec)
+    """Events applied per projector transaction at most (a lone write is projected at once)."""
     projector_linger_ms: int = 50
     """With a backlog, the projector collects events for up to this long into one transaction."""
     read_your_writes_timeout: float = 5.0
