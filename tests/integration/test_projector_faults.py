@@ -7,7 +7,6 @@ or skips, keeps running, and every good event ends up applied exactly once.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import psycopg
 import pytest
@@ -24,6 +23,7 @@ from projections.queries import NotificationQueries
 from schemas.codec import encode
 from streams.admin import ensure_topics
 from tests.support.event_log import Log, append
+from tests.support.postgres_locks import waiting_on_a_lock
 from tests.support.waiting import eventually
 
 
@@ -52,13 +52,7 @@ async def test_a_cut_database_connection_is_retried_and_nothing_is_lost_or_appli
                 log.succeeded("alice", nid, latency_ms=30.0)
             await append(settings.kafka_bootstrap, topic, log.envelopes[start:])
 
-            async def waiting_on_the_lock() -> list[Any]:
-                cur = await admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                return await cur.fetchall()
-
-            await eventually(waiting_on_the_lock, timeout=30, what="the projector inside a transaction")
+            await eventually(lambda: waiting_on_a_lock(admin), timeout=30, what="the projector inside a transaction")
             with caplog.at_level(logging.WARNING, logger="projections.projector"):
                 await admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

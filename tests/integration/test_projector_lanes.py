@@ -22,6 +22,7 @@ from projections.projector import Projector
 from projections.queries import NotificationQueries
 from streams.admin import ensure_topics
 from tests.support.event_log import Log, append
+from tests.support.postgres_locks import waiting_on_a_lock
 from tests.support.waiting import eventually
 
 
@@ -54,13 +55,9 @@ async def test_a_partition_waiting_on_the_database_does_not_hold_up_the_others(s
             held = log.accepted(slow, title="held")
             await append(settings.kafka_bootstrap, topic, log.envelopes[start:])
 
-            async def waiting_on_the_lock() -> list[Any]:
-                cur = await admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                return await cur.fetchall()
-
-            await eventually(waiting_on_the_lock, timeout=30, what="the held partition's transaction waiting")
+            await eventually(
+                lambda: waiting_on_a_lock(admin), timeout=30, what="the held partition's transaction waiting"
+            )
             # Meanwhile the other partition's events keep coming, each one after the last is projected.
             for i in range(3):
                 start = len(log.envelopes)
@@ -72,7 +69,7 @@ async def test_a_partition_waiting_on_the_database_does_not_hold_up_the_others(s
 
                 await eventually(projected, timeout=30, what=f"event {i} of the free partition")
             assert await queries.get(slow, held) is None
-            assert await waiting_on_the_lock(), "the held partition's transaction is still waiting"
+            assert await waiting_on_a_lock(admin), "the held partition's transaction is still waiting"
         finally:
             await locker.rollback()
             await locker.close()

@@ -13,34 +13,17 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.ws.presence import RedisPresence
 from streams.live_dispatch import Live, LiveDispatch
 from streams.websocket_dispatch import RedisDispatcher, render_message
+from tests.support.gateway_node import REDIS_DECODING, REDIS_DECODING_IDS, Gateway
 from tests.support.waiting import eventually
 
 
-@pytest.fixture(params=[False, True], ids=["bytes", "decoded"])
+@pytest.fixture(params=REDIS_DECODING, ids=REDIS_DECODING_IDS)
 async def redis(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url, decode_responses=request.param)
     yield client
     await client.aclose()
-
-
-class Gateway:
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self.presence = RedisPresence(redis, prefix, f"node-{uuid.uuid4().hex[:6]}", ttl=30)
-        self.received: list[str] = []
-
-    async def deliver(self, user_id: str, frame: dict[str, Any], text: str | None = None) -> int:
-        self.received.append(frame["id"])
-        return 1
-
-    async def __aenter__(self) -> Gateway:
-        await self.presence.start(self.deliver, list)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.presence.close()
 
 
 def message(user: str, nid: str) -> tuple[str, bytes]:
