@@ -90,6 +90,11 @@ WARM_DEVICES = 20
 """Devices of the unmeasured warm-up bulk (group joins, the APNs connection, caches)."""
 WARM_USERS = 200
 """Users of the unmeasured warm-up bulk when there is no push bulk (``--devices 0``)."""
+READER_FETCH_WAIT_MS = 100
+"""The fetch wait of the benchmark's own reader of the event log (``Acceptances``). Tansu holds a
+fetch for its whole wait and each fetch costs it in proportion to the batches already in the
+partition, so a reader polling every 20 ms took about a third of the broker's CPU in the
+campaign; it times acceptances to 0.1 s in runs of tens of seconds."""
 IDLE_SAMPLE_SECONDS = 3.0
 """How long the roles' idle CPU is sampled before the measured bulks."""
 
@@ -146,7 +151,9 @@ class Acceptances:
     """Tails the event log from its end: the distinct notifications accepted per bulk, and when."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=READER_FETCH_WAIT_MS
+        )
         self.topic = topic
         self.accepted: dict[str, set[str]] = {}
         self.first_at: dict[str, float] = {}
@@ -374,7 +381,8 @@ async def run_herald(
         redis_url=REDIS,
         jwt_secret=bench_secret(),
         http_port=port,
-        producer_linger_ms=PRODUCER_LINGER_MS,
+        producer_linger_ms=args.linger,
+        kafka_fetch_max_wait_ms=args.fetch_wait,
         apns_key=key_pem,
         apns_key_id=KEY_ID,
         apns_team_id=TEAM_ID,
@@ -678,6 +686,18 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="campaigns of --users new users, one after the other on the same roles and broker (the last is reported)",
+    )
+    p.add_argument(
+        "--linger",
+        type=int,
+        default=PRODUCER_LINGER_MS,
+        help="HERALD_PRODUCER_LINGER_MS of the roles (the benchmark's own producers keep %(default)s ms)",
+    )
+    p.add_argument(
+        "--fetch-wait",
+        type=int,
+        default=20,
+        help="HERALD_KAFKA_FETCH_MAX_WAIT_MS of the roles (Tansu holds a fetch for its whole wait; the tests use 20)",
     )
     p.add_argument("--within", type=float, default=900.0, help="seconds to wait for a stage before giving up")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 devices, 5,000 users (not the targets' sizes)")
