@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import signal
 import statistics
@@ -299,7 +300,7 @@ async def _measure(
             await wait_phase(steady, 120, "steady phase")
             if stages is not None:
                 stamps = await stages.collect(["worker", "api"])
-                STAGE_REPORTS.append(stage_report(steady, stamps, stages.gc_pauses, stages.stalls))
+                STAGE_REPORTS.append(stage_report(steady, stamps, stages.gc_pauses, stages.stalls, stages.fetches))
             current[0] = burst = Phase()
             cpu_before = {r.name: cpu_split(r.pid) for r in roles}
             # Where the rest of the two cores goes: the broker and this process (producer, clients).
@@ -453,7 +454,9 @@ def install_stage_hooks() -> None:
     stamps: dict[str, dict[str, float]] = {}
     pauses = _record_gc_pauses()
     stalls = LoopStalls()
-    produced = _count_produce_requests()
+    fetches: list[tuple[float, float, int, int]] = []
+    sends: list[tuple[float, float, int, int]] = []
+    produced = _count_produce_requests(sends)
 
     def stamp(nid: str, stage: str, at: float | None = None) -> None:
         if nid in stamps or len(stamps) < STAGE_CAP:
@@ -465,7 +468,16 @@ def install_stage_hooks() -> None:
             if trigger.exists():
                 tmp = Path(path + ".tmp")
                 tmp.write_bytes(
-                    orjson.dumps({**stamps, GC_KEY: list(pauses), STALLS_KEY: list(stalls.seen), PRODUCE_KEY: produced})
+                    orjson.dumps(
+                        {
+                            **stamps,
+                            GC_KEY: list(pauses),
+                            STALLS_KEY: list(stalls.seen),
+                            PRODUCE_KEY: produced,
+                            FETCH_KEY: list(fetches),
+                            SENDS_KEY: list(sends),
+                        }
+                    )
                 )
                 tmp.replace(path)
                 trigger.unlink()
@@ -474,7 +486,7 @@ def install_stage_hooks() -> None:
     threading.Thread(target=dump_on_request, name="bench-stage-dump", daemon=True).start()
     role_name = os.environ.get(STAGE_ROLE_ENV)
     if role_name == "worker":
-        _hook_worker(stamp, stalls)
+        _hook_worker(stamp, stalls, fetches)
     elif role_name == "api":
         _hook_api(stamp, stalls)
 
@@ -544,12 +556,20 @@ GC_KEY = "__gc__"
 GC_CAP = 100_000
 
 
+FETCH_KEY = "__fetches__"
+"""The key of a role's stamp file that holds its consumer's fetch requests (``_hook_worker``)."""
+FETCH_CAP = 100_000
+SENDS_KEY = "__sends__"
+"""The key of a role's stamp file that holds its produce requests (sent, answered, partition batches, records)."""
+
+
 PRODUCE_KEY = "__produce__"
 """The key of a role's stamp file that holds its producers' counts: requests, partition batches, records."""
 
 
-def _count_produce_requests() -> dict[str, int]:
-    """Count this process's produce requests (aiokafka's sender), their partition batches and records."""
+def _count_produce_requests(timed: list[tuple[float, float, int, int]] | None = None) -> dict[str, int]:
+    """Count this process's produce requests (aiokafka's sender), their partition batches and records;
+    each request's times (sent, answered), partition batches and records go to ``timed``."""
     from typing import Any
 
     from aiokafka.producer.sender import Sender
@@ -560,8 +580,14 @@ def _count_produce_requests() -> dict[str, int]:
     async def counted(self: Any, node_id: Any, batches: Any) -> Any:
         counts["requests"] += 1
         counts["batches"] += len(batches)
-        counts["records"] += sum(batch.record_count for batch in batches.values())
-        return await send(self, node_id, batches)
+        records = sum(batch.record_count for batch in batches.values())
+        counts["records"] += records
+        began = time.time()
+        try:
+            return await send(self, node_id, batches)
+        finally:
+            if timed is not None and len(timed) < FETCH_CAP:
+                timed.append((began, time.time(), len(batches), records))
 
     Sender._send_produce_req = counted
     return counts
@@ -596,10 +622,29 @@ def _request_id(value: bytes | None) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
-def _hook_worker(stamp: Callable[..., None], stalls: LoopStalls | None = None) -> None:
+def _hook_worker(
+    stamp: Callable[..., None],
+    stalls: LoopStalls | None = None,
+    fetches: list[tuple[float, float, int, int]] | None = None,
+) -> None:
     from typing import Any
 
     from aiokafka.consumer.fetcher import Fetcher
+
+    proc_fetch = Fetcher._proc_fetch_request
+
+    async def fetch_timed(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        # Each fetch request of the worker's consumer: sent, answered, request partitions and all partitions in it.
+        began = time.time()
+        try:
+            return await proc_fetch(self, assignment, node_id, request)
+        finally:
+            if fetches is not None and len(fetches) < FETCH_CAP:
+                counts = [(topic, len(partitions)) for topic, partitions in request.topics]
+                asked = sum(n for topic, n in counts if ".requests." in topic)
+                fetches.append((began, time.time(), asked, sum(n for _, n in counts)))
+
+    Fetcher._proc_fetch_request = fetch_timed
 
     from streams.ingest import Ingest
     from streams.live_dispatch import LiveDispatch
@@ -625,6 +670,8 @@ def _hook_worker(stamp: Callable[..., None], stalls: LoopStalls | None = None) -
         if (rid := _request_id(message.value)) is not None:
             stamp(rid, "handled")
         await handle(self, message, priority)
+        if rid is not None:
+            stamp(rid, "finished")
 
     submit = LiveDispatch.submit
 
@@ -752,9 +799,11 @@ class StageRun:
     gc_pauses: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
     """Per role, its garbage collections (start, seconds, generation), from the last ``collect``."""
     stalls: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
+    """Per role, its event loop's stalls (start, seconds, the loop thread's stack in it), from the last ``collect``."""
     produced: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per role, its produce requests, partition batches and records so far, at the last ``collect``."""
-    """Per role, its event loop's stalls (start, seconds, the loop thread's stack in it), from the last ``collect``."""
+    fetches: dict[str, list[tuple[float, float, int, int]]] = field(default_factory=dict)
+    """Per role, its consumer's fetch requests (sent, answered, request partitions, all partitions)."""
 
     async def collect(self, role_names: list[str], within: float = 30.0) -> dict[str, dict[str, float]]:
         """Ask each role for its stamps; merged by notification id (each role's collections: ``gc_pauses``)."""
@@ -773,6 +822,8 @@ class StageRun:
             self.gc_pauses[name] = [tuple(pause) for pause in loaded.pop(GC_KEY, [])]
             self.stalls[name] = [tuple(stall) for stall in loaded.pop(STALLS_KEY, [])]
             self.produced[name] = loaded.pop(PRODUCE_KEY, {})
+            self.fetches[name] = [tuple(fetch) for fetch in loaded.pop(FETCH_KEY, [])]
+            self.fetches[f"{name} produce"] = [tuple(sent) for sent in loaded.pop(SENDS_KEY, [])]
             for nid, stages in loaded.items():
                 merged.setdefault(nid, {}).update(stages)
         return merged
@@ -783,6 +834,7 @@ def stage_report(
     stamps: dict[str, dict[str, float]],
     gc_pauses: dict[str, list[tuple[float, float, int]]] | None = None,
     stalls: dict[str, list[tuple[float, float, str]]] | None = None,
+    fetches: dict[str, list[tuple[float, float, int, int]]] | None = None,
 ) -> list[str]:
     """Lines of the stage table: per stage, p50/p99 since the publish and of the step from the previous stage;
     then each role's garbage collections during the phase (``gc_pauses``) and how many of the slowest
@@ -824,6 +876,11 @@ def stage_report(
             f"  the live dispatch took them in {len(batches)} batches ({len(rows) / len(batches):.1f} a batch)"
         )
     lines.append("  spans, per notification (p50 / p99 ms):")
+    own = [(r["finished"] - r["handled"]) * 1000 for r in rows.values() if "finished" in r and "handled" in r]
+    if own:
+        lines.append(
+            f"    handled -> finished: {percentile(own, 50):.1f} / {percentile(own, 99):.1f}  ingest's whole handle"
+        )
     for start, end, what in SPANS:
         spans = [(r[end] - r[start]) * 1000 for r in rows.values() if start in r and end in r]
         if spans:
@@ -832,6 +889,41 @@ def stage_report(
         lines.extend(gc_report(rows, gc_pauses))
     if stalls and rows:
         lines.extend(stall_report(rows, stalls))
+    if fetches and rows:
+        lines.extend(fetch_report(rows, fetches))
+    return lines
+
+
+def fetch_report(
+    rows: dict[str, dict[str, float]], fetches: dict[str, list[tuple[float, float, int, int]]]
+) -> list[str]:
+    """Each role's fetch requests inside the phase: how long the broker held them, the gap from one's answer
+    to the next one's sending (the consumer's records still buffered: the client sends none meanwhile), and
+    how many left request partitions out."""
+    begin = min(r["sent"] for r in rows.values())
+    end = max(r["client"] for r in rows.values())
+    lines = ["  fetch and produce requests during the phase (ms, p50 / p99):"]
+    for name, seen in fetches.items():
+        inside = sorted(f for f in seen if begin <= f[0] <= end)
+        if len(inside) < 2:
+            continue
+        held = [(f[1] - f[0]) * 1000 for f in inside]
+        if name.endswith(" produce"):  # (sent, answered, partition batches, records)
+            gaps = [(b[0] - a[1]) * 1000 for a, b in itertools.pairwise(inside)]
+            lines.append(
+                f"    {name}: {len(inside)} requests, answered in {percentile(held, 50):.1f} / "
+                f"{percentile(held, 99):.1f}, answer -> next sent {percentile(gaps, 50):.1f} / "
+                f"{percentile(gaps, 99):.1f}, {statistics.mean(f[3] for f in inside):.1f} records a request"
+            )
+            continue
+        gaps = [(b[0] - a[1]) * 1000 for a, b in itertools.pairwise(inside)]
+        most = max(f[2] for f in inside)
+        short = sum(1 for f in inside if f[2] < most)
+        lines.append(
+            f"    {name}: {len(inside)} fetches, held {percentile(held, 50):.1f} / {percentile(held, 99):.1f}, "
+            f"answer -> next sent {percentile(gaps, 50):.1f} / {percentile(gaps, 99):.1f}; "
+            f"{short} without some of the {most} request partitions"
+        )
     return lines
 
 
