@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.events import Event
+from schemas.events import Event, slot_init
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One CloudEvent: context attributes plus the typed ``data``."""
