@@ -42,7 +42,7 @@ from streams.metrics import (
 from streams.priority_gate import PriorityGate
 from streams.priority_poll import LagProbe, install_priority_polls
 from streams.publish import append, send
-from streams.request_inbox import Inbox, process
+from streams.request_inbox import Inbox, consumer_yielding, process
 from streams.router import Contacts, no_contacts, route_accepted
 from streams.topics import Topics
 
@@ -99,7 +99,7 @@ def install(
         gate.track_lag(priority, _lag_probe(app, topics.names.request(priority), probe))
         _install_one(app, topics, priority, gate, ingest, inbox)
     takers = {topic: inbox.put for topic, inbox in inboxes.items()}
-    app.transport.Consumer = consumer_taking(app.transport.Consumer, takers, epoch)  # type: ignore[misc]
+    app.transport.Consumer = consumer_yielding(consumer_taking(app.transport.Consumer, takers, epoch))  # type: ignore[misc]
     install_priority_polls(
         app,
         gate,
