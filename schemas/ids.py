@@ -31,10 +31,13 @@ def derived_id(*parts: str) -> str:
     produces events the projector recognises as already applied. Equal to
     ``str(uuid.uuid5(_NAMESPACE, "\\x1f".join(parts)))``, computed from the SHA-1 digest
     directly: ``uuid.UUID``'s checks and formatting cost more than the hash, and the
-    worker derives a few ids per notification.
+    worker derives a few ids per notification. The version and variant bits are set on the
+    hex digits (the 13th is the version, 5; the 17th keeps its two low bits under the
+    variant's ``10``), without copying the digest into a bytearray and back.
     """
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode(), usedforsecurity=False).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest[:16].hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode(), usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+"""A hex digit -> the digit after setting the RFC 4122 variant (``10``) in its two high bits."""
