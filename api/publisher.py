@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from engine.partitioning import KeyPartitions
 from engine.priority import Priority
 from engine.schedule import CANCELLING_TYPES, cancel_command
 from engine.topics import TopicNames
@@ -46,37 +46,22 @@ class RawRecord:
     """``None``: the partitioner chooses by key."""
 
 
-HASHES_KEPT = 65536
-"""Keys whose hash a publisher remembers (receipts go to the same users again and again)."""
-
-
 class Publisher:
     """Appends envelopes keyed by user and waits for the broker's acknowledgement."""
 
     def __init__(self, producer: AIOKafkaProducer, names: TopicNames) -> None:
         self._producer = producer
         self.names = names
-        self._hashes: dict[bytes, int] = {}
+        self._keys = KeyPartitions()
 
     def partition(self, topic: str, key: bytes) -> int | None:
-        """The partition the producer's default partitioner gives ``key`` in ``topic``, worked out here.
-
-        aiokafka's partitioner hashes every key with a pure-Python murmur2 (16 us for a
-        UUID on this project's test machine); ``murmur2`` below is the same function in
-        half the time, and a key's hash is remembered. ``None`` (the producer partitions
-        itself, after waiting for them) while the topic's partitions are not known yet.
-        """
+        """The partition the producer's default partitioner gives ``key`` in ``topic``, worked out here
+        (``engine.partitioning``: a faster murmur2, a key's hash remembered); ``None`` (the producer
+        partitions itself, after waiting for them) while the topic's partitions are not known yet."""
         partitions = self._producer.client.cluster.partitions_for_topic(topic)
         if not partitions:
             return None
-        hashed = self._hashes.get(key)
-        if hashed is None:
-            if len(self._hashes) >= HASHES_KEPT:
-                self._hashes.clear()
-            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        # As aiokafka.partitioner.DefaultPartitioner over list(partitions_for_topic(topic)).
-        choices = list(partitions)
-        return int(choices[hashed % len(choices)])
+        return self._keys.choose(key, partitions)
 
     async def _send_keyed(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await self._producer.send(
@@ -164,30 +149,3 @@ async def _both(fact: asyncio.Future[Any], cancel: asyncio.Future[Any]) -> Any:
     """The fact's record metadata once both the fact and its cancel are on the broker."""
     meta, _ = await asyncio.gather(fact, cancel)
     return meta
-
-
-_M = 0x5BD1E995
-_WORDS: list[Callable[[bytes], tuple[int, ...]]] = [struct.Struct(f"<{n}I").unpack_from for n in range(64)]
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 of ``data`` (as ``aiokafka.partitioner.murmur2``, tests/unit/test_publisher_partition.py),
-    reading 4-byte words at once."""
-    length = len(data)
-    words = length >> 2
-    unpack = _WORDS[words] if words < len(_WORDS) else struct.Struct(f"<{words}I").unpack_from
-    h = 0x9747B28C ^ length
-    for k in unpack(data):
-        k = (k * _M) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
-        h = ((h * _M) & 0xFFFFFFFF) ^ k
-    extra = length & 3
-    if extra:
-        tail = length - extra
-        if extra == 3:
-            h ^= data[tail + 2] << 16
-        if extra >= 2:
-            h ^= data[tail + 1] << 8
-        h = ((h ^ data[tail]) * _M) & 0xFFFFFFFF
-    h = ((h ^ (h >> 13)) * _M) & 0xFFFFFFFF
-    return h ^ (h >> 15)

@@ -8,20 +8,10 @@ from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from api.publisher import HASHES_KEPT, Publisher, murmur2
+from api.publisher import Publisher
+from engine.partitioning import HASHES_KEPT
 from engine.topics import TopicNames
-
-
-def test_murmur2_is_kafkas_for_every_length() -> None:
-    rng = random.Random(9)
-    for length in range(300):
-        for _ in range(10):
-            data = rng.randbytes(length)
-            assert murmur2(data) == aiokafka_murmur2(data), length
-    for key in (b"", b"u1", "ünï\u2028cödé".encode(), b"0192f0c2-7a1b-7c3d-8e4f-123456789abc"):
-        assert murmur2(key) == aiokafka_murmur2(key)
 
 
 def _publisher(partitions: dict[str, set[int]]) -> Publisher:
@@ -47,4 +37,4 @@ def test_an_unknown_topic_is_left_to_the_producer_and_the_hashes_kept_are_bounde
     assert publisher.partition("other", b"u1") is None
     for i in range(HASHES_KEPT + 10):
         publisher.partition("t", str(i).encode())
-    assert len(publisher._hashes) <= HASHES_KEPT
+    assert len(publisher._keys) <= HASHES_KEPT
