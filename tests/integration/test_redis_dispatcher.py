@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -39,6 +40,17 @@ async def kill_kept_connection(redis: Redis, dispatcher: RedisDispatcher) -> Non
     assert await redis.execute_command("CLIENT", "KILL", "ID", client_id) == 1  # type: ignore[no-untyped-call]
 
 
+@asynccontextmanager
+async def ana_online(redis: Redis) -> AsyncIterator[tuple[Gateway, RedisDispatcher]]:
+    """A gateway node holding "ana", and a dispatcher that has delivered her first frame ("n1")."""
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    async with Gateway(redis, prefix) as gateway:
+        assert await gateway.presence.join("ana", "c1", 5)
+        dispatcher = RedisDispatcher(redis, prefix)
+        assert await dispatcher.dispatch_many([message("ana", "n1")]) == [[gateway.presence.node_id]]
+        yield gateway, dispatcher
+
+
 async def test_batches_share_one_connection_and_a_large_batch_maps_every_frame_to_its_nodes(redis: Redis) -> None:
     prefix = f"t{uuid.uuid4().hex[:6]}."
     async with Gateway(redis, prefix) as one, Gateway(redis, prefix) as two:
@@ -61,11 +73,7 @@ async def test_batches_share_one_connection_and_a_large_batch_maps_every_frame_t
 
 
 async def test_a_script_redis_lost_is_loaded_again(redis: Redis) -> None:
-    prefix = f"t{uuid.uuid4().hex[:6]}."
-    async with Gateway(redis, prefix) as gateway:
-        assert await gateway.presence.join("ana", "c1", 5)
-        dispatcher = RedisDispatcher(redis, prefix)
-        assert await dispatcher.dispatch_many([message("ana", "n1")]) == [[gateway.presence.node_id]]
+    async with ana_online(redis) as (gateway, dispatcher):
         await redis.script_flush()  # as a restarted Redis: the script's digest is unknown
         assert await dispatcher.dispatch_many([message("ana", "n2")]) == [[gateway.presence.node_id]]
 
@@ -77,11 +85,7 @@ async def test_a_script_redis_lost_is_loaded_again(redis: Redis) -> None:
 
 
 async def test_a_lost_connection_fails_one_batch_and_the_live_dispatch_sends_it_again(redis: Redis) -> None:
-    prefix = f"t{uuid.uuid4().hex[:6]}."
-    async with Gateway(redis, prefix) as gateway:
-        assert await gateway.presence.join("ana", "c1", 5)
-        dispatcher = RedisDispatcher(redis, prefix)
-        assert await dispatcher.dispatch_many([message("ana", "n1")]) == [[gateway.presence.node_id]]
+    async with ana_online(redis) as (gateway, dispatcher):
         await kill_kept_connection(redis, dispatcher)
         with pytest.raises((RedisConnectionError, ConnectionError)):
             await dispatcher.dispatch_many([message("ana", "lost")])
