@@ -60,9 +60,7 @@ class AdmissionStore:
         self._windows: dict[tuple[str, str], Window] = {}
         self._partitions: dict[int, _Partition] = {}
         self._built = False
-        self._outbox = (
-            ChangelogOutbox(table, direct=True) if getattr(table, "changelog_topic", None) is not None else None
-        )
+        self._outbox = ChangelogOutbox(table) if getattr(table, "changelog_topic", None) is not None else None
         """The table's unsent changelog records; ``None`` for a plain mapping (its writes are the whole story)."""
 
     def invalidate(self) -> None:

@@ -6,8 +6,8 @@ order between a key's deletion and its re-write sent from different places. The 
 that write on the worker's hot path (``streams.admission_store``, ``streams.sent_targets``)
 instead change the local store at once and keep each record here (the bytes the table's
 own ``__setitem__``/``__delitem__`` would produce: its changelog topic's serialisers, the
-event's partition) until ``send`` hands it to the app's producer directly (with ``direct``,
-to aiokafka's producer itself, as ``streams.publish.send``). Records go in
+event's partition) until ``send`` hands it to the app's producer directly (to aiokafka's
+producer itself, as ``streams.publish.send``). Records go in
 the order written, whichever agent or actor wrote them, so a key deleted then written
 again ends written on the changelog and in a table restored from it. Offset commits still
 wait for every record: Faust flushes this producer before every commit. The in-memory
@@ -77,12 +77,11 @@ class ChangelogRecord:
 class ChangelogOutbox:
     """The unsent changelog records of one Faust ``table`` (its ``changelog_topic``)."""
 
-    def __init__(self, table: Any, *, direct: bool = False) -> None:
-        """``direct``: records go to aiokafka's producer itself (as ``streams.publish.send``), without
-        Faust's ``Producer.send`` wrapper (its transaction lookup, header conversion and
-        ``on_produce_message`` signal, which no one here receives): for a table written per request."""
+    def __init__(self, table: Any) -> None:
+        """Records go to aiokafka's producer itself (as ``streams.publish.send``), without Faust's
+        ``Producer.send`` wrapper (its transaction lookup, header conversion and
+        ``on_produce_message`` signal, which no one here receives)."""
         self._table = table
-        self._direct = direct
         self._topic: Any = table.changelog_topic
         self._unsent: deque[ChangelogRecord] = deque()
         self._sending = asyncio.Lock()
@@ -125,15 +124,13 @@ class ChangelogOutbox:
             return
         async with self._sending:
             producer, client = await producer_of(self._topic.app)
-            if not self._direct:
-                client = None
             name = self._topic.get_topic_name()
             while unsent:
                 record = unsent[0]
                 sent: asyncio.Future[Any]
                 if client is not None:  # aiokafka's producer itself, as streams.publish.send
                     sent = await client.send(name, record.value, key=record.key, partition=record.partition)
-                else:  # Faust's producer (not direct, or another transport)
+                else:  # another transport: Faust's producer
                     sent = await producer.send(name, record.key, record.value, record.partition, None, None)
                 unsent.popleft()
                 record.sent = sent

@@ -31,7 +31,7 @@ def table() -> Any:
 
 
 def test_records_are_the_bytes_the_tables_own_codecs_write(table: Any) -> None:
-    outbox = ChangelogOutbox(table, direct=True)
+    outbox = ChangelogOutbox(table)
     assert outbox._orjson  # the path under test is taken for such a table
     topic = table.changelog_topic
     for key in KEYS:
