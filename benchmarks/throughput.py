@@ -153,7 +153,7 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
             return stages.env(role_name) if stages is not None else {}
 
         async with (
-            role("projector", settings, tag="-throughput") as projector,
+            role("projector", settings, tag="-throughput", root=args.projector_tree) as projector,
             role(
                 "worker",
                 settings,
@@ -1141,6 +1141,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=lambda path: Path(path).resolve(),
         help="run the api from this checkout of the project (git archive <commit> | tar -x -C DIR)",
+    )
+    p.add_argument(
+        "--projector-tree",
+        metavar="DIR",
+        type=lambda path: Path(path).resolve(),
+        help="run the projector from this checkout of the project (git archive <commit> | tar -x -C DIR)",
     )
     p.add_argument(
         "--cprofile",
