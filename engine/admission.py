@@ -85,16 +85,23 @@ def decide_admission(
     window = state.windows.get(accepted.priority, Window())
     verdict = rate_limit.check(window, limit, now=at, notification_id=accepted.notification_id)
     if not verdict.allowed:
-        limited = NotificationRateLimited(
-            notification_id=accepted.notification_id,
-            user_id=accepted.user_id,
-            priority=accepted.priority,
-            limit=limit.limit,
-            window_seconds=limit.window_seconds,
-            retry_after_seconds=verdict.retry_after_seconds,
-        )
-        return _follow(decided, limited, now)
+        return rate_limited(decided, accepted, limit, verdict.retry_after_seconds, now=now)
     return decided
+
+
+def rate_limited(
+    decided: Envelope, accepted: NotificationAccepted, limit: RateLimit, retry_after_seconds: float, *, now: datetime
+) -> Envelope:
+    """The ``notification.rate_limited`` outcome of ``decided`` (the envelope of ``accepted``)."""
+    limited = NotificationRateLimited(
+        notification_id=accepted.notification_id,
+        user_id=accepted.user_id,
+        priority=accepted.priority,
+        limit=limit.limit,
+        window_seconds=limit.window_seconds,
+        retry_after_seconds=retry_after_seconds,
+    )
+    return _follow(decided, limited, now)
 
 
 def evolve(state: Admission, outcome: Envelope, *, source: str, policy: AdmissionPolicy) -> Admission:

@@ -5,12 +5,17 @@ A user may have at most ``limit`` notifications admitted in any interval of
 the last ``limit`` admissions at most, so the check is exact, not an approximation
 (unlike GCRA or fixed windows, which let up to ``limit + 1`` or ``2 * limit`` through
 some window). Pure: time is passed in as Unix seconds.
+
+``Slots`` is the same window changed in place, for the worker's admission store: the same
+decisions as ``check`` and ``admit`` on the same admissions (a property test runs both on
+random sequences), without copying the log on every admission or scanning it for an id.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -58,9 +63,11 @@ class Verdict:
 
 _AT = itemgetter(0)
 _ID = itemgetter(1)
+_ALLOWED = Verdict(True, 0.0)
+"""The verdict of every allowed request (immutable: one object serves them all)."""
 
 
-def _first_live(admitted: tuple[tuple[float, str], ...], horizon: float) -> int:
+def _first_live(admitted: Sequence[tuple[float, str]], horizon: float) -> int:
     """Index of the first admission after ``horizon`` (the log is ordered by time)."""
     if not admitted or admitted[0][0] > horizon:
         return 0
@@ -83,11 +90,15 @@ def check(window: Window, policy: RateLimit, *, now: float, notification_id: str
     start = _first_live(admitted, now - policy.window_seconds)
     count = len(admitted) - start
     if count < policy.limit:
-        return Verdict(True, 0.0)
+        return _ALLOWED
     if notification_id in map(_ID, admitted[start:]):
-        return Verdict(True, 0.0)
+        return _ALLOWED
     # The oldest admission that must leave before a slot frees up.
-    oldest = admitted[start + count - policy.limit][0]
+    return _refused(admitted[start + count - policy.limit][0], policy, now)
+
+
+def _refused(oldest: float, policy: RateLimit, now: float) -> Verdict:
+    """Refused until the admission at ``oldest`` leaves the window."""
     # Rounded up to the millisecond: retrying after that long always finds room.
     return Verdict(False, max(0.0, math.ceil(round((oldest + policy.window_seconds - now) * 1000, 6)) / 1000))
 
@@ -103,6 +114,76 @@ def admit(window: Window, policy: RateLimit, *, now: float, notification_id: str
     at = max(now, admitted[-1][0]) if admitted else now
     kept = admitted[-(policy.limit - 1) :] if policy.limit > 1 else ()
     return Window((*kept, (at, notification_id)))
+
+
+class Slots:
+    """A ``Window`` changed in place: ``check`` and ``admit`` decide as the functions of the same
+    names on ``window()``, at O(1) amortised per admission (the functions copy the log on each
+    admission and scan it for the id). Its log is ordered by time, as a ``Window``'s.
+    """
+
+    __slots__ = ("_admitted", "_ids")
+
+    def __init__(self, admitted: Iterable[tuple[float, str]] = ()) -> None:
+        self._admitted: list[tuple[float, str]] = list(admitted)
+        self._ids: dict[str, int] = {}
+        """How many times each id is in the log (once, as ``admit`` never adds an id it holds)."""
+        for _, nid in self._admitted:
+            self._ids[nid] = self._ids.get(nid, 0) + 1
+
+    def window(self) -> Window:
+        """The immutable window of the same admissions."""
+        return Window(tuple(self._admitted))
+
+    def holds(self, notification_id: str) -> bool:
+        """Whether ``notification_id`` is in the log (inside the window or not)."""
+        return notification_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._admitted)
+
+    def check(self, policy: RateLimit, *, now: float, notification_id: str) -> Verdict:
+        """``check(self.window(), policy, ...)``."""
+        admitted = self._admitted
+        start = _first_live(admitted, now - policy.window_seconds)
+        count = len(admitted) - start
+        if count < policy.limit:
+            return _ALLOWED
+        if notification_id in self._ids and notification_id in map(_ID, admitted[start:]):
+            return _ALLOWED
+        return _refused(admitted[start + count - policy.limit][0], policy, now)
+
+    def admit(self, policy: RateLimit, *, now: float, notification_id: str) -> None:
+        """Become ``admit(self.window(), policy, ...)``."""
+        admitted = self._admitted
+        start = _first_live(admitted, now - policy.window_seconds)
+        if start:
+            self._drop(start)
+        if notification_id in self._ids:
+            return
+        at = max(now, admitted[-1][0]) if admitted else now
+        excess = len(admitted) - (policy.limit - 1) if policy.limit > 1 else len(admitted)
+        if excess > 0:
+            self._drop(excess)
+        admitted.append((at, notification_id))
+        self._ids[notification_id] = self._ids.get(notification_id, 0) + 1
+
+    def forget_until(self, horizon: float) -> None:
+        """Drop the admissions at or before ``horizon`` (a prefix: the log is ordered by time)."""
+        start = _first_live(self._admitted, horizon)
+        if start:
+            self._drop(start)
+
+    def _drop(self, count: int) -> None:
+        """Drop the ``count`` oldest admissions."""
+        ids = self._ids
+        for _, nid in self._admitted[:count]:
+            left = ids[nid] - 1
+            if left:
+                ids[nid] = left
+            else:
+                del ids[nid]
+        del self._admitted[:count]
 
 
 def default_limits(high: int, medium: int, low: int, window_seconds: int) -> dict[str, RateLimit]:

@@ -16,7 +16,12 @@ in the stream of the partition they belong to, so the changelog stays co-partiti
 
 The decisions are still ``engine.admission.decide_admission`` and ``evolve``: this class
 only builds their ``Admission`` state from the entries that matter for one request and
-writes back what changed.
+writes back what changed. ``admit`` (ingest's step) takes the common case itself: no entry
+of the request's keys in the table, and its id not in the rate window. It then decides and
+writes exactly what those functions would (a property test compares it with their fold),
+on a window changed in place (``engine.rate_limit.Slots``) instead of a copy of it per
+request; anything else (a duplicate, a replayed record, an entry past the window not yet
+deleted) goes through ``view``, ``decide_admission``, ``evolve`` and ``save``.
 
 Over a Faust table, a write (``save``, ``expire``) changes the local store at once and
 keeps the entry's changelog record in a ``streams.changelog_outbox.ChangelogOutbox`` until
@@ -31,11 +36,14 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from engine.admission import Admission, AdmissionPolicy
+from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve, rate_limited, request_keys
 from engine.dedupe import Seen, SeenKeys
-from engine.rate_limit import Window
+from engine.rate_limit import Slots, Window
+from schemas.envelope import Envelope
+from schemas.events import NotificationAccepted
 from streams.changelog_outbox import ChangelogOutbox
 
 log = logging.getLogger(__name__)
@@ -57,7 +65,9 @@ class AdmissionStore:
     def __init__(self, table: Any, policy: AdmissionPolicy) -> None:
         self._table = table
         self._policy = policy
-        self._windows: dict[tuple[str, str], Window] = {}
+        self._windows: dict[tuple[str, str], Window | Slots] = {}
+        """Per user and priority, its last admissions: a ``Window`` as ``save`` wrote it, or
+        ``Slots`` once ``admit`` changed it in place."""
         self._partitions: dict[int, _Partition] = {}
         self._built = False
         self._outbox = ChangelogOutbox(table) if getattr(table, "changelog_topic", None) is not None else None
@@ -81,7 +91,66 @@ class AdmissionStore:
             if raw is not None:
                 seen.append((key, Seen(str(raw[0]), float(raw[1]), str(raw[2]))))
         window = self._windows.get((user, priority))
+        if isinstance(window, Slots):
+            window = window.window()
         return Admission(SeenKeys(tuple(seen)), {priority: window} if window is not None else {})
+
+    def admit(
+        self, decided: Envelope, accepted: NotificationAccepted, *, source: str, partition: int, now: datetime
+    ) -> Envelope:
+        """The outcome of ``decided`` (the envelope of ``accepted``), its changes written:
+        ``decide_admission`` then ``evolve`` and ``save``, with the common case taken here."""
+        self._ensure_built()
+        user = accepted.user_id
+        nid = accepted.notification_id
+        keys = request_keys(accepted)
+        table = self._table
+        table_keys = [_table_key(user, key) for key in keys]
+        for table_key in table_keys:
+            if table_key in table:  # a key used before (live or not yet deleted): the general path
+                return self._admit_generally(decided, keys, source=source, partition=partition, now=now)
+        priority = accepted.priority
+        policy = self._policy
+        limit = policy.limits[priority]
+        at = now.timestamp()
+        slots = self._slots(user, priority)
+        if slots is not None:
+            if slots.holds(nid):  # the same notification admitted again: the general path
+                return self._admit_generally(decided, keys, source=source, partition=partition, now=now)
+            verdict = slots.check(limit, now=at, notification_id=nid)
+            if not verdict.allowed:
+                return rate_limited(decided, accepted, limit, verdict.retry_after_seconds, now=now)
+        else:
+            slots = self._windows[(user, priority)] = Slots()
+        slots.admit(limit, now=at, notification_id=nid)
+        expiry = self._partition(partition).expiry
+        expires = at + policy.dedupe_window_seconds
+        for key, table_key in zip(keys, table_keys, strict=True):
+            # The notification id's own entry carries the priority: it is the admission.
+            self._write(table_key, [nid, at, source, priority if key == nid else None], partition)
+            expiry.append((expires, table_key))
+        return decided
+
+    def _admit_generally(
+        self, decided: Envelope, keys: tuple[str, ...], *, source: str, partition: int, now: datetime
+    ) -> Envelope:
+        accepted = decided.data
+        if not isinstance(accepted, NotificationAccepted):
+            return decided
+        state = self.view(accepted.user_id, keys, accepted.priority)
+        outcome = decide_admission(state, decided, source=source, policy=self._policy, now=now)
+        after = evolve(state, outcome, source=source, policy=self._policy)
+        if after is not state:
+            self.save(accepted.user_id, state, after, partition=partition)
+        return outcome
+
+    def _slots(self, user: str, priority: str) -> Slots | None:
+        """The window of ``user`` at ``priority`` to change in place, if any."""
+        window = self._windows.get((user, priority))
+        if window is None or isinstance(window, Slots):
+            return window
+        slots = self._windows[(user, priority)] = Slots(window.admitted)
+        return slots
 
     def save(self, user: str, before: Admission, after: Admission, *, partition: int) -> None:
         """Write what ``evolve`` changed: new key entries (changelog) and the rate windows (memory)."""
@@ -150,15 +219,12 @@ class AdmissionStore:
         return state
 
     def _prune_window(self, user: str, priority: str, *, now: float) -> None:
-        window = self._windows.get((user, priority))
-        if window is None:
+        slots = self._slots(user, priority)
+        if slots is None:
             return
         limit = self._policy.limits[priority]
-        horizon = now - limit.window_seconds
-        kept = tuple(a for a in window.admitted if a[0] > horizon)
-        if kept:
-            self._windows[(user, priority)] = Window(kept)
-        else:
+        slots.forget_until(now - limit.window_seconds)
+        if not slots:
             del self._windows[(user, priority)]
 
     def _ensure_built(self) -> None:

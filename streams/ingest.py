@@ -20,8 +20,8 @@ from typing import Any
 import faust
 
 from engine import correlation
-from engine.admission import AdmissionPolicy, decide_admission, evolve, request_keys
-from engine.notification import cmd_user, decide_request, decide_unreadable
+from engine.admission import AdmissionPolicy
+from engine.notification import decide_request, decide_unreadable
 from engine.priority import Priority
 from engine.rate_limit import default_limits
 from engine.settings import Settings
@@ -200,14 +200,10 @@ class Ingest:
         if not isinstance(accepted, NotificationAccepted):
             return decided
         store = self._store
-        store.expire(message.partition, now=now.timestamp())
-        source = record_source(message)
-        state = store.view(cmd_user(request), request_keys(accepted), accepted.priority)
-        outcome = decide_admission(state, decided, source=source, policy=self._policy, now=now)
-        after = evolve(state, outcome, source=source, policy=self._policy)
-        if after is not state:
-            store.save(accepted.user_id, state, after, partition=message.partition)
-        return outcome
+        partition = message.partition
+        store.expire(partition, now=now.timestamp())
+        # decide_admission, evolve and the writes (streams.admission_store)
+        return store.admit(decided, accepted, source=record_source(message), partition=partition, now=now)
 
 
 async def _rejected(topics: Topics, message: faust.types.Message, exc: InvalidMessage, priority: Priority) -> None:
