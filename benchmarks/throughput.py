@@ -58,6 +58,8 @@ class Phase:
 
     sent: dict[str, float] = field(default_factory=dict)
     received: dict[str, float] = field(default_factory=dict)
+    appended: dict[str, float] = field(default_factory=dict)
+    """Request id -> when the broker acknowledged its produce (the publisher's future done; ``--stages``)."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
     expected: int = 0
 
@@ -95,7 +97,9 @@ async def publish(
         user = users[i % len(users)]
         rid, value = request(user, f"{tag} {i}")
         phase.sent[rid] = time.monotonic()
-        futures.append(await producer.send(topic, key=user.encode(), value=value))
+        future = await producer.send(topic, key=user.encode(), value=value)
+        future.add_done_callback(lambda _, rid=rid: phase.appended.setdefault(rid, time.monotonic()))
+        futures.append(future)
         if rate is not None and (i + 1) % max(1, int(rate * tick)) == 0:
             await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
     await asyncio.gather(*futures)
@@ -429,6 +433,8 @@ STAGE_CAP = 200_000
 """Notifications a role stamps at most (bounded memory)."""
 STAGES = (
     ("sent", "bench: the request handed to its producer"),
+    ("appended", "bench: the broker acknowledged the request's produce (producer linger, broker)"),
+    ("fetched", "worker: the fetch answer that carried it read (consumer thread; after the broker held it)"),
     ("polled", "worker: the record handed out by the Kafka client (after the broker's fetch)"),
     ("inboxed", "worker: the record on the main loop, in its agent's inbox (after Faust's thread hop)"),
     ("handled", "worker: ingest starts on it (after the agent's inbox)"),
@@ -632,6 +638,8 @@ def _hook_worker(
     from aiokafka.consumer.fetcher import Fetcher
 
     proc_fetch = Fetcher._proc_fetch_request
+    answers: dict[Any, tuple[Any, float, float]] = {}
+    """Partition -> (its FetchResult, the fetch's sending, its answer read): the fetch its records came in."""
 
     async def fetch_timed(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
         # Each fetch request of the worker's consumer: sent, answered, request partitions and all partitions in it.
@@ -639,6 +647,10 @@ def _hook_worker(
         try:
             return await proc_fetch(self, assignment, node_id, request)
         finally:
+            read = time.time()
+            for tp, result in self._records.items():
+                if ".requests." in tp.topic and answers.get(tp, (None,))[0] is not result:
+                    answers[tp] = (result, began, read)
             if fetches is not None and len(fetches) < FETCH_CAP:
                 counts = [(topic, len(partitions)) for topic, partitions in request.topics]
                 asked = sum(n for topic, n in counts if ".requests." in topic)
@@ -657,9 +669,13 @@ def _hook_worker(
         now = time.time()
         for tp, records in batches.items():
             if ".requests." in tp.topic:
+                answer = answers.get(tp)
                 for record in records:
                     if (rid := _request_id(record.value)) is not None:
                         stamp(rid, "polled", now)
+                        if answer is not None:
+                            stamp(rid, "fetch sent", answer[1])
+                            stamp(rid, "fetched", answer[2])
         return batches
 
     handle = Ingest.handle
@@ -845,6 +861,8 @@ def stage_report(
         if rid not in phase.received:
             continue
         row = {"sent": sent + wall, **stamps.get(rid, {}), "client": phase.received[rid] + wall}
+        if rid in phase.appended:
+            row["appended"] = phase.appended[rid] + wall
         rows[rid] = row
     lines = [
         f"stages of the steady phase ({len(rows)} notifications; ms; p50 / p99):",
@@ -1003,6 +1021,8 @@ def gc_report(rows: dict[str, dict[str, float]], gc_pauses: dict[str, list[tuple
 
 SPANS = (
     ("sent", "polled", "to the worker: producer linger, broker, fetch wait"),
+    ("appended", "fetch sent", "the append to the sending of the fetch that carried it (< 0: already in flight)"),
+    ("fetch sent", "fetched", "that fetch held by the broker, its answer read"),
     ("polled", "submitted", "in the worker up to the frame: thread hop, agent buffer, decision"),
     ("submitted", "acked", "the acceptance's append: producer linger, broker"),
     ("submitted", "published", "the live dispatch: the ack, the batch, Redis"),

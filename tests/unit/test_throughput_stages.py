@@ -79,3 +79,28 @@ def test_a_process_records_its_collections_and_its_loop_stalls() -> None:
     longest = max(stalls.seen, key=lambda seen: seen[1])
     assert longest[1] >= 0.02
     assert "test_throughput_stages.py:stall" in longest[2]  # where the loop's thread was in it
+
+
+def test_the_hop_to_the_worker_splits_at_the_publish_acknowledgement_and_the_fetch_that_carried_it() -> None:
+    phase = Phase()
+    wall = time.time() - time.monotonic()
+    stamps: dict[str, dict[str, float]] = {}
+    for nid, row in rows(10, slow_from=10).items():  # 5 ms each
+        phase.sent[nid] = row["sent"] - wall
+        phase.received[nid] = row["client"] - wall
+        phase.appended[nid] = row["sent"] + 0.001 - wall
+        stamps[nid] = {
+            "fetch sent": row["sent"] + 0.0005,
+            "fetched": row["sent"] + 0.003,
+            "polled": row["sent"] + 0.0031,
+        }
+    lines = stage_report(phase, stamps)
+    table = {line.split()[0]: line for line in lines if line.startswith("  ") and not line.startswith("    ")}
+    assert table["appended"].split()[1:5] == ["1.0", "/", "1.0", "1.0"]
+    assert table["fetched"].split()[1:6] == ["3.0", "/", "3.0", "2.0", "/"]  # the step from appended
+    assert table["polled"].split()[4] == "0.1"
+    assert (
+        "    appended -> fetch sent: -0.5 / -0.5  the append to the sending of the fetch that carried it"
+        in "\n".join(lines)
+    )
+    assert any(line.startswith("    fetch sent -> fetched: 2.5 / 2.5") for line in lines)
