@@ -75,9 +75,22 @@ def follow(cause: Envelope, event: Event, *, now: datetime, source: str) -> Enve
     )
 
 
+_DISCRIMINATING = ("channel", "target", "attempt", "reason")
+_DISCRIMINATES: dict[type, bool] = {}
+"""Per class: whether its events may have any of ``_DISCRIMINATING`` (an acceptance has none of them)."""
+
+
 def _discriminator(event: object) -> tuple[str, ...]:
     # Two events of one type caused by one input (one per channel, per target, per
     # attempt, per reason for deferring) need distinct ids.
+    cls = type(event)
+    discriminates = _DISCRIMINATES.get(cls)
+    if discriminates is None:
+        # A slotted event has exactly its class's attributes; any other object may have more.
+        discriminates = any(hasattr(cls, name) for name in _DISCRIMINATING) or hasattr(event, "__dict__")
+        _DISCRIMINATES[cls] = discriminates
+    if not discriminates:  # getattr(event, name, None) would be None for each of them
+        return ()
     channel = getattr(event, "channel", None)
     parts = [channel] if isinstance(channel, str) else []
     for name in ("target", "attempt", "reason"):

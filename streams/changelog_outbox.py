@@ -85,6 +85,8 @@ class ChangelogOutbox:
         self._topic: Any = table.changelog_topic
         self._unsent: deque[ChangelogRecord] = deque()
         self._sending = asyncio.Lock()
+        self._name: str | None = None
+        """The changelog topic's name, once asked (a table's changelog topic is one named topic)."""
         self._orjson = _serialised_by_orjson(table)
         """Whether keys and values are JSON written by ``orjson.dumps`` with Faust's options (``_FAUST_JSON``)."""
 
@@ -124,7 +126,9 @@ class ChangelogOutbox:
             return
         async with self._sending:
             producer, client = await producer_of(self._topic.app)
-            name = self._topic.get_topic_name()
+            name = self._name
+            if name is None:
+                name = self._name = self._topic.get_topic_name()
             while unsent:
                 record = unsent[0]
                 sent: asyncio.Future[Any]

@@ -66,7 +66,8 @@ async def route_accepted(
         fallback_seconds=settings.email_fallback_seconds,
         contact=contacts(env.userid or ""),
     )
-    await append(topics.events, plan.events)
+    if plan.events:  # most plans have none (no deferral, expiry or cancellation)
+        await append(topics.events, plan.events)
     accepted = accepted_event(env)
     for channel in plan.now:
         if channel == "websocket":
