@@ -159,19 +159,39 @@ def event_from_data(event_type: str, data: dict[str, Any], version: int | None =
     data = upcast(event_type, read, data)
     check_channels(event_type, data)
     check_device(event_type, data)
-    kwargs: dict[str, Any] = {}
     fields = _fields(cls)
-    for name, value in data.items():  # a request carries few of its type's many optional fields
-        kind = fields.get(name)
-        if kind is None:
-            continue
-        is_time, is_tuple = kind
+    kwargs = {name: value for name, value in data.items() if name in fields}
+    times, tuples = _converted(cls)
+    for name in times:
+        if kwargs.get(name) is not None:
+            break
+    else:  # no time to parse (most requests): only the lists of tuple fields change
+        for name in tuples:
+            value = kwargs.get(name)
+            if isinstance(value, list):
+                kwargs[name] = tuple(value)
+        return cls(**kwargs)
+    for name, value in kwargs.items():  # in the order read, so the first bad time fails, as ever
+        is_time, is_tuple = fields[name]
         if value is not None and is_time:
-            value = parse_time(value)
+            kwargs[name] = parse_time(value)
         elif is_tuple and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
+            kwargs[name] = tuple(value)
     return cls(**kwargs)
+
+
+_CONVERTED: dict[type[Event], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+"""Per event class: its fields typed a datetime, and those typed a tuple but not a datetime."""
+
+
+def _converted(cls: type[Event]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    found = _CONVERTED.get(cls)
+    if found is None:
+        fields = _fields(cls)
+        times = tuple(name for name, (is_time, _) in fields.items() if is_time)
+        tuples = tuple(name for name, (is_time, is_tuple) in fields.items() if is_tuple and not is_time)
+        found = _CONVERTED[cls] = (times, tuples)
+    return found
 
 
 def event_to_data(event: Event) -> dict[str, Any]:
