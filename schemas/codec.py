@@ -102,9 +102,21 @@ def parse_time(value: str) -> datetime:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 with a ``Z`` for UTC."""
+    global _LAST_FORMATTED
+    last = _LAST_FORMATTED
+    if last[0] is value:  # the same object again (a request's time: in its acceptance, then its frame)
+        return last[1]
     if value.tzinfo is UTC:  # already UTC (most times here): its ISO form ends with the offset "+00:00"
-        return value.isoformat()[:-6] + "Z"
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        text = value.isoformat()[:-6] + "Z"
+    else:
+        text = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    _LAST_FORMATTED = (value, text)
+    return text
+
+
+_LAST_FORMATTED: tuple[object, str] = (object(), "")
+"""The last time ``format_time`` wrote and its text (a datetime is immutable; the pair is
+replaced whole, so a thread reads one pair or the other)."""
 
 
 def validate_data(event_type: str, data: Any, version: int | None = None) -> None:
@@ -254,23 +266,28 @@ def _writer(cls: type[Event]) -> Callable[[Any], dict[str, Any]]:
 
 def envelope_to_dict(env: Envelope) -> dict[str, Any]:
     """Structured CloudEvent as a dict (``None`` attributes left out)."""
+    event_type = env.type
     out: dict[str, Any] = {
         "specversion": SPECVERSION,
         "id": env.id,
         "source": env.source,
-        "type": env.type,
+        "type": event_type,
         "time": format_time(env.time),
         "datacontenttype": CONTENT_TYPE,
     }
     data = event_to_data(env.data)
-    version = write_version(env.type, data)
-    data = downcast(env.type, version, data)
+    version = write_version(event_type, data)
+    data = downcast(event_type, version, data)
     if version > 1:  # version 1 records never said so: absent means version 1
-        out["dataschema"] = dataschema(env.type, version)
-    for name in ("subject", "userid", "priority", "correlationid"):
-        value = getattr(env, name)
-        if value is not None:
-            out[name] = value
+        out["dataschema"] = dataschema(event_type, version)
+    if env.subject is not None:
+        out["subject"] = env.subject
+    if env.userid is not None:
+        out["userid"] = env.userid
+    if env.priority is not None:
+        out["priority"] = env.priority
+    if env.correlationid is not None:
+        out["correlationid"] = env.correlationid
     out["data"] = data
     return out
 

@@ -141,3 +141,11 @@ def validated(cls: type[Event], data: dict[str, Any], version: int) -> dict[str,
     data = dict(data)
     validate_data(cls.TYPE, data, version)
     return upcast(cls.TYPE, version, data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(times, min_size=1, max_size=6), order=st.lists(st.integers(0, 5), max_size=20))
+def test_a_time_formatted_again_reads_the_same(values: list[datetime], order: list[int]) -> None:
+    for i in order:  # the same objects again and again, in any order
+        value = values[i % len(values)]
+        assert format_time(value) == value.astimezone(UTC).isoformat().replace("+00:00", "Z")
