@@ -120,16 +120,23 @@ class Slots:
     """A ``Window`` changed in place: ``check`` and ``admit`` decide as the functions of the same
     names on ``window()``, at O(1) amortised per admission (the functions copy the log on each
     admission and scan it for the id). Its log is ordered by time, as a ``Window``'s.
+
+    The ids of a log of ``INDEXED_FROM`` admissions or more are counted in a dict (a shorter
+    log is scanned, as cheap as the lookup), so the many users with few admissions cost no
+    more memory than their ``Window`` did.
     """
 
     __slots__ = ("_admitted", "_ids")
 
+    INDEXED_FROM = 16
+    """Logs at least this long keep their ids in a dict."""
+
     def __init__(self, admitted: Iterable[tuple[float, str]] = ()) -> None:
         self._admitted: list[tuple[float, str]] = list(admitted)
-        self._ids: dict[str, int] = {}
-        """How many times each id is in the log (once, as ``admit`` never adds an id it holds)."""
-        for _, nid in self._admitted:
-            self._ids[nid] = self._ids.get(nid, 0) + 1
+        self._ids: dict[str, int] | None = None
+        """How many times each id is in the log (once, as ``admit`` never adds an id it holds);
+        ``None`` while the log is shorter than ``INDEXED_FROM``."""
+        self._index()
 
     def window(self) -> Window:
         """The immutable window of the same admissions."""
@@ -137,7 +144,10 @@ class Slots:
 
     def holds(self, notification_id: str) -> bool:
         """Whether ``notification_id`` is in the log (inside the window or not)."""
-        return notification_id in self._ids
+        ids = self._ids
+        if ids is None:
+            return notification_id in map(_ID, self._admitted)
+        return notification_id in ids
 
     def __len__(self) -> int:
         return len(self._admitted)
@@ -149,7 +159,7 @@ class Slots:
         count = len(admitted) - start
         if count < policy.limit:
             return _ALLOWED
-        if notification_id in self._ids and notification_id in map(_ID, admitted[start:]):
+        if self.holds(notification_id) and notification_id in map(_ID, admitted[start:]):
             return _ALLOWED
         return _refused(admitted[start + count - policy.limit][0], policy, now)
 
@@ -159,14 +169,18 @@ class Slots:
         start = _first_live(admitted, now - policy.window_seconds)
         if start:
             self._drop(start)
-        if notification_id in self._ids:
+        if self.holds(notification_id):
             return
         at = max(now, admitted[-1][0]) if admitted else now
         excess = len(admitted) - (policy.limit - 1) if policy.limit > 1 else len(admitted)
         if excess > 0:
             self._drop(excess)
         admitted.append((at, notification_id))
-        self._ids[notification_id] = self._ids.get(notification_id, 0) + 1
+        ids = self._ids
+        if ids is not None:
+            ids[notification_id] = ids.get(notification_id, 0) + 1
+        elif len(admitted) >= self.INDEXED_FROM:
+            self._index()
 
     def forget_until(self, horizon: float) -> None:
         """Drop the admissions at or before ``horizon`` (a prefix: the log is ordered by time)."""
@@ -174,15 +188,26 @@ class Slots:
         if start:
             self._drop(start)
 
+    def _index(self) -> None:
+        """Count the ids in a dict if the log is long enough (else none)."""
+        if len(self._admitted) < self.INDEXED_FROM:
+            self._ids = None
+            return
+        ids: dict[str, int] = {}
+        for _, nid in self._admitted:
+            ids[nid] = ids.get(nid, 0) + 1
+        self._ids = ids
+
     def _drop(self, count: int) -> None:
         """Drop the ``count`` oldest admissions."""
         ids = self._ids
-        for _, nid in self._admitted[:count]:
-            left = ids[nid] - 1
-            if left:
-                ids[nid] = left
-            else:
-                del ids[nid]
+        if ids is not None:
+            for _, nid in self._admitted[:count]:
+                left = ids[nid] - 1
+                if left:
+                    ids[nid] = left
+                else:
+                    del ids[nid]
         del self._admitted[:count]
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine.admission import AdmissionPolicy, decide_admission, evolve, request_keys
 from engine.priority import Priority
-from engine.rate_limit import default_limits
+from engine.rate_limit import Slots, default_limits
 from schemas.envelope import Envelope
 from schemas.events import NotificationAccepted, NotificationDuplicate, NotificationRateLimited
 from streams.admission_store import AdmissionStore
@@ -96,9 +96,16 @@ def _compare(reqs: list[tuple[Any, ...]], restart_at: int, policy: AdmissionPoli
 
 
 @settings(max_examples=150, deadline=None)
-@given(reqs=history, restart_at=st.integers(0, 90))
-def test_admit_is_the_general_path_with_small_limits(reqs: list[tuple[Any, ...]], restart_at: int) -> None:
-    _compare(reqs, restart_at, SMALL, 1)
+@given(reqs=history, restart_at=st.integers(0, 90), indexed_from=st.sampled_from([0, 2, Slots.INDEXED_FROM]))
+def test_admit_is_the_general_path_with_small_limits(
+    reqs: list[tuple[Any, ...]], restart_at: int, indexed_from: int
+) -> None:
+    default = Slots.INDEXED_FROM
+    Slots.INDEXED_FROM = indexed_from  # the windows' ids counted in a dict from this length on
+    try:
+        _compare(reqs, restart_at, SMALL, 1)
+    finally:
+        Slots.INDEXED_FROM = default
 
 
 @settings(max_examples=60, deadline=None)

@@ -24,11 +24,20 @@ from engine.rate_limit import RateLimit, Slots, Window, admit, check
     ),
     limit=st.integers(1, 6),
     length=st.integers(1, 20),
+    indexed_from=st.sampled_from([0, 1, 2, 4, Slots.INDEXED_FROM]),
 )
 def test_slots_decide_and_keep_what_the_pure_window_does(
-    steps: list[tuple[float, int, str]], limit: int, length: int
+    steps: list[tuple[float, int, str]], limit: int, length: int, indexed_from: int
 ) -> None:
-    policy = RateLimit(limit, length)
+    default = Slots.INDEXED_FROM
+    Slots.INDEXED_FROM = indexed_from  # ids counted in a dict from this length on (else scanned)
+    try:
+        _run_both(steps, RateLimit(limit, length), length)
+    finally:
+        Slots.INDEXED_FROM = default
+
+
+def _run_both(steps: list[tuple[float, int, str]], policy: RateLimit, length: int) -> None:
     window = Window()
     slots = Slots()
     for at, n, what in steps:
