@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import keyword
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -245,7 +246,7 @@ def _writer(cls: type[Event]) -> Callable[[Any], dict[str, Any]]:
     """
     kinds = _fields(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    if not all(name.isidentifier() and not name.startswith("_") for name in names):
+    if not all(name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_") for name in names):
         return _event_to_data
     body = ["def write(event):", "    out = {}"]
     for name in names:
