@@ -328,7 +328,7 @@ def decode(
         raise InvalidMessage("empty message (null value)")
     if max_bytes is not None and len(raw) > max_bytes:
         raise InvalidMessage(f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
-    ce_headers = {k[3:]: v for k, v in headers if k.startswith("ce_")}
+    ce_headers = {k[3:]: v for k, v in headers if k.startswith("ce_")} if headers else {}
     body = parse_json(raw)  # bounded: depth, numbers, duplicate keys, lone surrogates
     if ce_headers:
         try:
@@ -374,13 +374,13 @@ def decode(
         time = parse_time(attrs["time"]) if "time" in attrs else datetime.now(UTC)
     except (TypeError, ValueError, AttributeError):
         raise InvalidMessage(f"invalid time {attrs.get('time')!r}", **_reader_hints(attrs)) from None
-    optional: dict[str, str | None] = {}
-    for name in ("subject", "userid", "priority", "correlationid"):
-        value = attrs.get(name)
+    get = attrs.get
+    subject, userid, priority, correlationid = get("subject"), get("userid"), get("priority"), get("correlationid")
+    for value in (subject, userid, priority, correlationid):
         if value is not None and not isinstance(value, str):
+            name = next(n for n in _OPTIONAL_ATTRS if get(n) is value)  # the first one of that value
             raise InvalidMessage(f"attribute {name} must be a string", **_reader_hints(attrs))
-        optional[name] = value
-    return Envelope(id=attrs["id"], source=attrs["source"], time=time, data=event, **optional)
+    return Envelope(attrs["id"], attrs["source"], time, event, subject, userid, priority, correlationid)
 
 
 # --- Records the worker wrote itself ---------------------------------------------------------

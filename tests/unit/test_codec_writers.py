@@ -9,18 +9,21 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import (
     _event_to_data,
     _fields,
+    decode,
     event_from_data,
     event_to_data,
     format_time,
     parse_time,
     validate_data,
 )
+from schemas.errors import InvalidMessage
 from schemas.events import EVENT_TYPES, Event
 from schemas.versions import upcast
 
@@ -149,3 +152,30 @@ def test_a_time_formatted_again_reads_the_same(values: list[datetime], order: li
     for i in order:  # the same objects again and again, in any order
         value = values[i % len(values)]
         assert format_time(value) == value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attrs=st.fixed_dictionaries(
+        {},
+        optional={
+            name: st.one_of(st.none(), st.text(max_size=3), st.integers(0, 2), st.lists(st.integers(0, 1), max_size=1))
+            for name in ("subject", "userid", "priority", "correlationid")
+        },
+    ),
+    headers=st.sampled_from([[], ()]),
+)
+def test_the_first_optional_attribute_that_is_not_a_string_is_named(attrs: dict[str, Any], headers: Any) -> None:
+    body = {"specversion": "1.0", "type": "notification.requested", "id": "i", "source": "s", **attrs}
+    body["data"] = {"user_id": "u", "title": "t"}
+    bad = [n for n in ("subject", "userid", "priority", "correlationid") if attrs.get(n) is not None]
+    bad = [n for n in bad if not isinstance(attrs[n], str)]
+    if bad:
+        with pytest.raises(InvalidMessage) as refused:
+            decode(json.dumps(body).encode(), headers)
+        assert refused.value.reason == f"attribute {bad[0]} must be a string"
+    else:
+        env = decode(json.dumps(body).encode(), headers)
+        assert (env.subject, env.userid, env.priority, env.correlationid) == tuple(
+            attrs.get(n) for n in ("subject", "userid", "priority", "correlationid")
+        )
