@@ -173,7 +173,10 @@ def event_from_data(event_type: str, data: dict[str, Any], version: int | None =
     check_channels(event_type, data)
     check_device(event_type, data)
     fields = _fields(cls)
-    kwargs = {name: value for name, value in data.items() if name in fields}
+    if fields.keys() >= data.keys():  # every key a field (the schemas admit no others): a plain copy
+        kwargs = dict(data)
+    else:
+        kwargs = {name: value for name, value in data.items() if name in fields}
     times, tuples = _converted(cls)
     for name in times:
         if kwargs.get(name) is not None:
