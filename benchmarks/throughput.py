@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from api.auth import mint_token
-from benchmarks.common import bench_settings, broker, percentile, scratch_database
+from benchmarks.common import EVENT_LOG_FETCH_INTERVAL_MS, bench_settings, broker, percentile, scratch_database
 from benchmarks.roles import Role, bench_secret, role, wait_ready
 from engine.settings import Settings
 from herald.broker import free_port
@@ -141,6 +141,7 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
         http_port=port,
         producer_linger_ms=args.linger,
         kafka_fetch_max_wait_ms=args.fetch_wait,
+        kafka_event_log_fetch_interval_ms=args.event_log_fetch_interval,
         # Enough room for the run's users (the limiter still runs on every request).
         rate_limit_high=args.limit,
         log_level="WARNING",
@@ -305,6 +306,13 @@ async def _measure(
             if stages is not None:
                 stamps = await stages.collect(["worker", "api"])
                 STAGE_REPORTS.append(stage_report(steady, stamps, stages.gc_pauses, stages.stalls, stages.fetches))
+                for name, topics in stages.fetched_since.items():
+                    if topics:
+                        STAGE_REPORTS[-1].append(
+                            f"  {name}: partitions its fetch answers brought records of, by topic (from the start "
+                            "to the steady phase's end): "
+                            + ", ".join(f"{t} {n}" for t, n in sorted(topics.items(), key=lambda item: -item[1]))
+                        )
             current[0] = burst = Phase()
             cpu_before = {r.name: cpu_split(r.pid) for r in roles}
             # Where the rest of the two cores goes: the broker and this process (producer, clients).
@@ -463,6 +471,7 @@ def install_stage_hooks() -> None:
     fetches: list[tuple[float, float, int, int]] = []
     sends: list[tuple[float, float, int, int]] = []
     produced = _count_produce_requests(sends)
+    fetched_topics: dict[str, int] = {}
 
     def stamp(nid: str, stage: str, at: float | None = None) -> None:
         if nid in stamps or len(stamps) < STAGE_CAP:
@@ -482,6 +491,7 @@ def install_stage_hooks() -> None:
                             PRODUCE_KEY: produced,
                             FETCH_KEY: list(fetches),
                             SENDS_KEY: list(sends),
+                            FETCHED_TOPICS_KEY: fetched_topics,
                         }
                     )
                 )
@@ -492,7 +502,7 @@ def install_stage_hooks() -> None:
     threading.Thread(target=dump_on_request, name="bench-stage-dump", daemon=True).start()
     role_name = os.environ.get(STAGE_ROLE_ENV)
     if role_name == "worker":
-        _hook_worker(stamp, stalls, fetches)
+        _hook_worker(stamp, stalls, fetches, fetched_topics)
     elif role_name == "api":
         _hook_api(stamp, stalls)
 
@@ -565,6 +575,9 @@ GC_CAP = 100_000
 FETCH_KEY = "__fetches__"
 """The key of a role's stamp file that holds its consumer's fetch requests (``_hook_worker``)."""
 FETCH_CAP = 100_000
+FETCHED_TOPICS_KEY = "__fetched_topics__"
+"""The key of a role's stamp file that holds, per topic (without the run's prefix), the partitions
+its consumer's fetch answers brought records of, so far."""
 SENDS_KEY = "__sends__"
 """The key of a role's stamp file that holds its produce requests (sent, answered, partition batches, records)."""
 
@@ -632,6 +645,7 @@ def _hook_worker(
     stamp: Callable[..., None],
     stalls: LoopStalls | None = None,
     fetches: list[tuple[float, float, int, int]] | None = None,
+    fetched_topics: dict[str, int] | None = None,
 ) -> None:
     from typing import Any
 
@@ -639,6 +653,7 @@ def _hook_worker(
 
     proc_fetch = Fetcher._proc_fetch_request
     answers: dict[Any, tuple[Any, float, float]] = {}
+    brought = fetched_topics if fetched_topics is not None else {}
     """Partition -> (its FetchResult, the fetch's sending, its answer read): the fetch its records came in."""
 
     async def fetch_timed(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
@@ -649,8 +664,10 @@ def _hook_worker(
         finally:
             read = time.time()
             for tp, result in self._records.items():
-                if ".requests." in tp.topic and answers.get(tp, (None,))[0] is not result:
+                if answers.get(tp, (None,))[0] is not result:
                     answers[tp] = (result, began, read)
+                    kind = tp.topic.split(".", 1)[-1]  # the topic without the run's prefix
+                    brought[kind] = brought.get(kind, 0) + 1
             if fetches is not None and len(fetches) < FETCH_CAP:
                 counts = [(topic, len(partitions)) for topic, partitions in request.topics]
                 asked = sum(n for topic, n in counts if ".requests." in topic)
@@ -821,6 +838,11 @@ class StageRun:
     fetches: dict[str, list[tuple[float, float, int, int]]] = field(default_factory=dict)
     """Per role, its consumer's fetch requests (sent, answered, request partitions, all partitions)."""
 
+    fetched_topics: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per role, per topic, the partitions its fetch answers brought records of, at the last ``collect``."""
+    fetched_since: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per role, ``fetched_topics`` gained between the last two ``collect``s."""
+
     async def collect(self, role_names: list[str], within: float = 30.0) -> dict[str, dict[str, float]]:
         """Ask each role for its stamps; merged by notification id (each role's collections: ``gc_pauses``)."""
         for name in role_names:
@@ -840,6 +862,10 @@ class StageRun:
             self.produced[name] = loaded.pop(PRODUCE_KEY, {})
             self.fetches[name] = [tuple(fetch) for fetch in loaded.pop(FETCH_KEY, [])]
             self.fetches[f"{name} produce"] = [tuple(sent) for sent in loaded.pop(SENDS_KEY, [])]
+            before = self.fetched_topics.get(name, {})
+            now = loaded.pop(FETCHED_TOPICS_KEY, {})
+            self.fetched_topics[name] = now
+            self.fetched_since[name] = {topic: n - before.get(topic, 0) for topic, n in now.items()}
             for nid, stages in loaded.items():
                 merged.setdefault(nid, {}).update(stages)
         return merged
@@ -1149,6 +1175,14 @@ def parser() -> argparse.ArgumentParser:
         default=FETCH_WAIT_MS,
         help="consumer fetch wait (ms) of Herald's roles and of the raw loop's consumers alike (Tansu holds a fetch "
         "for the whole wait)",
+    )
+    p.add_argument(
+        "--event-log-fetch-interval",
+        type=int,
+        default=EVENT_LOG_FETCH_INTERVAL_MS,
+        metavar="MS",
+        help="the worker asks for the event log in at most one fetch every MS ms (HERALD_KAFKA_EVENT_LOG_FETCH_"
+        "INTERVAL_MS; 0: in every fetch, production's default; a --worker-tree that lacks the setting ignores it)",
     )
     p.add_argument(
         "--worker-tree",

@@ -76,7 +76,12 @@ def create_app(
         loghandlers=[],
     )
     check_internals()  # fails loudly, naming the attribute, if a Faust/aiokafka upgrade dropped one we use
-    install_fetch_wait(app, settings.kafka_fetch_max_wait_ms)
+    install_fetch_wait(
+        app,
+        settings.kafka_fetch_max_wait_ms,
+        sparse_topics={TopicNames(settings.topic_prefix).events},
+        sparse_interval_ms=settings.kafka_event_log_fetch_interval_ms,
+    )
     topics = declare(app, settings)
     live = websocket_sink.live_dispatch(topics, dispatcher)
     _commit_after_live_frames(app, live)

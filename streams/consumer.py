@@ -11,16 +11,25 @@ crosses threads twice or more, and each time the thread waiting for the GIL wait
 other runs Python (a worker's main loop deciding a poll's requests, the consumer thread
 reading a fetch), up to Python's switch interval (5 ms by default). A process that builds
 such a consumer lowers the interval to ``SWITCH_INTERVAL``.
+
+The worker's consumer also reads the event log (its device and contact registry folds it), and
+its own appends give the log new records all the time, so every fetch carried the log's
+partitions too. On Tansu a fetch that finds new records costs in proportion to the record
+batches already in the partition, so the request records' fetches slowed as the log grew.
+``Settings.kafka_event_log_fetch_interval_ms`` (0 by default: every fetch) asks for the log in
+at most one fetch per interval (``streams.internals.SparseFetch``); the registry then sees a
+change up to that much later. The benchmarks set 100 ms (``benchmarks.common``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Set
 from typing import Any
 
 import faust
 
-from streams.internals import consumer_with_fetch_wait
+from streams.internals import SparseFetch, consumer_with_fetch_wait
 
 SWITCH_INTERVAL = 0.0005
 """Seconds a thread that wants the GIL waits at most for the one running Python (``sys.setswitchinterval``).
@@ -37,10 +46,22 @@ def hand_over_sooner() -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)
 
 
-def install_fetch_wait(app: faust.App, fetch_max_wait_ms: int) -> None:
+def install_fetch_wait(
+    app: faust.App, fetch_max_wait_ms: int, *, sparse_topics: Set[str] = frozenset(), sparse_interval_ms: int = 0
+) -> None:
     """Make ``app``'s Kafka consumer use ``fetch_max_wait_ms`` (the private hook: ``streams.internals``);
-    once it builds its consumer thread, the process hands the GIL over sooner (``hand_over_sooner``)."""
-    base: Any = consumer_with_fetch_wait(fetch_max_wait_ms)
+    once it builds its consumer thread, the process hands the GIL over sooner (``hand_over_sooner``).
+
+    With ``sparse_interval_ms``, the partitions of ``sparse_topics`` are asked for in at most one
+    fetch every that many milliseconds (``streams.internals.SparseFetch``; a new spacing per client).
+    """
+
+    def sparse() -> SparseFetch | None:
+        if not sparse_topics or sparse_interval_ms <= 0:
+            return None
+        return SparseFetch(sparse_topics, sparse_interval_ms / 1000)
+
+    base: Any = consumer_with_fetch_wait(fetch_max_wait_ms, sparse=sparse)
 
     class Consumer(base):  # type: ignore[misc,valid-type]
         def _new_consumer_thread(self) -> Any:

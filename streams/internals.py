@@ -4,8 +4,8 @@ Neither library has a public way to set the consumer's fetch wait, to choose the
 partitions of one poll, to read a partition's fetched high watermark and position, to
 run something before the offset commit's producer flush, to pass over records no
 agent needs without the per-record machinery, to hand a topic's records to its
-agent straight from the consumer, or to deliver a record without a task per record.
-Herald needs all seven
+agent straight from the consumer, to deliver a record without a task per record, or to
+ask for some partitions in fewer fetches than the others. Herald needs all eight
 (``streams.consumer``, ``streams.priority_poll``, ``streams.consumer_lag``,
 ``streams.app``, ``streams.request_inbox``), so the private names they use live here
 and nowhere else in ``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import aiokafka
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.subscription_state import Assignment, Subscription, SubscriptionState, TopicPartitionState
 from faust import streams as faust_streams
 from faust.agents.agent import Agent
@@ -80,6 +81,16 @@ REQUIRED: tuple[Internal, ...] = (
     Internal(FAUST, faust_aiokafka.Consumer, "_new_consumer_thread", "the consumer fetch wait"),
     Internal(FAUST, faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", "the consumer fetch wait"),
     Internal(AIOKAFKA, aiokafka.AIOKafkaConsumer, "_fetch_max_wait_ms", "the consumer fetch wait", assigned=True),
+    # streams.consumer: the event log asked for in a fetch at most every so often (``SparseFetch``).
+    Internal(AIOKAFKA, aiokafka.AIOKafkaConsumer, "_fetcher", "the event log's fetch interval", assigned=True),
+    Internal(AIOKAFKA, Fetcher, "_get_actions_per_node", "the event log's fetch interval", calls="assignment.tps"),
+    Internal(
+        AIOKAFKA,
+        Fetcher,
+        "_fetch_requests_routine",
+        "the event log's fetch interval",
+        calls="self._get_actions_per_node(assignment)",
+    ),
     # streams.priority_poll: which partitions take part in a poll.
     Internal(FAUST, faust_aiokafka.Consumer, "_getmany", "the priority poll"),
     # The aiokafka client behind a Faust consumer (priority poll, lag probe, consumer lag).
@@ -269,14 +280,84 @@ class _Resumed:
                     return finished.value
 
 
-def consumer_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
-    """Faust's aiokafka consumer class, its client built with ``fetch_max_wait_ms`` (Faust hard-codes 1500)."""
+class SparseFetch:
+    """The partitions of ``topics`` asked for in a fetch at most every ``interval`` seconds.
+
+    aiokafka's fetcher asks for every assigned partition it holds no records of in each
+    fetch request, one request per broker at a time. Wrapped around its
+    ``_get_actions_per_node`` (the partitions and requests of its next step), this leaves
+    the partitions of ``topics`` out of the requests it builds until ``interval`` has passed
+    since a request last carried them; they are asked for in the first request built after
+    that (their records, positions and the assignment are untouched: they are fetched later,
+    not skipped). Left out, a partition's fetched but undrained records no longer hold up the
+    fetch of the others either. The step's timeout is cut to the time left to the next turn.
+    """
+
+    def __init__(self, topics: Set[str], interval: float, *, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.topics = frozenset(topics)
+        self.interval = interval
+        self._clock = clock or time.monotonic
+        self._due = 0.0
+
+    def install(self, fetcher: Any) -> None:
+        """Wrap ``fetcher``'s next-step planner (an instance attribute over the class's method)."""
+        plan = fetcher._get_actions_per_node
+
+        def planned(assignment: Any) -> Any:
+            return self.plan(plan, assignment)
+
+        fetcher._get_actions_per_node = planned
+
+    def plan(self, plan: Callable[[Any], Any], assignment: Any) -> Any:
+        """``plan(assignment)``, the partitions of ``topics`` left out until their turn."""
+        now = self._clock()
+        if now >= self._due:
+            actions = plan(assignment)
+            if any(self._carries(request) for _node, request in actions[0]):
+                self._due = now + self.interval
+            return actions
+        requests, resets, timeout, invalid, resumes = plan(_Without(assignment, self.topics))
+        return requests, resets, min(timeout, self._due - now), invalid, resumes
+
+    def _carries(self, request: Any) -> bool:
+        return any(topic in self.topics for topic, _partitions in request.topics)
+
+
+class _Without:
+    """An assignment seen without the partitions of some topics (what ``_get_actions_per_node`` reads)."""
+
+    __slots__ = ("_assignment", "tps")
+
+    def __init__(self, assignment: Any, topics: frozenset[str]) -> None:
+        self._assignment = assignment
+        self.tps = [tp for tp in assignment.tps if tp.topic not in topics]
+
+    def state_value(self, tp: Any) -> Any:
+        return self._assignment.state_value(tp)
+
+
+def consumer_with_fetch_wait(
+    fetch_max_wait_ms: int, *, sparse: Callable[[], SparseFetch | None] | None = None
+) -> type[faust_aiokafka.Consumer]:
+    """Faust's aiokafka consumer class, its client built with ``fetch_max_wait_ms`` (Faust hard-codes 1500);
+    with ``sparse``, each client's fetcher is planned by the ``SparseFetch`` it returns (if any)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            spacing = sparse() if sparse is not None else None
+            if spacing is not None:
+                start = consumer.start
+
+                async def start_spaced() -> None:
+                    await start()
+                    spacing.install(consumer._fetcher)
+
+                consumer.start = start_spaced
             return consumer
 
     class Consumer(FirstStepWait, faust_aiokafka.Consumer):
