@@ -1,7 +1,8 @@
 """Admission cost per request: a fresh user vs a user with K requests inside the dedupe window.
 
-Measures the worker's admission step as ingest runs it (``streams.admission_store``: read
-the request's key entries, ``decide_admission``, ``evolve``, write what changed) over a
+Measures the worker's admission step as ingest runs it (``AdmissionStore.admit``: the
+common case, keys unused and the id not in the rate window, decided on the window in place;
+anything else read from the key entries, ``decide_admission``, ``evolve``, what changed written) over a
 dict standing in for the Faust table, and the changelog bytes that step writes (what a
 table write sends to Kafka: the JSON of the changed entries). Baseline in the same run:
 the same user measured fresh. For contrast it also runs the previous design (one record
@@ -26,7 +27,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve, request_keys
+from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve
 from engine.notification import decide_request
 from engine.priority import Priority
 from engine.rate_limit import default_limits
@@ -65,14 +66,11 @@ class Recording(dict[str, object]):
 
 
 def store_step(store: AdmissionStore, env: Envelope, source: str) -> None:
+    """The step as ``streams.ingest`` runs it: expire, then ``AdmissionStore.admit``."""
     data = env.data
     assert isinstance(data, NotificationAccepted)
     store.expire(0, now=env.time.timestamp())
-    state = store.view(data.user_id, request_keys(data), data.priority)
-    outcome = decide_admission(state, env, source=source, policy=POLICY, now=env.time)
-    after = evolve(state, outcome, source=source, policy=POLICY)
-    if after is not state:
-        store.save(data.user_id, state, after, partition=0)
+    store.admit(env, data, source=source, partition=0, now=env.time)
 
 
 def record_step(table: Recording, env: Envelope, source: str) -> None:
@@ -138,12 +136,7 @@ def ingest_step(requests: int, users: int = 200, limit: int = 500) -> tuple[floa
             assert isinstance(data, NotificationAccepted)
             source = f"herald.requests.high/0/{i}"
             store.expire(0, now=now.timestamp())
-            state = store.view(data.user_id, request_keys(data), data.priority)
-            outcome = decide_admission(state, decided, source=source, policy=policy, now=now)
-            after = evolve(state, outcome, source=source, policy=policy)
-            if after is not state:
-                store.save(data.user_id, state, after, partition=0)
-            encode(outcome)
+            encode(store.admit(decided, data, source=source, partition=0, now=now))
 
     started = time.process_time()
     burst()
