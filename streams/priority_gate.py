@@ -81,12 +81,28 @@ class PriorityGate:
                 await asyncio.wait_for(self._changed.wait(), timeout=timeout)
         return waited
 
+    def may_wait(self, priority: Priority) -> bool:
+        """Whether ``wait_turn(priority)`` can wait at all (not for the highest priority, nor when disabled).
+
+        The ingest agent asks before each record, so the highest priority's records go
+        without a coroutine per record that could only return ``False``.
+        """
+        return self.enabled and priority is not _ORDER[0]
+
     @contextlib.contextmanager
     def busy(self, priority: Priority) -> Iterator[None]:
         """Mark one record of ``priority`` as being processed."""
-        self._in_flight[priority] += 1
+        self.started(priority)
         try:
             yield
         finally:
-            self._in_flight[priority] -= 1
-            self._changed.set()
+            self.finished(priority)
+
+    def started(self, priority: Priority) -> None:
+        """``busy`` without the context manager: one record of ``priority`` is being processed ..."""
+        self._in_flight[priority] += 1
+
+    def finished(self, priority: Priority) -> None:
+        """... until this call (once per ``started``, in a ``finally``)."""
+        self._in_flight[priority] -= 1
+        self._changed.set()

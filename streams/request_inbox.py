@@ -167,9 +167,10 @@ async def process(app: faust.App, inbox: Inbox, priority: Priority, gate: Priori
             turn = monotonic()
         else:
             message = await inbox.first()
-        if await gate.wait_turn(priority):
+        if gate.may_wait(priority) and await gate.wait_turn(priority):
             PRIORITY_WAITS.labels(priority.value).inc()
-        with gate.busy(priority):
+        gate.started(priority)  # gate.busy(priority), without a context manager per record
+        try:
             if not inbox.take(message):
                 continue  # cleared, or dead, while this agent waited its turn: read again
             if not flow.is_active() or message.generation_id != app.consumer_generation_id:
@@ -183,3 +184,5 @@ async def process(app: faust.App, inbox: Inbox, priority: Priority, gate: Priori
                 reset_current_event(token)
                 del event
             consumer.ack(message)
+        finally:
+            gate.finished(priority)
