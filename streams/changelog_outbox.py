@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from faust.utils import json as faust_json
 
+from streams.internals import append_to_open_batch
 from streams.publish import producer_of, report_failure
 
 _FAUST_JSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
@@ -133,7 +134,10 @@ class ChangelogOutbox:
                 record = unsent[0]
                 sent: asyncio.Future[Any]
                 if client is not None:  # aiokafka's producer itself, as streams.publish.send
-                    sent = await client.send(name, record.value, key=record.key, partition=record.partition)
+                    opened = append_to_open_batch(client, name, record.partition, record.key, record.value)
+                    if opened is None:
+                        opened = await client.send(name, record.value, key=record.key, partition=record.partition)
+                    sent = opened
                 else:  # another transport: Faust's producer
                     sent = await producer.send(name, record.key, record.value, record.partition, None, None)
                 unsent.popleft()

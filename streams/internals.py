@@ -5,9 +5,10 @@ partitions of one poll, to read a partition's fetched high watermark and positio
 run something before the offset commit's producer flush, to pass over records no
 agent needs without the per-record machinery, to hand a topic's records to its
 agent straight from the consumer, to deliver a record without a task per record, or to
-ask for some partitions in fewer fetches than the others. Herald needs all eight
+ask for some partitions in fewer fetches than the others, or to add a record to the
+producer's open batch without a coroutine per record. Herald needs all nine
 (``streams.consumer``, ``streams.priority_poll``, ``streams.consumer_lag``,
-``streams.app``, ``streams.request_inbox``), so the private names they use live here
+``streams.app``, ``streams.request_inbox``, ``streams.publish``), so the private names they use live here
 and nowhere else in ``streams/``. An upgrade that renames one would otherwise fail quietly (a lag of 0, a
 fetch wait ignored, a commit that no longer waits for live frames); instead
 ``check_internals()``, called when a worker's app is built, raises
@@ -31,13 +32,17 @@ from typing import Any
 import aiokafka
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.subscription_state import Assignment, Subscription, SubscriptionState, TopicPartitionState
+from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
+from aiokafka.structs import TopicPartition
 from faust import streams as faust_streams
 from faust.agents.agent import Agent
 from faust.events import Event
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
 from mode.services import WaitResults
+from mode.utils.futures import notify
 
 FAUST = "faust-streaming"
 AIOKAFKA = "aiokafka"
@@ -132,6 +137,38 @@ REQUIRED: tuple[Internal, ...] = (
         "skipping records no agent needs",
         calls="set_read_offset(tp, offset)",
     ),
+    # A poll's records no agent needs acked together, before Faust makes messages of them (``_skip_all``).
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "ack",
+        "skipping records no agent needs",
+        calls="acked_for_tp.append(offset)",
+    ),
+    Internal(FAUST, faust_consumer.Consumer, "ack", "skipping records no agent needs", calls="with ack_lock:"),
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "ack",
+        "skipping records no agent needs",
+        calls="notify(self._waiting_for_ack)",
+    ),
+    Internal(FAUST, faust_consumer.Consumer, "_n_acked", "skipping records no agent needs", assigned=True),
+    Internal(FAUST, faust_consumer.Consumer, "_buffered_partitions", "skipping records no agent needs", assigned=True),
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "getmany",
+        "skipping records no agent needs",
+        calls="records, active_partitions = await self._wait_next_records(timeout)",
+    ),
+    Internal(
+        FAUST,
+        faust_consumer.Consumer,
+        "_wait_next_records",
+        "skipping records no agent needs",
+        calls="records = await self._getmany(",
+    ),
     # Request records handed to their ingest agent from the consumer (``consumer_taking``).
     Internal(FAUST, faust_consumer.Consumer, "_add_gap", "taking request records at the consumer"),
     Internal(
@@ -165,6 +202,31 @@ REQUIRED: tuple[Internal, ...] = (
         calls="await self.wait_first(",
     ),
     Internal(FAUST, faust_consumer.Consumer, "wait_first", "delivering a record without a task per record"),
+    # streams.publish: a record added to its partition's open produce batch (``append_to_open_batch``).
+    Internal(AIOKAFKA, aiokafka.AIOKafkaProducer, "_message_accumulator", "appending to an open batch", assigned=True),
+    Internal(AIOKAFKA, aiokafka.AIOKafkaProducer, "_txn_manager", "appending to an open batch", assigned=True),
+    Internal(AIOKAFKA, aiokafka.AIOKafkaProducer, "_max_request_size", "appending to an open batch", assigned=True),
+    Internal(AIOKAFKA, aiokafka.AIOKafkaProducer, "_key_serializer", "appending to an open batch", assigned=True),
+    Internal(AIOKAFKA, aiokafka.AIOKafkaProducer, "_value_serializer", "appending to an open batch", assigned=True),
+    Internal(
+        AIOKAFKA,
+        aiokafka.AIOKafkaProducer,
+        "send",
+        "appending to an open batch",
+        calls="fut = await self._message_accumulator.add_message(",
+    ),
+    Internal(AIOKAFKA, MessageAccumulator, "_batches", "appending to an open batch", assigned=True),
+    Internal(AIOKAFKA, MessageAccumulator, "_closed", "appending to an open batch", assigned=True),
+    Internal(AIOKAFKA, MessageAccumulator, "_exception", "appending to an open batch", assigned=True),
+    Internal(AIOKAFKA, MessageAccumulator, "_loop", "appending to an open batch", assigned=True),
+    Internal(
+        AIOKAFKA,
+        MessageAccumulator,
+        "add_message",
+        "appending to an open batch",
+        calls="future = batch.append(key, value, timestamp_ms, headers=headers)",
+    ),
+    Internal(AIOKAFKA, MessageBatch, "append", "appending to an open batch", calls="future = _create_future()"),
     # herald.supervisor: an agent's error is reported at once.
     Internal(FAUST, Agent, "_on_error", "agent crash supervision", assigned=True),
 )
@@ -452,11 +514,68 @@ def consumer_skipping(base: type[Any], wanted: Mapping[str, RecordFilter]) -> ty
     has not finished. Until a partition has a committed offset it has no such guard
     (Faust commits the first acked run, whatever precedes it), so there every record is
     delivered as usual.
+
+    A partition whose records in a poll are all rejected (the common case: most of the log
+    is about notifications) is passed over before Faust even makes messages of them
+    (``_getmany``): its records are read and acked together (``_skip_all``: what ``ack``
+    does for each), under the same conditions Faust's ``getmany`` hands records out (the
+    flow active, the partition active). A partition with a record to deliver is left
+    whole to ``getmany``, record by record as before, so a record is never marked read
+    before an earlier one of its partition was delivered.
     """
 
     class SkippingConsumer(base):  # type: ignore[misc]
         skipped = 0
         """Records acked without delivery so far."""
+
+        # Faust's signature, hence ``timeout``.
+        async def _getmany(self, active_partitions: Set[Any] | None, timeout: float) -> Any:  # noqa: ASYNC109
+            records = await super()._getmany(active_partitions, timeout)
+            if not records or not self.flow_active:
+                return records
+            committed = self._committed_offset
+            buffered = self._buffered_partitions
+            passed = []
+            for tp, batch in records.items():
+                keep = wanted.get(tp.topic)
+                if keep is None or committed[tp] is None or not batch:
+                    continue
+                if active_partitions is not None and tp not in active_partitions and tp not in buffered:
+                    continue  # getmany drops it
+                for record in batch:
+                    if keep(record):
+                        break
+                else:
+                    passed.append(tp)
+            for tp in passed:
+                self._skip_all(tp, records.pop(tp))
+            return records
+
+        def _skip_all(self, tp: Any, batch: list[Any]) -> None:
+            """Read and ack every record of ``batch`` (records of ``tp`` in offset order): ``ack`` for each."""
+            read = self._read_offset
+            last = read[tp]
+            offsets = [record.offset for record in batch if last is None or record.offset >= last]
+            if not offsets:
+                return
+            read[tp] = offsets[-1]
+            self.skipped += len(offsets)
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))  # as getmany, once per partition
+            if not self.app.topics.acks_enabled_for(tp.topic):
+                return
+            with ack_lock:  # Consumer.ack's bookkeeping, for the whole run at once
+                committed = self._committed_offset[tp]
+                acked_index = self._acked_index[tp]
+                fresh = [
+                    offset
+                    for offset in offsets
+                    if (committed is None or offset >= committed) and offset not in acked_index
+                ]
+                if fresh:
+                    acked_index.update(fresh)
+                    self._acked[tp].extend(fresh)
+                    self._n_acked += len(fresh)
+                notify(self._waiting_for_ack)
 
         # Faust's signature, hence ``timeout``.
         async def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109
@@ -617,6 +736,53 @@ def set_current_event(app: Any, message: Any) -> tuple[contextvars.Token[Any], E
 def reset_current_event(token: contextvars.Token[Any]) -> None:
     """Undo ``set_current_event``."""
     faust_streams._current_event.reset(token)
+
+
+_PARTITIONS: dict[tuple[str, int], TopicPartition] = {}
+"""The ``TopicPartition`` of each (topic, partition) the worker sends to (a few dozen)."""
+
+
+def append_to_open_batch(
+    producer: aiokafka.AIOKafkaProducer, topic: str, partition: int, key: bytes | None, value: bytes | None
+) -> asyncio.Future[Any] | None:
+    """Add a record to the open batch of ``topic[partition]`` in ``producer``; ``None`` when there is none.
+
+    What ``AIOKafkaProducer.send(topic, value, key=key, partition=partition)`` does when the
+    partition has a batch lingering with room for the record (the topic's metadata is known
+    then, and the record is not too large): ``MessageAccumulator.add_message`` appends it to
+    that batch, its timestamp the batch's (none given) and no headers, and returns the
+    record's future. Here without the two coroutines, the serialiser and size checks and
+    the debug log line around it (a few us a record on the worker's path).
+
+    ``None`` (nothing done: the caller sends as usual, which creates a batch, waits for
+    room, raises...) when the partition has no batch or its last batch is full or closed,
+    when the accumulator is closed or failed, for a transactional or idempotent producer
+    (its sequence numbers are for aiokafka to keep), for a producer with serialisers, and
+    for a record of half the maximum request size or more.
+    """
+    if producer._txn_manager is not None:
+        return None
+    if producer._key_serializer is not None or producer._value_serializer is not None:
+        return None
+    accumulator = producer._message_accumulator
+    if accumulator._closed or accumulator._exception is not None:
+        return None
+    size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+    if size * 2 >= producer._max_request_size:
+        return None
+    tp = _PARTITIONS.get((topic, partition))
+    if tp is None:
+        if len(_PARTITIONS) >= 4096:  # bounded: topics and partitions are few
+            _PARTITIONS.clear()
+        tp = _PARTITIONS[(topic, partition)] = TopicPartition(topic, partition)
+    batches = accumulator._batches.get(tp)
+    if not batches:
+        return None
+    # Full or closed: ``None``, nothing appended (add_message would wait for the batch to drain).
+    sent: asyncio.Future[Any] | None = batches[-1].append(
+        key, value, None, _create_future=accumulator._loop.create_future
+    )
+    return sent
 
 
 def flush_first(producer: Any, before: Callable[[], Awaitable[None]]) -> None:

@@ -14,6 +14,7 @@ from faust.types import AppT
 from engine.partitioning import KeyPartitions
 from schemas.codec import encode
 from schemas.envelope import Envelope
+from streams.internals import append_to_open_batch
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,19 @@ async def send(topic: faust.TopicT, key: bytes, value: bytes) -> asyncio.Future[
     A send the broker finally refuses is logged, as Faust logs its own (``_on_published``).
 
     The record's partition is the one aiokafka's default partitioner would give the key
-    (``partition_of``), worked out here with a key's hash remembered.
+    (``partition_of``), worked out here with a key's hash remembered. When that partition
+    has a batch lingering with room for the record, the record is added to it at once
+    (``streams.internals.append_to_open_batch``: what aiokafka's ``send`` would do, without
+    its two coroutines and checks around it); otherwise it goes through ``send``.
     """
     producer, client = await producer_of(topic.app)
-    sent: asyncio.Future[Any]
+    sent: asyncio.Future[Any] | None
     name = topic.get_topic_name()
     if client is not None:
-        sent = await client.send(name, value, key=key, partition=partition_of(client, name, key))
+        partition = partition_of(client, name, key)
+        sent = None if partition is None else append_to_open_batch(client, name, partition, key, value)
+        if sent is None:
+            sent = await client.send(name, value, key=key, partition=partition)
     else:  # another transport: Faust's producer
         sent = await producer.send(name, key, value, None, None, None)
     sent.add_done_callback(report_failure)
