@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -127,6 +127,7 @@ class RedisDispatcher:
         a cancel mid-reply) closes the connection and hands it back to the pool, then raises:
         the live dispatch retries the batch, on a new connection. The pool closes a kept one
         when the client closes. A server that lost the script (restarted) gets it with ``EVAL``.
+        The command is packed here (``pack_command``), the bytes redis-py would write.
         """
         connection = self._connection
         pool = self._redis.connection_pool
@@ -134,10 +135,14 @@ class RedisDispatcher:
             connection = self._connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             try:
-                await connection.send_command("EVALSHA", self._dispatch.sha, len(keys), *keys, *args)
+                packed = pack_command(
+                    connection.encoder.encode, ("EVALSHA", self._dispatch.sha, len(keys), *keys, *args)
+                )
+                await connection.send_packed_command(packed)
                 return await connection.read_response()
             except NoScriptError:
-                await connection.send_command("EVAL", _DISPATCH, len(keys), *keys, *args)
+                packed = pack_command(connection.encoder.encode, ("EVAL", _DISPATCH, len(keys), *keys, *args))
+                await connection.send_packed_command(packed)
                 return await connection.read_response()
         except BaseException:
             self._connection = None
@@ -153,6 +158,30 @@ class RedisDispatcher:
         connection, self._connection = self._connection, None
         if connection is not None:
             await self._redis.connection_pool.release(connection)
+
+
+def pack_command(encode: Callable[[Any], Any], args: Sequence[Any]) -> bytes:
+    """``args`` as one Redis protocol (RESP) command: the bytes redis-py's ``Connection.pack_command``
+    writes for them, in one piece.
+
+    redis-py builds a command by joining its buffer again for every argument (up to 6 kB at a
+    time): 3-5 us per frame of a dispatch batch, about half that here. ``encode`` is the
+    connection's encoder's (bytes as they are, ``str``, ``int`` and ``float`` as it writes them,
+    anything else refused as it refuses it). The command name must be one word (redis-py
+    would split ``"CONFIG GET"``).
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
+    for arg in args:
+        kind = type(arg)
+        if kind is bytes:
+            data = arg
+        elif kind is int:  # not a bool (refused by ``encode``): its repr, as the encoder writes it
+            data = b"%d" % arg
+        else:
+            data = encode(arg)
+        append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _reached(reply: Sequence[bytes | str], frames: int) -> list[list[str]]:
