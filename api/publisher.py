@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,26 @@ class Written:
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A fact already written as its record's value (the bytes ``encode`` gives its envelope), with the
+    attributes a log line names. Never a fact with a scheduler cancel (a read, a delete)."""
+
+    type: str
+    userid: str
+    subject: str
+    correlationid: str | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """Facts handed to the producer together: ``sent`` resolves once the broker took them all."""
+
+    sent: asyncio.Future[Any]
+    envelopes: list[Envelope | Encoded]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,64 @@ class Publisher:
             return fut
         return asyncio.ensure_future(_both(fut, cancel))
 
+    async def enqueue_many(self, envelopes: Sequence[Envelope | Encoded]) -> list[Sending]:
+        """``enqueue`` for many facts, in order: one record batch per partition instead of a send each.
+
+        For the gateway's delivery receipts, which leave in bulk: each record is added to its
+        partition's batch (``AIOKafkaProducer.create_batch``) without the per-record checks,
+        serialisation and future of ``AIOKafkaProducer.send``, and each batch is handed to the
+        producer once. Records of one partition keep their order, and so do a partition's records
+        around a fact sent the way ``enqueue`` sends it: one with a scheduler cancel (a read, a
+        delete), or any while the topic's partitions are not known yet. Each ``Sending`` resolves
+        on the broker's acknowledgement of its envelopes; a batch the producer refused is
+        returned with the error set on its future (never raised: the others may be in flight).
+        """
+        topic = self.names.events
+        out: list[Sending] = []
+        open_batches: dict[int, tuple[Any, list[Envelope | Encoded]]] = {}
+        for env in envelopes:
+            key = (env.userid or "").encode()
+            part = None if env.type in CANCELLING_TYPES else self.partition(topic, key)
+            if part is None:
+                await self._send_batches(open_batches, out)  # what came before it leaves before it
+                try:
+                    if isinstance(env, Encoded):
+                        sent = await self._send_keyed(topic, key, env.value)
+                    else:
+                        sent = await self.enqueue(env)
+                except Exception as exc:  # noqa: BLE001 - handed to the caller on the future
+                    sent = _failed_future(exc)
+                out.append(Sending(sent, [env]))
+                continue
+            value = env.value if isinstance(env, Encoded) else encode(env)
+            entry = open_batches.get(part)
+            if entry is None:
+                entry = open_batches[part] = (self._producer.create_batch(), [])
+            if entry[0].append(key=key, value=value, timestamp=None) is None:
+                await self._send_batch(part, open_batches.pop(part), out)  # full: it leaves, the next one starts
+                entry = open_batches[part] = (self._producer.create_batch(), [])
+                if entry[0].append(key=key, value=value, timestamp=None) is None:  # never taken: say so
+                    out.append(Sending(_failed_future(ValueError(f"a record of {len(value)} bytes")), [env]))
+                    continue
+            entry[1].append(env)
+        await self._send_batches(open_batches, out)
+        return out
+
+    async def _send_batches(
+        self, open_batches: dict[int, tuple[Any, list[Envelope | Encoded]]], out: list[Sending]
+    ) -> None:
+        while open_batches:
+            part = next(iter(open_batches))
+            await self._send_batch(part, open_batches.pop(part), out)
+
+    async def _send_batch(self, part: int, entry: tuple[Any, list[Envelope | Encoded]], out: list[Sending]) -> None:
+        batch, envs = entry
+        try:
+            sent: asyncio.Future[Any] = await self._producer.send_batch(batch, self.names.events, partition=part)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller on the future
+            sent = _failed_future(exc)
+        out.append(Sending(sent, envs))
+
     async def request_many(self, requests: Iterable[tuple[Envelope, Priority]]) -> list[Written]:
         """Publish many requests with the sends in flight together (bulk), then wait for all acks."""
         futures = [
@@ -149,3 +227,9 @@ async def _both(fact: asyncio.Future[Any], cancel: asyncio.Future[Any]) -> Any:
     """The fact's record metadata once both the fact and its cancel are on the broker."""
     meta, _ = await asyncio.gather(fact, cancel)
     return meta
+
+
+def _failed_future(exc: BaseException) -> asyncio.Future[Any]:
+    failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    failed.set_exception(exc)
+    return failed
