@@ -73,12 +73,15 @@ class Writer(Protocol):
     async def insert_stats(self, counters: Sequence[tuple[str, str, str, int]]) -> None: ...
     async def add_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
     async def insert_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    async def flush(self) -> None: ...
 
 
-async def writer_for(conn: AsyncConnection) -> Writer:
-    """The fast Postgres writer on psycopg, SQLAlchemy Core on anything else."""
+async def writer_for(conn: AsyncConnection, *, deferred: bool = False) -> Writer:
+    """The fast Postgres writer on psycopg, SQLAlchemy Core on anything else. ``deferred``: the
+    writes whose outcome the batch does not read may wait for ``flush`` (the caller's, before
+    its commit) to go out together (``PostgresWriter``)."""
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        return PostgresWriter(await driver(conn))
+        return PostgresWriter(await driver(conn), deferred=deferred)
     return CoreWriter(conn)
 
 

@@ -39,6 +39,10 @@ class CoreWriter:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
+    async def flush(self) -> None:
+        """Nothing to do: every write was executed when it was asked for."""
+        return None
+
     async def claim_offset(self, topic: str, partition: int) -> int:
         """The partition's stored next offset (SQLite: one writer at a time anyway)."""
         stmt = select(ProjectorOffset.next_offset).where(

@@ -189,6 +189,25 @@ async def driver(conn: AsyncConnection) -> PgConnection[Any]:
     return pg
 
 
+def _insert_unnest(
+    table: str, spec: Sequence[tuple[str, str]], *, json_columns: Sequence[str] = (), suffix: str = ""
+) -> str:
+    """``INSERT INTO table (..) SELECT .. FROM unnest(%b::type[], ..)``: the rows of a small batch
+    as one array parameter per column (see ``COPY_FROM``); ``json_columns``: text columns cast to json."""
+    names = ", ".join(f'"{name}"' for name, _ in spec)
+    arrays = ", ".join(f"%b::{kind}[]" for _, kind in spec)
+    columns = ", ".join(f"v{i}::json" if name in json_columns else f"v{i}" for i, (name, _) in enumerate(spec))
+    aliases = ", ".join(f"v{i}" for i in range(len(spec)))
+    return f"INSERT INTO {table} ({names}) SELECT {columns} FROM unnest({arrays}) AS v({aliases}){suffix}"  # noqa: S608
+
+
+COPY_FROM = 128
+"""Rows from which a kind of new row goes in with binary ``COPY``; fewer (a live trickle's small
+batches) go in as one ``INSERT .. unnest`` each, which needs no round trip of its own: it is
+sent with the batch's other writes in one pipeline (``PostgresWriter.flush``). A ``COPY`` costs
+two round trips and cannot be pipelined; with array parameters psycopg dumps every value in
+Python, which a thousand rows pay for and a few dozen do not."""
+
 STAGE_STATS_FROM = 64
 """Counter deltas from which staging them with COPY beats array parameters."""
 STAT_COLUMNS = (("scope", "text"), ("metric", "text"), ("key", "text"), ("count", "int8"))
@@ -203,10 +222,36 @@ class PostgresWriter:
     snapshots, the delivery rows of those new events. A second projector cannot add
     them meanwhile: the partition's offsets row is locked first (``claim_offset``).
     Changes to existing rows are set-based ``UPDATE``/upserts over binary arrays.
+
+    A small batch (a live trickle: a few dozen events per transaction) pays mostly for
+    round trips, each a system call and a wake-up on both sides of the connection: its new
+    rows go in as ``INSERT .. unnest`` (``COPY_FROM``), the ledger's with ``ON CONFLICT DO
+    NOTHING RETURNING``, and its snapshots are loaded in one pipeline. ``deferred``: the
+    writes whose outcome the batch does not read (inserts, updates, counters, the offset)
+    are queued and sent together, in order, by ``flush``, one round trip; their errors
+    surface there, before the commit, as they would have one by one.
     """
 
-    def __init__(self, pg: PgConnection[Any]) -> None:
+    def __init__(self, pg: PgConnection[Any], *, deferred: bool = False) -> None:
         self._pg = pg
+        self._deferred = deferred
+        self._queued: list[tuple[str, Sequence[Any]]] = []
+
+    async def flush(self) -> None:
+        """Send the queued writes, in order, in one pipeline; the first that fails raises."""
+        queued, self._queued = self._queued, []
+        if len(queued) == 1:
+            await self._pg.execute(*queued[0])
+        elif queued:
+            async with self._pg.pipeline():
+                for query, params in queued:
+                    await self._pg.execute(query, params)
+
+    async def _write(self, query: str, params: Sequence[Any]) -> None:
+        """A write whose outcome the batch does not read: queued if ``deferred``, else sent now."""
+        self._queued.append((query, params))
+        if not self._deferred:
+            await self.flush()
 
     async def claim_offset(self, topic: str, partition: int) -> int:
         """The partition's stored next offset, its row locked until commit.
@@ -217,6 +262,7 @@ class PostgresWriter:
         events again from the log: the read models stay consistent, commits stop waiting
         for the disk.
         """
+        await self.flush()
         async with self._pg.pipeline():  # the transaction's start, both statements: one round trip
             await self._pg.execute(ASYNC_COMMIT)
             cur = await self._pg.execute(CLAIM_OFFSET, (topic, partition))
@@ -225,7 +271,7 @@ class PostgresWriter:
 
     async def store_offset(self, topic: str, partition: int, next_offset: int) -> None:
         """Move the partition's checkpoint (its row was claimed in this transaction)."""
-        await self._pg.execute(STORE_OFFSET, (next_offset, topic, partition))
+        await self._write(STORE_OFFSET, (next_offset, topic, partition))
 
     async def claim_events(self, ledger: Sequence[dict[str, Any]]) -> set[str]:
         """Write the ledger rows not there yet; return their ids (the events to apply).
@@ -234,9 +280,15 @@ class PostgresWriter:
         only when the ledger's key refuses one (an event applied before, or being applied by
         a transaction that just committed) does it roll back to the savepoint and ask which
         events it holds. One index descent per event instead of a lookup and then an insert.
+        Fewer than ``COPY_FROM`` rows: one ``INSERT .. ON CONFLICT DO NOTHING RETURNING``
+        instead (one round trip; the savepoint and the ``COPY`` take four).
         """
         if not ledger:
             return set()
+        await self.flush()
+        if len(ledger) < COPY_FROM:
+            cur = await self._pg.execute(CLAIM_LEDGER, _columns(LEDGER_COLUMNS, ledger))
+            return {row[0] for row in await cur.fetchall()}
         try:
             async with self._pg.transaction():  # a savepoint inside the caller's transaction
                 await self._copy("projected_events", LEDGER_COLUMNS, ledger, rename={"data_json": "data"})
@@ -251,12 +303,28 @@ class PostgresWriter:
         return {row["event_id"] for row in rows}
 
     async def load(self, ids: Sequence[str]) -> States:
-        """Snapshots of the notifications ``ids`` that exist (what the fold reads, no content)."""
+        """Snapshots of the notifications ``ids`` that exist (what the fold reads, no content):
+        the notifications and their channels, both asked in one round trip."""
         states: States = {}
         if not ids:
             return states
-        cur = await self._pg.execute(LOAD_NOTIFICATIONS, (list(ids),))
-        for nid, user, status, created, priority, attempts, error, delivered, read, deleted in await cur.fetchall():
+        await self.flush()
+        wanted = list(ids)
+        async with self._pg.pipeline():
+            notifications = await self._pg.execute(LOAD_NOTIFICATIONS, (wanted,))
+            channels = await self._pg.execute(LOAD_CHANNELS, (wanted,))
+        for (
+            nid,
+            user,
+            status,
+            created,
+            priority,
+            attempts,
+            error,
+            delivered,
+            read,
+            deleted,
+        ) in await notifications.fetchall():
             states[nid] = NotificationState(
                 id=nid,
                 user_id=user,
@@ -269,10 +337,10 @@ class PostgresWriter:
                 read_at=read,
                 deleted_at=deleted,
             )
-        if states:
-            cur = await self._pg.execute(LOAD_CHANNELS, (list(states),))
-            for nid, channel, *values in await cur.fetchall():
-                states[nid].channel_states[channel] = ChannelState(*values)
+        for nid, channel, *values in await channels.fetchall():
+            state = states.get(nid)
+            if state is not None:  # a channel row has its notification (same transaction, same snapshot)
+                state.channel_states[channel] = ChannelState(*values)
         return states
 
     async def insert_notifications(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -280,41 +348,53 @@ class PostgresWriter:
         for row in rows:
             row["channels"] = _channels_json(row["channels"])
             row["data"] = _json(row["data"])
-        await self._copy("notifications", NOTIFICATION_COLUMNS, rows)
+        if 0 < len(rows) < COPY_FROM:
+            await self._write(INSERT_NOTIFICATIONS, _columns(NOTIFICATION_COLUMNS, rows))
+        else:
+            await self._copy("notifications", NOTIFICATION_COLUMNS, rows)
 
     async def update_notifications(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """``(id, status, attempts, error, delivered_at, read_at, deleted_at)`` of changed notifications."""
         if rows:
-            await self._pg.execute(UPDATE_NOTIFICATIONS, [list(c) for c in zip(*rows, strict=True)])
+            await self._write(UPDATE_NOTIFICATIONS, [list(c) for c in zip(*rows, strict=True)])
 
     async def insert_channels(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Channel rows of new notifications, in ``CHANNEL_COLUMNS`` order."""
-        await self._copy_tuples("notification_channels", CHANNEL_COLUMNS, rows)
+        if 0 < len(rows) < COPY_FROM:
+            await self._write(INSERT_CHANNELS, [list(c) for c in zip(*rows, strict=True)])
+        else:
+            await self._copy_tuples("notification_channels", CHANNEL_COLUMNS, rows)
 
     async def upsert_channels(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Changed channel rows of existing notifications, in ``CHANNEL_COLUMNS`` order."""
         if rows:
-            await self._pg.execute(UPSERT_CHANNELS, [list(c) for c in zip(*rows, strict=True)])
+            await self._write(UPSERT_CHANNELS, [list(c) for c in zip(*rows, strict=True)])
 
     async def insert_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
         """Delivery rows of new events."""
-        await self._copy("deliveries", DELIVERY_COLUMNS, rows)
+        if 0 < len(rows) < COPY_FROM:
+            columns = _columns(DELIVERY_COLUMNS, rows)
+            latency = _FLOAT_AT["deliveries"]
+            columns[latency] = [None if v is None else float(v) for v in columns[latency]]
+            await self._write(INSERT_DELIVERIES, columns)
+        else:
+            await self._copy("deliveries", DELIVERY_COLUMNS, rows)
 
     async def add_stats(self, deltas: Sequence[tuple[str, str, str, int]]) -> None:
         """Add ``(scope, metric, key, delta)`` to the counters (sorted: a stable lock order); drop zeros."""
         if not deltas:
             return
         if len(deltas) < STAGE_STATS_FROM:
-            await self._pg.execute(ADD_STATS, [list(c) for c in zip(*deltas, strict=True)])
+            await self._write(ADD_STATS, [list(c) for c in zip(*deltas, strict=True)])
         else:
             # Every time, not once per session: a first batch that rolls back takes the
             # table's creation with it.
-            await self._pg.execute(STAT_DELTAS)
+            await self._write(STAT_DELTAS, ())
             await self._copy_tuples("herald_stat_deltas", STAT_COLUMNS, deltas)
-            await self._pg.execute(ADD_STAT_DELTAS)
+            await self._write(ADD_STAT_DELTAS, ())
         emptied = [d[:3] for d in deltas if d[3] < 0]
         if emptied:
-            await self._pg.execute(DROP_EMPTY_STATS, [list(c) for c in zip(*emptied, strict=True)])
+            await self._write(DROP_EMPTY_STATS, [list(c) for c in zip(*emptied, strict=True)])
 
     async def insert_stats(self, counters: Sequence[tuple[str, str, str, int]]) -> None:
         """``(scope, metric, key, count)`` of counters not there yet (non-zero): one binary ``COPY``."""
@@ -327,12 +407,12 @@ class PostgresWriter:
             return
         deltas = _int4_array(list(chain.from_iterable(row[1:] for row in rows)))
         if deltas is None:
-            await self._pg.execute(ADD_WIDE_USER_STATS, [list(c) for c in zip(*rows, strict=True)])
+            await self._write(ADD_WIDE_USER_STATS, [list(c) for c in zip(*rows, strict=True)])
         else:
-            await self._pg.execute(ADD_USER_STATS, ([row[0] for row in rows], deltas))
+            await self._write(ADD_USER_STATS, ([row[0] for row in rows], deltas))
         emptied = [row[0] for row in rows if row[_TOTAL] < 0]
         if emptied:
-            await self._pg.execute(DROP_EMPTY_USER_STATS, (emptied,))
+            await self._write(DROP_EMPTY_USER_STATS, (emptied,))
 
     async def insert_user_stats(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """``(user id, *counts)`` rows of users not there yet: one binary ``COPY``."""
@@ -358,6 +438,7 @@ class PostgresWriter:
     ) -> None:
         if isinstance(rows, Sequence) and not rows:
             return
+        await self.flush()  # the writes queued before it go first
         rename = rename or {}
         target = ", ".join(f'"{rename.get(name, name)}"' for name, _ in spec)
         async with self._pg.cursor().copy(f"COPY {table} ({target}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -368,6 +449,27 @@ class PostgresWriter:
             for row in rows:
                 if data := write_row(row):
                     await copy.write(data)
+
+
+def _columns(spec: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """One list per column of ``spec`` (the array parameters of an ``INSERT .. unnest``)."""
+    return [[row[name] for row in rows] for name, _ in spec]
+
+
+_LEDGER_TARGET = tuple(("data" if name == "data_json" else name, kind) for name, kind in LEDGER_COLUMNS)
+CLAIM_LEDGER = _insert_unnest(
+    "projected_events",
+    _LEDGER_TARGET,
+    json_columns=("data",),
+    suffix=" ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+)
+"""A small batch's ledger rows; the ids of those the ledger did not hold come back."""
+INSERT_NOTIFICATIONS = _insert_unnest("notifications", NOTIFICATION_COLUMNS, json_columns=("channels", "data"))
+INSERT_CHANNELS = _insert_unnest("notification_channels", CHANNEL_COLUMNS)
+INSERT_DELIVERIES = _insert_unnest("deliveries", DELIVERY_COLUMNS)
+_FLOAT_AT = {"deliveries": [name for name, _ in DELIVERY_COLUMNS].index("latency_ms")}
+"""Where a ``float8`` column is (psycopg picks an array's type by its values: an int among floats
+would not fit; ``COPY`` converts them by the column's type)."""
 
 
 class _Int4Array(bytes):

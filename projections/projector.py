@@ -449,14 +449,17 @@ class Projector:
     async def _apply(self, partition: int, batch: list[Prepared], skipped: list[Skipped], next_offset: int) -> None:
         sink = None if self._deferred is None else stats.Deltas()
         async with self._transaction() as conn:
-            writer = await writer_for(conn)
+            writer = await writer_for(conn, deferred=True)
             stored = await writer.claim_offset(self._topic, partition)
             # Positions below the checkpoint were applied (or skipped) before a crash or rebalance.
             fresh = await apply_prepared(conn, partition, [p for p in batch if p.offset >= stored], writer, sink)
             skipped = [s for s in skipped if s.offset >= stored]
+            if skipped:
+                await writer.flush()  # the batch's rows before the record of what it skipped, as ever
             await poison.record(conn, self._topic, partition, skipped)
             next_offset = max(stored, next_offset)
             await writer.store_offset(self._topic, partition, next_offset)
+            await writer.flush()  # the batch's queued writes and its offset, in one round trip
         if sink and self._deferred is not None:
             # Committed: its deltas count now (a transaction that failed and is retried adds nothing).
             self._deferred.update(sink)
