@@ -59,14 +59,15 @@ def _request(user: str, title: str) -> bytes:
 
 @contextlib.asynccontextmanager
 async def worker(
-    settings: Settings, *, split: bool = False, high_nice: int = 0, high_poll: int = 0
+    settings: Settings, *, split: bool = False, high_nice: int = 0, high_poll: int = 0, low_nice: int = 0
 ) -> AsyncIterator[list[Role]]:
     """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``).
 
     ``split``: two processes instead, one ingesting high (``--priorities high``), the other
     medium and low with the sinks (logs ``worker-priority-high.log``, ``worker-priority-medium-low.log``).
     ``high_nice``: the niceness of the process that ingests high (the one worker, or the high one);
-    ``high_poll``: its ``HERALD_KAFKA_MAX_POLL_RECORDS`` (0: the setting's).
+    ``high_poll``: its ``HERALD_KAFKA_MAX_POLL_RECORDS`` (0: the setting's); ``low_nice``: the
+    niceness of the medium and low process when split.
     """
     ingests_high = settings.replace(kafka_max_poll_records=high_poll) if high_poll else settings
     if not split:
@@ -77,7 +78,7 @@ async def worker(
     rest = settings.replace(worker_priorities="medium,low")
     async with (
         role("worker", high, tag="-priority-high", nice=high_nice) as first,
-        role("worker", rest, tag="-priority-medium-low") as second,
+        role("worker", rest, tag="-priority-medium-low", nice=low_nice) as second,
     ):
         yield [first, second]
 
@@ -87,6 +88,7 @@ class Log:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+        self.bootstrap = bootstrap
         self.topic = topic
         self.accepted_at: dict[str, float] = {}
         self.decided_at: dict[str, float] = {}
@@ -152,11 +154,21 @@ async def measure_high(
         wall[rid] = time.time()
         await producer.send_and_wait(topic, value=value, key=user.encode())
         await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 30
     while any(rid not in log.accepted_at for rid in sent):
+        log.check()
         if time.monotonic() > deadline:
-            missing = sum(rid not in log.accepted_at for rid in sent)
-            raise RuntimeError(f"{missing} high requests not accepted after 120 s")
+            # Tansu can hand a tailing consumer a record before an earlier one is readable
+            # (docs/architecture.md): a fresh reader tells a skip of the tail from a lost request.
+            missing = {rid for rid in sent if rid not in log.accepted_at}
+            found = await find_accepted(log.bootstrap, log.topic, missing)
+            if len(found) < len(missing):
+                raise RuntimeError(f"{len(missing) - len(found)} high requests not accepted after 30 s")
+            print(f"  ({len(found)} acceptances skipped by the log tail, found by a fresh reader: left out)")
+            for rid in found:
+                sent.pop(rid)
+                wall.pop(rid)
+            break
         await asyncio.sleep(0.05)
     log.to_decision[tag] = [(log.decided_at[rid] - t) * 1000 for rid, t in wall.items()]
     return [(log.accepted_at[rid] - t) * 1000 for rid, t in sent.items()], time.monotonic() - start
@@ -176,6 +188,30 @@ async def publish_low(bootstrap: str, topic: str, count: int, tag: str) -> float
     finally:
         await producer.stop()
     return time.monotonic() - start
+
+
+async def find_accepted(bootstrap: str, topic: str, ids: set[str]) -> set[str]:
+    """Which of the requests ``ids`` have a ``notification.accepted`` on the log, read from start to end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: set[str] = set()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + 60
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]] and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    if b'"type":"notification.accepted"' in r.value and not (r.key and r.key.startswith(b"lo-")):
+                        subject = json.loads(r.value)["subject"]
+                        if subject in ids:
+                            found.add(subject)
+        return found
+    finally:
+        await consumer.stop()
 
 
 async def count_low_accepted(bootstrap: str, topic: str) -> int:
@@ -232,7 +268,9 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
-        async with worker(settings, split=split, high_nice=args.high_nice, high_poll=args.high_poll) as workers:
+        async with worker(
+            settings, split=split, high_nice=args.high_nice, high_poll=args.high_poll, low_nice=args.low_nice
+        ) as workers:
             await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
             # Low warmed up too (in the split, the other process): no start-up in the measured phases.
             await publish_low(bootstrap, names.request("low"), 1, "warm")
@@ -382,7 +420,7 @@ async def measure_runs(args: argparse.Namespace, runs: int = 5) -> list[Runs]:
     With ``args.split`` each run measures one worker process and then (or first, every other
     run) two, high in its own: the same conditions for both, interleaved.
     """
-    modes = [False, True] if args.split else [False]
+    modes = [True] if args.split_only else [False, True] if args.split else [False]
     results: dict[bool, list[dict[str, object]]] = {mode: [] for mode in modes}
     for n in range(runs):
         for split in modes if n % 2 == 0 else modes[::-1]:
@@ -434,6 +472,9 @@ def parser() -> argparse.ArgumentParser:
         help="niceness of the worker process that ingests high, in both modes (e.g. -5: more CPU weight)",
     )
     parser.add_argument(
+        "--low-nice", type=int, default=0, help="niceness of the medium and low worker process when split (e.g. 5)"
+    )
+    parser.add_argument(
         "--high-poll",
         type=int,
         default=0,
@@ -443,6 +484,9 @@ def parser() -> argparse.ArgumentParser:
         "--split",
         action="store_true",
         help="also run high ingest in a worker process of its own (herald worker --priorities high), interleaved",
+    )
+    parser.add_argument(
+        "--split-only", action="store_true", help="measure only high ingest in a worker process of its own"
     )
     parser.add_argument(
         "--runs", type=int, default=0, help="repeat N times, each on a fresh broker and worker, and print the summary"
@@ -461,7 +505,7 @@ async def main() -> None:
         return
     async with broker() as bootstrap:
         report(args, await run(args, bootstrap, gate=True))
-        if args.split:
+        if args.split or args.split_only:
             report(args, await run(args, bootstrap, gate=True, split=True))
         if args.without_gate:
             report(args, await run(args, bootstrap, gate=False))
