@@ -211,8 +211,10 @@ class Projector:
                 await self._stop_analyzing()
                 await consumer.stop()
 
-    def _lanes(self, applied: Callable[[], None] | None = None) -> _Lanes:
-        """Apply lanes for this projector (one transaction at a time on SQLite: one writer)."""
+    def _lanes(self, applied: Callable[[], None] | None = None, batch_size: int | None = None) -> _Lanes:
+        """Apply lanes for this projector (one transaction at a time on SQLite: one writer);
+        ``batch_size``: most events a lane's merged works hold (``_Lanes``; default the
+        projector's batch size)."""
         concurrent = self._engine.dialect.name == "postgresql"
 
         async def apply(work: _Work) -> None:
@@ -222,7 +224,8 @@ class Projector:
             if applied is not None:
                 applied()
 
-        return _Lanes(apply, APPLY_CONCURRENCY if concurrent else 1, READ_AHEAD)
+        merge_up_to = batch_size or self._settings.projector_batch_size
+        return _Lanes(apply, APPLY_CONCURRENCY if concurrent else 1, READ_AHEAD, merge_up_to)
 
     async def _dispatch(self, polled: dict[int, list[ConsumerRecord[bytes, bytes]]], lanes: _Lanes) -> None:
         """Read and prepare each partition's records (CPU only, no I/O) into its lane, yielding to
@@ -663,7 +666,7 @@ class Projector:
             if progress is not None:
                 progress(0, total)  # the total before the first transaction (a parallel rebuild sums them)
             report = None if progress is None else lambda: progress(self.applied + self.skipped - start, total)
-            lanes = self._lanes(report)
+            lanes = self._lanes(report, size)
 
             async def fetch() -> None:
                 while True:
@@ -718,16 +721,43 @@ class _Work:
     prepared: list[Prepared]
     skipped: list[Skipped]
 
+    def size(self) -> int:
+        """Events in this work (prepared and skipped)."""
+        return len(self.prepared) + len(self.skipped)
+
+    def merged(self, later: _Work) -> _Work:
+        """This work and the ``later`` one of the same partition as one (one transaction), as if
+        applied one after the other: of ``later``, only the records from this one's end on (the
+        others, applied after this one committed, would be below its checkpoint: a partition
+        read again from its stored offset after a rebalance, while works read before waited)."""
+        end = self.next_offset
+        return _Work(
+            self.partition,
+            max(end, later.next_offset),
+            self.prepared + [p for p in later.prepared if p.offset >= end],
+            self.skipped + [s for s in later.skipped if s.offset >= end],
+        )
+
 
 class _Lanes:
     """One apply lane per partition: its works applied in order, one transaction at a time, by
     its own task; at most ``concurrency`` transactions in flight across the lanes, at most
-    ``depth`` works waiting in each lane. A lane's failure stops the lot (``watch``)."""
+    ``depth`` works waiting in each lane. A lane's failure stops the lot (``watch``).
 
-    def __init__(self, apply: Callable[[_Work], Awaitable[None]], concurrency: int, depth: int) -> None:
+    A lane that finds more than one work waiting when it takes the next applies those that fit
+    in ``merge_up_to`` events as one transaction: they were read already and would only have
+    waited for each other's commit, and a transaction costs the projector and Postgres about
+    2 and 1.3 ms whatever its size (a live trickle's polls are small: the steady 500/s phase
+    had 4-17 events a transaction, the burst 200-400).
+    """
+
+    def __init__(
+        self, apply: Callable[[_Work], Awaitable[None]], concurrency: int, depth: int, merge_up_to: int = 0
+    ) -> None:
         self._apply = apply
         self._slots = asyncio.Semaphore(concurrency)
         self._depth = depth
+        self._merge_up_to = merge_up_to
         self._queues: dict[int, asyncio.Queue[_Work | None]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._room = asyncio.Event()
@@ -760,9 +790,21 @@ class _Lanes:
         queue.put_nowait(work)
 
     async def _lane(self, queue: asyncio.Queue[_Work | None]) -> None:
-        while (work := await queue.get()) is not None:
+        ending = False
+        while not ending and (work := await queue.get()) is not None:
             self._room.set()
             async with self._slots:
+                # Taken once a transaction slot is free: what queued meanwhile goes along.
+                while not queue.empty():
+                    later = queue._queue[0]  # type: ignore[attr-defined]  # a peek: asyncio.Queue has none
+                    if later is not None and work.size() + later.size() > self._merge_up_to:
+                        break
+                    queue.get_nowait()
+                    if later is None:
+                        ending = True  # finish(): apply what is merged, then end
+                        break
+                    work = work.merged(later)
+                self._room.set()
                 await self._apply(work)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
