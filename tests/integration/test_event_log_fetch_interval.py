@@ -61,10 +61,8 @@ async def stack(settings: Settings, fetches: list[tuple[float, bool]]) -> AsyncI
 
 @pytest.fixture(scope="module")
 async def log(stack: Stack, settings: Settings) -> AsyncIterator[TopicTail]:
-    tail = TopicTail(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).events)
-    await tail.start()
-    yield tail
-    await tail.stop()
+    async with TopicTail.running(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).events) as tail:
+        yield tail
 
 
 async def test_requests_are_decided_a_contact_in_the_log_still_routes_and_log_fetches_are_spaced(

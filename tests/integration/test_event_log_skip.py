@@ -46,10 +46,8 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 
 @pytest.fixture(scope="module")
 async def log(stack: Stack, settings: Settings) -> AsyncIterator[TopicTail]:
-    tail = TopicTail(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).events)
-    await tail.start()
-    yield tail
-    await tail.stop()
+    async with TopicTail.running(settings.kafka_bootstrap, TopicNames(settings.topic_prefix).events) as tail:
+        yield tail
 
 
 async def test_passed_over_events_are_committed_and_a_contact_among_them_still_routes(

@@ -12,9 +12,10 @@ beginning through ``assign_from_start``, without a consumer group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -101,6 +102,17 @@ class TopicTail:
         self.records: list[Record] = []
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, bootstrap: str, topic: str) -> AsyncIterator[TopicTail]:
+        """A tail of ``topic``, started, stopped on leaving."""
+        tail = cls(bootstrap, topic)
+        await tail.start()
+        try:
+            yield tail
+        finally:
+            await tail.stop()
 
     async def start(self) -> None:
         consumer = _consumer(self.bootstrap)

@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from hypothesis import given, settings
 
-from engine.admission import Admission, decide_admission, evolve, request_keys
+from engine.admission import Admission, AdmissionPolicy, decide_admission, evolve, request_keys
 from engine.priority import Priority
 from schemas.envelope import Envelope
 from schemas.events import NotificationAccepted, NotificationDuplicate, NotificationRateLimited
@@ -25,13 +25,16 @@ from tests.unit.policy_support import NOW, accepted
 from tests.unit.test_admission_policy import POLICY, requests_strategy
 
 
-def _store_step(store: AdmissionStore, decided: Envelope, source: str, partition: int = 0) -> Envelope:
+def _store_step(
+    store: AdmissionStore, decided: Envelope, source: str, partition: int = 0, policy: AdmissionPolicy = POLICY
+) -> Envelope:
+    """The general path: ``view``, ``decide_admission``, ``evolve``, ``save``."""
     data = decided.data
     assert isinstance(data, NotificationAccepted)
     store.expire(partition, now=decided.time.timestamp())
     state = store.view(data.user_id, request_keys(data), data.priority)
-    outcome = decide_admission(state, decided, source=source, policy=POLICY, now=decided.time)
-    after = evolve(state, outcome, source=source, policy=POLICY)
+    outcome = decide_admission(state, decided, source=source, policy=policy, now=decided.time)
+    after = evolve(state, outcome, source=source, policy=policy)
     if after is not state:
         store.save(data.user_id, state, after, partition=partition)
     return outcome

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.admission import AdmissionPolicy, decide_admission, evolve, request_keys
+from engine.admission import AdmissionPolicy
 from engine.priority import Priority
 from engine.rate_limit import Slots, default_limits
 from schemas.envelope import Envelope
@@ -20,6 +20,7 @@ from schemas.events import NotificationAccepted, NotificationDuplicate, Notifica
 from streams.admission_store import AdmissionStore
 from tests.unit.policy_support import NOW, accepted
 from tests.unit.test_admission_policy import POLICY
+from tests.unit.test_admission_store import _store_step as _general
 
 SMALL = AdmissionPolicy(default_limits(3, 2, 1, 60), dedupe_window_seconds=150)
 """Small limits and windows: rate limits, expiry and reused keys happen in short histories."""
@@ -39,20 +40,6 @@ class Recording(dict[str, Any]):
     def __delitem__(self, key: str) -> None:
         self.log.append((key, None))
         super().__delitem__(key)
-
-
-def _general(
-    store: AdmissionStore, decided: Envelope, source: str, partition: int, policy: AdmissionPolicy
-) -> Envelope:
-    data = decided.data
-    assert isinstance(data, NotificationAccepted)
-    store.expire(partition, now=decided.time.timestamp())
-    state = store.view(data.user_id, request_keys(data), data.priority)
-    outcome = decide_admission(state, decided, source=source, policy=policy, now=decided.time)
-    after = evolve(state, outcome, source=source, policy=policy)
-    if after is not state:
-        store.save(data.user_id, state, after, partition=partition)
-    return outcome
 
 
 def _fast(store: AdmissionStore, decided: Envelope, source: str, partition: int) -> Envelope:

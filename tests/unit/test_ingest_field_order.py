@@ -14,25 +14,29 @@ from schemas.events import NotificationAccepted, NotificationExpired, Notificati
 NOW = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)
 
 
+SHARED: dict[str, object] = {
+    "user_id": "the-user",
+    "title": "the-title",
+    "body": "the-body",
+    "priority": "high",
+    "channels": ("websocket", "email"),
+    "category": "the-category",
+    "data": {"the": "data"},
+    "idempotency_key": "the-key",
+    "collapse_key": "the-collapse",
+    "expires_at": NOW + timedelta(hours=2),
+    "deliver_after": NOW + timedelta(hours=1),
+    "device_token": "ab" * 32,
+    "email": "the@example.com",
+    "badge": 7,
+    "sound": "the-sound",
+    "push_type": "background",
+}
+"""The request's fields, each a value no other field has; the acceptance carries them all."""
+
+
 def test_the_acceptance_carries_each_field_of_the_request_in_its_place() -> None:
-    cmd = NotificationRequested(
-        user_id="the-user",
-        title="the-title",
-        body="the-body",
-        priority="high",
-        channels=("websocket", "email"),
-        category="the-category",
-        data={"the": "data"},
-        idempotency_key="the-key",
-        collapse_key="the-collapse",
-        expires_at=NOW + timedelta(hours=2),
-        deliver_after=NOW + timedelta(hours=1),
-        device_token="ab" * 32,
-        email="the@example.com",
-        badge=7,
-        sound="the-sound",
-        push_type="background",
-    )
+    cmd = NotificationRequested(**SHARED)  # type: ignore[arg-type]
     request = Envelope(
         "the-request", "the-source", NOW - timedelta(seconds=3), cmd, None, "the-user", "high", "the-correlation"
     )
@@ -40,23 +44,8 @@ def test_the_acceptance_carries_each_field_of_the_request_in_its_place() -> None
     accepted = decided.data
     assert accepted == NotificationAccepted(
         notification_id="the-request",
-        user_id="the-user",
-        title="the-title",
-        body="the-body",
-        priority="high",
-        channels=("websocket", "email"),
-        category="the-category",
-        data={"the": "data"},
         requested_at=NOW - timedelta(seconds=3),
-        idempotency_key="the-key",
-        collapse_key="the-collapse",
-        expires_at=NOW + timedelta(hours=2),
-        deliver_after=NOW + timedelta(hours=1),
-        device_token="ab" * 32,
-        email="the@example.com",
-        badge=7,
-        sound="the-sound",
-        push_type="background",
+        **SHARED,  # type: ignore[arg-type]
     )
     assert [f.name for f in dataclasses.fields(Envelope)] == [
         "id", "source", "time", "data", "subject", "userid", "priority", "correlationid"
