@@ -14,6 +14,9 @@ from engine.delivery import websocket_delivered
 from schemas.codec import decode, encode, format_time
 
 _text = st.text(min_size=1, max_size=40)
+# hypothesis takes naive bounds and gives the times the zone (UTC) of ``timezones``
+_EARLIEST = datetime(2001, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+_LATEST = datetime(2090, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 _optional = st.one_of(st.none(), st.just(""), _text, st.integers(), st.just(["x"]))
 
 
@@ -35,7 +38,7 @@ def _views(draw: st.DrawFn) -> dict[str, Any]:
     connection=_text,
     via=st.sampled_from(["live", "replay"]),
     age_us=st.integers(min_value=-5_000_000, max_value=10**11),
-    now=st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
+    now=st.datetimes(min_value=_EARLIEST, max_value=_LATEST, timezones=st.just(UTC)),
 )
 def test_a_receipts_record_is_the_general_paths(
     view: dict[str, Any], node: str, connection: str, via: str, age_us: int, now: datetime
@@ -58,7 +61,10 @@ def test_a_receipts_record_reads_back_as_the_event() -> None:
     record = DeliveredRecords("node-a").record(view, "c1", "replay", now - timedelta(milliseconds=12.5), now, "t")
     env = decode(record.value.replace(b'"t"', f'"{format_time(now)}"'.encode()))
     assert env.type == "delivery.succeeded"
-    assert env.data == websocket_delivered(
-        view, node="node-a", connection="c1", via="replay", created_at=now - timedelta(milliseconds=12.5), now=now
-    ).data
+    assert (
+        env.data
+        == websocket_delivered(
+            view, node="node-a", connection="c1", via="replay", created_at=now - timedelta(milliseconds=12.5), now=now
+        ).data
+    )
     assert (env.subject, env.userid, env.priority, env.correlationid) == ("n-1", "ana", "high", "bulk-7")
