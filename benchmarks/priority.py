@@ -7,8 +7,8 @@ benchmark's producer and consumer do not share its event loop. High requests are
 published one at a time at a fixed interval; latency is the time from the send call
 to the moment a consumer of the event log sees the request's acceptance.
 
-    uv run python -m benchmarks.priority [--high 200] [--low 20000] [--interval-ms 20] [--without-gate] [--split]
-        [--runs 5]
+    uv run python -m benchmarks.priority [--high 200] [--low 20000] [--interval-ms 20] [--without-gate]
+        [--split | --split-only] [--low-nice N] [--runs 5]
 
 ``--without-gate`` repeats the loaded phase on a worker with ``HERALD_PRIORITY_ISOLATION=false``.
 ``--split`` also measures high ingest in a worker process of its own (``herald worker --priorities
