@@ -1149,11 +1149,19 @@ def _new_directory(path: str) -> Path:
     return folder
 
 
+def _positive(text: str) -> float:
+    """A number above 0 (the steady phase cannot be left out: its latencies are part of every report)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--burst", type=int, default=20_000, help="requests in the burst phase")
-    p.add_argument("--rate", type=float, default=500.0, help="requests per second in the steady phase")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of the steady phase")
+    p.add_argument("--rate", type=_positive, default=500.0, help="requests per second in the steady phase (> 0)")
+    p.add_argument("--seconds", type=_positive, default=10.0, help="length of the steady phase (> 0)")
     p.add_argument("--users", type=int, default=200, help="users, one WebSocket client each")
     p.add_argument("--limit", type=int, default=500, help="high-priority rate limit per user and hour in the run")
     p.add_argument("--rounds", type=int, default=3)
