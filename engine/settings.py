@@ -294,6 +294,11 @@ class GatewaySettings(_Concern):
     """Notifications per ``missed_notifications`` frame when a client reconnects."""
     ws_replay_wait_seconds: float = 5.0
     """Longest a reconnect waits for the projector to catch up with the user's events before replaying."""
+    ws_receipt_linger_ms: Annotated[int, Field(ge=0, le=1000)] = 20
+    """How long the gateway gathers delivery receipts (``delivery.succeeded``) before appending them in one
+    produce request; a client's clean close, or 1,000 receipts waiting, sends them at once. Receipts are
+    off the frame's path; fewer, larger appends let the broker answer the requests' fetches and the
+    acceptances' appends sooner (see docs/benchmarks.md). 0: every loop turn."""
 
 
 class AdmissionSettings(_Concern):

@@ -246,7 +246,8 @@ async def _start_hub(
     await position.start()
     exits.push_async_callback(position.stop)
     replay = Replay(inbox, position, batch_size=settings.ws_replay_batch_size, wait=settings.ws_replay_wait_seconds)
-    hub = Hub(settings, verifier, presence, receipts=Receipts(publisher, presence.node_id), replay=replay, inbox=inbox)
+    receipts = Receipts(publisher, presence.node_id, linger=settings.ws_receipt_linger_ms / 1000)
+    hub = Hub(settings, verifier, presence, receipts=receipts, replay=replay, inbox=inbox)
     await hub.start()
     exits.push_async_callback(hub.close)
     return hub

@@ -41,6 +41,10 @@ GATEWAY_LATENCY = Histogram(
 )
 BUFFER = 65536
 """Receipts waiting for the broker before writers wait too."""
+LINGER = 0.02
+"""Seconds the drain gathers receipts after the first one before appending them (``HERALD_WS_RECEIPT_LINGER_MS``)."""
+LINGER_RECEIPTS = 1000
+"""Receipts waiting that end the linger at once."""
 
 RECEIPTS_FAILED = Counter("websocket_receipts_failed_total", "Delivery receipts the broker did not take")
 
@@ -48,10 +52,18 @@ RECEIPTS_FAILED = Counter("websocket_receipts_failed_total", "Delivery receipts 
 class Receipts:
     """Appends ``delivery.succeeded`` / ``delivery.deferred`` for this node; tracks what is in flight."""
 
-    def __init__(self, publisher: Publisher | None, node_id: str, *, buffer: int = BUFFER) -> None:
+    def __init__(
+        self, publisher: Publisher | None, node_id: str, *, buffer: int = BUFFER, linger: float = LINGER
+    ) -> None:
         self._publisher = publisher
         self._node_id = node_id
         self._buffer = buffer
+        # Receipts are off the frame's path: the drain gathers them for ``linger`` seconds after the
+        # first, so the broker gets a few large appends instead of one per loop turn (on a broker that
+        # serves one request at a time the requests' fetches and the acceptances' appends wait less).
+        # A flush (a client's clean close) or a close ends the linger at once, as do LINGER_RECEIPTS.
+        self._linger = linger
+        self._now = asyncio.Event()
         # Writers hand receipts to one drain task and move on: a slow broker slows the
         # receipts, not the frames (until ``buffer`` receipts wait; then writers wait too).
         # The receipts waiting for the drain task are one batch: one future settles when all
@@ -92,12 +104,14 @@ class Receipts:
         """Wait until every receipt of ``user_id`` queued so far is on the broker (or failed)."""
         pending = list(self._in_flight.get(user_id, ()))
         if pending:
+            self._now.set()
             await asyncio.wait(pending, timeout=within)
 
     async def close(self, *, within: float = 5.0) -> None:
         """Wait (bounded) for every queued receipt, then stop the drain task."""
         pending = {fut for futs in self._in_flight.values() for fut in futs}
         if pending:
+            self._now.set()
             await asyncio.wait(pending, timeout=within)
         if self._drainer is not None:
             self._drainer.cancel()
@@ -142,6 +156,8 @@ class Receipts:
             self._batch_users.add(user)
             self._in_flight.setdefault(user, set()).add(batch)
         self._waiting.append(env)
+        if len(self._waiting) >= LINGER_RECEIPTS:
+            self._now.set()
         if self._drainer is None or self._drainer.done():
             # A fresh context: the drain outlives the request that started it, and must not
             # log that request's correlation id on every later receipt.
@@ -153,6 +169,10 @@ class Receipts:
     async def _drain(self, publisher: Publisher) -> None:
         while True:
             await self._wake.wait()
+            if self._linger > 0 and not self._now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._now.wait(), self._linger)
+            self._now.clear()
             self._wake.clear()
             while self._waiting:
                 envelopes, self._waiting = self._waiting, []

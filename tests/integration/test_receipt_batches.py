@@ -4,6 +4,8 @@ broker: every receipt once, each partition's records in the order they were take
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -100,3 +102,49 @@ async def test_receipts_reach_the_log_once_each_and_a_refused_batch_counts_each_
     await receipts.flush("w2", within=10)
     assert RECEIPTS_FAILED._value.get() == before + 3
     await receipts.close()
+
+
+class _Counting(Publisher):
+    """A real publisher that remembers each ``enqueue_many`` call's size (one drain's appends)."""
+
+    calls: list[int]
+
+    async def enqueue_many(self, envelopes):  # type: ignore[no-untyped-def]
+        self.calls.append(len(envelopes))
+        return await super().enqueue_many(envelopes)
+
+
+async def test_receipts_linger_into_one_append_and_a_close_sends_them_at_once(settings: Settings) -> None:
+    await ensure_topics(settings)
+    names = TopicNames(settings.topic_prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        publisher = _Counting(producer, names)
+        publisher.calls = []
+        await publisher.append([read_over_websocket("warm", "warm", now=datetime.now(UTC))])
+        # Receipts taken over ~100 ms within a 1 s linger leave in one drain, after the linger.
+        receipts = Receipts(publisher, "node-1", linger=1.0)
+        views = [_view("lg1") for _ in range(5)]
+        began = time.monotonic()
+        for view in views:
+            receipts.delivered_now([view], connection="c1", via="live")
+            await asyncio.sleep(0.02)
+        records = await read_topic(settings.kafka_bootstrap, names.events, until=len(views) + 1)
+        assert time.monotonic() - began >= 0.9  # held for the linger, not sent per loop turn
+        assert publisher.calls == [len(views)]
+        delivered = [decode(r.value) for r in records if decode(r.value).type == "delivery.succeeded"]
+        assert sorted(env.subject or "" for env in delivered) == sorted(v["id"] for v in views)
+        # A client's clean close (flush) does not wait out a long linger.
+        slow = Receipts(publisher, "node-1", linger=60.0)
+        view = _view("lg2")
+        slow.delivered_now([view], connection="c2", via="live")
+        began = time.monotonic()
+        await slow.flush("lg2", within=30)
+        assert time.monotonic() - began < 10
+        records = await read_topic(settings.kafka_bootstrap, names.events, until=len(views) + 2)
+        assert view["id"] in {decode(r.value).subject for r in records}
+        await receipts.close()
+        await slow.close()
+    finally:
+        await producer.stop()
