@@ -147,6 +147,7 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
         log_level="WARNING",
     )
     await ensure_topics(settings)
+    off_path = settings.replace(kafka_fetch_max_wait_ms=args.off_path_fetch_wait or args.fetch_wait)
     base = f"http://127.0.0.1:{port}"
     users = [f"u{i}" for i in range(args.users)]
     with tempfile.TemporaryDirectory(prefix="herald-stages-") as folder:
@@ -158,7 +159,7 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
             return stages.env(role_name) if stages is not None else {}
 
         async with (
-            role("projector", settings, tag="-throughput", root=args.projector_tree) as projector,
+            role("projector", off_path, tag="-throughput", root=args.projector_tree) as projector,
             role(
                 "worker",
                 settings,
@@ -167,7 +168,7 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
                 cprofile=args.cprofile / "worker.prof" if args.cprofile else None,
                 **hooks("worker"),
             ) as worker,
-            role("api", settings, tag="-throughput", root=args.api_tree, **api_env(args, hooks("api"))) as api,
+            role("api", off_path, tag="-throughput", root=args.api_tree, **api_env(args, hooks("api"))) as api,
         ):
             await wait_ready(base, api)
             return await _measure(settings, base, users, database_url, args, [worker, api, projector], stages)
@@ -968,6 +969,15 @@ def fetch_report(
             f"answer -> next sent {percentile(gaps, 50):.1f} / {percentile(gaps, 99):.1f}; "
             f"{short} without some of the {most} request partitions"
         )
+        widest = max(f[3] for f in inside)
+        wide = [h for h, f in zip(held, inside, strict=True) if f[3] == widest]
+        narrow = [h for h, f in zip(held, inside, strict=True) if f[3] < widest]
+        if wide and narrow:  # the worker's fetches that asked for the event log too (SparseFetch) against the rest
+            lines.append(
+                f"      held, the {len(wide)} asking for all {widest} partitions: {percentile(wide, 50):.1f} / "
+                f"{percentile(wide, 99):.1f}; the {len(narrow)} asking for fewer: {percentile(narrow, 50):.1f} / "
+                f"{percentile(narrow, 99):.1f}"
+            )
     return lines
 
 
@@ -1183,6 +1193,14 @@ def parser() -> argparse.ArgumentParser:
         default=FETCH_WAIT_MS,
         help="consumer fetch wait (ms) of Herald's roles and of the raw loop's consumers alike (Tansu holds a fetch "
         "for the whole wait)",
+    )
+    p.add_argument(
+        "--off-path-fetch-wait",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="fetch wait (ms) of the roles whose consumers are not on the frame's path (projector, api); "
+        "default: --fetch-wait",
     )
     p.add_argument(
         "--event-log-fetch-interval",
