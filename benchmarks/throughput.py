@@ -47,9 +47,18 @@ from herald.broker import free_port
 from streams.admin import ensure_topics
 
 REDIS = "redis://127.0.0.1:6379/14"
-PRODUCER_LINGER_MS = 5
-FETCH_WAIT_MS = 20
-"""The tests' Tansu setting (``bench_settings``); ``--fetch-wait`` sets it for Herald and the raw loop alike."""
+PRODUCER_LINGER_MS = 2
+"""Every producer of the run, the benchmark's, Herald's roles' and the raw loop's: production's default
+(``HERALD_PRODUCER_LINGER_MS``)."""
+FETCH_WAIT_MS = 5
+"""The fetch wait of the consumers on the measured path: the worker's, which reads the requests, and both
+of the raw loop's. Kafka answers a fetch when data arrives, so there the wait adds nothing (production's
+default is 500 ms); Tansu, under a steady load, holds a fetch that finds records for up to about half its
+wait, so on the path the wait is a Tansu workaround of the benchmark, as the tests' 20 ms is of the tests.
+``--fetch-wait`` sets it."""
+OFF_PATH_FETCH_WAIT_MS = 20
+"""The fetch wait of the roles whose consumers are not on the frame's path (the projector, the api): the
+tests' Tansu setting (``bench_settings``). ``--off-path-fetch-wait`` sets it."""
 
 
 @dataclass
@@ -147,7 +156,7 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
         log_level="WARNING",
     )
     await ensure_topics(settings)
-    off_path = settings.replace(kafka_fetch_max_wait_ms=args.off_path_fetch_wait or args.fetch_wait)
+    off_path = settings.replace(kafka_fetch_max_wait_ms=args.off_path_fetch_wait)
     base = f"http://127.0.0.1:{port}"
     users = [f"u{i}" for i in range(args.users)]
     with tempfile.TemporaryDirectory(prefix="herald-stages-") as folder:
@@ -1191,16 +1200,15 @@ def parser() -> argparse.ArgumentParser:
         "--fetch-wait",
         type=int,
         default=FETCH_WAIT_MS,
-        help="consumer fetch wait (ms) of Herald's roles and of the raw loop's consumers alike (Tansu holds a fetch "
-        "for the whole wait)",
+        help="consumer fetch wait (ms) on the measured path: the worker's and the raw loop's consumers alike (Tansu "
+        "holds a fetch that finds records for up to about half its wait)",
     )
     p.add_argument(
         "--off-path-fetch-wait",
         type=int,
-        default=None,
+        default=OFF_PATH_FETCH_WAIT_MS,
         metavar="MS",
-        help="fetch wait (ms) of the roles whose consumers are not on the frame's path (projector, api); "
-        "default: --fetch-wait",
+        help="fetch wait (ms) of the roles whose consumers are not on the frame's path (projector, api)",
     )
     p.add_argument(
         "--event-log-fetch-interval",
@@ -1252,8 +1260,8 @@ async def main() -> None:
     args = parser().parse_args()
     result = await measure(args)
     print(
-        f"\nmedians of {args.rounds} rounds (fetch wait {args.fetch_wait} ms, linger {args.linger} ms: "
-        "Herald and raw loop alike)"
+        f"\nmedians of {args.rounds} rounds (fetch wait on the path {args.fetch_wait} ms, the worker's and the raw "
+        f"loop's, off it {args.off_path_fetch_wait} ms; linger {args.linger} ms, every producer)"
     )
     for row in rows(result, args):
         print(" | ".join(row))
