@@ -260,6 +260,7 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
         jwt_secret=bench_secret(),
         priority_isolation=gate,
         producer_max_batch_size=args.producer_batch_bytes,
+        kafka_fetch_max_wait_ms=args.fetch_wait,
     )
     names = TopicNames(settings.topic_prefix)
     await ensure_topics(settings)
@@ -464,6 +465,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=16384,
         help="worker producer batch size (16384 = production; 1 = the Tansu workaround of the tests and herald dev)",
+    )
+    parser.add_argument(
+        "--fetch-wait",
+        type=int,
+        default=20,
+        metavar="MS",
+        help="the workers' consumer fetch wait (HERALD_KAFKA_FETCH_MAX_WAIT_MS; 20: the tests' Tansu setting)",
     )
     parser.add_argument(
         "--high-nice",
