@@ -35,7 +35,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from benchmarks.common import Row, bench_settings, broker, percentile
+from benchmarks.common import EVENT_LOG_FETCH_INTERVAL_MS, Row, bench_settings, broker, percentile
 from benchmarks.roles import Role, bench_secret, role
 from benchmarks.throughput import cpu_seconds
 from engine.settings import Settings
@@ -261,6 +261,7 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
         priority_isolation=gate,
         producer_max_batch_size=args.producer_batch_bytes,
         kafka_fetch_max_wait_ms=args.fetch_wait,
+        kafka_event_log_fetch_interval_ms=args.event_log_fetch_interval,
     )
     names = TopicNames(settings.topic_prefix)
     await ensure_topics(settings)
@@ -472,6 +473,13 @@ def parser() -> argparse.ArgumentParser:
         default=20,
         metavar="MS",
         help="the workers' consumer fetch wait (HERALD_KAFKA_FETCH_MAX_WAIT_MS; 20: the tests' Tansu setting)",
+    )
+    parser.add_argument(
+        "--event-log-fetch-interval",
+        type=int,
+        default=EVENT_LOG_FETCH_INTERVAL_MS,
+        metavar="MS",
+        help="the workers' HERALD_KAFKA_EVENT_LOG_FETCH_INTERVAL_MS (default: the benchmarks' %(default)s)",
     )
     parser.add_argument(
         "--high-nice",
