@@ -5,8 +5,10 @@ broker: every receipt once, each partition's records in the order they were take
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
@@ -73,14 +75,23 @@ async def test_enqueue_many_sends_a_batch_per_partition_in_order(settings: Setti
         await producer.stop()
 
 
-async def test_receipts_reach_the_log_once_each_and_a_refused_batch_counts_each_receipt(settings: Settings) -> None:
+@contextlib.asynccontextmanager
+async def _publisher(settings: Settings, kind: type[Publisher] = Publisher) -> AsyncIterator[Publisher]:
+    """A real publisher on the test broker, its topics' metadata warmed by one append (the producer stopped after)."""
     await ensure_topics(settings)
-    names = TopicNames(settings.topic_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2)
     await producer.start()
     try:
-        publisher = Publisher(producer, names)
+        publisher = kind(producer, TopicNames(settings.topic_prefix))
         await publisher.append([read_over_websocket("warm", "warm", now=datetime.now(UTC))])
+        yield publisher
+    finally:
+        await producer.stop()
+
+
+async def test_receipts_reach_the_log_once_each_and_a_refused_batch_counts_each_receipt(settings: Settings) -> None:
+    names = TopicNames(settings.topic_prefix)
+    async with _publisher(settings) as publisher:
         receipts = Receipts(publisher, "node-1")
         views = [_view(f"v{i % 7}", "low" if i % 3 else "high") for i in range(500)]
         for i in range(0, len(views), 5):  # five notifications per write, as a turn's frames
@@ -92,8 +103,6 @@ async def test_receipts_reach_the_log_once_each_and_a_refused_batch_counts_each_
         assert sorted(env.subject or "" for env in delivered) == sorted(v["id"] for v in views)
         assert len({env.id for env in delivered}) == len(views)
         await receipts.close()
-    finally:
-        await producer.stop()
     # A producer the broker takes nothing more from: every receipt of the batch is counted as failed.
     before = RECEIPTS_FAILED._value.get()
     receipts = Receipts(publisher, "node-1")
@@ -115,14 +124,10 @@ class _Counting(Publisher):
 
 
 async def test_receipts_linger_into_one_append_and_a_close_sends_them_at_once(settings: Settings) -> None:
-    await ensure_topics(settings)
     names = TopicNames(settings.topic_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2)
-    await producer.start()
-    try:
-        publisher = _Counting(producer, names)
+    async with _publisher(settings, _Counting) as publisher:
+        assert isinstance(publisher, _Counting)
         publisher.calls = []
-        await publisher.append([read_over_websocket("warm", "warm", now=datetime.now(UTC))])
         # Receipts taken over ~100 ms within a 1 s linger leave in one drain, after the linger.
         receipts = Receipts(publisher, "node-1", linger=1.0)
         views = [_view("lg1") for _ in range(5)]
@@ -146,5 +151,3 @@ async def test_receipts_linger_into_one_append_and_a_close_sends_them_at_once(se
         assert view["id"] in {decode(r.value).subject for r in records}
         await receipts.close()
         await slow.close()
-    finally:
-        await producer.stop()
