@@ -59,7 +59,13 @@ def _request(user: str, title: str) -> bytes:
 
 @contextlib.asynccontextmanager
 async def worker(
-    settings: Settings, *, split: bool = False, high_nice: int = 0, high_poll: int = 0, low_nice: int = 0
+    settings: Settings,
+    *,
+    split: bool = False,
+    high_nice: int = 0,
+    high_poll: int = 0,
+    low_nice: int = 0,
+    high_log_interval: int | None = None,
 ) -> AsyncIterator[list[Role]]:
     """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``).
 
@@ -67,7 +73,8 @@ async def worker(
     medium and low with the sinks (logs ``worker-priority-high.log``, ``worker-priority-medium-low.log``).
     ``high_nice``: the niceness of the process that ingests high (the one worker, or the high one);
     ``high_poll``: its ``HERALD_KAFKA_MAX_POLL_RECORDS`` (0: the setting's); ``low_nice``: the
-    niceness of the medium and low process when split.
+    niceness of the medium and low process when split; ``high_log_interval``: the high process's
+    event-log fetch interval when split (None: the settings').
     """
     ingests_high = settings.replace(kafka_max_poll_records=high_poll) if high_poll else settings
     if not split:
@@ -75,6 +82,8 @@ async def worker(
             yield [one]
         return
     high = ingests_high.replace(worker_priorities="high")
+    if high_log_interval is not None:
+        high = high.replace(kafka_event_log_fetch_interval_ms=high_log_interval)
     rest = settings.replace(worker_priorities="medium,low")
     async with (
         role("worker", high, tag="-priority-high", nice=high_nice) as first,
@@ -271,7 +280,12 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
     await producer.start()
     try:
         async with worker(
-            settings, split=split, high_nice=args.high_nice, high_poll=args.high_poll, low_nice=args.low_nice
+            settings,
+            split=split,
+            high_nice=args.high_nice,
+            high_poll=args.high_poll,
+            low_nice=args.low_nice,
+            high_log_interval=args.high_event_log_fetch_interval,
         ) as workers:
             await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
             # Low warmed up too (in the split, the other process): no start-up in the measured phases.
@@ -480,6 +494,14 @@ def parser() -> argparse.ArgumentParser:
         default=EVENT_LOG_FETCH_INTERVAL_MS,
         metavar="MS",
         help="the workers' HERALD_KAFKA_EVENT_LOG_FETCH_INTERVAL_MS (default: the benchmarks' %(default)s)",
+    )
+    parser.add_argument(
+        "--high-event-log-fetch-interval",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="split only: the high worker's event-log fetch interval (e.g. 100000000: the log not read in the "
+        "phases, a measurement only: its registry then sees nothing)",
     )
     parser.add_argument(
         "--high-nice",
