@@ -40,6 +40,8 @@ def scratch_database() -> AsyncIterator[str]:  # type: ignore[misc]
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+TESTS_FETCH_WAIT_MS = 20
+"""The consumers' fetch wait of the tests on Tansu (``HERALD_KAFKA_FETCH_MAX_WAIT_MS``), the benchmarks' default."""
 EVENT_LOG_FETCH_INTERVAL_MS = 100
 """The worker's event-log fetch interval in the benchmarks (``HERALD_KAFKA_EVENT_LOG_FETCH_INTERVAL_MS``).
 
@@ -66,7 +68,7 @@ def bench_settings(bootstrap: str, database_url: str, **overrides: object) -> Se
         "kafka_session_timeout": 6.0,
         "kafka_heartbeat_interval": 1.0,
         "kafka_rebalance_timeout": 6.0,
-        "kafka_fetch_max_wait_ms": 20,
+        "kafka_fetch_max_wait_ms": TESTS_FETCH_WAIT_MS,
         # Tansu: a fetch that finds new records costs in proportion to the partition's record batches,
         # and the worker's own appends give the log new records all the time (streams.consumer).
         "kafka_event_log_fetch_interval_ms": EVENT_LOG_FETCH_INTERVAL_MS,

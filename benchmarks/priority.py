@@ -35,7 +35,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from benchmarks.common import EVENT_LOG_FETCH_INTERVAL_MS, Row, bench_settings, broker, percentile
+from benchmarks.common import EVENT_LOG_FETCH_INTERVAL_MS, TESTS_FETCH_WAIT_MS, Row, bench_settings, broker, percentile
 from benchmarks.roles import Role, bench_secret, role
 from benchmarks.throughput import cpu_seconds
 from engine.settings import Settings
@@ -484,9 +484,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fetch-wait",
         type=int,
-        default=20,
+        default=TESTS_FETCH_WAIT_MS,
         metavar="MS",
-        help="the workers' consumer fetch wait (HERALD_KAFKA_FETCH_MAX_WAIT_MS; 20: the tests' Tansu setting)",
+        help="the workers' consumer fetch wait (HERALD_KAFKA_FETCH_MAX_WAIT_MS; default: the tests' Tansu setting)",
     )
     parser.add_argument(
         "--event-log-fetch-interval",

@@ -40,7 +40,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from api.auth import mint_token
-from benchmarks.common import EVENT_LOG_FETCH_INTERVAL_MS, bench_settings, broker, percentile, scratch_database
+from benchmarks.common import (
+    EVENT_LOG_FETCH_INTERVAL_MS,
+    TESTS_FETCH_WAIT_MS,
+    bench_settings,
+    broker,
+    percentile,
+    scratch_database,
+)
 from benchmarks.roles import Role, bench_secret, role, wait_ready
 from engine.settings import Settings
 from herald.broker import free_port
@@ -56,9 +63,9 @@ of the raw loop's. Kafka answers a fetch when data arrives, so there the wait ad
 default is 500 ms); Tansu, under a steady load, holds a fetch that finds records for up to about half its
 wait, so on the path the wait is a Tansu workaround of the benchmark, as the tests' 20 ms is of the tests.
 ``--fetch-wait`` sets it."""
-OFF_PATH_FETCH_WAIT_MS = 20
+OFF_PATH_FETCH_WAIT_MS = TESTS_FETCH_WAIT_MS
 """The fetch wait of the roles whose consumers are not on the frame's path (the projector, the api): the
-tests' Tansu setting (``bench_settings``). ``--off-path-fetch-wait`` sets it."""
+tests' Tansu setting. ``--off-path-fetch-wait`` sets it."""
 
 
 @dataclass
