@@ -42,7 +42,8 @@ GATEWAY_LATENCY = Histogram(
 BUFFER = 65536
 """Receipts waiting for the broker before writers wait too."""
 LINGER = 0.02
-"""Seconds the drain gathers receipts after the first one before appending them (``HERALD_WS_RECEIPT_LINGER_MS``)."""
+"""Seconds the drain gathers receipts after the first one before appending them (the stack passes
+``HERALD_WS_RECEIPT_LINGER_MS``, of the same default)."""
 LINGER_RECEIPTS = 1000
 """Receipts waiting that end the linger at once."""
 
@@ -59,8 +60,8 @@ class Receipts:
         self._node_id = node_id
         self._buffer = buffer
         # Receipts are off the frame's path: the drain gathers them for ``linger`` seconds after the
-        # first, so the broker gets a few large appends instead of one per loop turn (on a broker that
-        # serves one request at a time the requests' fetches and the acceptances' appends wait less).
+        # first, so the broker gets a few large appends instead of one per loop turn (measured on
+        # Tansu: its answers to the requests' fetches and the acceptances' appends came sooner).
         # A flush (a client's clean close) or a close ends the linger at once, as do LINGER_RECEIPTS.
         self._linger = linger
         self._now = asyncio.Event()
@@ -104,14 +105,16 @@ class Receipts:
         """Wait until every receipt of ``user_id`` queued so far is on the broker (or failed)."""
         pending = list(self._in_flight.get(user_id, ()))
         if pending:
-            self._now.set()
+            if self._batch in pending:  # some of them still wait for the drain: end its linger
+                self._now.set()
             await asyncio.wait(pending, timeout=within)
 
     async def close(self, *, within: float = 5.0) -> None:
         """Wait (bounded) for every queued receipt, then stop the drain task."""
         pending = {fut for futs in self._in_flight.values() for fut in futs}
         if pending:
-            self._now.set()
+            if self._waiting:
+                self._now.set()
             await asyncio.wait(pending, timeout=within)
         if self._drainer is not None:
             self._drainer.cancel()

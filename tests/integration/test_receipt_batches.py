@@ -8,17 +8,18 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
-from api.publisher import Publisher
+from api.publisher import Encoded, Publisher, Sending
 from api.ws.receipts import RECEIPTS_FAILED, Receipts
 from engine.delivery import read_over_websocket, websocket_delivered
 from engine.settings import Settings
 from engine.topics import TopicNames
 from schemas.codec import decode, encode, format_time
+from schemas.envelope import Envelope
 from streams.admin import ensure_topics
 from tests.support.log_reader import read_topic
 
@@ -118,7 +119,7 @@ class _Counting(Publisher):
 
     calls: list[int]
 
-    async def enqueue_many(self, envelopes):  # type: ignore[no-untyped-def]
+    async def enqueue_many(self, envelopes: Sequence[Envelope | Encoded]) -> list[Sending]:
         self.calls.append(len(envelopes))
         return await super().enqueue_many(envelopes)
 
