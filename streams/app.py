@@ -15,12 +15,10 @@ from engine import gc_tuning
 from engine.priority import Priority
 from engine.settings import Settings
 from engine.topics import TopicNames, groups_ingesting, worker_group
-from schemas.envelope import Envelope
-from schemas.events import ContactUpdated
 from streams import delivery_attempt, ingest, scheduler, websocket_sink
 from streams.consumer import install_fetch_wait
 from streams.dead_letters import header_items
-from streams.device_registry import DeviceRegistry
+from streams.device_registry import ContactsOnly, DeviceRegistry, contacts_changelog
 from streams.device_registry import _maybe_relevant as registry_may_need
 from streams.internals import check_internals, consumer_skipping, flush_first
 from streams.live_dispatch import LiveDispatch
@@ -85,10 +83,11 @@ def create_app(
     topics = declare(app, settings)
     live = websocket_sink.live_dispatch(topics, dispatcher)
     _commit_after_live_frames(app, live)
-    # Routing honours each user's contact preferences: the worker folds contact.updated
-    # (in the registry the sinks share, or its own when it runs no sink).
+    # Routing honours each user's contact preferences: the worker folds contact.updated from
+    # the log in the registry the sinks share, or, when it runs no sink, copies the sink
+    # group's contacts (``ContactsOnly``: its consumer then never fetches the log).
     sinking = runs_sinks(settings)
-    registry = _registry(sinks) if sinking else ContactsOnly()
+    registry = _registry(sinks) if sinking else ContactsOnly(contacts_changelog(sink_app_id(settings)))
     registry.bind(app, topics, settings.topic_partitions)
     ingest.install(app, topics, settings, live, registry.preferences)
     if sinking:
@@ -101,7 +100,8 @@ def create_app(
             "channel sinks not run here: they run in the worker that ingests low",
             extra={"priorities": ",".join(settings.worker_priorities)},
         )
-    _skip_events_no_agent_needs(app, topics)
+    if sinking:
+        _skip_events_no_agent_needs(app, topics)
     app.finalize()
     return app, topics
 
@@ -116,6 +116,11 @@ def runs_sinks(settings: Settings) -> bool:
     between workers (each ingested by one group), one group runs them, never two or none.
     """
     return Priority.LOW in settings.worker_priorities
+
+
+def sink_app_id(settings: Settings) -> str:
+    """The app id of the worker group that runs the sinks (the one ingesting ``low``: ``HERALD_APP_ID``)."""
+    return worker_group(settings.app_id, (Priority.LOW.value,))
 
 
 def worker_app_id(settings: Settings) -> str:
@@ -185,17 +190,6 @@ async def take_over_request_offsets(settings: Settings) -> dict[str, int]:
         for client in consumers.values():
             await client.stop()
     return {f"{tp.topic}:{tp.partition}": offset for tp, offset in moved.items()}
-
-
-class ContactsOnly(DeviceRegistry):
-    """The registry of a worker without sinks: it folds ``contact.updated`` (routing reads the
-    preferences) and nothing else, so it never appends the device events the sinks' registry
-    appends (the sink worker's registry alone does that)."""
-
-    def apply(self, env: Envelope) -> list[Envelope]:
-        if isinstance(env.data, ContactUpdated):
-            return super().apply(env)
-        return []
 
 
 def _skip_events_no_agent_needs(app: faust.App, topics: Topics) -> None:

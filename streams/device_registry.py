@@ -35,6 +35,7 @@ devices of its own platform (``active_tokens(user, platform)``).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +62,10 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 
 SOURCE = "herald/devices"
+CONTACTS_TABLE = "herald-contacts"
+"""The contacts table's name; its changelog topic is ``<app id>-herald-contacts-changelog`` (Faust's naming)."""
+CONTACTS_AGENT = "herald.contacts"
+"""The agent of a worker without sinks that folds the sink group's contacts (``ContactsOnly``)."""
 DEFAULT_MAX_DEVICES = 20
 """Active tokens per user until a sink binds the registry with the configured cap (the settings' default)."""
 
@@ -155,7 +160,7 @@ class DeviceRegistry:
             help="user id -> active device tokens, oldest first (at most max_devices)",
         )
         self.contacts = app.Table(
-            "herald-contacts",
+            CONTACTS_TABLE,
             default=None,
             partitions=partitions,
             help="user id -> latest contact.updated (email, channels, email_fallback_minutes, webhook_url)",
@@ -307,3 +312,80 @@ class DeviceRegistry:
             return None
         minutes = contact.get("email_fallback_minutes")
         return ContactPreferences(frozenset(contact.get("channels", ())), minutes if isinstance(minutes, int) else None)
+
+
+def contacts_changelog(sink_app_id: str) -> str:
+    """The changelog topic of the contacts table of the worker group whose app id is ``sink_app_id``."""
+    return f"{sink_app_id}-{CONTACTS_TABLE}-changelog"
+
+
+class ContactsOnly(DeviceRegistry):
+    """The registry of a worker without sinks: each user's latest contact, for routing, and nothing else.
+
+    It does not read the event log. The sink group's registry (``DeviceRegistry``, in the worker
+    that ingests ``low``) folds ``contact.updated`` from the log into its ``herald-contacts`` table;
+    that table's changelog topic (``source``: ``contacts_changelog``) holds each user's latest
+    contact and nothing else, keyed by user id and partitioned as the log and the request topics
+    are. This registry's agent copies it, entry by entry, into a table of its own (restored from
+    its own changelog at a restart; deleted entries deleted). So the worker's consumer never
+    fetches the log, whose partitions take two to three events per notification of every
+    priority: under a low backlog each fetch that carried them held up the high requests'
+    records (issue 9, target 6, ``docs/benchmarks.md``). A contact change reaches this worker once
+    the sink group has folded it. It never appends device events (the sink group's registry
+    alone does that) and declares no device table.
+    """
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    def bind(self, app: faust.App, topics: Topics, partitions: int, *, max_devices: int | None = None) -> None:
+        if self._app is app:
+            return
+        self._app, self.topics = app, topics
+        self.contacts = app.Table(
+            CONTACTS_TABLE,
+            default=None,
+            partitions=partitions,
+            help="user id -> latest contact, copied from the sink group's contacts (routing preferences)",
+        )
+        # As Faust declares a table's changelog (compacted, internal: created if missing), so
+        # whichever group starts first creates it with the same configuration.
+        source = app.topic(
+            self.source,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+            compacting=True,
+            internal=True,
+        )
+
+        async def contacts(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                self.copy(event.message.key, event.message.value)
+
+        app.agent(source, name=CONTACTS_AGENT)(contacts)
+
+    def copy(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one entry of the sink group's contacts changelog (in the agent's partition context)."""
+        try:
+            user_id = json.loads(key) if key else None  # Faust's default key serializer (json)
+        except ValueError:
+            user_id = None
+        if not isinstance(user_id, str):
+            log.warning("contact entry without a user id key: skipped", extra={"topic": self.source})
+            return
+        if value is None:  # a deleted entry (a tombstone)
+            if user_id in self.contacts:
+                del self.contacts[user_id]
+            return
+        try:
+            contact = json.loads(value)
+        except ValueError:
+            contact = None
+        if not isinstance(contact, dict):
+            log.warning("contact entry not a JSON object: skipped", extra={"user_id": user_id, "topic": self.source})
+            return
+        self.contacts[user_id] = contact

@@ -5,11 +5,11 @@ runs them: one ingesting ``high`` (its own consumer group and admission table), 
 ingesting ``medium,low`` and running the sinks and the scheduler. Email goes to Herald's
 SMTP capture server in the test process. Checked: every request is decided exactly once
 (a repeated high request is a duplicate), every notification is mailed exactly once,
-the high worker's group never consumes a sink's or the scheduler's topic while the other
-group never consumes ``requests.high``, routing in the high worker follows the contact
-preferences it folds itself, a new high group starts where the unsplit workers left off
-(nothing decided twice), and a priority list naming no real priority stops the worker at
-start with status 2 and one line.
+the high worker's group never consumes a sink's or the scheduler's topic, nor the event log,
+while the other group never consumes ``requests.high``, routing in the high worker follows the
+contact preferences it copies from the other group's contacts table, a new high group starts
+where the unsplit workers left off (nothing decided twice), and a priority list naming no
+real priority stops the worker at start with status 2 and one line.
 """
 
 from __future__ import annotations
@@ -178,7 +178,8 @@ async def test_each_request_is_decided_once_and_mailed_once(
         while not any(await _committed(settings, group, f"{prefix}{topic}")):
             assert time.monotonic() < deadline, f"{group} never committed {topic}"
             await asyncio.sleep(0.2)
-    for topic in ("deliveries.email", "deliveries.websocket", "scheduled", "requests.medium", "requests.low"):
+    # Nor the event log: the high group's contacts come from the other group's contacts table.
+    for topic in ("deliveries.email", "deliveries.websocket", "scheduled", "requests.medium", "requests.low", "events"):
         assert not any(await _committed(settings, high_group, f"{prefix}{topic}")), f"the high group consumed {topic}"
     assert not any(await _committed(settings, rest_group, f"{prefix}requests.high")), "both groups ingested high"
 
@@ -192,14 +193,17 @@ async def test_each_request_is_decided_once_and_mailed_once(
         assert len(smtp.to(address)) == 1, address
 
 
-async def test_the_high_worker_routes_by_the_contact_preferences_it_folds(settings: Settings, log: TopicTail) -> None:
+async def test_the_high_worker_routes_by_the_contact_preferences_the_sink_group_folds(
+    settings: Settings, log: TopicTail
+) -> None:
     user = _user("pref")
     contact = ContactUpdated(user_id=user, email=f"{user}@example.test", channels=("websocket",))
     env = Envelope(id=uuid7(), source="tests", time=datetime.now(UTC), data=contact, subject=None, userid=user)
     await append(settings.kafka_bootstrap, f"{settings.topic_prefix}events", [env])
 
     async def cancelled_by_preference() -> bool:
-        # The fold and the request are on different topics: ask until the fold has the contact.
+        # The fold (in the other group), its copy and the request are on different topics: ask
+        # until the high worker's copy has the contact.
         body = request(user, "only live", priority="high", channels=["websocket", "email"])
         await publish_json(settings.kafka_bootstrap, f"{settings.topic_prefix}requests.high", user, body)
         found = await log.wait_events(1, within=30, type="notification.accepted", subject=body["id"])
