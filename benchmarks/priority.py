@@ -42,6 +42,9 @@ from engine.settings import Settings
 from engine.topics import TopicNames
 from streams.admin import ensure_topics
 
+LOW_WORKER_NICE = 10
+"""The medium and low worker's ``HERALD_WORKER_NICE`` in the split: docs/deployment.md's recommendation for
+processes sharing a host (compose gives its containers the like CPU weight, ``cpu_shares: 128``)."""
 REDIS = os.environ.get("HERALD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +68,6 @@ async def worker(
     high_nice: int = 0,
     high_poll: int = 0,
     low_nice: int = 0,
-    high_log_interval: int | None = None,
 ) -> AsyncIterator[list[Role]]:
     """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``).
 
@@ -73,8 +75,7 @@ async def worker(
     medium and low with the sinks (logs ``worker-priority-high.log``, ``worker-priority-medium-low.log``).
     ``high_nice``: the niceness of the process that ingests high (the one worker, or the high one);
     ``high_poll``: its ``HERALD_KAFKA_MAX_POLL_RECORDS`` (0: the setting's); ``low_nice``: the
-    niceness of the medium and low process when split; ``high_log_interval``: the high process's
-    event-log fetch interval when split (None: the settings').
+    medium and low process's ``HERALD_WORKER_NICE`` when split (the process lowers its own priority).
     """
     ingests_high = settings.replace(kafka_max_poll_records=high_poll) if high_poll else settings
     if not split:
@@ -82,12 +83,10 @@ async def worker(
             yield [one]
         return
     high = ingests_high.replace(worker_priorities="high")
-    if high_log_interval is not None:
-        high = high.replace(kafka_event_log_fetch_interval_ms=high_log_interval)
-    rest = settings.replace(worker_priorities="medium,low")
+    rest = settings.replace(worker_priorities="medium,low", worker_nice=low_nice)
     async with (
         role("worker", high, tag="-priority-high", nice=high_nice) as first,
-        role("worker", rest, tag="-priority-medium-low", nice=low_nice) as second,
+        role("worker", rest, tag="-priority-medium-low") as second,
     ):
         yield [first, second]
 
@@ -285,7 +284,6 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
             high_nice=args.high_nice,
             high_poll=args.high_poll,
             low_nice=args.low_nice,
-            high_log_interval=args.high_event_log_fetch_interval,
         ) as workers:
             await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
             # Low warmed up too (in the split, the other process): no start-up in the measured phases.
@@ -353,7 +351,11 @@ def report(args: argparse.Namespace, result: dict[str, object]) -> None:
     assert isinstance(unloaded, list)
     assert isinstance(loaded, list)
     gate = "on" if result["gate"] else "off"
-    mode = "two worker processes (high | medium+low)" if result["split"] else "one worker process"
+    mode = (
+        f"two worker processes (high | medium+low at HERALD_WORKER_NICE={args.low_nice})"
+        if result["split"]
+        else "one worker process"
+    )
     if args.high_nice:
         mode += f", the one ingesting high at nice {args.high_nice:+d}"
     if args.high_poll:
@@ -416,6 +418,8 @@ class Runs:
     """Low requests queued in each run."""
     split: bool = False
     """Whether high ingest ran in a worker process of its own."""
+    low_nice: int = 0
+    """The medium and low worker's ``HERALD_WORKER_NICE`` when split."""
 
     @property
     def ratios(self) -> list[float]:
@@ -446,13 +450,13 @@ async def measure_runs(args: argparse.Namespace, runs: int = 5) -> list[Runs]:
             mode = "split" if split else "one process"
             print(f"run {n + 1} of {runs}, {mode}: p99 ratio loaded/idle {_ratio99(result):.2f}x", flush=True)
             report(args, result)
-    return [Runs(results[mode], args.low, mode) for mode in modes]
+    return [Runs(results[mode], args.low, mode, args.low_nice if mode else 0) for mode in modes]
 
 
 def rows(runs: Runs) -> list[Row]:
     """The summary row: measure, Herald, baseline, ratio, target."""
     count = len(runs.results)
-    mode = ", high in its own worker process" if runs.split else ""
+    mode = f", high in its own worker process (medium+low at nice {runs.low_nice})" if runs.split else ""
     return [
         (
             f"priority: high p99 with {runs.low:,} low queued <= 2x idle p99 in >= 4 of 5 runs{mode}",
@@ -496,21 +500,19 @@ def parser() -> argparse.ArgumentParser:
         help="the workers' HERALD_KAFKA_EVENT_LOG_FETCH_INTERVAL_MS (default: the benchmarks' %(default)s)",
     )
     parser.add_argument(
-        "--high-event-log-fetch-interval",
-        type=int,
-        default=None,
-        metavar="MS",
-        help="split only: the high worker's event-log fetch interval (e.g. 100000000: the log not read in the "
-        "phases, a measurement only: its registry then sees nothing)",
-    )
-    parser.add_argument(
         "--high-nice",
         type=int,
         default=0,
         help="niceness of the worker process that ingests high, in both modes (e.g. -5: more CPU weight)",
     )
     parser.add_argument(
-        "--low-nice", type=int, default=0, help="niceness of the medium and low worker process when split (e.g. 5)"
+        "--low-nice",
+        type=int,
+        default=LOW_WORKER_NICE,
+        choices=range(20),
+        metavar="N",
+        help="split: HERALD_WORKER_NICE of the medium and low worker process (default %(default)s, as"
+        " docs/deployment.md recommends on a shared host; 0: as high's)",
     )
     parser.add_argument(
         "--high-poll",

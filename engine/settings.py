@@ -324,6 +324,12 @@ class AdmissionSettings(_Concern):
     unless it includes ``low``) with its own admission table, so duplicates are detected per group;
     the channel sinks and the scheduler run only in the worker that ingests ``low``
     (docs/deployment.md, "Priority split")."""
+    worker_nice: Annotated[int, Field(ge=0, le=19)] = 0
+    """Niceness a worker process adds to itself at start (every thread of it; 0 to 19: a worker only
+    lowers its own CPU priority). For processes sharing a host: the worker that ingests medium and
+    low then gives way, while the cores are busy, to the high-priority worker, the broker and the
+    API, and still takes the CPU they leave (containers get the same from CPU weights: compose's
+    ``cpu_shares``). docs/deployment.md, "Priority split"."""
 
     @field_validator("worker_priorities", mode="before")
     @classmethod
@@ -656,6 +662,8 @@ def _describe(fields: Mapping[str, FieldInfo], error: Any) -> str:
         return str(context["error"])
     if kind == "greater_than_equal":
         return f"{variable} must be at least {context['ge']}"
+    if kind == "less_than_equal":
+        return f"{variable} must be at most {context['le']}"
     if kind == "greater_than" and context["gt"] == 0:
         return f"{variable} must be positive"
     if kind == "string_too_short":

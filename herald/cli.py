@@ -134,6 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_http_server(settings.metrics_port, addr=settings.http_host)
         log.info("metrics listening", extra={"port": settings.metrics_port})
 
+    if command == "worker" and settings.worker_nice:
+        # Before any thread starts (Faust's consumer thread, the executor's): each inherits it.
+        os.nice(settings.worker_nice)
+        log.info("worker niceness raised", extra={"niceness": os.nice(0)})
+
     async def role() -> int:
         roles = {"worker": command == "worker", "projector": command == "projector", "api": command == "api"}
         probes = None

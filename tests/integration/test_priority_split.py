@@ -2,7 +2,8 @@
 
 Two real ``herald worker`` processes on the session's broker, as ``docker-compose.yml``
 runs them: one ingesting ``high`` (its own consumer group and admission table), one
-ingesting ``medium,low`` and running the sinks and the scheduler. Email goes to Herald's
+ingesting ``medium,low`` and running the sinks and the scheduler, every thread of it at
+``HERALD_WORKER_NICE=10``. Email goes to Herald's
 SMTP capture server in the test process. Checked: every request is decided exactly once
 (a repeated high request is a duplicate), every notification is mailed exactly once,
 the high worker's group never consumes a sink's or the scheduler's topic, nor the event log,
@@ -15,6 +16,7 @@ real priority stops the worker at start with status 2 and one line.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -64,8 +66,13 @@ def settings(kafka_bootstrap: str, redis_url: str, smtp: SmtpCapture) -> Setting
     )
 
 
+LOW_NICE = 10
+"""The medium and low worker gives way to the high one on a shared host (``HERALD_WORKER_NICE``)."""
+
+
 def _halves(settings: Settings) -> tuple[Settings, Settings]:
-    return settings.replace(worker_priorities="high"), settings.replace(worker_priorities="medium,low")
+    high = settings.replace(worker_priorities="high")
+    return high, settings.replace(worker_priorities="medium,low", worker_nice=LOW_NICE)
 
 
 def _tail(log: Path) -> str:
@@ -91,7 +98,7 @@ async def _ready(port: int, proc: subprocess.Popen[bytes], log: Path, *, within:
 
 
 @pytest.fixture(scope="module")
-async def workers(settings: Settings, output_dir: Path) -> AsyncIterator[None]:
+async def workers(settings: Settings, output_dir: Path) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
     """``herald worker`` twice: ``--priorities high`` and ``medium,low`` (each set through its setting)."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -102,14 +109,14 @@ async def workers(settings: Settings, output_dir: Path) -> AsyncIterator[None]:
             proc = start_role("worker", half.replace(metrics_port=port), log)
             procs.append(proc)
             await _ready(port, proc, log)
-        yield
+        yield procs
     finally:
         for proc in procs:
             stop_role(proc)
 
 
 @pytest.fixture(scope="module")
-async def log(settings: Settings, workers: None) -> AsyncIterator[TopicTail]:
+async def log(settings: Settings, workers: list[subprocess.Popen[bytes]]) -> AsyncIterator[TopicTail]:
     tail = TopicTail(settings.kafka_bootstrap, f"{settings.topic_prefix}events")
     await tail.start()
     yield tail
@@ -141,6 +148,25 @@ def test_the_split_names_its_groups_and_runs_the_sinks_in_one_of_them(settings: 
         parts = [settings.replace(worker_priorities=g) for g in groups]
         assert sum(map(runs_sinks, parts)) == 1, groups
         assert len({worker_app_id(p) for p in parts}) == len(parts), groups
+
+
+def _thread_niceness(pid: int) -> dict[int, int]:
+    """The niceness of each thread of process ``pid`` (``/proc/<pid>/task/<tid>/stat``, field 19)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+        out[int(task.name)] = int(fields[16])
+    return out
+
+
+def test_the_medium_and_low_worker_runs_every_thread_at_its_niceness(
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    high, rest = (_thread_niceness(proc.pid) for proc in workers)
+    # The consumer thread (and any other) started after the niceness was set: all inherit it.
+    assert len(rest) > 1 and set(rest.values()) == {LOW_NICE}, rest
+    assert set(high.values()) == {os.nice(0)}, high  # the high worker as started
 
 
 async def test_each_request_is_decided_once_and_mailed_once(

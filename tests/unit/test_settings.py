@@ -22,6 +22,9 @@ def test_env_values_are_typed() -> None:
         ({"HERALD_JWT_ALGORITHMS": "none"}, "none is never allowed"),
         ({"HERALD_JWT_SECRET": "short"}, "at least 32 characters"),
         ({"HERALD_TOPIC_PARTITIONS": "0"}, "at least 1"),
+        # A worker only lowers its own CPU priority (raising it needs privileges it should not have).
+        ({"HERALD_WORKER_NICE": "-5"}, "HERALD_WORKER_NICE must be at least 0"),
+        ({"HERALD_WORKER_NICE": "20"}, "HERALD_WORKER_NICE must be at most 19"),
     ],
 )
 def test_bad_values_fail_with_clear_message(env: dict[str, str], message: str) -> None:
