@@ -152,8 +152,9 @@ class KafkaSettings(_Concern):
     kafka_fetch_max_wait_ms: int = 500
     """Longest a consumer fetch waits for data (Kafka returns early when data arrives; Tansu does not)."""
     kafka_event_log_fetch_interval_ms: Annotated[int, Field(ge=0)] = 0
-    """A worker asks the broker for the event log (which its device and contact registry folds) in
-    at most one fetch every this many milliseconds; 0: in every fetch, with the requests. Its own
+    """The worker that runs the sinks asks the broker for the event log (which its device and contact
+    registry folds; a worker without sinks never reads it) in at most one fetch every this many
+    milliseconds; 0: in every fetch, with the requests. Its own
     appends put new records in the log all the time, and on Tansu a fetch that finds new records
     costs in proportion to the record batches already in the partition, so the requests' fetches
     slowed as the log grew (the benchmarks set 100: see docs/architecture.md). The registry then

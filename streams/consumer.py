@@ -12,7 +12,9 @@ other runs Python (a worker's main loop deciding a poll's requests, the consumer
 reading a fetch), up to Python's switch interval (5 ms by default). A process that builds
 such a consumer lowers the interval to ``SWITCH_INTERVAL``.
 
-The worker's consumer also reads the event log (its device and contact registry folds it), and
+The consumer of the worker that runs the sinks also reads the event log (its device and contact
+registry folds it; a worker without sinks copies the contacts from their table's changelog
+instead, ``streams.device_registry.ContactsOnly``), and
 its own appends give the log new records all the time, so every fetch carried the log's
 partitions too. On Tansu a fetch that finds new records costs in proportion to the record
 batches already in the partition, so the request records' fetches slowed as the log grew.
