@@ -62,12 +62,7 @@ def _request(user: str, title: str) -> bytes:
 
 @contextlib.asynccontextmanager
 async def worker(
-    settings: Settings,
-    *,
-    split: bool = False,
-    high_nice: int = 0,
-    high_poll: int = 0,
-    low_nice: int = 0,
+    settings: Settings, *, split: bool = False, high_nice: int = 0, high_poll: int = 0, low_nice: int = 0
 ) -> AsyncIterator[list[Role]]:
     """``herald worker`` in its own process (its log in ``test-output/bench-logs/worker-priority.log``).
 
@@ -279,11 +274,7 @@ async def run(args: argparse.Namespace, bootstrap: str, gate: bool, *, split: bo
     await producer.start()
     try:
         async with worker(
-            settings,
-            split=split,
-            high_nice=args.high_nice,
-            high_poll=args.high_poll,
-            low_nice=args.low_nice,
+            settings, split=split, high_nice=args.high_nice, high_poll=args.high_poll, low_nice=args.low_nice
         ) as workers:
             await measure_high(producer, log, names.request("high"), 20, args.interval_ms / 1000, "warm")
             # Low warmed up too (in the split, the other process): no start-up in the measured phases.

@@ -100,8 +100,7 @@ def create_app(
             "channel sinks not run here: they run in the worker that ingests low",
             extra={"priorities": ",".join(settings.worker_priorities)},
         )
-    if sinking:
-        _skip_events_no_agent_needs(app, topics)
+    _skip_events_no_agent_needs(app, topics)
     app.finalize()
     return app, topics
 
@@ -199,10 +198,13 @@ def _skip_events_no_agent_needs(app: faust.App, topics: Topics) -> None:
     events: most of the log (two to three events per notification) is about notifications.
     Its own pre-filter (by the ``ce_type`` header) now runs before Faust's per-record
     machinery (``streams.internals.consumer_skipping``) instead of after it. Raises if
-    another agent reads the log, since it would miss those records.
+    another agent reads the log, since it would miss those records; does nothing in a worker
+    that does not read the log (one without sinks: ``ContactsOnly``).
     """
     events = topics.names.events
     readers = sorted(agent.name for agent in app.agents.values() if events in agent.channel.topics)
+    if not readers:
+        return  # a worker without sinks does not read the log (``ContactsOnly``)
     if readers != [REGISTRY_AGENT]:
         raise RuntimeError(f"{events} is read by {readers}, not only by {REGISTRY_AGENT}: cannot skip records")
 
