@@ -30,8 +30,12 @@ class Progress:
         self._last: tuple[int, int] = (0, 0)
 
     def __call__(self, done: int, total: int) -> None:
-        """Record progress; redraw if it is time to."""
-        self._last = (done, total)
+        """Record progress; redraw if it is time to.
+
+        ``total`` is an estimate (a broker may report its end offsets late): never shown
+        below ``done``, so a finished replay reads ``N/N (100%)``, not ``N/M`` with M < N.
+        """
+        self._last = (done, max(done, total))
         now = time.monotonic()
         if now - self._shown >= (TTY_REFRESH if self._tty else LINE_INTERVAL):
             self._shown = now

@@ -33,3 +33,11 @@ def test_a_file_gets_plain_lines() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("replaying: 10/40 (25%)")
     assert "\r" not in out.getvalue()
+
+
+def test_a_total_estimated_too_low_is_never_shown_below_the_count_done() -> None:
+    out = io.StringIO()
+    bar = Progress("replaying", out)
+    bar(1_000_000, 999_361)  # the end offsets read at the start were behind the log
+    bar.close()
+    assert out.getvalue().splitlines()[-1].startswith("replaying: 1,000,000/1,000,000 (100%)")
