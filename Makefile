@@ -37,7 +37,7 @@ faults: sync system-deps
 check: sync
 	$(UV) run ruff format --check $(PACKAGES) tests benchmarks
 	$(UV) run ruff check $(PACKAGES) tests benchmarks
-	$(UV) run mypy $(PACKAGES)
+	$(UV) run mypy $(PACKAGES) benchmarks
 
 format: sync
 	$(UV) run ruff format $(PACKAGES) tests benchmarks

@@ -86,11 +86,14 @@ def measure(step: str, prior_keys: int, requests: int) -> tuple[float, float, fl
     """(us per request, changelog bytes per request, per acceptance) after ``prior_keys`` requests."""
     table = Recording()
     store = AdmissionStore(table, POLICY)
-    run = (
-        (lambda env, src: store_step(store, env, src))
-        if step == "store"
-        else (lambda env, src: record_step(table, env, src))
-    )
+
+    def run_store(env: Envelope, src: str) -> None:
+        store_step(store, env, src)
+
+    def run_record(env: Envelope, src: str) -> None:
+        record_step(table, env, src)
+
+    run = run_store if step == "store" else run_record
     spacing = (20 * 3600) / max(1, prior_keys)  # the prior requests spread over 20 h of the 24 h window
     for i in range(prior_keys):
         run(accepted(f"p{i}", START + timedelta(seconds=i * spacing)), f"t/0/{i}")

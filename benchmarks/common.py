@@ -6,7 +6,7 @@ import contextlib
 import os
 import statistics
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import psycopg
 
@@ -28,7 +28,7 @@ async def broker() -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def scratch_database() -> AsyncIterator[str]:  # type: ignore[misc]
+def scratch_database() -> Iterator[str]:
     """A Postgres database created for the run and dropped after it."""
     name = f"herald_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:

@@ -68,6 +68,7 @@ async def run_pipeline(bootstrap: str, database_url: str, n: int, users: int) ->
         readers = [asyncio.create_task(reader(ws)) for ws in sockets]
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
         await producer.start()
+        assert stack.topics is not None  # started
         topic = stack.topics.names.request("high")
         started = time.monotonic()
         for i in range(n):
