@@ -31,6 +31,9 @@ Row = tuple[str, str, str, str, str]
 
 CALIBRATION_LOOP = 10_000_000
 """Iterations of the bare loop that gauges the machine's speed."""
+CALIBRATION = compile(f"for i in range({CALIBRATION_LOOP}): pass", "<calibration>", "exec")
+"""The loop at module level, exactly as ``python3 -c "for i in range(10_000_000): pass"`` runs it
+(its variable a global: slower than in a function), the form ``REFERENCE_LOOP_SECONDS`` was timed in."""
 REFERENCE_LOOP_SECONDS = 0.21
 """The loop's time on this 2-core machine at its usual speed (the nights the targets were measured on)."""
 
@@ -46,11 +49,6 @@ PROGRAMS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bulk", [], ["--quick"]),
     ("benchmarks.priority", ["--runs", "5", "--split"], ["--runs", "1", "--high", "50", "--low", "2000"]),
 ]
-
-
-CALIBRATION = compile(f"for i in range({CALIBRATION_LOOP}): pass", "<calibration>", "exec")
-"""The loop at module level, exactly as ``python3 -c "for i in range(10_000_000): pass"`` runs it
-(its variable a global: slower than in a function), the form ``REFERENCE_LOOP_SECONDS`` was timed in."""
 
 
 def loop_seconds() -> float:

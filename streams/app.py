@@ -204,7 +204,7 @@ def _skip_events_no_agent_needs(app: faust.App, topics: Topics) -> None:
     events = topics.names.events
     readers = sorted(agent.name for agent in app.agents.values() if events in agent.channel.topics)
     if not readers:
-        return  # a worker without sinks does not read the log (``ContactsOnly``)
+        return
     if readers != [REGISTRY_AGENT]:
         raise RuntimeError(f"{events} is read by {readers}, not only by {REGISTRY_AGENT}: cannot skip records")
 
