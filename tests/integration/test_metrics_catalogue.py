@@ -446,6 +446,8 @@ async def backlog_under_load(ctx: Ctx) -> None:
     # The high ones must come after the low ones are fetched: while a high partition lags,
     # the consumer fetches no low records at all (the consumer-side isolation).
     waits = await ctx.value("ingest_priority_waits_total", priority="low")
+    decided = await decisions(ctx)
+    sent = 0
     producer = AIOKafkaProducer(bootstrap_servers=ctx.settings.kafka_bootstrap, max_batch_size=16384)
     await producer.start()
     tag = uuid.uuid4().hex[:6]
@@ -458,6 +460,7 @@ async def backlog_under_load(ctx: Ctx) -> None:
                 low = request(user, f"l{n}", priority="low")
                 await producer.send(ctx.names.request("low"), key=user.encode(), value=json.dumps(low).encode())
             await producer.flush()
+            sent += 1000
 
             async def low_under_way(before: float = created) -> bool:
                 return await ctx.value("notifications_created_total", priority="low") > before
@@ -469,6 +472,7 @@ async def backlog_under_load(ctx: Ctx) -> None:
                     ctx.names.request("high"), key=f"u{n % 7}".encode(), value=json.dumps(high).encode()
                 )
             await producer.flush()
+            sent += 300
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 samples, _ = await ctx.scrape()
@@ -500,6 +504,25 @@ async def backlog_under_load(ctx: Ctx) -> None:
         )
 
     await eventually(caught_up, timeout=60, what="both roles' lag series, the worker's back to 0")
+
+    # A lag of 0 says the worker has fetched every request, not that it has decided them: a
+    # later scenario's baseline (the pending count) must not see these still being accepted.
+    async def all_decided() -> bool:
+        return await decisions(ctx) >= decided + sent
+
+    await eventually(all_decided, timeout=120, what=f"every one of the {sent} requests decided")
+
+
+async def decisions(ctx: Ctx) -> float:
+    """Requests the worker has decided so far: accepted, deduplicated or refused, any priority."""
+    samples, _ = await ctx.scrape()
+    counters = (
+        "notifications_created_total",
+        "notifications_deduplicated_total",
+        "notifications_rate_limited_total",
+        "notifications_rejected_total",
+    )
+    return sum(v for name in counters for _, v in samples.get(name, []))
 
 
 @moves("herald_projector_skipped_events_total")
