@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import statistics
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -12,6 +14,7 @@ import psycopg
 
 from engine.settings import Settings
 from herald.broker import free_port, tansu_process
+from streams.app import faust_datadir
 
 PG_ADMIN = os.environ.get("HERALD_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -52,6 +55,17 @@ fetch) to 21.4 / 49.4 ms with 100 (same checkout, one round each, load 2.5); the
 records' fetch, no longer behind the log's, is then held by Tansu for about half its wait."""
 
 
+_APP_IDS: set[str] = set()
+"""The Faust app ids of this run, whose (empty) data directories go when it ends."""
+
+
+@atexit.register
+def _remove_faust_datadirs() -> None:
+    for app_id in _APP_IDS:  # a split worker's id has its priorities as a suffix: the glob
+        for path in faust_datadir(app_id).parent.glob(f"{faust_datadir(app_id).name}*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def bench_settings(bootstrap: str, database_url: str, **overrides: object) -> Settings:
     """Settings of a benchmark run: the same Tansu workarounds as the tests (see DESIGN.md)."""
     tag = uuid.uuid4().hex[:6]
@@ -76,6 +90,7 @@ def bench_settings(bootstrap: str, database_url: str, **overrides: object) -> Se
         "node_id": f"bench-{tag}",
     }
     values.update(overrides)
+    _APP_IDS.add(f"herald-bench-{tag}")
     return Settings.from_env({}, **values)
 
 

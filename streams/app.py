@@ -57,7 +57,7 @@ def create_app(
         worker_app_id(settings),
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
-        datadir=str(Path(tempfile.gettempdir()) / f"herald-faust-{worker_app_id(settings)}"),
+        datadir=str(faust_datadir(worker_app_id(settings))),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         producer_max_batch_size=settings.producer_max_batch_size,
@@ -120,6 +120,11 @@ def runs_sinks(settings: Settings) -> bool:
 def sink_app_id(settings: Settings) -> str:
     """The app id of the worker group that runs the sinks (the one ingesting ``low``: ``HERALD_APP_ID``)."""
     return worker_group(settings.app_id, (Priority.LOW.value,))
+
+
+def faust_datadir(app_id: str) -> Path:
+    """Faust's data directory of an app: empty with Herald's in-memory table stores, one per app id."""
+    return Path(tempfile.gettempdir()) / f"herald-faust-{app_id}"
 
 
 def worker_app_id(settings: Settings) -> str:

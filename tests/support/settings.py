@@ -7,13 +7,16 @@ holds a fetch for its whole max wait even when data arrives).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import uuid
 from typing import Any
 
 import psycopg
 
 from engine.settings import Settings
+from streams.app import faust_datadir
 
 TEST_JWT_SECRET = "herald-test-secret-not-the-dev-one-0123456789"
 """Tests sign with their own secret, as a production role must (``herald api`` refuses the dev one)."""
@@ -25,6 +28,19 @@ after it is asked (measured: 3.0 s at 6 s, 1.0 s at 2 s), and every stack start 
 worker's and the projector's groups, so the session's own Tansu gets 2 s (its heartbeat every
 0.5 s). An external broker (``HERALD_TEST_KAFKA``) gets 6 s: Apache Kafka refuses sessions
 shorter than its ``group.min.session.timeout.ms`` (6 s by default)."""
+
+
+_APP_IDS: set[str] = set()
+"""The Faust app ids of this test session, whose (empty) data directories go when it ends."""
+
+
+@atexit.register
+def _remove_faust_datadirs() -> None:
+    # Each test's worker has an app id of its own, and so a directory of its own under /tmp
+    # (a split worker's id has its priorities as a suffix: the glob).
+    for app_id in _APP_IDS:
+        for path in faust_datadir(app_id).parent.glob(f"{faust_datadir(app_id).name}*"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def isolated_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
@@ -48,6 +64,7 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) ->
         "apns_sandbox": True,  # required with an APNs key; the tests' APNs is the emulator
     }
     values.update(overrides)
+    _APP_IDS.add(f"herald-test-{tag}")  # the generated id only: an override's directory is not the session's
     return Settings.from_env({}, **values)
 
 
