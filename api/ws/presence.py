@@ -148,6 +148,10 @@ return #KEYS / 2
 """
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class RedisPresence:
     """Production presence on Redis; frames for this node arrive on its pub/sub channel."""
 
@@ -194,10 +198,12 @@ class RedisPresence:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(presence_key(self._prefix, user_id))
             pipe.zrangebyscore(connections_key(self._prefix, user_id), now, "+inf")
-            entries, members = await pipe.execute()
+            raw_entries, raw_members = await pipe.execute()
+        # Replies are str from the roles' client (decode_responses=True), bytes from a bare one.
+        entries = {_text(node): _text(expiry) for node, expiry in raw_entries.items()}
         counts: dict[str, int] = {}
-        for member in members:
-            node = member.rpartition("/")[0]
+        for member in raw_members:
+            node = _text(member).rpartition("/")[0]
             counts[node] = counts.get(node, 0) + 1
         return [NodeEntry(node, counts.get(node, 0), float(entries[node])) for node in live_nodes(entries, now=now)]
 
