@@ -32,7 +32,7 @@ from aiohttp import web
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, TokenVerifier
 from api.problems import Problem
 from api.publisher import Publisher, RawRecord
-from api.rest.envelopes import REQUEST_FIELDS, SOURCE, build_request, check_address
+from api.rest.envelopes import DEVICE_TOKEN_CHANNEL, REQUEST_FIELDS, SOURCE, build_request, check_address
 from api.rest.params import json_body, path_id
 from engine.settings import Settings
 from engine.topics import TopicNames
@@ -157,7 +157,7 @@ class BulkRoutes:
             recipients = [(u, None) for u in targets]
         else:
             recipients = await self._resolve_tokens(principal.subject, principal.has(SCOPE_WRITE), targets, refused)
-            body["channels"] = ["apns"]
+            body["channels"] = [DEVICE_TOKEN_CHANNEL]
         # The content is checked once, whoever the targets: bad content is a 422, never a refusal per target.
         build_request({**body, "user_id": CONTENT_PROBE_USER}, notification_id=bulk_id, correlation_id=bulk_id)
         size = self._check_size(body, bulk_id, recipients)

@@ -13,6 +13,7 @@ from api.problems import Problem
 from engine import correlation
 from engine.email_address import InvalidAddress, single_address
 from engine.priority import Priority
+from schemas.channels import APNS
 from schemas.codec import encode, event_from_data, schema
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
@@ -22,6 +23,10 @@ from schemas.ids import derived_id, uuid7
 SOURCE = "herald/api"
 
 REQUEST_FIELDS: frozenset[str] = frozenset(schema("notification.requested")["properties"])
+
+DEVICE_TOKEN_CHANNEL = APNS.name
+"""The channel a request's ``device_token`` belongs to (an ios device's APNs token): a bulk to
+device tokens goes on it, and so does a single request naming a token but no ``channels``."""
 """Fields a client may put in a ``POST /api/notifications`` body: exactly the request schema's
 (``schemas/notification.requested``), so REST and Kafka producers can never drift apart."""
 CALLER_CHOSEN_ADDRESS = "email"

@@ -14,7 +14,14 @@ from aiohttp import web
 from api.auth import SCOPE_ADMIN, SCOPE_WRITE, Principal, TokenVerifier
 from api.problems import Problem
 from api.publisher import Publisher
-from api.rest.envelopes import REQUEST_FIELDS, build_request, check_address, fact, request_id
+from api.rest.envelopes import (
+    DEVICE_TOKEN_CHANNEL,
+    REQUEST_FIELDS,
+    build_request,
+    check_address,
+    fact,
+    request_id,
+)
 from api.rest.params import bool_param, enum_params, int_param, json_body, path_id, str_param, time_param, whose
 from api.rest.read_your_writes import RETRY_AFTER_SECONDS, ReadYourWrites
 from engine.priority import ALL_CHANNELS
@@ -22,6 +29,7 @@ from engine.settings import Settings
 from projections.notifications import STATUSES
 from projections.queries import BadCursor, ListFilter, NotificationQueries
 from schemas.events import NotificationDeleted, NotificationRead
+from schemas.ids import uuid7
 
 MAX_PAGE = 200
 READ_ALL_LIMIT = 10_000
@@ -129,6 +137,20 @@ class NotificationRoutes:
         unknown = sorted(set(body) - REQUEST_FIELDS)
         if unknown:
             raise Problem(422, "Unprocessable Content", f"unknown field(s): {', '.join(unknown)}")
+        token = body.get("device_token")
+        if isinstance(token, str):
+            token = body["device_token"] = token.lower()
+            # A push to one device: without ``channels`` the request goes on that device's channel
+            # (the schema's default, websocket alone, would never reach the phone).
+            body.setdefault("channels", [DEVICE_TOKEN_CHANNEL])
+        if "user_id" not in body and isinstance(token, str) and principal.has(SCOPE_WRITE):
+            # A service sending to a device token alone: the recipient is the device's owner
+            # (the schema is checked before the query, with a stand-in recipient).
+            build_request({**body, "user_id": principal.subject}, notification_id=uuid7())
+            owner = (await self._queries.device_owners([token])).get(token)
+            if owner is None or not owner[1]:
+                raise Problem(422, "Unprocessable Content", "device_token is not an active device")
+            body["user_id"] = owner[0]
         body.setdefault("user_id", principal.subject)
         if not isinstance(body["user_id"], str):
             raise Problem(422, "Unprocessable Content", "user_id must be a string")
@@ -140,12 +162,9 @@ class NotificationRoutes:
             raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 characters")
         if key is not None:
             body["idempotency_key"] = key
-        if isinstance(body.get("device_token"), str):
-            body["device_token"] = body["device_token"].lower()
         nid = request_id(principal.subject, body["user_id"], key)
         # Validates (schema, encoded size) before any query.
         env, priority = build_request(body, notification_id=nid, max_bytes=self._settings.max_request_bytes)
-        token = body.get("device_token")
         if token is not None:
             owner = (await self._queries.device_owners([token])).get(token)
             if owner != (body["user_id"], True):

@@ -40,7 +40,10 @@ _DEVICE_TOKEN = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 def _request_properties() -> _S:
     """The request schema's properties (the REST body accepts exactly these: ``api.rest.envelopes``)."""
     props = {name: dict(spec) for name, spec in schema("notification.requested")["properties"].items()}
-    props["user_id"]["description"] = "Recipient (default: the caller)."
+    props["user_id"]["description"] = (
+        "Recipient (default: the caller; for a notifications:write caller naming a device_token, that device's owner)."
+    )
+    props["channels"]["description"] += " Over REST, a request naming a device_token but no channels goes on apns."
     return props
 
 

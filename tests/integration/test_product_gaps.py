@@ -238,6 +238,39 @@ async def test_background_push_type_and_badge_in_a_bulk_send(
     assert push.headers["apns-priority"] == "5"
 
 
+async def test_a_push_to_a_device_token_alone_reaches_that_device_for_its_owner(
+    stack: Stack, settings: Settings, registry: DeviceRegistry, http: aiohttp.ClientSession, emulator: ApnsEmulator
+) -> None:
+    # The push service's single send: a token and the content, no user_id and no channels.
+    user, me = _user(http, stack, settings, "ivy")
+    token = await _device(me, registry, user)
+    service = _service(http, stack, settings)
+    nid = _created(
+        await service.post(
+            "/api/notifications", json={"device_token": token.upper(), "title": "Hello", "body": "hi", "badge": 1}
+        )
+    )
+    async with asyncio.timeout(30):
+        [push] = await emulator.wait_for(1, token=token)
+    assert push.payload is not None
+    assert (push.payload["aps"]["alert"], push.payload["aps"]["badge"]) == ({"title": "Hello", "body": "hi"}, 1)
+    detail = await _settled(me, nid, lambda d: d["status"] == "delivered", "the push delivered")
+    assert (detail["user_id"], detail["channels"]) == (user, ["apns"])
+    # The owner's own token does the same with the owner's own (user) token.
+    _created(await me.post("/api/notifications", json={"device_token": token, "title": "mine"}))
+    async with asyncio.timeout(30):
+        pushes = await emulator.wait_for(2, token=token)
+    assert [p.payload["aps"]["alert"]["title"] for p in pushes if p.payload] == ["Hello", "mine"]
+    # Channels named, or a token nobody holds: as before.
+    assert (
+        await service.post("/api/notifications", json={"device_token": token, "title": "x", "channels": []})
+    ).status == 422
+    unknown = await service.post("/api/notifications", json={"device_token": secrets.token_hex(32), "title": "x"})
+    assert unknown.status == 422 and "not an active device" in unknown.body["detail"], unknown.body
+    bad = await service.post("/api/notifications", json={"device_token": "not-hex", "title": "x"})
+    assert bad.status == 422 and "device_token" in bad.body["detail"], bad.body
+
+
 async def test_a_user_token_may_not_mail_an_address_of_its_choice_and_bad_values_are_422(
     stack: Stack, settings: Settings, http: aiohttp.ClientSession
 ) -> None:
