@@ -61,12 +61,16 @@ def create_app(
     """The HTTP app; the caller owns the lifecycle of ``hub``, ``engine`` and the check targets."""
     settings = settings or hub.settings
     limit = WriteLimit(verifier, settings or hub.settings)  # per-user REST write rate limit (429)
-    app = web.Application(middlewares=[problem_middleware, limit.middleware], client_max_size=1024 * 1024)
+    # A path with a trailing slash that only exists without it (``/api/notifications/``, as the
+    # services Herald replaces spelled them) is a 308 to it: the method and body are kept.
+    slash = web.normalize_path_middleware(append_slash=False, remove_slash=True, merge_slashes=False)
+    app = web.Application(middlewares=[slash, problem_middleware, limit.middleware], client_max_size=1024 * 1024)
     app.on_response_prepare.append(_security_headers)
     register_rest(app, verifier=verifier, queries=queries, publisher=publisher, settings=settings)
     admin = AdminContext(verifier, queries, settings, engine=engine, publisher=publisher, presence=hub.presence)
     register_admin(app, admin)  # /api/admin/: the operator console's API (admin scope)
     app.router.add_get("/ws/notifications", hub.handle)
+    app.router.add_get("/ws/notifications/", hub.handle)  # a WebSocket client does not follow redirects
     PresenceRoutes(verifier, hub.presence).register(app)
     app.on_shutdown.append(hub.disconnect_all)
 

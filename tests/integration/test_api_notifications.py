@@ -338,3 +338,27 @@ async def test_bulk_to_many_users(api_stack, http) -> None:  # type: ignore[no-u
     mine = (await one.get("/api/notifications")).body["results"]
     assert [(n["title"], n["bulk_id"]) for n in mine] == [("Weekly digest", bulk_id)]
     assert (await client(api_stack, http, unique("nobody")).get(f"/api/notifications/bulk/{bulk_id}")).status == 403
+
+
+async def test_paths_with_a_trailing_slash_reach_the_same_operations(api_stack, http) -> None:  # type: ignore[no-untyped-def]
+    # The spelling of the services Herald replaces: every path with a trailing slash.
+    api = client(api_stack, http, unique("slash"))
+    base = api.base
+    headers = {"Authorization": f"Bearer {api.token}"}
+    async with http.post(
+        f"{base}/api/notifications/", json={"title": "slashed"}, headers=headers, allow_redirects=False
+    ) as resp:
+        assert (resp.status, resp.headers["Location"]) == (308, "/api/notifications")
+    async with http.post(f"{base}/api/notifications/", json={"title": "slashed"}, headers=headers) as resp:
+        assert resp.status == 202, await resp.text()  # the redirect kept the method and the body
+        nid = (await resp.json())["id"]
+    async with http.get(f"{base}/api/notifications/?limit=1", headers=headers) as resp:
+        assert resp.status == 200 and [n["id"] for n in (await resp.json())["results"]] == [nid]
+    ws = await http.ws_connect(base.replace("http", "ws") + f"/ws/notifications/?token={api.token}")
+    try:
+        await ws.send_json({"type": "ping"})
+        await next_frame(ws, "pong")
+    finally:
+        await ws.close()
+    async with http.get(f"{base}/api/nothing-here/", headers=headers) as resp:
+        assert resp.status == 404 and resp.content_type == "application/problem+json"
