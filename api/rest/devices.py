@@ -29,7 +29,8 @@ from schemas.channels import DEFAULT_PLATFORM, DevicePlatform
 from schemas.codec import parse_time
 from schemas.events import DeviceRegistered, DeviceUnregistered
 
-_FIELDS = frozenset({"device_token", "platform", "name", "user_id"})
+_FIELDS = frozenset({"device_token", "platform", "name", "user_id", "is_active"})
+"""``is_active`` as the push service Herald replaces took it: true registers, false deactivates."""
 
 
 def _platform(value: object, *, status: int) -> DevicePlatform:
@@ -90,8 +91,15 @@ class DeviceRoutes:
             raise Problem(422, "Unprocessable Content", "name must be a string of at most 200 characters")
         if not isinstance(user_id, str) or not 1 <= len(user_id) <= 200:
             raise Problem(422, "Unprocessable Content", "user_id must be 1 to 200 characters")
+        is_active = body.get("is_active", True)
+        if not isinstance(is_active, bool):
+            raise Problem(422, "Unprocessable Content", "is_active must be true or false")
         writer = self._writer()
         owner = (await self._queries.device_owners([token], platform)).get(token)
+        if not is_active:  # the same as DELETE of the device, for its owner
+            if owner is None or owner[0] != user_id:
+                raise Problem(404, "Not Found", "no such device")
+            return await self._deactivate(user_id, token, platform, active=owner[1])
         active = [
             ActiveDevice(d["device_token"], parse_time(d["registered_at"]), d["platform"])
             for d in await self._queries.devices(user_id, active_only=True)
@@ -131,11 +139,18 @@ class DeviceRoutes:
         owner = owners.get(token)
         if owner is None or (owner[0] != principal.subject and not principal.has(SCOPE_ADMIN)):
             raise Problem(404, "Not Found", "no such device")
-        if owner[1]:
-            event = DeviceUnregistered(user_id=owner[0], device_token=token, platform=declared.name)
-            written = await self._writer().append([fact(event, user_id=owner[0], subject=None)])
+        answer = await self._deactivate(owner[0], token, declared.name, active=owner[1])
+        return answer if answer.status == 202 else web.Response(status=204)
+
+    async def _deactivate(self, user_id: str, token: str, platform: str, *, active: bool) -> web.Response:
+        """``device.unregistered`` unless it is inactive already; 200 with the device, 202 until projected."""
+        if active:
+            event = DeviceUnregistered(user_id=user_id, device_token=token, platform=platform)
+            written = await self._writer().append([fact(event, user_id=user_id, subject=None)])
             if not await self._ryw.offsets(written):
                 return web.json_response(
                     {"device_token": token, "projected": False}, status=202, headers={"Retry-After": "1"}
                 )
-        return web.Response(status=204)
+        devices = {(d["platform"], d["device_token"]): d for d in await self._queries.devices(user_id)}
+        fallback = {"device_token": token, "user_id": user_id, "platform": platform, "active": False}
+        return web.json_response(devices.get((platform, token), fallback))

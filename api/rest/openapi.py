@@ -63,6 +63,11 @@ def new_device_schema(platforms: Mapping[str, DevicePlatform]) -> _S:
         "platform": {"enum": list(platforms), "default": DEFAULT_PLATFORM},
         "name": _nullable("string", maxLength=200),
         "user_id": {"type": "string"},
+        "is_active": {
+            "type": "boolean",
+            "default": True,
+            "description": "false: deactivate the device instead (as DELETE: 200 with it, 404 unless the user's).",
+        },
     }
     out = _obj(["device_token"], props, additionalProperties=False)
     if len(platforms) > 1:
@@ -701,11 +706,12 @@ def document() -> _S:
             ),
             "post": _op(
                 "Register a device token of a platform (emits device.registered; an unknown platform is 422,"
-                " listing the platforms in `platforms`)",
+                " listing the platforms in `platforms`); with is_active false, deactivate it",
                 {
+                    "200": _json(_ref("Device"), "Deactivated (is_active false)"),
                     "201": _json(_ref("Device"), "Registered"),
                     "202": _RETRY,
-                    **_errors(400, 401, 403, 413, 422, 429, 503),
+                    **_errors(400, 401, 403, 404, 413, 422, 429, 503),
                 },
                 tag="devices",
                 body="NewDevice",

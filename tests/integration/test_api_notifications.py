@@ -256,6 +256,26 @@ async def test_devices_register_list_deactivate(api_stack, http) -> None:  # typ
     assert bad.content_type == "application/problem+json"
 
 
+async def test_devices_registered_and_deactivated_with_is_active(api_stack, http) -> None:  # type: ignore[no-untyped-def]
+    # The push service's registration body: ``is_active`` true registers, false deactivates.
+    api = client(api_stack, http, unique("joy"))
+    token = "e" * 64
+    reply = await api.post("/api/devices", json={"device_token": token, "platform": "ios", "is_active": True})
+    assert (reply.status, reply.body["active"]) == (201, True), reply.body
+    stranger = client(api_stack, http, unique("ken"))
+    refused = await stranger.post("/api/devices", json={"device_token": token, "is_active": False})
+    assert refused.status == 404, refused.body
+    off = await api.post("/api/devices", json={"device_token": token.upper(), "is_active": False})
+    assert (off.status, off.body["active"], off.body["status"]) == (200, False, "unregistered"), off.body
+    assert (await api.get("/api/devices?active=true")).body["results"] == []
+    again = await api.post("/api/devices", json={"device_token": token, "is_active": False})
+    assert (again.status, again.body["active"]) == (200, False)  # already inactive: nothing new
+    bad = await api.post("/api/devices", json={"device_token": token, "is_active": "yes"})
+    assert bad.status == 422 and "is_active" in bad.body["detail"]
+    back = await api.post("/api/devices", json={"device_token": token, "is_active": True})
+    assert (back.status, back.body["active"]) == (201, True)
+
+
 async def test_contact_details_are_set_by_services(api_stack, http) -> None:  # type: ignore[no-untyped-def]
     user = unique("lena")
     api = client(api_stack, http, user)
