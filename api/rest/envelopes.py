@@ -23,12 +23,11 @@ from schemas.ids import derived_id, uuid7
 SOURCE = "herald/api"
 
 REQUEST_FIELDS: frozenset[str] = frozenset(schema("notification.requested")["properties"])
-
+"""Fields a client may put in a ``POST /api/notifications`` body: exactly the request schema's
+(``schemas/notification.requested``), so REST and Kafka producers can never drift apart."""
 DEVICE_TOKEN_CHANNEL = APNS.name
 """The channel a request's ``device_token`` belongs to (an ios device's APNs token): a bulk to
 device tokens goes on it, and so does a single request naming a token but no ``channels``."""
-"""Fields a client may put in a ``POST /api/notifications`` body: exactly the request schema's
-(``schemas/notification.requested``), so REST and Kafka producers can never drift apart."""
 CALLER_CHOSEN_ADDRESS = "email"
 """The field that sends mail to an address of the caller's choice (services only: no open relay)."""
 
