@@ -66,6 +66,10 @@ wait, so on the path the wait is a Tansu workaround of the benchmark, as the tes
 OFF_PATH_FETCH_WAIT_MS = TESTS_FETCH_WAIT_MS
 """The fetch wait of the roles whose consumers are not on the frame's path (the projector, the api): the
 tests' Tansu setting. ``--off-path-fetch-wait`` sets it."""
+PROJECTOR_NICE = 10
+"""The projector's niceness, as compose's ``cpu_shares: 128`` gives it in a deployment (HERALD_PROJECTOR_NICE):
+off the frame's path, it gives way to the worker, the api and the broker while the two cores are busy.
+``--projector-nice`` sets it (0: every role at the same priority, as before 6 December, afternoon)."""
 
 
 @dataclass
@@ -175,7 +179,9 @@ async def run_herald(bootstrap: str, database_url: str, args: argparse.Namespace
             return stages.env(role_name) if stages is not None else {}
 
         async with (
-            role("projector", off_path, tag="-throughput", root=args.projector_tree) as projector,
+            role(
+                "projector", off_path, tag="-throughput", root=args.projector_tree, nice=args.projector_nice
+            ) as projector,
             role(
                 "worker",
                 settings,
@@ -1146,7 +1152,7 @@ def rows(result: Result, args: argparse.Namespace) -> list[tuple[str, str, str, 
     h, b = med(result.herald_rate), med(result.base_rate)
     return [
         (
-            f"sustained end to end, burst of {args.burst:,} (frame + row)",
+            f"sustained end to end, burst of {args.burst:,} (frame + row; projector at nice {args.projector_nice})",
             f"{h:,.0f}/s",
             f"{b:,.0f}/s",
             f"{h / b:.3f}",
@@ -1224,6 +1230,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="the worker asks for the event log in at most one fetch every MS ms (HERALD_KAFKA_EVENT_LOG_FETCH_"
         "INTERVAL_MS; 0: in every fetch, production's default; a --worker-tree that lacks the setting ignores it)",
+    )
+    p.add_argument(
+        "--projector-nice",
+        type=int,
+        choices=range(20),
+        metavar="N",
+        default=PROJECTOR_NICE,
+        help=f"the projector's niceness, 0-19 (default {PROJECTOR_NICE}: compose's cpu_shares 128 for the projector,"
+        " HERALD_PROJECTOR_NICE on a shared host; 0: as every role before it)",
     )
     p.add_argument(
         "--worker-tree",

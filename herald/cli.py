@@ -134,10 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_http_server(settings.metrics_port, addr=settings.http_host)
         log.info("metrics listening", extra={"port": settings.metrics_port})
 
-    if command == "worker" and settings.worker_nice:
-        # Before any thread starts (Faust's consumer thread, the executor's): each inherits it.
-        os.nice(settings.worker_nice)
-        log.info("worker niceness raised", extra={"niceness": os.nice(0)})
+    nice = {"worker": settings.worker_nice, "projector": settings.projector_nice}.get(command, 0)
+    if nice:
+        # Before any thread starts (Faust's consumer thread, the executors'): each inherits it.
+        os.nice(nice)
+        log.info(f"{command} niceness raised", extra={"niceness": os.nice(0)})
 
     async def role() -> int:
         roles = {"worker": command == "worker", "projector": command == "projector", "api": command == "api"}

@@ -41,7 +41,7 @@ from streams.app import runs_sinks, worker_app_id
 from tests.support.event_log import append
 from tests.support.kafka import publish_json, request
 from tests.support.log_reader import TopicTail
-from tests.support.processes import ROOT, role_env, start_role, stop_role
+from tests.support.processes import ROOT, role_env, start_role, stop_role, thread_niceness
 from tests.support.settings import isolated_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -150,20 +150,10 @@ def test_the_split_names_its_groups_and_runs_the_sinks_in_one_of_them(settings: 
         assert len({worker_app_id(p) for p in parts}) == len(parts), groups
 
 
-def _thread_niceness(pid: int) -> dict[int, int]:
-    """The niceness of each thread of process ``pid`` (``/proc/<pid>/task/<tid>/stat``, field 19)."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        stat = (task / "stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
-        out[int(task.name)] = int(fields[16])
-    return out
-
-
 def test_the_medium_and_low_worker_runs_every_thread_at_its_niceness(
     workers: list[subprocess.Popen[bytes]],
 ) -> None:
-    high, rest = (_thread_niceness(proc.pid) for proc in workers)
+    high, rest = (thread_niceness(proc.pid) for proc in workers)
     # The consumer thread (and any other) started after the niceness was set: all inherit it.
     assert len(rest) > 1 and set(rest.values()) == {LOW_NICE}, rest
     assert set(high.values()) == {os.nice(0)}, high  # the high worker as started

@@ -4,6 +4,7 @@ and a role that cannot work says so on /readyz instead of looking alive."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from herald.broker import free_port
 from tests.support.api import PG_ADMIN_URL, isolated_settings, own_database
-from tests.support.processes import start_role, stop_role
+from tests.support.processes import start_role, stop_role, thread_niceness
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -68,6 +69,26 @@ async def test_a_projector_is_ready_then_names_its_lost_database(
 
                 await eventually(says_database, timeout=30, interval=0.2, what="/readyz naming the database")
                 assert (await _get(http, f"{base}/healthz"))[0] == 200, "alive, retrying: not ready"
+        finally:
+            stop_role(proc)
+
+
+async def test_a_projector_runs_every_thread_at_its_niceness(
+    kafka_bootstrap: str, redis_url: str, output_dir: Path
+) -> None:
+    # HERALD_PROJECTOR_NICE: the projector gives way to the live path on a shared host.
+    port = free_port()
+    log = output_dir / "probes-projector-nice.log"
+    log.unlink(missing_ok=True)
+    with own_database("herald_probes") as url:
+        settings = isolated_settings(kafka_bootstrap, url, redis_url, metrics_port=port, projector_nice=7)
+        proc = start_role("projector", settings, log)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await _until(http, f"http://127.0.0.1:{port}/readyz", proc, log, 200, "the projector ready")
+            threads = thread_niceness(proc.pid)
+            # Its consumer's and its pools' threads started after the niceness was set: all have it.
+            assert len(threads) > 1 and set(threads.values()) == {min(19, os.nice(0) + 7)}, threads
         finally:
             stop_role(proc)
 

@@ -43,3 +43,13 @@ def stop_role(proc: subprocess.Popen[bytes], *, within: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def thread_niceness(pid: int) -> dict[int, int]:
+    """The niceness of each thread of process ``pid`` (``/proc/<pid>/task/<tid>/stat``, field 19)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+        out[int(task.name)] = int(fields[16])
+    return out

@@ -25,6 +25,8 @@ def test_env_values_are_typed() -> None:
         # A worker only lowers its own CPU priority (raising it needs privileges it should not have).
         ({"HERALD_WORKER_NICE": "-5"}, "HERALD_WORKER_NICE must be at least 0"),
         ({"HERALD_WORKER_NICE": "20"}, "HERALD_WORKER_NICE must be at most 19"),
+        ({"HERALD_PROJECTOR_NICE": "-1"}, "HERALD_PROJECTOR_NICE must be at least 0"),
+        ({"HERALD_PROJECTOR_NICE": "20"}, "HERALD_PROJECTOR_NICE must be at most 19"),
     ],
 )
 def test_bad_values_fail_with_clear_message(env: dict[str, str], message: str) -> None:
