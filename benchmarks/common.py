@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import shutil
 import statistics
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -14,7 +13,7 @@ import psycopg
 
 from engine.settings import Settings
 from herald.broker import free_port, tansu_process
-from streams.app import faust_datadir
+from streams.app import remove_faust_datadirs
 
 PG_ADMIN = os.environ.get("HERALD_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -59,11 +58,7 @@ _APP_IDS: set[str] = set()
 """The Faust app ids of this run, whose (empty) data directories go when it ends."""
 
 
-@atexit.register
-def _remove_faust_datadirs() -> None:
-    for app_id in _APP_IDS:  # a split worker's id has its priorities as a suffix: the glob
-        for path in faust_datadir(app_id).parent.glob(f"{faust_datadir(app_id).name}*"):
-            shutil.rmtree(path, ignore_errors=True)
+atexit.register(remove_faust_datadirs, _APP_IDS)
 
 
 def bench_settings(bootstrap: str, database_url: str, **overrides: object) -> Settings:

@@ -182,6 +182,13 @@ class DatabaseSettings(_Concern):
     """Events applied per projector transaction at most (a lone write is projected at once)."""
     projector_linger_ms: int = 50
     """With a backlog, the projector collects events for up to this long into one transaction."""
+    projector_nice: Annotated[int, Field(ge=0, le=19)] = 0
+    """Niceness a projector process adds to itself at start (every thread of it; 0 to 19). The
+    projector is off the path of live delivery: on a host whose cores it shares with the worker,
+    the API and the broker, at 10 it gives way to them while the cores are busy, batches more
+    events per transaction and still takes the CPU they leave; the read models, and so the
+    answers of REST writes, may then lag more under load (compose's ``cpu_shares``).
+    docs/deployment.md, "CPU priority"."""
     read_your_writes_timeout: float = 5.0
     """Seconds an API write waits for the projector before answering 202 with a retry hint."""
 
@@ -331,13 +338,6 @@ class AdmissionSettings(_Concern):
     low then gives way, while the cores are busy, to the high-priority worker, the broker and the
     API, and still takes the CPU they leave (containers get the same from CPU weights: compose's
     ``cpu_shares``). docs/deployment.md, "Priority split"."""
-    projector_nice: Annotated[int, Field(ge=0, le=19)] = 0
-    """Niceness a projector process adds to itself at start (every thread of it; 0 to 19). The
-    projector is off the path of live delivery: on a host whose cores it shares with the worker,
-    the API and the broker, at 10 it gives way to them while the cores are busy, batches more
-    events per transaction and still takes the CPU they leave; the read models, and so the
-    answers of REST writes, may then lag more under load (compose's ``cpu_shares``).
-    docs/deployment.md, "CPU priority"."""
 
     @field_validator("worker_priorities", mode="before")
     @classmethod

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,13 @@ def sink_app_id(settings: Settings) -> str:
 def faust_datadir(app_id: str) -> Path:
     """Faust's data directory of an app: empty with Herald's in-memory table stores, one per app id."""
     return Path(tempfile.gettempdir()) / f"herald-faust-{app_id}"
+
+
+def remove_faust_datadirs(app_ids: Iterable[str]) -> None:
+    """Remove the data directories of ``app_ids`` and of their split workers (ids with a suffix)."""
+    for app_id in app_ids:
+        for path in faust_datadir(app_id).parent.glob(f"{faust_datadir(app_id).name}*"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def worker_app_id(settings: Settings) -> str:

@@ -143,6 +143,7 @@ class NotificationRoutes:
             # A push to one device: without ``channels`` the request goes on that device's channel
             # (the schema's default, websocket alone, would never reach the phone).
             body.setdefault("channels", [DEVICE_TOKEN_CHANNEL])
+        token_owner: tuple[str, bool] | None = None  # looked up once, for a token named alone
         if "user_id" not in body and isinstance(token, str) and principal.has(SCOPE_WRITE):
             # A service sending to a device token alone: the recipient is the device's owner
             # (the schema is checked before the query, with a stand-in recipient).
@@ -150,7 +151,7 @@ class NotificationRoutes:
             owner = (await self._queries.device_owners([token])).get(token)
             if owner is None or not owner[1]:
                 raise Problem(422, "Unprocessable Content", "device_token is not an active device")
-            body["user_id"] = owner[0]
+            body["user_id"], token_owner = owner[0], owner
         body.setdefault("user_id", principal.subject)
         if not isinstance(body["user_id"], str):
             raise Problem(422, "Unprocessable Content", "user_id must be a string")
@@ -166,7 +167,7 @@ class NotificationRoutes:
         # Validates (schema, encoded size) before any query.
         env, priority = build_request(body, notification_id=nid, max_bytes=self._settings.max_request_bytes)
         if token is not None:
-            owner = (await self._queries.device_owners([token])).get(token)
+            owner = token_owner or (await self._queries.device_owners([token])).get(token)
             if owner != (body["user_id"], True):
                 raise Problem(422, "Unprocessable Content", "device_token is not an active device of the recipient")
         location = f"/api/notifications/{nid}"

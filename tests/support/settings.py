@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import uuid
 from typing import Any
 
 import psycopg
 
 from engine.settings import Settings
-from streams.app import faust_datadir
+from streams.app import remove_faust_datadirs
 
 TEST_JWT_SECRET = "herald-test-secret-not-the-dev-one-0123456789"
 """Tests sign with their own secret, as a production role must (``herald api`` refuses the dev one)."""
@@ -34,13 +33,8 @@ _APP_IDS: set[str] = set()
 """The Faust app ids of this test session, whose (empty) data directories go when it ends."""
 
 
-@atexit.register
-def _remove_faust_datadirs() -> None:
-    # Each test's worker has an app id of its own, and so a directory of its own under /tmp
-    # (a split worker's id has its priorities as a suffix: the glob).
-    for app_id in _APP_IDS:
-        for path in faust_datadir(app_id).parent.glob(f"{faust_datadir(app_id).name}*"):
-            shutil.rmtree(path, ignore_errors=True)
+# Each test's worker has an app id of its own, and so a directory of its own under /tmp.
+atexit.register(remove_faust_datadirs, _APP_IDS)
 
 
 def isolated_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
